@@ -1,0 +1,22 @@
+//! BGP-4 for routed: the wire layer and the session state machine.
+//!
+//! Data flow (one peer):
+//!
+//! ```text
+//! TCP bytes ──> packet::FrameReader ──> packet::decode_message ──> fsm::Fsm::handle(Input)
+//!                (framing, 1/x errors)   (validation, then zettabgp      │
+//!                                         where it is safe)              v
+//! TCP bytes <── packet::encode_*  <──────────────────────────────  Vec<Output>
+//! ```
+//!
+//! `packet` validates every byte before zettabgp sees it and maps every failure to a typed
+//! NOTIFICATION; `fsm` is the RFC 4271 §8 state machine with no I/O and no clock, driven by
+//! the session task (`session.rs`, tokio) that owns the socket and the timers.
+//!
+//! RFCs: 4271 (BGP-4), 4760 (multiprotocol), 5492 (capabilities), 6793 (4-octet AS),
+//! 2918/7313 (route refresh), 4724 (graceful restart), 7606 (revised error handling),
+//! 8654 (extended message), 9003 (shutdown communication), 9072 (extended optional
+//! parameters length), 9234 (role, parsed only).
+
+pub mod fsm;
+pub mod packet;

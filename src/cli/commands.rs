@@ -1,0 +1,370 @@
+//! The routectl commands: each reads or writes the datastore through the library and prints
+//! in the chosen output format.
+
+use super::{
+    table, BenchCommand, Cli, Command, IpamCommand, NodeCommand, OnOff, Output, PoolCommand,
+};
+use crate::datastore::{self, decode_json, Datastore};
+use crate::ipam::{bench, AllocateRequest, Family, Ipam};
+use crate::model::{keys, parse_cidr, EncapMode, IpPool, Node};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
+    let config = cli.global.datastore_config();
+    let store = datastore::open(&config).await.with_context(|| {
+        format!(
+            "cannot open datastore {} (set --datastore or ROUTED_DATASTORE)",
+            config.url
+        )
+    })?;
+    let out = cli.global.output;
+    match &cli.command {
+        Command::Pool(cmd) => pool(store, cmd, out).await,
+        Command::Ipam(cmd) => ipam(store, cmd, out).await,
+        Command::Node(NodeCommand::List) => node_list(store, out).await,
+        Command::Bench(cmd) => bench_cmd(store, cmd, out).await,
+    }
+}
+
+/// Prints `value` as JSON or YAML, or `table()` for the table format.
+fn print<T: Serialize>(out: Output, value: &T, table: impl FnOnce() -> String) -> Result<()> {
+    match out {
+        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Output::Yaml => print!("{}", serde_yaml::to_string(value)?),
+        Output::Table => print!("{}", table()),
+    }
+    Ok(())
+}
+
+fn ok() -> Result<ExitCode> {
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn pool(store: Arc<dyn Datastore>, cmd: &PoolCommand, out: Output) -> Result<ExitCode> {
+    let ipam = Ipam::new(store);
+    match cmd {
+        PoolCommand::Create {
+            name,
+            cidr,
+            block_size,
+            ipip_mode,
+            vxlan_mode,
+            nat_outgoing,
+            disabled,
+            disable_bgp_export,
+        } => {
+            let mut pool = IpPool::new(name, parse_cidr(cidr)?);
+            if let Some(size) = block_size {
+                pool.block_size = *size;
+            }
+            pool.ipip_mode = ipip_mode.parse()?;
+            pool.vxlan_mode = vxlan_mode.parse()?;
+            pool.nat_outgoing = *nat_outgoing;
+            pool.disabled = *disabled;
+            pool.disable_bgp_export = *disable_bgp_export;
+            ipam.create_pool(&pool).await?;
+            print(out, &pool, || {
+                format!(
+                    "pool {} created ({}, blocks of /{})\n",
+                    pool.name, pool.cidr, pool.block_size
+                )
+            })?;
+        }
+        PoolCommand::List => {
+            let pools = ipam.list_pools().await?;
+            print(out, &pools, || {
+                let rows = pools
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.name.clone(),
+                            p.cidr.to_string(),
+                            p.block_size.to_string(),
+                            p.ipip_mode.to_string(),
+                            p.vxlan_mode.to_string(),
+                            p.nat_outgoing.to_string(),
+                            p.disabled.to_string(),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                table::render(
+                    &[
+                        "NAME",
+                        "CIDR",
+                        "BLOCK SIZE",
+                        "IPIP",
+                        "VXLAN",
+                        "NAT OUTGOING",
+                        "DISABLED",
+                    ],
+                    &rows,
+                )
+            })?;
+        }
+        PoolCommand::Set {
+            name,
+            ipip_mode,
+            vxlan_mode,
+            nat_outgoing,
+            disabled,
+            disable_bgp_export,
+        } => {
+            let ipip: Option<EncapMode> = ipip_mode.as_deref().map(str::parse).transpose()?;
+            let vxlan: Option<EncapMode> = vxlan_mode.as_deref().map(str::parse).transpose()?;
+            let pool = ipam
+                .update_pool(name, |p| {
+                    if let Some(m) = ipip {
+                        p.ipip_mode = m;
+                    }
+                    if let Some(m) = vxlan {
+                        p.vxlan_mode = m;
+                    }
+                    if let Some(v) = nat_outgoing {
+                        p.nat_outgoing = *v;
+                    }
+                    if let Some(v) = disabled {
+                        p.disabled = *v;
+                    }
+                    if let Some(v) = disable_bgp_export {
+                        p.disable_bgp_export = *v;
+                    }
+                })
+                .await?;
+            print(out, &pool, || format!("pool {} updated\n", pool.name))?;
+        }
+        PoolCommand::Delete { name, force } => {
+            let done = ipam.delete_pool(name, *force).await?;
+            print(out, &done, || {
+                format!(
+                    "pool {} deleted ({} block(s) removed, {} address(es) released)\n",
+                    done.pool, done.blocks_removed, done.addresses_released
+                )
+            })?;
+        }
+    }
+    ok()
+}
+
+async fn ipam(store: Arc<dyn Datastore>, cmd: &IpamCommand, out: Output) -> Result<ExitCode> {
+    let ipam = Ipam::new(store);
+    match cmd {
+        IpamCommand::Allocate {
+            node,
+            handle,
+            count,
+            pools,
+            ipv6,
+        } => {
+            let mut req = AllocateRequest::new(node, handle, *count);
+            req.pools = pools.clone();
+            req.family = if *ipv6 { Family::V6 } else { Family::V4 };
+            req.attributes.insert("node".into(), node.clone());
+            let got = ipam.allocate(&req).await?;
+            print(out, &got, || {
+                got.iter()
+                    .map(|a| format!("{}\n", a.ip))
+                    .collect::<String>()
+            })?;
+        }
+        IpamCommand::Release {
+            handle,
+            ip,
+            sequence,
+            empty_blocks,
+            node,
+        } => {
+            if let Some(handle) = handle {
+                let freed = ipam.release_handle(handle).await?;
+                print(out, &freed, || {
+                    if freed.is_empty() {
+                        format!("handle {handle} held no address; nothing released\n")
+                    } else {
+                        freed.iter().map(|ip| format!("released {ip}\n")).collect()
+                    }
+                })?;
+            } else if let Some(ip) = ip {
+                let released = ipam.release_ip(*ip, *sequence).await?;
+                print(out, &released, || {
+                    format!("released {} (handle {})\n", released.ip, released.handle)
+                })?;
+            } else if *empty_blocks {
+                let blocks = ipam.release_empty_blocks(node.as_deref()).await?;
+                print(out, &blocks, || {
+                    format!("released {} empty block(s)\n", blocks.len())
+                })?;
+            }
+        }
+        IpamCommand::Show { node } => {
+            let blocks = ipam.show(node.as_deref()).await?;
+            print(out, &blocks, || {
+                let rows = blocks
+                    .iter()
+                    .map(|b| {
+                        vec![
+                            b.cidr.to_string(),
+                            b.affinity.clone().unwrap_or_else(|| "-".into()),
+                            b.pool.clone().unwrap_or_else(|| "(none)".into()),
+                            b.used.to_string(),
+                            b.free.to_string(),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                let used: usize = blocks.iter().map(|b| b.used).sum();
+                let free: usize = blocks.iter().map(|b| b.free).sum();
+                table::render(&["BLOCK", "NODE", "POOL", "USED", "FREE"], &rows)
+                    + &format!(
+                        "{} block(s), {used} address(es) in use, {free} free\n",
+                        blocks.len()
+                    )
+            })?;
+        }
+        IpamCommand::Check => {
+            let report = ipam.check().await?;
+            print(out, &report, || {
+                let mut text = format!(
+                    "checked {} pool(s), {} block(s), {} affinity record(s), {} handle(s), {} allocated address(es)\n",
+                    report.pools, report.blocks, report.affinities, report.handles, report.allocated
+                );
+                if report.is_clean() {
+                    text.push_str("no inconsistency found\n");
+                } else {
+                    for f in &report.findings {
+                        text.push_str(&format!("- {f}\n"));
+                    }
+                    text.push_str(&format!(
+                        "{} inconsistency(ies) found\n",
+                        report.findings.len()
+                    ));
+                }
+                text
+            })?;
+            if !report.is_clean() {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        IpamCommand::Config {
+            strict_affinity,
+            max_blocks_per_host,
+        } => {
+            let mut config = ipam.config().await?;
+            if strict_affinity.is_some() || max_blocks_per_host.is_some() {
+                if let Some(s) = strict_affinity {
+                    config.strict_affinity = *s == OnOff::On;
+                }
+                if let Some(n) = max_blocks_per_host {
+                    config.max_blocks_per_host = *n;
+                }
+                ipam.set_config(&config).await?;
+            }
+            print(out, &config, || {
+                format!(
+                    "strict_affinity: {}\nmax_blocks_per_host: {}\n",
+                    if config.strict_affinity { "on" } else { "off" },
+                    config.max_blocks_per_host
+                )
+            })?;
+        }
+    }
+    ok()
+}
+
+async fn node_list(store: Arc<dyn Datastore>, out: Output) -> Result<ExitCode> {
+    let listed = store.list(keys::NODES).await?;
+    let nodes = listed
+        .kvs
+        .iter()
+        .map(decode_json::<Node>)
+        .collect::<Result<Vec<_>, _>>()?;
+    print(out, &nodes, || {
+        let rows = nodes
+            .iter()
+            .map(|n| {
+                let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+                vec![
+                    n.name.clone(),
+                    opt(n.ipv4_address.map(|a| a.to_string())),
+                    opt(n.ipv6_address.map(|a| a.to_string())),
+                    opt(n.address_detection.clone()),
+                    opt(n.as_number.map(|a| a.to_string())),
+                    opt(n.mtu.map(|m| m.to_string())),
+                ]
+            })
+            .collect::<Vec<_>>();
+        table::render(
+            &[
+                "NAME",
+                "IPV4 ADDRESS",
+                "IPV6 ADDRESS",
+                "DETECTED BY",
+                "AS",
+                "MTU",
+            ],
+            &rows,
+        )
+    })?;
+    ok()
+}
+
+async fn bench_cmd(store: Arc<dyn Datastore>, cmd: &BenchCommand, out: Output) -> Result<ExitCode> {
+    let reports = match cmd {
+        BenchCommand::Ipam {
+            node,
+            workers,
+            count,
+            handle_prefix,
+            keep,
+        } => {
+            let (reports, kept) =
+                bench::bench_allocate(store, node, *workers, *count, handle_prefix, *keep).await?;
+            if *keep && out == Output::Table {
+                for a in &kept {
+                    println!("{}", a.ip);
+                }
+                return ok();
+            }
+            reports
+        }
+        BenchCommand::Cas {
+            workers,
+            count,
+            shared_key,
+        } => {
+            vec![
+                bench::bench_cas(store, *workers, *count, "bench/cas-", shared_key.as_deref())
+                    .await?,
+            ]
+        }
+    };
+    print(out, &reports, || {
+        let rows = reports
+            .iter()
+            .map(|r| {
+                vec![
+                    r.operation.clone(),
+                    r.workers.to_string(),
+                    r.operations.to_string(),
+                    format!("{:.0}", r.ops_per_second),
+                    format!("{:.2}", r.p50_ms),
+                    format!("{:.2}", r.p99_ms),
+                    format!("{:.2}", r.round_trips_per_op),
+                ]
+            })
+            .collect::<Vec<_>>();
+        table::render(
+            &[
+                "OPERATION",
+                "WORKERS",
+                "OPS",
+                "OPS/S",
+                "P50 MS",
+                "P99 MS",
+                "ROUND TRIPS/OP",
+            ],
+            &rows,
+        )
+    })?;
+    ok()
+}

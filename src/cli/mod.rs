@@ -1,0 +1,248 @@
+//! `routectl`: the operator CLI. Arguments (clap), dispatch, output formats and exit codes.
+//!
+//! Exit codes: 0 success, 1 the operation failed (the message says why and what to do),
+//! 2 usage error (clap's own exit code for bad arguments).
+
+mod commands;
+pub mod table;
+
+use crate::datastore::{DatastoreConfig, TlsFiles, DEFAULT_PREFIX, DEFAULT_URL};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::IpAddr;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "routectl",
+    version,
+    about = "Operate a routed cluster: pools, IPAM, nodes, BGP status"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Datastore URL: etcd://HOST:PORT[,HOST:PORT], etcds://... (TLS) or sqlite:///PATH.
+    #[arg(long, global = true, env = "ROUTED_DATASTORE", default_value = DEFAULT_URL)]
+    pub datastore: String,
+    /// Key prefix inside the datastore.
+    #[arg(long, global = true, env = "ROUTED_DATASTORE_PREFIX", default_value = DEFAULT_PREFIX)]
+    pub datastore_prefix: String,
+    /// CA certificate (PEM) that signed etcd's server certificate.
+    #[arg(long, global = true, env = "ROUTED_ETCD_CA_FILE")]
+    pub etcd_ca_file: Option<String>,
+    /// Client certificate (PEM) presented to etcd.
+    #[arg(long, global = true, env = "ROUTED_ETCD_CERT_FILE")]
+    pub etcd_cert_file: Option<String>,
+    /// Private key (PEM) of the client certificate.
+    #[arg(long, global = true, env = "ROUTED_ETCD_KEY_FILE")]
+    pub etcd_key_file: Option<String>,
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+impl GlobalArgs {
+    pub fn datastore_config(&self) -> DatastoreConfig {
+        DatastoreConfig {
+            url: self.datastore.clone(),
+            prefix: self.datastore_prefix.clone(),
+            tls: TlsFiles {
+                ca_file: self.etcd_ca_file.clone(),
+                cert_file: self.etcd_cert_file.clone(),
+                key_file: self.etcd_key_file.clone(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// IP pools: create, list, change, delete.
+    #[command(subcommand)]
+    Pool(PoolCommand),
+    /// Address management: allocate, release, show, check, configure.
+    #[command(subcommand)]
+    Ipam(IpamCommand),
+    /// Nodes registered by their agents.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Datastore and IPAM benchmarks (see docs/benchmarks.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Create a pool.
+    Create {
+        name: String,
+        #[arg(long)]
+        cidr: String,
+        /// Prefix length of each block (default 26 for IPv4, 122 for IPv6).
+        #[arg(long)]
+        block_size: Option<u8>,
+        /// Never | Always | CrossSubnet
+        #[arg(long, default_value = "Never")]
+        ipip_mode: String,
+        /// Never | Always | CrossSubnet
+        #[arg(long, default_value = "Never")]
+        vxlan_mode: String,
+        #[arg(long)]
+        nat_outgoing: bool,
+        #[arg(long)]
+        disabled: bool,
+        #[arg(long)]
+        disable_bgp_export: bool,
+    },
+    /// List pools.
+    List,
+    /// Change a pool's modes or flags (CIDR and block size are immutable).
+    Set {
+        name: String,
+        #[arg(long)]
+        ipip_mode: Option<String>,
+        #[arg(long)]
+        vxlan_mode: Option<String>,
+        #[arg(long)]
+        nat_outgoing: Option<bool>,
+        #[arg(long)]
+        disabled: Option<bool>,
+        #[arg(long)]
+        disable_bgp_export: Option<bool>,
+    },
+    /// Delete a pool (refused while addresses are allocated from it, unless --force).
+    Delete {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IpamCommand {
+    /// Allocate addresses for a handle on a node and print them.
+    Allocate {
+        #[arg(long)]
+        node: String,
+        #[arg(long)]
+        handle: String,
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// Only from these pools (repeatable).
+        #[arg(long = "pool")]
+        pools: Vec<String>,
+        /// Allocate IPv6 instead of IPv4.
+        #[arg(long)]
+        ipv6: bool,
+    },
+    /// Release addresses: by handle, by address, or give back empty blocks.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["handle", "ip", "empty_blocks"])))]
+    Release {
+        #[arg(long)]
+        handle: Option<String>,
+        #[arg(long)]
+        ip: Option<IpAddr>,
+        /// With --ip: only if the address still carries this sequence number.
+        #[arg(long, requires = "ip")]
+        sequence: Option<u64>,
+        /// Release blocks that hold no address (of --node, or of every node).
+        #[arg(long)]
+        empty_blocks: bool,
+        #[arg(long, requires = "empty_blocks")]
+        node: Option<String>,
+    },
+    /// Show blocks: owner, used and free addresses.
+    Show {
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Check every IPAM record for inconsistencies (exit 1 when any is found).
+    Check,
+    /// Show or change IPAM settings.
+    Config {
+        /// on: nodes never borrow from other nodes' blocks.
+        #[arg(long)]
+        strict_affinity: Option<OnOff>,
+        /// Most blocks one node may claim (0: no limit).
+        #[arg(long)]
+        max_blocks_per_host: Option<u32>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List nodes.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Allocate COUNT single-address handles per worker on NODE, then release them.
+    Ipam {
+        #[arg(long)]
+        node: String,
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        #[arg(long, default_value = "bench")]
+        handle_prefix: String,
+        /// Keep the addresses (print them) instead of releasing.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Raw single-key compare-and-swap transactions.
+    Cas {
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Every worker increments this one counter key (checks that no update is lost).
+        #[arg(long)]
+        shared_key: Option<String>,
+    },
+}
+
+/// Runs a parsed command line; prints errors; returns the exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    match commands::dispatch(&cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("routectl: error: {}", error_chain(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The error and its causes joined by ": ", skipping a cause its parent already quoted.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}

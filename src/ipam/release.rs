@@ -1,0 +1,315 @@
+//! Releasing addresses: by handle, by address (with an optional sequence number), the rollback
+//! of a partial allocation, and giving back empty blocks.
+
+use super::cache::{decode_block, decode_handle, get_many, Cache};
+use super::{Allocated, Ipam, IpamError, MAX_ATTEMPTS};
+use crate::datastore::{decode_json, encode_json, Compare, Op, Txn};
+use crate::model::{keys, validate_handle, BlockAffinity, Handle};
+use ipnetwork::IpNetwork;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use tracing::{info, warn};
+
+/// What a release by address freed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Released {
+    pub ip: IpAddr,
+    pub handle: String,
+    pub sequence: u64,
+}
+
+impl Ipam {
+    /// Frees every address held by `handle`; returns them. A handle that holds nothing (or
+    /// never existed) frees nothing and is not an error, so CNI DEL can repeat safely.
+    pub async fn release_handle(&self, handle: &str) -> Result<Vec<IpAddr>, IpamError> {
+        validate_handle(handle)?;
+        let mut cache = self.cache.lock().await;
+        self.release_handle_locked(&mut cache, handle, None).await
+    }
+
+    /// Frees `ip`. With `sequence`, only if the address still carries that sequence number
+    /// (else [`IpamError::StaleSequence`] and nothing changes).
+    pub async fn release_ip(
+        &self,
+        ip: IpAddr,
+        sequence: Option<u64>,
+    ) -> Result<Released, IpamError> {
+        let mut cache = self.cache.lock().await;
+        let cidr = self.block_of(&mut cache, ip).await?;
+        for _ in 0..MAX_ATTEMPTS {
+            let Some((block, block_rev)) = cache.blocks.get(&cidr).cloned() else {
+                return Err(IpamError::UnknownAddress { ip });
+            };
+            let ordinal = block
+                .ordinal_of(ip)
+                .ok_or(IpamError::UnknownAddress { ip })?;
+            let Some(allocation) = block.allocations.get(&ordinal).cloned() else {
+                return Err(IpamError::NotAllocated { ip });
+            };
+            if let Some(given) = sequence.filter(|&s| s != allocation.sequence) {
+                return Err(IpamError::StaleSequence {
+                    ip,
+                    given,
+                    current: allocation.sequence,
+                    handle: allocation.handle,
+                });
+            }
+            let (mut handle, handle_rev) =
+                self.cached_handle(&mut cache, &allocation.handle).await?;
+            let mut updated = block.clone();
+            updated.release_ordinal(ordinal);
+            handle.remove(&cidr, 1);
+            let (block_key, handle_key) = (keys::block(&cidr), keys::handle(&allocation.handle));
+            let txn = Txn {
+                compare: vec![
+                    Compare::revision(&block_key, block_rev),
+                    Compare::revision(&handle_key, handle_rev),
+                ],
+                success: vec![
+                    Op::put(&block_key, encode_json(&updated)),
+                    handle_write(&handle_key, &handle),
+                ],
+                failure: vec![Op::get(&block_key), Op::get(&handle_key)],
+            };
+            let resp = self.store.txn(txn).await?;
+            if resp.succeeded {
+                cache.blocks.insert(cidr, (updated, resp.revision));
+                let rev = if handle.blocks.is_empty() {
+                    0
+                } else {
+                    resp.revision
+                };
+                cache.set_handle(&allocation.handle, Some((handle, rev)));
+                return Ok(Released {
+                    ip,
+                    handle: allocation.handle,
+                    sequence: allocation.sequence,
+                });
+            }
+            cache.set_block(cidr, decode_block(resp.get(0))?);
+            cache.set_handle(&allocation.handle, decode_handle(resp.get(1))?);
+        }
+        Err(IpamError::TooManyRetries {
+            what: format!("release of {ip}"),
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// Undoes a partial allocation: frees exactly the addresses handed out (matching sequence
+    /// numbers), leaving anything else the handle held.
+    pub(super) async fn release_allocated(
+        &self,
+        cache: &mut Cache,
+        handle: &str,
+        got: &[Allocated],
+    ) {
+        let only: BTreeMap<IpAddr, u64> = got.iter().map(|a| (a.ip, a.sequence)).collect();
+        if let Err(e) = self.release_handle_locked(cache, handle, Some(&only)).await {
+            warn!(%handle, error = %e, "rollback of a partial allocation failed; `routectl ipam check` will show it");
+        }
+    }
+
+    /// Releases the handle's addresses (all, or only those in `only` with matching sequence)
+    /// across all its blocks in one transaction.
+    async fn release_handle_locked(
+        &self,
+        cache: &mut Cache,
+        id: &str,
+        only: Option<&BTreeMap<IpAddr, u64>>,
+    ) -> Result<Vec<IpAddr>, IpamError> {
+        let handle_key = keys::handle(id);
+        let mut fresh = true;
+        for _ in 0..MAX_ATTEMPTS {
+            let (handle, handle_rev) = if fresh {
+                fresh = false;
+                let found = decode_handle(self.store.get(&handle_key).await?.as_ref())?;
+                cache.set_handle(id, found);
+                cache.handle(id)
+            } else {
+                cache.handle(id)
+            };
+            if handle_rev == 0 {
+                return Ok(Vec::new());
+            }
+            let cidrs: Vec<IpNetwork> = handle
+                .blocks
+                .keys()
+                .filter_map(|c| c.parse().ok())
+                .collect();
+            self.ensure_blocks(cache, &cidrs).await?;
+            let mut freed = Vec::new();
+            let mut remaining = handle.clone();
+            let mut compare = vec![Compare::revision(&handle_key, handle_rev)];
+            let mut success = Vec::new();
+            let mut failure = vec![Op::get(&handle_key)];
+            let mut compared = Vec::new();
+            let mut updated_blocks = Vec::new();
+            for cidr in &cidrs {
+                let Some((block, rev)) = cache.blocks.get(cidr).cloned() else {
+                    remaining.blocks.remove(&cidr.to_string());
+                    continue;
+                };
+                // Every block is compared, changed or not: a stale cached copy must not let the
+                // handle be dropped while the block still holds its addresses.
+                let key = keys::block(cidr);
+                compare.push(Compare::revision(&key, rev));
+                failure.push(Op::get(&key));
+                compared.push(*cidr);
+                let mut updated = block.clone();
+                let ordinals: Vec<u32> = updated
+                    .allocations
+                    .iter()
+                    .filter(|(o, a)| {
+                        a.handle == id
+                            && only.is_none_or(|m| {
+                                block
+                                    .ip_at(**o)
+                                    .is_some_and(|ip| m.get(&ip) == Some(&a.sequence))
+                            })
+                    })
+                    .map(|(o, _)| *o)
+                    .collect();
+                let released: Vec<IpAddr> = ordinals
+                    .into_iter()
+                    .filter_map(|o| updated.release_ordinal(o))
+                    .collect();
+                if only.is_none() {
+                    remaining.blocks.remove(&cidr.to_string());
+                } else {
+                    remaining.remove(cidr, released.len() as u32);
+                }
+                if released.is_empty() {
+                    continue;
+                }
+                freed.extend(released);
+                success.push(Op::put(&key, encode_json(&updated)));
+                updated_blocks.push((*cidr, updated));
+            }
+            success.push(handle_write(&handle_key, &remaining));
+            let resp = self
+                .store
+                .txn(Txn {
+                    compare,
+                    success,
+                    failure,
+                })
+                .await?;
+            if resp.succeeded {
+                for (cidr, block) in updated_blocks {
+                    cache.blocks.insert(cidr, (block, resp.revision));
+                }
+                let rev = if remaining.blocks.is_empty() {
+                    0
+                } else {
+                    resp.revision
+                };
+                cache.set_handle(id, Some((remaining, rev)));
+                return Ok(freed);
+            }
+            cache.set_handle(id, decode_handle(resp.get(0))?);
+            for (i, cidr) in compared.iter().enumerate() {
+                cache.set_block(*cidr, decode_block(resp.get(i + 1))?);
+            }
+        }
+        Err(IpamError::TooManyRetries {
+            what: format!("release of handle {id}"),
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// Gives back blocks that hold no address: of `node`, or of every node. Returns them.
+    pub async fn release_empty_blocks(
+        &self,
+        node: Option<&str>,
+    ) -> Result<Vec<IpNetwork>, IpamError> {
+        let mut cache = self.cache.lock().await;
+        let prefix = node.map_or(keys::AFFINITIES.to_string(), keys::affinities_of);
+        let affinities = self.store.list(&prefix).await?;
+        let mut released = Vec::new();
+        for kv in &affinities.kvs {
+            let Some((owner, cidr)) = keys::parse_affinity_key(&kv.key) else {
+                continue;
+            };
+            let _: BlockAffinity = decode_json(kv)?;
+            let block_key = keys::block(&cidr);
+            let block = decode_block(self.store.get(&block_key).await?.as_ref())?;
+            let mut txn = Txn {
+                compare: vec![Compare::revision(&kv.key, kv.mod_revision)],
+                ..Txn::default()
+            };
+            match &block {
+                Some((b, rev)) if b.is_empty() && b.affinity.as_deref() == Some(owner.as_str()) => {
+                    txn.compare.push(Compare::revision(&block_key, *rev));
+                    txn.success.push(Op::delete(&block_key));
+                }
+                Some(_) => continue,
+                None => {} // an affinity without a block: remove the leftover claim
+            }
+            txn.success.push(Op::delete(&kv.key));
+            if self.store.txn(txn).await?.succeeded {
+                info!(node = %owner, block = %cidr, "released empty block");
+                cache.set_block(cidr, None);
+                released.push(cidr);
+            }
+        }
+        Ok(released)
+    }
+
+    /// The block that holds `ip`: from the pools, else by scanning block keys.
+    async fn block_of(&self, cache: &mut Cache, ip: IpAddr) -> Result<IpNetwork, IpamError> {
+        let pools = super::cache::load_pools(self.store.as_ref()).await?;
+        let from_pool = pools.iter().find_map(|(p, _)| p.block_containing(ip));
+        cache.pools = Some(pools);
+        let cidr = match from_pool {
+            Some(cidr) => cidr,
+            None => {
+                let listed = self.store.list_keys(keys::BLOCKS).await?;
+                listed
+                    .kvs
+                    .iter()
+                    .filter_map(|kv| keys::key_part_to_cidr(keys::last_part(&kv.key)))
+                    .find(|c| c.contains(ip))
+                    .ok_or(IpamError::UnknownAddress { ip })?
+            }
+        };
+        let found = decode_block(self.store.get(&keys::block(&cidr)).await?.as_ref())?;
+        if found.is_none() {
+            return Err(IpamError::NotAllocated { ip });
+        }
+        cache.set_block(cidr, found);
+        Ok(cidr)
+    }
+
+    async fn cached_handle(&self, cache: &mut Cache, id: &str) -> Result<(Handle, i64), IpamError> {
+        if !cache.handles.contains_key(id) {
+            let found = decode_handle(self.store.get(&keys::handle(id)).await?.as_ref())?;
+            cache.set_handle(id, found);
+        }
+        Ok(cache.handle(id))
+    }
+
+    async fn ensure_blocks(&self, cache: &mut Cache, cidrs: &[IpNetwork]) -> Result<(), IpamError> {
+        let missing: Vec<IpNetwork> = cidrs
+            .iter()
+            .filter(|c| !cache.blocks.contains_key(c))
+            .copied()
+            .collect();
+        let block_keys: Vec<String> = missing.iter().map(keys::block).collect();
+        for (cidr, kv) in missing
+            .iter()
+            .zip(get_many(self.store.as_ref(), &block_keys).await?)
+        {
+            cache.set_block(*cidr, decode_block(kv.as_ref())?);
+        }
+        Ok(())
+    }
+}
+
+/// Writes the handle, or deletes it when it holds nothing.
+fn handle_write(key: &str, handle: &Handle) -> Op {
+    if handle.blocks.is_empty() {
+        Op::delete(key)
+    } else {
+        Op::put(key, encode_json(handle))
+    }
+}

@@ -1,0 +1,13 @@
+//! routed: a pure-L3 pod networking agent for Kubernetes, in the style of Calico's BGP mode.
+//!
+//! See `docs/architecture.md` for how the pieces fit. Modules:
+//! - [`model`]: resources (pools, peers, nodes, IPAM records), validation, datastore keys.
+//! - [`datastore`]: the revisioned key-value store contract, etcd and SQLite backends.
+//! - [`ipam`]: block-affinity address management with Calico's semantics.
+//! - [`cli`]: `routectl` commands and table rendering.
+
+pub mod cli;
+pub mod datastore;
+pub mod ipam;
+pub mod logging;
+pub mod model;

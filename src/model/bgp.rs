@@ -1,0 +1,168 @@
+//! BGP resources: the cluster-wide `BgpConfiguration` and explicit `BgpPeer`s.
+//!
+//! Field meanings follow Calico's BGPConfiguration and BGPPeer; the defaults are Calico's
+//! (AS 64512, node-to-node mesh on, port 179).
+
+use super::{validate_name, ValidationError};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+fn default_as() -> u32 {
+    64512
+}
+fn default_true() -> bool {
+    true
+}
+fn default_port() -> u16 {
+    179
+}
+fn default_restart_time() -> u32 {
+    120
+}
+
+/// Cluster-wide BGP settings (`/routed/v1/config/bgp`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpConfiguration {
+    #[serde(default = "default_as")]
+    pub as_number: u32,
+    #[serde(default = "default_true")]
+    pub node_to_node_mesh: bool,
+    #[serde(default = "default_port")]
+    pub listen_port: u16,
+    /// Graceful-restart time advertised to peers, seconds (RFC 4724).
+    #[serde(default = "default_restart_time")]
+    pub graceful_restart_time: u32,
+    /// TCP MD5 password for mesh sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_mesh_password: Option<String>,
+}
+
+impl Default for BgpConfiguration {
+    fn default() -> Self {
+        BgpConfiguration {
+            as_number: default_as(),
+            node_to_node_mesh: true,
+            listen_port: default_port(),
+            graceful_restart_time: default_restart_time(),
+            node_mesh_password: None,
+        }
+    }
+}
+
+impl BgpConfiguration {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.as_number == 0 {
+            return Err(ValidationError::InvalidAsNumber(0));
+        }
+        if self.listen_port == 0 {
+            return Err(ValidationError::InvalidField {
+                field: "listen_port".into(),
+                reason: "must be 1..=65535".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// An explicit BGP peer (`/routed/v1/bgppeers/<name>`): global when `node` is empty,
+/// otherwise only the named node peers with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpPeer {
+    pub name: String,
+    pub peer_ip: IpAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_port: Option<u16>,
+    pub as_number: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// TCP MD5 password (RFC 2385).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_time: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive_time: Option<u16>,
+    /// How long to keep this peer's routes when it restarts gracefully, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restart_time: Option<u32>,
+}
+
+impl BgpPeer {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_name(&self.name)?;
+        if self.as_number == 0 {
+            return Err(ValidationError::InvalidAsNumber(0));
+        }
+        if let Some(node) = &self.node {
+            validate_name(node)?;
+        }
+        if self.peer_ip.is_unspecified() || self.peer_ip.is_multicast() {
+            return Err(ValidationError::InvalidField {
+                field: "peer_ip".into(),
+                reason: format!("{} is not a unicast address", self.peer_ip),
+            });
+        }
+        if let Some(hold) = self.hold_time {
+            if hold != 0 && hold < 3 {
+                return Err(ValidationError::InvalidField {
+                    field: "hold_time".into(),
+                    reason: "must be 0 or at least 3 seconds (RFC 4271 4.2)".into(),
+                });
+            }
+        }
+        if self
+            .password
+            .as_ref()
+            .is_some_and(|p| p.is_empty() || p.len() > 80)
+        {
+            return Err(ValidationError::InvalidField {
+                field: "password".into(),
+                reason: "TCP MD5 keys are 1..=80 bytes".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The peer type shown by `routectl status`.
+    pub fn peer_type(&self) -> &'static str {
+        if self.node.is_some() {
+            "node specific"
+        } else {
+            "global"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_match_calico() {
+        let c: BgpConfiguration = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, BgpConfiguration::default());
+        assert_eq!(c.as_number, 64512);
+        assert!(c.node_to_node_mesh);
+        assert_eq!(c.listen_port, 179);
+    }
+
+    #[test]
+    fn peer_validation() {
+        let mut p: BgpPeer = serde_yaml::from_str(
+            "name: tor1\npeer_ip: 192.0.2.1\nas_number: 65001\nnode: node-1\n",
+        )
+        .unwrap();
+        assert!(p.validate().is_ok());
+        assert_eq!(p.peer_type(), "node specific");
+        p.hold_time = Some(2);
+        assert!(p.validate().is_err());
+        p.hold_time = None;
+        p.as_number = 0;
+        assert!(p.validate().is_err());
+        p.as_number = 1;
+        p.peer_ip = "0.0.0.0".parse().unwrap();
+        assert!(p.validate().is_err());
+    }
+}
