@@ -311,11 +311,21 @@ async fn node_list(store: Arc<dyn Datastore>, out: Output) -> Result<ExitCode> {
 async fn bench_cmd(store: Arc<dyn Datastore>, cmd: &BenchCommand, out: Output) -> Result<ExitCode> {
     let reports = match cmd {
         BenchCommand::Ipam {
+            release_only: true,
+            workers,
+            count,
+            handle_prefix,
+            ..
+        } => {
+            vec![bench::bench_release(store, *workers, *count, handle_prefix).await?]
+        }
+        BenchCommand::Ipam {
             node,
             workers,
             count,
             handle_prefix,
             keep,
+            ..
         } => {
             let (reports, kept) =
                 bench::bench_allocate(store, node, *workers, *count, handle_prefix, *keep).await?;

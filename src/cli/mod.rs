@@ -206,8 +206,11 @@ pub enum BenchCommand {
         #[arg(long, default_value = "bench")]
         handle_prefix: String,
         /// Keep the addresses (print them) instead of releasing.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "release_only")]
         keep: bool,
+        /// Only release what an earlier `--keep` run with the same prefix allocated.
+        #[arg(long)]
+        release_only: bool,
     },
     /// Raw single-key compare-and-swap transactions.
     Cas {

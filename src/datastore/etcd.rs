@@ -134,7 +134,6 @@ fn classify(url: &str, what: &str, e: ec::Error) -> DatastoreError {
             tonic_code::Unavailable | tonic_code::DeadlineExceeded | tonic_code::Cancelled => {
                 unavailable(url, what, e)
             }
-            tonic_code::NotFound if what.starts_with("lease") => DatastoreError::LeaseNotFound(0),
             _ => DatastoreError::Backend {
                 context: format!("etcd {url}: {what}"),
                 reason: e.to_string(),
@@ -360,15 +359,15 @@ impl Datastore for EtcdStore {
             .lease_client()
             .keep_alive(lease)
             .await
-            .map_err(|e| self.error("lease keepalive", e))?;
+            .map_err(|e| lease_error(self, lease, "lease keepalive", e))?;
         keeper
             .keep_alive()
             .await
-            .map_err(|e| self.error("lease keepalive", e))?;
+            .map_err(|e| lease_error(self, lease, "lease keepalive", e))?;
         let resp = stream
             .message()
             .await
-            .map_err(|e| self.error("lease keepalive", e))?;
+            .map_err(|e| lease_error(self, lease, "lease keepalive", e))?;
         match resp {
             Some(r) if r.ttl() > 0 => Ok(Duration::from_secs(r.ttl() as u64)),
             _ => Err(DatastoreError::LeaseNotFound(lease)),
@@ -376,17 +375,25 @@ impl Datastore for EtcdStore {
     }
 
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
-        match self.client.lease_client().revoke(lease).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.to_string().contains("lease not found") => {
-                Err(DatastoreError::LeaseNotFound(lease))
-            }
-            Err(e) => Err(self.error("lease revoke", e)),
-        }
+        self.client
+            .lease_client()
+            .revoke(lease)
+            .await
+            .map_err(|e| lease_error(self, lease, "lease revoke", e))?;
+        Ok(())
     }
 
     fn describe(&self) -> String {
         self.url.clone()
+    }
+}
+
+/// etcd reports an unknown or expired lease only in the error text.
+fn lease_error(store: &EtcdStore, lease: LeaseId, what: &str, e: ec::Error) -> DatastoreError {
+    if e.to_string().contains("lease not found") {
+        DatastoreError::LeaseNotFound(lease)
+    } else {
+        store.error(what, e)
     }
 }
 

@@ -111,6 +111,30 @@ pub async fn bench_allocate(
         return Ok((reports, allocated));
     }
 
+    reports.push(release_phase(&counting, &ipams, count, handle_prefix).await?);
+    Ok((reports, Vec::new()))
+}
+
+/// Releases the handles a `bench_allocate --keep` run left (`<prefix>-<worker>-<i>`).
+pub async fn bench_release(
+    store: Arc<dyn Datastore>,
+    workers: usize,
+    count: usize,
+    handle_prefix: &str,
+) -> Result<BenchReport, IpamError> {
+    let counting = Arc::new(CountingStore::new(store));
+    let ipams: Vec<Arc<Ipam>> = (0..workers)
+        .map(|_| Arc::new(Ipam::new(counting.clone())))
+        .collect();
+    release_phase(&counting, &ipams, count, handle_prefix).await
+}
+
+async fn release_phase(
+    counting: &Arc<CountingStore>,
+    ipams: &[Arc<Ipam>],
+    count: usize,
+    handle_prefix: &str,
+) -> Result<BenchReport, IpamError> {
     let start = Instant::now();
     let before = counting.round_trips();
     let mut tasks = Vec::new();
@@ -127,15 +151,14 @@ pub async fn bench_allocate(
         }));
     }
     let (latencies, _) = join_all(tasks).await?;
-    reports.push(report(
+    Ok(report(
         "release",
-        name,
-        workers,
+        counting.describe(),
+        ipams.len(),
         latencies,
         start.elapsed(),
         counting.round_trips() - before,
-    ));
-    Ok((reports, Vec::new()))
+    ))
 }
 
 async fn join_all(

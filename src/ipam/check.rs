@@ -13,7 +13,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 /// The kinds of inconsistency `check` finds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FindingKind {
     /// One address allocated to two handles (overlapping blocks).
