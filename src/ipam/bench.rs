@@ -161,8 +161,11 @@ async fn release_phase(
     ))
 }
 
+/// What one benchmark worker returns: its latencies and the addresses it kept.
+type WorkerResult = Result<(Vec<Duration>, Vec<Allocated>), IpamError>;
+
 async fn join_all(
-    tasks: Vec<tokio::task::JoinHandle<Result<(Vec<Duration>, Vec<Allocated>), IpamError>>>,
+    tasks: Vec<tokio::task::JoinHandle<WorkerResult>>,
 ) -> Result<(Vec<Duration>, Vec<Allocated>), IpamError> {
     let mut latencies = Vec::new();
     let mut allocated = Vec::new();

@@ -87,7 +87,9 @@ impl WireOptions {
     }
 }
 
-/// A BGP message.
+/// A BGP message. UPDATE is much larger than the others; a message is moved a couple of
+/// times and then consumed, so boxing it would cost more clarity than it saves.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     Open(Open),

@@ -5,7 +5,7 @@
 //! optional parameters itself (zettabgp 0.6 rejects any parameter but type 2 and ignores
 //! the parameters-length byte), and passes each capabilities parameter to
 //! `capability::decode_capabilities`. `encode_open` lets zettabgp write the fixed fields and
-//! the capabilities it encodes correctly, then appends the others and fixes the
+//! the leading capabilities it encodes correctly, then appends the others and fixes the
 //! parameters-length byte; when the parameters exceed 255 bytes it writes the RFC 9072
 //! form itself.
 //!
@@ -140,18 +140,22 @@ fn decode_optional_parameters(params_len: u8, params: &[u8]) -> Result<Vec<Capab
 
 /// Encode a whole OPEN message.
 pub fn encode_open(open: &Open) -> Result<Vec<u8>, EncodeError> {
+    // zettabgp writes the leading run of capabilities it encodes exactly as we would; we
+    // write the rest, so the wire order is the caller's order.
     let mut zetta_caps = Vec::new();
     let mut zetta_params_len = 0usize;
     let mut own_params = Vec::new();
     let mut all_tlvs = Vec::new();
+    let mut in_leading_run = true;
     for cap in &open.capabilities {
         let tlv = encode_capability(cap)?;
-        match to_zettabgp(cap) {
+        match to_zettabgp(cap).filter(|_| in_leading_run) {
             Some(zcap) => {
                 zetta_params_len += 2 + tlv.len();
                 zetta_caps.push(zcap);
             }
             None => {
+                in_leading_run = false;
                 own_params.push(PARAM_CAPABILITIES);
                 own_params.push(tlv.len() as u8);
                 own_params.extend_from_slice(&tlv);

@@ -1,0 +1,242 @@
+//! routectl as a user runs it: output formats, messages and exit codes (0 ok, 1 failed, 2 usage).
+
+mod common;
+
+use common::run_routectl;
+
+#[test]
+fn pool_lifecycle_and_output_formats() {
+    let (url, _dir) = common::sqlite_url();
+    let (code, out, err) = run_routectl(
+        &url,
+        &[
+            "pool",
+            "create",
+            "default",
+            "--cidr",
+            "10.244.0.0/16",
+            "--nat-outgoing",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("pool default created (10.244.0.0/16, blocks of /26)"),
+        "{out}"
+    );
+
+    let (code, out, _) = run_routectl(&url, &["pool", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("| default | 10.244.0.0/16 | 26") && out.contains("| NAT OUTGOING |"),
+        "{out}"
+    );
+    let (_, json, _) = run_routectl(&url, &["pool", "list", "-o", "json"]);
+    let pools: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(pools[0]["cidr"], "10.244.0.0/16");
+    assert_eq!(pools[0]["nat_outgoing"], true);
+    let (_, yaml, _) = run_routectl(&url, &["pool", "list", "-o", "yaml"]);
+    assert!(
+        yaml.contains("name: default") && yaml.contains("block_size: 26"),
+        "{yaml}"
+    );
+
+    let (code, _, err) = run_routectl(
+        &url,
+        &["pool", "create", "inner", "--cidr", "10.244.8.0/24"],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("overlaps pool default"), "{err}");
+    let (code, _, err) = run_routectl(
+        &url,
+        &[
+            "pool",
+            "create",
+            "v6ipip",
+            "--cidr",
+            "fd00::/48",
+            "--ipip-mode",
+            "Always",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("IPIP cannot carry IPv6"), "{err}");
+    let (code, _, err) = run_routectl(
+        &url,
+        &[
+            "pool",
+            "create",
+            "both",
+            "--cidr",
+            "10.9.0.0/16",
+            "--ipip-mode",
+            "Always",
+            "--vxlan-mode",
+            "CrossSubnet",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("both set"), "{err}");
+
+    let (code, _, _) = run_routectl(
+        &url,
+        &["pool", "set", "default", "--vxlan-mode", "CrossSubnet"],
+    );
+    assert_eq!(code, 0);
+    let (_, json, _) = run_routectl(&url, &["pool", "list", "-o", "json"]);
+    assert!(json.contains("\"vxlan_mode\": \"CrossSubnet\""), "{json}");
+}
+
+#[test]
+fn ipam_allocate_show_release_check() {
+    let (url, _dir) = common::sqlite_url();
+    run_routectl(
+        &url,
+        &[
+            "pool",
+            "create",
+            "p",
+            "--cidr",
+            "10.50.0.0/24",
+            "--block-size",
+            "28",
+        ],
+    );
+    let (code, out, err) = run_routectl(
+        &url,
+        &[
+            "ipam", "allocate", "--node", "n1", "--handle", "pod-1", "--count", "3",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let ips: Vec<&str> = out.lines().collect();
+    assert_eq!(ips.len(), 3);
+    assert!(ips.iter().all(|ip| ip.starts_with("10.50.0.")), "{out}");
+
+    let (code, out, _) = run_routectl(&url, &["ipam", "show", "--node", "n1"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("| n1   | p    | 3    | 13   |") && out.contains("3 address(es) in use"),
+        "{out}"
+    );
+    let (code, out, _) = run_routectl(&url, &["ipam", "check"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("no inconsistency found"), "{out}");
+
+    let (code, _, err) = run_routectl(&url, &["pool", "delete", "p"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--force"), "{err}");
+
+    let (code, out, _) = run_routectl(&url, &["ipam", "release", "--ip", ips[0]]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!("released {} (handle pod-1)", ips[0])),
+        "{out}"
+    );
+    let (code, _, err) = run_routectl(&url, &["ipam", "release", "--ip", ips[0]]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not allocated"), "{err}");
+    let (code, out, _) = run_routectl(&url, &["ipam", "release", "--handle", "pod-1"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let (code, out, _) = run_routectl(&url, &["ipam", "release", "--empty-blocks"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("released 1 empty block(s)"), "{out}");
+    let (code, _, _) = run_routectl(&url, &["pool", "delete", "p"]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn check_exits_1_when_inconsistent() {
+    let (url, _dir) = common::sqlite_url();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = common::open(&url).await;
+        let block = routed::model::Block::new("172.31.0.0/26".parse().unwrap(), None);
+        store
+            .create(
+                "ipam/blocks/172.31.0.0-26",
+                routed::datastore::encode_json(&block),
+                0,
+            )
+            .await
+            .unwrap();
+    });
+    let (code, out, _) = run_routectl(&url, &["ipam", "check"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("BlockOutsidePools") && out.contains("1 inconsistency"),
+        "{out}"
+    );
+    let (code, json, _) = run_routectl(&url, &["ipam", "check", "-o", "json"]);
+    assert_eq!(code, 1);
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["findings"][0]["kind"], "block-outside-pools");
+}
+
+#[test]
+fn usage_errors_exit_2_and_failures_exit_1() {
+    let (url, _dir) = common::sqlite_url();
+    assert_eq!(run_routectl(&url, &["frobnicate"]).0, 2);
+    assert_eq!(
+        run_routectl(&url, &["pool", "create", "x"]).0,
+        2,
+        "missing --cidr"
+    );
+    assert_eq!(
+        run_routectl(&url, &["ipam", "release"]).0,
+        2,
+        "nothing to release named"
+    );
+    let (code, _, err) = run_routectl(&url, &["pool", "create", "x", "--cidr", "10.0.0.0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("missing prefix length"), "{err}");
+    let (code, _, err) = run_routectl(&url, &["ipam", "allocate", "--node", "n1", "--handle", "h"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("routectl pool create"),
+        "no pool: the message says what to do: {err}"
+    );
+    let (code, _, err) = run_routectl("mysql://x", &["pool", "list"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("etcd://") && err.contains("sqlite:///"),
+        "{err}"
+    );
+}
+
+#[test]
+fn node_list_shows_registered_nodes() {
+    let (url, _dir) = common::sqlite_url();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = common::open(&url).await;
+        let node = routed::model::Node {
+            name: "node-1".into(),
+            ipv4_address: Some("192.0.2.10/24".parse().unwrap()),
+            address_detection: Some("interface=eth0".into()),
+            mtu: Some(1500),
+            ..Default::default()
+        };
+        store
+            .create("nodes/node-1", routed::datastore::encode_json(&node), 0)
+            .await
+            .unwrap();
+    });
+    let (code, out, _) = run_routectl(&url, &["node", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("| node-1 | 192.0.2.10/24 |") && out.contains("interface=eth0"),
+        "{out}"
+    );
+}
+
+#[test]
+fn unreachable_etcd_fails_with_a_clear_message() {
+    // Port 1 on loopback: nothing listens there.
+    let (code, _, err) = run_routectl("etcd://127.0.0.1:1", &["pool", "list"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("unavailable") && err.contains("127.0.0.1:1"),
+        "{err}"
+    );
+}
