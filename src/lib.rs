@@ -6,6 +6,7 @@
 //! - [`ipam`]: block-affinity address management with Calico's semantics.
 //! - [`cli`]: `routectl` commands and table rendering.
 
+pub mod bgp;
 pub mod cli;
 pub mod datastore;
 pub mod ipam;

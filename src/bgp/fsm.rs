@@ -159,7 +159,9 @@ pub enum DownReason {
     ConnectionLost,
 }
 
-/// An event for the FSM.
+/// An event for the FSM. `MessageReceived` carries a whole UPDATE; inputs are consumed
+/// at once, so boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     /// Start and connect (RFC event 1).
@@ -167,7 +169,9 @@ pub enum Input {
     /// Start and wait for the peer to connect (RFC event 4).
     ManualStartPassive,
     /// Stop, with an optional RFC 9003 shutdown communication (RFC event 2).
-    ManualStop { message: Option<String> },
+    ManualStop {
+        message: Option<String>,
+    },
     /// A TCP connection to the peer is up (RFC events 16/17).
     TcpConnected(ConnectionOrigin),
     /// The connection attempt failed (RFC event 18).
@@ -198,7 +202,10 @@ pub enum Output {
     /// Start the timer, replacing it if it runs.
     StartTimer(TimerKind, Duration),
     StopTimer(TimerKind),
-    StateChanged { from: State, to: State },
+    StateChanged {
+        from: State,
+        to: State,
+    },
     SessionEstablished(Negotiated),
     /// The Established session ended. With `graceful`, keep the peer's routes as stale for
     /// `restart_time` (RFC 4724 §4.2).
@@ -441,9 +448,10 @@ impl Fsm {
                 // A message without a connection is the session task's bug; start over.
                 self.fail(DownReason::ConnectionLost, false, out);
             }
-            (State::OpenSent, _) => {
-                self.send_error(Notification::fsm_error(codes::FSM_UNEXPECTED_IN_OPEN_SENT), out)
-            }
+            (State::OpenSent, _) => self.send_error(
+                Notification::fsm_error(codes::FSM_UNEXPECTED_IN_OPEN_SENT),
+                out,
+            ),
             (State::OpenConfirm, _) => self.send_error(
                 Notification::fsm_error(codes::FSM_UNEXPECTED_IN_OPEN_CONFIRM),
                 out,
@@ -461,7 +469,11 @@ impl Fsm {
             return;
         }
         let graceful = self.graceful_with_notification(&notification);
-        self.fail(DownReason::NotificationReceived(notification), graceful, out);
+        self.fail(
+            DownReason::NotificationReceived(notification),
+            graceful,
+            out,
+        );
     }
 
     /// ROUTE-REFRESH for a negotiated family (others are ignored, RFC 7313 §5).
@@ -530,7 +542,9 @@ impl Fsm {
         let our_gr = config.graceful_restart.as_ref();
         let peer_graceful_restart = our_gr.and(peer_gr);
         let graceful_notification = our_gr.is_some_and(|g| g.notification)
-            && peer_graceful_restart.as_ref().is_some_and(|g| g.notification);
+            && peer_graceful_restart
+                .as_ref()
+                .is_some_and(|g| g.notification);
         let has = |cap: &Capability| open.capabilities.contains(cap);
         Ok(Negotiated {
             peer_asn: open.asn,
@@ -661,14 +675,13 @@ impl Fsm {
         if self.state == State::Idle {
             return;
         }
-        out.push(Output::SendMessage(Message::Notification(Notification::cease(
-            codes::CEASE_CONNECTION_COLLISION,
-        ))));
+        out.push(Output::SendMessage(Message::Notification(
+            Notification::cease(codes::CEASE_CONNECTION_COLLISION),
+        )));
         // The surviving connection carries on; this FSM does not restart by itself.
         self.started = false;
-        let reason = DownReason::NotificationSent(Notification::cease(
-            codes::CEASE_CONNECTION_COLLISION,
-        ));
+        let reason =
+            DownReason::NotificationSent(Notification::cease(codes::CEASE_CONNECTION_COLLISION));
         self.go_idle(reason, false, out);
     }
 

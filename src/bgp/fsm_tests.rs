@@ -79,7 +79,11 @@ fn active_happy_path_reaches_established() {
     assert!(open.has_capability(&Capability::FourOctetAs(64512)));
 
     // Peer proposes 30 s: the smaller wins, keepalive is a third of it.
-    let out = fsm.handle(received(Message::Open(peer_open(64512, 30, standard_caps()))));
+    let out = fsm.handle(received(Message::Open(peer_open(
+        64512,
+        30,
+        standard_caps(),
+    ))));
     assert_eq!(fsm.state(), State::OpenConfirm);
     assert_eq!(
         out,
@@ -123,7 +127,11 @@ fn passive_happy_path_waits_for_peer() {
     fsm.handle(Input::TcpConnected(ConnectionOrigin::Remote));
     assert_eq!(fsm.state(), State::OpenSent);
     assert_eq!(fsm.connection_origin(), Some(ConnectionOrigin::Remote));
-    fsm.handle(received(Message::Open(peer_open(64512, 90, standard_caps()))));
+    fsm.handle(received(Message::Open(peer_open(
+        64512,
+        90,
+        standard_caps(),
+    ))));
     let out = fsm.handle(received(Message::Keepalive));
     assert!(out
         .iter()
@@ -193,7 +201,10 @@ fn hold_timer_expiry_in_open_sent() {
     fsm.handle(Input::ManualStart);
     fsm.handle(Input::TcpConnected(ConnectionOrigin::Local));
     let out = fsm.handle(Input::HoldTimerExpired);
-    assert_eq!(sent_notification(&out), Some(&Notification::hold_timer_expired()));
+    assert_eq!(
+        sent_notification(&out),
+        Some(&Notification::hold_timer_expired())
+    );
     assert_eq!(fsm.state(), State::Idle);
     // No session existed, so no SessionDown.
     assert!(!out.iter().any(|o| matches!(o, Output::SessionDown { .. })));
@@ -204,7 +215,11 @@ fn bad_peer_as_is_rejected_with_2_2() {
     let mut fsm = Fsm::new(config());
     fsm.handle(Input::ManualStart);
     fsm.handle(Input::TcpConnected(ConnectionOrigin::Local));
-    let out = fsm.handle(received(Message::Open(peer_open(64999, 90, standard_caps()))));
+    let out = fsm.handle(received(Message::Open(peer_open(
+        64999,
+        90,
+        standard_caps(),
+    ))));
     let n = sent_notification(&out).expect("NOTIFICATION");
     assert_eq!((n.code, n.subcode), (2, 2));
     assert_eq!(n.data, 64999u16.to_be_bytes());
@@ -262,7 +277,11 @@ fn hold_time_is_min_of_both_and_zero_disables_keepalives() {
     let mut fsm = Fsm::new(config());
     fsm.handle(Input::ManualStart);
     fsm.handle(Input::TcpConnected(ConnectionOrigin::Local));
-    let out = fsm.handle(received(Message::Open(peer_open(64512, 0, standard_caps()))));
+    let out = fsm.handle(received(Message::Open(peer_open(
+        64512,
+        0,
+        standard_caps(),
+    ))));
     assert!(out.contains(&Output::StopTimer(TimerKind::Hold)));
     assert!(!out
         .iter()
@@ -277,7 +296,11 @@ fn hold_time_of_two_seconds_is_2_6() {
     let mut fsm = Fsm::new(config());
     fsm.handle(Input::ManualStart);
     fsm.handle(Input::TcpConnected(ConnectionOrigin::Local));
-    let out = fsm.handle(received(Message::Open(peer_open(64512, 2, standard_caps()))));
+    let out = fsm.handle(received(Message::Open(peer_open(
+        64512,
+        2,
+        standard_caps(),
+    ))));
     let n = sent_notification(&out).expect("NOTIFICATION");
     assert_eq!((n.code, n.subcode), (2, 6));
 }
@@ -321,7 +344,11 @@ fn connect_retry_backs_off_exponentially_to_the_cap() {
     assert_eq!(intervals, vec![5, 10, 20, 40, 80, 120, 120, 120]);
     // A session that comes up resets the backoff.
     fsm.handle(Input::TcpConnected(ConnectionOrigin::Local));
-    fsm.handle(received(Message::Open(peer_open(64512, 90, standard_caps()))));
+    fsm.handle(received(Message::Open(peer_open(
+        64512,
+        90,
+        standard_caps(),
+    ))));
     fsm.handle(received(Message::Keepalive));
     assert_eq!(fsm.connect_retry_counter(), 0);
 }
@@ -397,7 +424,11 @@ fn unexpected_message_in_open_sent_is_fsm_error() {
 #[test]
 fn open_in_established_is_fsm_error() {
     let mut fsm = established(config(), standard_caps());
-    let out = fsm.handle(received(Message::Open(peer_open(64512, 90, standard_caps()))));
+    let out = fsm.handle(received(Message::Open(peer_open(
+        64512,
+        90,
+        standard_caps(),
+    ))));
     let n = sent_notification(&out).expect("NOTIFICATION");
     assert_eq!((n.code, n.subcode), (5, 3));
 }
@@ -477,7 +508,11 @@ fn graceful_restart_params_are_reported_and_down_is_graceful() {
     assert_eq!(gr.restart_time, 120);
     assert!(gr.families[0].forwarding_state);
 
-    fsm.handle(received(Message::Open(peer_open(64512, 90, gr_caps(false)))));
+    fsm.handle(received(Message::Open(peer_open(
+        64512,
+        90,
+        gr_caps(false),
+    ))));
     let out = fsm.handle(received(Message::Keepalive));
     let negotiated = out.iter().find_map(|o| match o {
         Output::SessionEstablished(n) => Some(n.clone()),
@@ -526,9 +561,13 @@ fn graceful_restart_with_n_bit_covers_hold_timer_expiry() {
     // Cease/Hard Reset (6/9) is never graceful.
     let mut fsm = established(gr_config(true), gr_caps(true));
     let out = fsm.handle(received(Message::Notification(Notification::cease(9))));
-    assert!(out
-        .iter()
-        .any(|o| matches!(o, Output::SessionDown { graceful: false, .. })));
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::SessionDown {
+            graceful: false,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -536,9 +575,13 @@ fn gr_needs_both_sides() {
     // Peer advertises GR, we do not: not graceful.
     let mut fsm = established(config(), gr_caps(false));
     let out = fsm.handle(Input::TcpClosed);
-    assert!(out
-        .iter()
-        .any(|o| matches!(o, Output::SessionDown { graceful: false, .. })));
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::SessionDown {
+            graceful: false,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -579,7 +622,11 @@ fn collision_loser_sends_cease_6_7_and_stays_down() {
     let mut fsm = Fsm::new(config());
     fsm.handle(Input::ManualStart);
     fsm.handle(Input::TcpConnected(ConnectionOrigin::Local));
-    fsm.handle(received(Message::Open(peer_open(64512, 90, standard_caps()))));
+    fsm.handle(received(Message::Open(peer_open(
+        64512,
+        90,
+        standard_caps(),
+    ))));
     assert_eq!(fsm.state(), State::OpenConfirm);
     let out = fsm.handle(Input::CollisionLost);
     let n = sent_notification(&out).expect("NOTIFICATION");
@@ -596,8 +643,8 @@ fn our_open_encodes_and_decodes() {
     config.families.push(Family::IPV6_UNICAST);
     let fsm = Fsm::new(config);
     let open = fsm.build_open();
-    let frames = encode_message(&Message::Open(open.clone()), &WireOptions::default())
-        .expect("encode");
+    let frames =
+        encode_message(&Message::Open(open.clone()), &WireOptions::default()).expect("encode");
     assert_eq!(frames[0][18], MessageType::Open.code());
     let decoded = decode_message(&frames[0], &WireOptions::default()).expect("decode");
     assert_eq!(decoded.message, Message::Open(open));

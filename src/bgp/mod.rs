@@ -11,7 +11,8 @@
 //!
 //! `packet` validates every byte before zettabgp sees it and maps every failure to a typed
 //! NOTIFICATION; `fsm` is the RFC 4271 §8 state machine with no I/O and no clock, driven by
-//! the session task (`session.rs`, tokio) that owns the socket and the timers.
+//! the session task (tokio; `session.rs`, not part of this change) that owns the socket
+//! and the timers.
 //!
 //! RFCs: 4271 (BGP-4), 4760 (multiprotocol), 5492 (capabilities), 6793 (4-octet AS),
 //! 2918/7313 (route refresh), 4724 (graceful restart), 7606 (revised error handling),

@@ -151,7 +151,10 @@ impl AsPath {
 
     /// Whether any ASN needs 4 octets.
     pub fn has_four_octet_asn(&self) -> bool {
-        self.segments.iter().flat_map(|s| &s.asns).any(|&a| a > 0xffff)
+        self.segments
+            .iter()
+            .flat_map(|s| &s.asns)
+            .any(|&a| a > 0xffff)
     }
 }
 
@@ -373,8 +376,7 @@ fn decode_attribute(
         }
         AS_PATH => {
             let as_size = if options.four_octet_as { 4 } else { 2 };
-            let path =
-                decode_as_path(v, as_size).ok_or((action, UpdateError::MalformedAsPath))?;
+            let path = decode_as_path(v, as_size).ok_or((action, UpdateError::MalformedAsPath))?;
             attrs.as_path = Some(path);
         }
         NEXT_HOP => {
@@ -484,13 +486,21 @@ fn keep_raw(attr: &WireAttribute<'_>, attrs: &mut PathAttributes) {
 
 /// Decode MP_REACH_NLRI or MP_UNREACH_NLRI (RFC 4760); a malformed one resets the session
 /// (RFC 7606 §7.11), an unknown family is discarded with a finding.
-fn decode_mp_attribute(attr: &WireAttribute<'_>, out: &mut DecodedAttributes) -> Result<(), DecodeError> {
+fn decode_mp_attribute(
+    attr: &WireAttribute<'_>,
+    out: &mut DecodedAttributes,
+) -> Result<(), DecodeError> {
     let reset = || {
         DecodeError::from(UpdateError::OptionalAttribute {
             attribute: attr.whole.to_vec(),
         })
     };
-    if expected_flags(attr.type_code) != Some((attr.flags & flag::OPTIONAL != 0, attr.flags & flag::TRANSITIVE != 0)) {
+    if expected_flags(attr.type_code)
+        != Some((
+            attr.flags & flag::OPTIONAL != 0,
+            attr.flags & flag::TRANSITIVE != 0,
+        ))
+    {
         return Err(UpdateError::AttributeFlags {
             attribute: attr.whole.to_vec(),
         }
@@ -519,8 +529,8 @@ fn decode_mp_attribute(attr: &WireAttribute<'_>, out: &mut DecodedAttributes) ->
         }
     };
     if attr.type_code == type_code::MP_UNREACH_NLRI {
-        let prefixes = decode_prefixes(v.get(3..).unwrap_or_default(), prefix_family)
-            .map_err(|_| reset())?;
+        let prefixes =
+            decode_prefixes(v.get(3..).unwrap_or_default(), prefix_family).map_err(|_| reset())?;
         out.mp_unreach = Some(MpPrefixes { family, prefixes });
         return Ok(());
     }
@@ -603,5 +613,7 @@ fn read_u32_exact(v: &[u8]) -> Option<u32> {
 
 /// u32 from up to 4 bytes (callers pass exactly 4).
 fn be_u32(v: &[u8]) -> u32 {
-    v.iter().take(4).fold(0u32, |acc, &b| (acc << 8) | u32::from(b))
+    v.iter()
+        .take(4)
+        .fold(0u32, |acc, &b| (acc << 8) | u32::from(b))
 }

@@ -176,9 +176,7 @@ fn decode_capability(cap_code: u8, data: &[u8], tlv: &[u8]) -> Result<Capability
         | code::ENHANCED_ROUTE_REFRESH => decode_with_zettabgp(cap_code, data, tlv),
         code::EXTENDED_MESSAGE => Ok(Capability::ExtendedMessage),
         code::ROLE => Ok(Capability::Role(data.first().copied().unwrap_or_default())),
-        code::GRACEFUL_RESTART => Ok(Capability::GracefulRestart(decode_graceful_restart(
-            data,
-        ))),
+        code::GRACEFUL_RESTART => Ok(Capability::GracefulRestart(decode_graceful_restart(data))),
         code::FQDN => decode_fqdn(data).ok_or_else(|| malformed().into()),
         _ => Ok(Capability::Unknown {
             code: cap_code,
@@ -189,14 +187,15 @@ fn decode_capability(cap_code: u8, data: &[u8], tlv: &[u8]) -> Result<Capability
 
 /// Let zettabgp decode a TLV whose length we checked, then convert its answer.
 fn decode_with_zettabgp(cap_code: u8, data: &[u8], tlv: &[u8]) -> Result<Capability, DecodeError> {
-    let (decoded, _consumed) = guard_zettabgp(CodecContext::Open, || {
-        BgpCapability::from_buffer(tlv)
-    })?;
+    let (decoded, _consumed) =
+        guard_zettabgp(CodecContext::Open, || BgpCapability::from_buffer(tlv))?;
     match decoded {
-        Ok(cap) => Ok(convert_from_zettabgp(cap).unwrap_or_else(|| Capability::Unknown {
-            code: cap_code,
-            data: data.to_vec(),
-        })),
+        Ok(cap) => Ok(
+            convert_from_zettabgp(cap).unwrap_or_else(|| Capability::Unknown {
+                code: cap_code,
+                data: data.to_vec(),
+            }),
+        ),
         // zettabgp does not know this AFI/SAFI (or the reserved byte is set).
         Err(_) if cap_code == code::MULTIPROTOCOL => Ok(Capability::Multiprotocol(Family {
             afi: read_u16(data, 0),
@@ -238,19 +237,17 @@ pub(crate) fn to_zettabgp(cap: &Capability) -> Option<BgpCapability> {
         Capability::RouteRefresh => Some(BgpCapability::CapRR),
         Capability::EnhancedRouteRefresh => Some(BgpCapability::CapEnhancedRR),
         Capability::FourOctetAs(asn) => Some(BgpCapability::CapASN32(*asn)),
-        Capability::AddPath(families) if families.len() <= 63 => {
-            Some(BgpCapability::CapAddPath(
-                families
-                    .iter()
-                    .map(|f| BgpCapAddPath {
-                        afi: f.family.afi,
-                        safi: f.family.safi,
-                        send: f.send,
-                        receive: f.receive,
-                    })
-                    .collect(),
-            ))
-        }
+        Capability::AddPath(families) if families.len() <= 63 => Some(BgpCapability::CapAddPath(
+            families
+                .iter()
+                .map(|f| BgpCapAddPath {
+                    afi: f.family.afi,
+                    safi: f.family.safi,
+                    send: f.send,
+                    receive: f.receive,
+                })
+                .collect(),
+        )),
         _ => None,
     }
 }
@@ -309,7 +306,12 @@ pub fn encode_capability(cap: &Capability) -> Result<Vec<u8>, EncodeError> {
             .iter()
             .flat_map(|f| {
                 let [hi, lo] = f.family.afi.to_be_bytes();
-                [hi, lo, f.family.safi, u8::from(f.receive) | (u8::from(f.send) << 1)]
+                [
+                    hi,
+                    lo,
+                    f.family.safi,
+                    u8::from(f.receive) | (u8::from(f.send) << 1),
+                ]
             })
             .collect(),
         Capability::Fqdn { hostname, domain } => {

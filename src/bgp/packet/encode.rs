@@ -44,7 +44,12 @@ pub fn encode_end_of_rib(family: Family) -> Vec<u8> {
         return frame_message(MessageType::Update, &[0, 0, 0, 0]);
     }
     let mut attrs = Vec::new();
-    push_attribute(&mut attrs, flag::OPTIONAL, type_code::MP_UNREACH_NLRI, &family_bytes(family));
+    push_attribute(
+        &mut attrs,
+        flag::OPTIONAL,
+        type_code::MP_UNREACH_NLRI,
+        &family_bytes(family),
+    );
     encode_update_message(&[], &attrs, &[])
 }
 
@@ -68,13 +73,23 @@ pub fn encode_updates(
         let mut value = family_bytes(Family::IPV6_UNICAST).to_vec();
         value.extend_from_slice(&group);
         let mut attrs = Vec::new();
-        push_attribute(&mut attrs, flag::OPTIONAL, type_code::MP_UNREACH_NLRI, &value);
+        push_attribute(
+            &mut attrs,
+            flag::OPTIONAL,
+            type_code::MP_UNREACH_NLRI,
+            &value,
+        );
         messages.push(encode_update_message(&[], &attrs, &[]));
     }
     if !nlri_v4.is_empty() {
         let next_hop = attributes.next_hop.ok_or(EncodeError::MissingIpv4NextHop)?;
         let mut attrs = encode_path_attributes(attributes, options);
-        insert_attribute(&mut attrs, flag::TRANSITIVE, type_code::NEXT_HOP, &next_hop.octets());
+        insert_attribute(
+            &mut attrs,
+            flag::TRANSITIVE,
+            type_code::NEXT_HOP,
+            &next_hop.octets(),
+        );
         let attrs = concat_attributes(attrs);
         let room = room_for_prefixes(max_body, attrs.len(), MAX_IPV4_PREFIX)?;
         for group in pack_prefixes(&nlri_v4, room) {
@@ -84,7 +99,8 @@ pub fn encode_updates(
     if !nlri_v6.is_empty() {
         let next_hop = ipv6_next_hop_bytes(attributes.mp_next_hop)?;
         let attrs = encode_path_attributes(attributes, options);
-        let fixed = concat_attributes(attrs.clone()).len() + ATTRIBUTE_HEADER_MAX + 5 + next_hop.len();
+        let fixed =
+            concat_attributes(attrs.clone()).len() + ATTRIBUTE_HEADER_MAX + 5 + next_hop.len();
         let room = room_for_prefixes(max_body, fixed, MAX_IPV6_PREFIX)?;
         for group in pack_prefixes(&nlri_v6, room) {
             let mut value = family_bytes(Family::IPV6_UNICAST).to_vec();
@@ -93,7 +109,12 @@ pub fn encode_updates(
             value.push(0);
             value.extend_from_slice(&group);
             let mut with_mp = attrs.clone();
-            insert_attribute(&mut with_mp, flag::OPTIONAL, type_code::MP_REACH_NLRI, &value);
+            insert_attribute(
+                &mut with_mp,
+                flag::OPTIONAL,
+                type_code::MP_REACH_NLRI,
+                &value,
+            );
             messages.push(encode_update_message(&[], &concat_attributes(with_mp), &[]));
         }
     }
@@ -101,7 +122,11 @@ pub fn encode_updates(
 }
 
 /// Bytes left for prefixes once the attributes are in, or an error if not even one fits.
-fn room_for_prefixes(max_body: usize, attrs_len: usize, largest: usize) -> Result<usize, EncodeError> {
+fn room_for_prefixes(
+    max_body: usize,
+    attrs_len: usize,
+    largest: usize,
+) -> Result<usize, EncodeError> {
     let room = max_body
         .checked_sub(UPDATE_FIXED + attrs_len)
         .ok_or(EncodeError::AttributesTooLarge { size: attrs_len })?;
@@ -148,7 +173,8 @@ fn pack_prefixes(prefixes: &[IpNetwork], room: usize) -> Vec<Vec<u8>> {
 
 /// One whole UPDATE from its three encoded parts.
 fn encode_update_message(withdrawn: &[u8], attributes: &[u8], nlri: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(UPDATE_FIXED + withdrawn.len() + attributes.len() + nlri.len());
+    let mut body =
+        Vec::with_capacity(UPDATE_FIXED + withdrawn.len() + attributes.len() + nlri.len());
     body.extend_from_slice(&(withdrawn.len() as u16).to_be_bytes());
     body.extend_from_slice(withdrawn);
     body.extend_from_slice(&(attributes.len() as u16).to_be_bytes());
@@ -204,15 +230,35 @@ fn encode_path_attributes(attrs: &PathAttributes, options: &WireOptions) -> Vec<
     let empty = AsPath::default();
     let path = attrs.as_path.as_ref().unwrap_or(&empty);
     let as_size = if options.four_octet_as { 4 } else { 2 };
-    insert_attribute(&mut out, wk, type_code::AS_PATH, &encode_as_path(path, as_size));
+    insert_attribute(
+        &mut out,
+        wk,
+        type_code::AS_PATH,
+        &encode_as_path(path, as_size),
+    );
     if !options.four_octet_as && path.has_four_octet_asn() {
-        insert_attribute(&mut out, opt_trans, type_code::AS4_PATH, &encode_as_path(path, 4));
+        insert_attribute(
+            &mut out,
+            opt_trans,
+            type_code::AS4_PATH,
+            &encode_as_path(path, 4),
+        );
     }
     if let Some(med) = attrs.med {
-        insert_attribute(&mut out, flag::OPTIONAL, type_code::MULTI_EXIT_DISC, &med.to_be_bytes());
+        insert_attribute(
+            &mut out,
+            flag::OPTIONAL,
+            type_code::MULTI_EXIT_DISC,
+            &med.to_be_bytes(),
+        );
     }
     if let Some(local_pref) = attrs.local_pref {
-        insert_attribute(&mut out, wk, type_code::LOCAL_PREF, &local_pref.to_be_bytes());
+        insert_attribute(
+            &mut out,
+            wk,
+            type_code::LOCAL_PREF,
+            &local_pref.to_be_bytes(),
+        );
     }
     if attrs.atomic_aggregate {
         insert_attribute(&mut out, wk, type_code::ATOMIC_AGGREGATE, &[]);
@@ -234,18 +280,31 @@ fn encode_path_attributes(attrs: &PathAttributes, options: &WireOptions) -> Vec<
         insert_attribute(&mut out, opt_trans, type_code::AGGREGATOR, &value);
     }
     if !attrs.communities.is_empty() {
-        let value: Vec<u8> = attrs.communities.iter().flat_map(|c| c.to_be_bytes()).collect();
+        let value: Vec<u8> = attrs
+            .communities
+            .iter()
+            .flat_map(|c| c.to_be_bytes())
+            .collect();
         insert_attribute(&mut out, opt_trans, type_code::COMMUNITIES, &value);
     }
     if let Some(originator) = attrs.originator_id {
-        insert_attribute(&mut out, flag::OPTIONAL, type_code::ORIGINATOR_ID, &originator.octets());
+        insert_attribute(
+            &mut out,
+            flag::OPTIONAL,
+            type_code::ORIGINATOR_ID,
+            &originator.octets(),
+        );
     }
     if !attrs.cluster_list.is_empty() {
         let value: Vec<u8> = attrs.cluster_list.iter().flat_map(|c| c.octets()).collect();
         insert_attribute(&mut out, flag::OPTIONAL, type_code::CLUSTER_LIST, &value);
     }
     if !attrs.extended_communities.is_empty() {
-        let value: Vec<u8> = attrs.extended_communities.iter().flat_map(|c| c.to_be_bytes()).collect();
+        let value: Vec<u8> = attrs
+            .extended_communities
+            .iter()
+            .flat_map(|c| c.to_be_bytes())
+            .collect();
         insert_attribute(&mut out, opt_trans, type_code::EXTENDED_COMMUNITIES, &value);
     }
     if !attrs.large_communities.is_empty() {
@@ -258,7 +317,8 @@ fn encode_path_attributes(attrs: &PathAttributes, options: &WireOptions) -> Vec<
         insert_attribute(&mut out, opt_trans, type_code::LARGE_COMMUNITIES, &value);
     }
     for raw in &attrs.other {
-        let generated = raw.type_code == type_code::AS4_PATH || raw.type_code == type_code::AS4_AGGREGATOR;
+        let generated =
+            raw.type_code == type_code::AS4_PATH || raw.type_code == type_code::AS4_AGGREGATOR;
         if !generated {
             insert_attribute(&mut out, raw.flags, raw.type_code, &raw.value);
         }

@@ -46,8 +46,8 @@ mod tests_fuzz;
 use serde::{Deserialize, Serialize};
 
 pub use attribute::{
-    Aggregator, AsPath, AsSegment, LargeCommunity, MpNextHop, Origin, PathAttributes,
-    RawAttribute, SegmentKind,
+    Aggregator, AsPath, AsSegment, LargeCommunity, MpNextHop, Origin, PathAttributes, RawAttribute,
+    SegmentKind,
 };
 pub use capability::{AddPathFamily, Capability, Family, GracefulRestart, GracefulRestartFamily};
 pub use encode::{encode_end_of_rib, encode_keepalive, encode_updates};
@@ -151,7 +151,10 @@ pub fn decode_message(frame: &[u8], options: &WireOptions) -> Result<Decoded, De
 }
 
 /// Encode a message: one buffer, or several for an UPDATE that must be split.
-pub fn encode_message(message: &Message, options: &WireOptions) -> Result<Vec<Vec<u8>>, EncodeError> {
+pub fn encode_message(
+    message: &Message,
+    options: &WireOptions,
+) -> Result<Vec<Vec<u8>>, EncodeError> {
     Ok(match message {
         Message::Open(open) => vec![encode_open(open)?],
         Message::Update(update) => match update.end_of_rib {

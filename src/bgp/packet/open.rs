@@ -97,10 +97,15 @@ pub fn decode_open(body: &[u8]) -> Result<Open, DecodeError> {
 }
 
 /// Walk the optional parameters (classic or RFC 9072 form) and collect capabilities.
-fn decode_optional_parameters(params_len: u8, params: &[u8]) -> Result<Vec<Capability>, DecodeError> {
+fn decode_optional_parameters(
+    params_len: u8,
+    params: &[u8],
+) -> Result<Vec<Capability>, DecodeError> {
     let extended = params_len == 255 && params.first() == Some(&PARAM_EXTENDED_MARKER);
     let (block, length_size) = if extended {
-        let len_bytes = params.get(1..3).ok_or(OpenError::MalformedOptionalParameters)?;
+        let len_bytes = params
+            .get(1..3)
+            .ok_or(OpenError::MalformedOptionalParameters)?;
         let len = usize::from(super::capability::read_u16(len_bytes, 0));
         if params.len() != 3 + len {
             return Err(OpenError::MalformedOptionalParameters.into());
@@ -115,10 +120,17 @@ fn decode_optional_parameters(params_len: u8, params: &[u8]) -> Result<Vec<Capab
     let mut caps = Vec::new();
     let mut rest = block;
     while !rest.is_empty() {
-        let param_type = rest.first().copied().ok_or(OpenError::MalformedOptionalParameters)?;
+        let param_type = rest
+            .first()
+            .copied()
+            .ok_or(OpenError::MalformedOptionalParameters)?;
         let len = match length_size {
             2 => usize::from(super::capability::read_u16(rest, 1)),
-            _ => usize::from(rest.get(1).copied().ok_or(OpenError::MalformedOptionalParameters)?),
+            _ => usize::from(
+                rest.get(1)
+                    .copied()
+                    .ok_or(OpenError::MalformedOptionalParameters)?,
+            ),
         };
         let header = 1 + length_size;
         if rest.len() < header + len {
@@ -164,7 +176,7 @@ pub fn encode_open(open: &Open) -> Result<Vec<u8>, EncodeError> {
         all_tlvs.push(tlv);
     }
     let params_len = zetta_params_len + own_params.len();
-    let body = if params_len <= 254 {
+    let body = if params_len <= 255 {
         let mut body = encode_open_with_zettabgp(open, zetta_caps, zetta_params_len)?;
         body.extend_from_slice(&own_params);
         if let Some(len_byte) = body.get_mut(FIXED_LEN - 1) {

@@ -95,14 +95,20 @@ fn decode_update_frame(frame: &[u8], options: &WireOptions) -> Result<DecodedUpd
 fn keepalive_both_ways() {
     let wire = msg(0x04, "");
     assert_bytes_eq(&encode_keepalive(), &wire);
-    assert_eq!(decode(&wire, &WireOptions::default()).unwrap().message, Message::Keepalive);
+    assert_eq!(
+        decode(&wire, &WireOptions::default()).unwrap().message,
+        Message::Keepalive
+    );
 }
 
 #[test]
 fn keepalive_with_body_is_bad_length() {
     let wire = message("0014 04", "00");
     let err = decode(&wire, &WireOptions::default()).unwrap_err();
-    assert_eq!(err, DecodeError::Header(HeaderError::BadLength { length: 20 }));
+    assert_eq!(
+        err,
+        DecodeError::Header(HeaderError::BadLength { length: 20 })
+    );
     let n = err.to_notification();
     assert_eq!((n.code, n.subcode, n.data), (1, 2, vec![0, 20]));
 }
@@ -135,7 +141,10 @@ fn routed_open() -> (Open, Vec<u8>) {
 fn open_both_ways() {
     let (open, wire) = routed_open();
     assert_bytes_eq(&encode_open(&open).unwrap(), &wire);
-    assert_eq!(decode(&wire, &WireOptions::default()).unwrap().message, Message::Open(open));
+    assert_eq!(
+        decode(&wire, &WireOptions::default()).unwrap().message,
+        Message::Open(open)
+    );
 }
 
 /// FRR 8/9 layout: one capability per parameter, including Cisco's old route refresh (128),
@@ -228,12 +237,14 @@ fn bird_open_single_parameter_decodes() {
     assert_eq!(open.hold_time, 240);
     assert_eq!(open.four_octet_as(), Some(64512));
     assert!(open.has_capability(&Capability::EnhancedRouteRefresh));
-    assert!(open.has_capability(&Capability::GracefulRestart(GracefulRestart {
-        restarting: false,
-        notification: false,
-        restart_time: 120,
-        families: vec![],
-    })));
+    assert!(
+        open.has_capability(&Capability::GracefulRestart(GracefulRestart {
+            restarting: false,
+            notification: false,
+            restart_time: 120,
+            families: vec![],
+        }))
+    );
     assert_eq!(open.capabilities.len(), 5);
 }
 
@@ -250,7 +261,10 @@ fn open_with_extended_optional_parameters_decodes() {
     };
     assert_eq!(
         open.capabilities,
-        vec![Capability::Multiprotocol(Family::IPV4_UNICAST), Capability::RouteRefresh]
+        vec![
+            Capability::Multiprotocol(Family::IPV4_UNICAST),
+            Capability::RouteRefresh
+        ]
     );
 }
 
@@ -269,7 +283,11 @@ fn open_with_many_capabilities_uses_extended_form_and_round_trips() {
         capabilities,
     };
     let wire = encode_open(&open).unwrap();
-    assert_eq!(&wire[19 + 1..19 + 3], &[0x5b, 0xa0], "AS_TRANS in the 2-octet field");
+    assert_eq!(
+        &wire[19 + 1..19 + 3],
+        &[0x5b, 0xa0],
+        "AS_TRANS in the 2-octet field"
+    );
     assert_eq!(&wire[19 + 9..19 + 11], &[0xff, 0xff]);
     let Message::Open(back) = decode(&wire, &WireOptions::default()).unwrap().message else {
         panic!("not an OPEN");
@@ -295,12 +313,20 @@ fn open_errors_map_to_notifications() {
         // parameters length says 5, only 3 follow → 2/0
         ("04 fc00 005a 0a000001 05 02 01 02", (2, 0), vec![]),
         // 4-octet AS capability of the wrong length → 2/0 with the capability
-        ("04 fc00 005a 0a000001 06 02 04 41 02 0000", (2, 0), vec![0x41, 2, 0, 0]),
+        (
+            "04 fc00 005a 0a000001 06 02 04 41 02 0000",
+            (2, 0),
+            vec![0x41, 2, 0, 0],
+        ),
     ];
     for (body, (code, subcode), data) in cases {
         let err = decode(&msg(1, body), &WireOptions::default()).unwrap_err();
         let n = Notification::from(&err);
-        assert_eq!((n.code, n.subcode, n.data), (code, subcode, data), "{body}: {err}");
+        assert_eq!(
+            (n.code, n.subcode, n.data),
+            (code, subcode, data),
+            "{body}: {err}"
+        );
     }
 }
 
@@ -577,13 +603,20 @@ fn wrong_flags_on_origin_is_treat_as_withdraw() {
 fn encode_splits_two_thousand_prefixes_under_4096_bytes() {
     // zettabgp 0.6 panics encoding this many into 4 KB (afi/mod.rs:269).
     let nlri: Vec<IpNetwork> = (0..2000u32)
-        .map(|i| IpNetwork::V4(ipnetwork::Ipv4Network::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap()))
+        .map(|i| {
+            IpNetwork::V4(
+                ipnetwork::Ipv4Network::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap(),
+            )
+        })
         .collect();
     let v6: Vec<IpNetwork> = (0..1000u128)
         .map(|i| {
             IpNetwork::V6(
-                ipnetwork::Ipv6Network::new(Ipv6Addr::from((0x2001_0db8u128 << 96) + (i << 64)), 64)
-                    .unwrap(),
+                ipnetwork::Ipv6Network::new(
+                    Ipv6Addr::from((0x2001_0db8u128 << 96) + (i << 64)),
+                    64,
+                )
+                .unwrap(),
             )
         })
         .collect();
@@ -611,7 +644,11 @@ fn encode_splits_two_thousand_prefixes_under_4096_bytes() {
 #[test]
 fn extended_message_allows_bigger_updates() {
     let nlri: Vec<IpNetwork> = (0..2000u32)
-        .map(|i| IpNetwork::V4(ipnetwork::Ipv4Network::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap()))
+        .map(|i| {
+            IpNetwork::V4(
+                ipnetwork::Ipv4Network::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap(),
+            )
+        })
         .collect();
     let options = WireOptions {
         four_octet_as: true,
@@ -692,7 +729,9 @@ fn route_refresh_both_ways() {
 #[test]
 fn route_refresh_bad_length_is_7_1_with_the_message() {
     let wire = msg(0x05, "0001 00 01 00");
-    let n = decode(&wire, &WireOptions::default()).unwrap_err().to_notification();
+    let n = decode(&wire, &WireOptions::default())
+        .unwrap_err()
+        .to_notification();
     assert_eq!((n.code, n.subcode), (7, 1));
     assert_eq!(n.data, wire);
 }
@@ -703,7 +742,9 @@ fn route_refresh_bad_length_is_7_1_with_the_message() {
 fn header_errors_map_to_1_x() {
     let mut bad_marker = msg(0x04, "");
     bad_marker[3] = 0;
-    let n = decode(&bad_marker, &WireOptions::default()).unwrap_err().to_notification();
+    let n = decode(&bad_marker, &WireOptions::default())
+        .unwrap_err()
+        .to_notification();
     assert_eq!((n.code, n.subcode), (1, 1));
     let n = decode(&msg(0x07, ""), &WireOptions::default())
         .unwrap_err()
@@ -735,7 +776,10 @@ fn frame_reader_handles_partial_and_coalesced_reads() {
             frames.push(frame);
         }
     }
-    assert_eq!(frames, vec![open.clone(), encode_keepalive(), v4_update_wire()]);
+    assert_eq!(
+        frames,
+        vec![open.clone(), encode_keepalive(), v4_update_wire()]
+    );
     // ...and all at once.
     reader.extend(&stream);
     let mut all = Vec::new();
@@ -803,12 +847,12 @@ fn panic_large_communities_length_is_treat_as_withdraw() {
 #[test]
 fn panic_short_mp_attributes_reset_with_3_9() {
     let cases = [
-        "0000 0005 80 0e 02 0002",                      // MP_REACH shorter than AFI+SAFI
-        "0000 0007 80 0e 04 0002 01 10",                // next hop length 16, no next hop
-        "0000 0009 80 0e 06 0002 01 20 fd00",           // next hop length 32, 2 bytes
+        "0000 0005 80 0e 02 0002",            // MP_REACH shorter than AFI+SAFI
+        "0000 0007 80 0e 04 0002 01 10",      // next hop length 16, no next hop
+        "0000 0009 80 0e 06 0002 01 20 fd00", // next hop length 32, 2 bytes
         "0000 0017 80 0e 14 0002 01 10 fd000000000000000000000000000001", // no reserved byte
-        "0000 0004 80 0f 01 00",                        // MP_UNREACH shorter than AFI+SAFI
-        "0000 0007 80 0f 04 0002 01 81",                // IPv6 prefix length 129
+        "0000 0004 80 0f 01 00",              // MP_UNREACH shorter than AFI+SAFI
+        "0000 0007 80 0f 04 0002 01 81",      // IPv6 prefix length 129
     ];
     for body in cases {
         let err = decode(&msg(2, body), &four_octet()).unwrap_err();
@@ -860,16 +904,29 @@ fn panic_long_prefix_length_is_invalid_network_field() {
 /// notes: random UPDATE bodies; a length that overruns is 3/1, never a panic.
 #[test]
 fn panic_overrunning_lengths_are_malformed_attribute_list() {
-    for body in ["ffff 0000", "0000 ffff", "0000 0004 40 01 05 00", "0000 0001 40", "0000 0003 50 01 00"] {
+    for body in [
+        "ffff 0000",
+        "0000 ffff",
+        "0000 0004 40 01 05 00",
+        "0000 0001 40",
+        "0000 0003 50 01 00",
+    ] {
         let err = decode(&msg(2, body), &four_octet()).unwrap_err();
-        assert_eq!(err, DecodeError::Update(UpdateError::MalformedAttributeList), "{body}");
+        assert_eq!(
+            err,
+            DecodeError::Update(UpdateError::MalformedAttributeList),
+            "{body}"
+        );
     }
 }
 
 /// notes: FQDN with a domain name makes zettabgp reject the whole OPEN (lib.rs:662).
 #[test]
 fn fqdn_with_domain_is_accepted() {
-    let wire = msg(0x01, "04 fc00 005a 0a000001 13 02 11 49 0f 02 7231 0b 6578616d706c652e636f6d");
+    let wire = msg(
+        0x01,
+        "04 fc00 005a 0a000001 13 02 11 49 0f 02 7231 0b 6578616d706c652e636f6d",
+    );
     let Message::Open(open) = decode(&wire, &WireOptions::default()).unwrap().message else {
         panic!("not an OPEN");
     };

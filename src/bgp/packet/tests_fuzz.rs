@@ -132,13 +132,27 @@ fn any_prefix() -> impl Strategy<Value = IpNetwork> {
 /// Attribute type codes worth hitting: every known one and a few unknown.
 fn attribute_type() -> impl Strategy<Value = u8> {
     prop_oneof![
-        prop::sample::select(vec![1u8, 2, 3, 4, 5, 6, 7, 8, 9, 10, 14, 15, 16, 17, 18, 32]),
+        prop::sample::select(vec![
+            1u8, 2, 3, 4, 5, 6, 7, 8, 9, 10, 14, 15, 16, 17, 18, 32
+        ]),
         any::<u8>(),
     ]
 }
 
+/// 3,000 cases per property unless `PROPTEST_CASES` says otherwise.
+fn fuzz_config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    ProptestConfig {
+        cases,
+        ..ProptestConfig::default()
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+    #![proptest_config(fuzz_config())]
 
     #[test]
     fn random_bytes_never_panic(bytes in vec(any::<u8>(), 0..600), four in any::<bool>()) {

@@ -88,7 +88,10 @@ pub fn decode_update(body: &[u8], options: &WireOptions) -> Result<DecodedUpdate
     let withdrawn_len = usize::from(read_u16(body.get(..2).ok_or_else(malformed)?, 0));
     let withdrawn_bytes = body.get(2..2 + withdrawn_len).ok_or_else(malformed)?;
     let attrs_at = 2 + withdrawn_len;
-    let attrs_len = usize::from(read_u16(body.get(attrs_at..attrs_at + 2).ok_or_else(malformed)?, 0));
+    let attrs_len = usize::from(read_u16(
+        body.get(attrs_at..attrs_at + 2).ok_or_else(malformed)?,
+        0,
+    ));
     let attrs_bytes = body
         .get(attrs_at + 2..attrs_at + 2 + attrs_len)
         .ok_or_else(malformed)?;
@@ -97,14 +100,18 @@ pub fn decode_update(body: &[u8], options: &WireOptions) -> Result<DecodedUpdate
     let invalid_network = || DecodeError::from(UpdateError::InvalidNetworkField);
     let mut withdrawn =
         decode_prefixes(withdrawn_bytes, PrefixFamily::Ipv4).map_err(|_| invalid_network())?;
-    let mut nlri = decode_prefixes(nlri_bytes, PrefixFamily::Ipv4).map_err(|_| invalid_network())?;
+    let mut nlri =
+        decode_prefixes(nlri_bytes, PrefixFamily::Ipv4).map_err(|_| invalid_network())?;
     let decoded = decode_attributes(attrs_bytes, options)?;
     let mut findings = decoded.findings;
 
     let classic_empty = withdrawn_bytes.is_empty() && nlri_bytes.is_empty();
     let end_of_rib = detect_end_of_rib(classic_empty, decoded.count, decoded.mp_unreach.as_ref());
     let announces_classic = !nlri.is_empty();
-    let announces_mp = decoded.mp_reach.as_ref().is_some_and(|r| !r.prefixes.is_empty());
+    let announces_mp = decoded
+        .mp_reach
+        .as_ref()
+        .is_some_and(|r| !r.prefixes.is_empty());
     if announces_classic || announces_mp {
         let attributes = &decoded.attributes;
         let mut missing = Vec::new();
