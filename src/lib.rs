@@ -12,3 +12,4 @@ pub mod datastore;
 pub mod ipam;
 pub mod logging;
 pub mod model;
+pub mod netlink;

@@ -130,7 +130,7 @@ async fn contention_etcd_concurrent_clients() {
     for node in NODES {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            bench::bench_allocate(store, node, WORKERS, PER_WORKER, node, true)
+            bench::bench_allocate(store, node, WORKERS, PER_WORKER, node, true, true)
                 .await
                 .unwrap();
         }));
@@ -323,7 +323,7 @@ async fn warm_allocation_costs_at_most_two_round_trips() {
     let (url, _dir) = common::sqlite_url();
     let store = common::open(&url).await;
     pool(&Ipam::new(store.clone()), "p", "10.4.0.0/16", 26).await;
-    let (reports, _) = bench::bench_allocate(store, "n1", 1, 200, "rt", false)
+    let (reports, _) = bench::bench_allocate(store, "n1", 1, 200, "rt", false, false)
         .await
         .unwrap();
     let allocate = &reports[0];

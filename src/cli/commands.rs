@@ -325,10 +325,19 @@ async fn bench_cmd(store: Arc<dyn Datastore>, cmd: &BenchCommand, out: Output) -
             count,
             handle_prefix,
             keep,
+            independent,
             ..
         } => {
-            let (reports, kept) =
-                bench::bench_allocate(store, node, *workers, *count, handle_prefix, *keep).await?;
+            let (reports, kept) = bench::bench_allocate(
+                store,
+                node,
+                *workers,
+                *count,
+                handle_prefix,
+                *keep,
+                *independent,
+            )
+            .await?;
             if *keep && out == Output::Table {
                 for a in &kept {
                     println!("{}", a.ip);

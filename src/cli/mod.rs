@@ -208,6 +208,9 @@ pub enum BenchCommand {
         /// Keep the addresses (print them) instead of releasing.
         #[arg(long, conflicts_with = "release_only")]
         keep: bool,
+        /// One allocator per worker (like separate processes) instead of one shared allocator.
+        #[arg(long)]
+        independent: bool,
         /// Only release what an earlier `--keep` run with the same prefix allocated.
         #[arg(long)]
         release_only: bool,

@@ -41,37 +41,54 @@ impl Ipam {
                 },
             ));
         }
-        let mut cache = self.cache.lock().await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.enqueue(super::batch::Pending {
+            req: req.clone(),
+            reply: tx,
+        });
+        {
+            let mut cache = self.cache.lock().await;
+            let batch = self.take_queue();
+            if !batch.is_empty() {
+                self.allocate_batch(&mut cache, batch).await;
+            }
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(IpamError::TooManyRetries {
+                what: format!("allocation for {}", req.handle),
+                attempts: 0,
+            })
+        })
+    }
+
+    /// One request on its own: affine block, claim, borrow; all or nothing.
+    pub(super) async fn allocate_one(
+        &self,
+        cache: &mut Cache,
+        req: &AllocateRequest,
+    ) -> Result<Vec<Allocated>, IpamError> {
         let mut got = Vec::with_capacity(req.count);
-        let result = self.allocate_into(&mut cache, req, &mut got).await;
+        let result = self.allocate_into(cache, req, &mut got).await;
         match result {
             Ok(()) => Ok(got),
             Err(e) => {
                 if !got.is_empty() {
                     warn!(node = %req.node, handle = %req.handle, error = %e,
                         "allocation incomplete; returning {} addresses", got.len());
-                    self.release_allocated(&mut cache, &req.handle, &got).await;
+                    self.release_allocated(cache, &req.handle, &got).await;
                 }
                 Err(e)
             }
         }
     }
 
-    async fn allocate_into(
+    pub(super) async fn allocate_into(
         &self,
         cache: &mut Cache,
         req: &AllocateRequest,
         got: &mut Vec<Allocated>,
     ) -> Result<(), IpamError> {
-        if cache.pools.is_none() {
-            cache.pools = Some(cache::load_pools(self.store.as_ref()).await?);
-        }
-        if cache.config.is_none() {
-            cache.config = Some(self.config().await?);
-        }
-        if !cache.affine.contains_key(&req.node) {
-            self.refresh_node_blocks(cache, &req.node).await?;
-        }
+        self.warm_cache(cache, &req.node).await?;
         let mut refreshed = false;
         let mut attempts = 0;
         while got.len() < req.count {
@@ -85,10 +102,9 @@ impl Ipam {
             let pools = candidate_pools(cache, req)?;
             let remaining = req.count - got.len();
             if let Some(cidr) = affine_block_with_room(cache, &req.node, &pools) {
-                if let Assign::Done(mut new) =
-                    self.assign(cache, cidr, req, remaining, false).await?
-                {
-                    got.append(&mut new);
+                match self.assign(cache, cidr, req, remaining, false).await? {
+                    Assign::Done(mut new) => got.append(&mut new),
+                    Assign::Retry => {}
                 }
                 continue;
             }
@@ -120,13 +136,10 @@ impl Ipam {
                 });
             }
             match self.borrowable_block(cache, &req.node, &pools).await? {
-                Some(cidr) => {
-                    if let Assign::Done(mut new) =
-                        self.assign(cache, cidr, req, remaining, true).await?
-                    {
-                        got.append(&mut new);
-                    }
-                }
+                Some(cidr) => match self.assign(cache, cidr, req, remaining, true).await? {
+                    Assign::Done(mut new) => got.append(&mut new),
+                    Assign::Retry => {}
+                },
                 None => {
                     return Err(IpamError::Exhausted {
                         node: req.node.clone(),
@@ -134,6 +147,20 @@ impl Ipam {
                     })
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Loads what an allocation for `node` needs and the cache lacks.
+    pub(super) async fn warm_cache(&self, cache: &mut Cache, node: &str) -> Result<(), IpamError> {
+        if cache.pools.is_none() {
+            cache.pools = Some(cache::load_pools(self.store.as_ref()).await?);
+        }
+        if cache.config.is_none() {
+            cache.config = Some(self.config().await?);
+        }
+        if !cache.affine.contains_key(node) {
+            self.refresh_node_blocks(cache, node).await?;
         }
         Ok(())
     }
@@ -390,7 +417,10 @@ impl Ipam {
 }
 
 /// Enabled pools of the request's family (and names, when given), in name order.
-fn candidate_pools(cache: &Cache, req: &AllocateRequest) -> Result<Vec<IpPool>, IpamError> {
+pub(super) fn candidate_pools(
+    cache: &Cache,
+    req: &AllocateRequest,
+) -> Result<Vec<IpPool>, IpamError> {
     let all = cache.pools.as_deref().unwrap_or_default();
     let pools: Vec<IpPool> = all
         .iter()

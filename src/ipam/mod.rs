@@ -23,6 +23,7 @@
 //! address that was handed out again.
 
 mod allocate;
+mod batch;
 pub mod bench;
 mod cache;
 mod check;
@@ -120,6 +121,8 @@ pub struct BlockSummary {
 pub struct Ipam {
     store: Arc<dyn Datastore>,
     cache: tokio::sync::Mutex<cache::Cache>,
+    /// Allocation requests waiting for the cache lock (group commit, see `batch`).
+    queue: std::sync::Mutex<Vec<batch::Pending>>,
 }
 
 impl Ipam {
@@ -127,6 +130,7 @@ impl Ipam {
         Ipam {
             store,
             cache: tokio::sync::Mutex::new(cache::Cache::default()),
+            queue: std::sync::Mutex::new(Vec::new()),
         }
     }
 

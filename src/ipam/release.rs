@@ -118,7 +118,9 @@ impl Ipam {
         only: Option<&BTreeMap<IpAddr, u64>>,
     ) -> Result<Vec<IpAddr>, IpamError> {
         let handle_key = keys::handle(id);
-        let mut fresh = true;
+        // A handle this allocator wrote is cached with its revision: trust it (a stale entry
+        // fails the compare and is re-read). An unknown or absent one is read first.
+        let mut fresh = cache.handles.get(id).is_none_or(|(_, rev)| *rev == 0);
         for _ in 0..MAX_ATTEMPTS {
             let (handle, handle_rev) = if fresh {
                 fresh = false;

@@ -32,6 +32,9 @@ for url in "etcd://127.0.0.1:$port" "sqlite://$work/routed.db"; do
     run "$url" bench ipam --node "node-w$workers" --workers "$workers" --count "$per" \
       --handle-prefix "w$workers" >>"$results"
   done
+  # Worst case: 8 allocators that share nothing (separate processes) racing on one node's blocks.
+  run "$url" bench ipam --node node-indep --workers 8 --count $((COUNT / 8)) --independent \
+    --handle-prefix indep >>"$results"
 done
 
 python3 - "$results" <<'PY'
@@ -47,6 +50,7 @@ print("|---|---|---|---|---|---|---|---|")
 for r in rows:
     k = kind(r["datastore"])
     ratio = r["ops_per_second"] / cas[(k, r["workers"])] if (k, r["workers"]) in cas else 0
-    print(f'| {k} | {r["workers"]} | {r["operation"]} | {r["ops_per_second"]:.0f} | {r["p50_ms"]:.2f} | '
+    op = r["operation"] + (" (independent)" if r.get("independent") else "")
+    print(f'| {k} | {r["workers"]} | {op} | {r["ops_per_second"]:.0f} | {r["p50_ms"]:.2f} | '
           f'{r["p99_ms"]:.2f} | {r["round_trips_per_op"]:.2f} | {ratio:.2f} |')
 PY

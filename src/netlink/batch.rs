@@ -1,0 +1,288 @@
+//! Pipelined route installation: many RTM_NEWROUTE (or RTM_DELROUTE) messages per `sendmsg`.
+//!
+//! Waiting for an ACK after every route caps a netlink client at roughly 130k routes/s on the
+//! machines here (shared/notes/performance.md); BIRD does exactly that. This path instead packs
+//! up to [`CHUNK_BYTES`] of requests into one datagram, sets `NLM_F_ACK` on the last message of
+//! the chunk only, and reads the answers once per chunk:
+//!
+//! - the kernel handles a netlink datagram synchronously inside `sendmsg`, in order, so when
+//!   `sendmsg` returns every message of the chunk has been applied;
+//! - a failing message is always answered with NLMSG_ERROR (ACK flag or not), carrying its
+//!   sequence number, so per-route failures are still reported;
+//! - the ACK of the last message marks the end of the chunk's answers.
+//!
+//! The socket is a plain blocking `netlink_sys::Socket` used from tokio's blocking pool, opened
+//! once per [`KernelNetlink`](super::KernelNetlink) in its namespace, with `NETLINK_CAP_ACK`
+//! (errors do not echo the request), `NETLINK_EXT_ACK` (errors carry the kernel's text), a
+//! receive buffer large enough for a chunk of errors, and a receive timeout so a lost answer is
+//! an error instead of a hang.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+
+use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE};
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::sys::protocols::NETLINK_ROUTE;
+use rtnetlink::sys::{Socket, SocketAddr};
+
+use super::error::{NetlinkError, Operation, Result};
+use super::message::{ext_ack_message, request_message, route_delete_message, route_message};
+use super::types::{BatchFailure, BatchReport, Route};
+
+/// Requests per datagram are capped by size; 64 KiB is well under the default socket send
+/// buffer and holds ~1,400 simple routes.
+pub const CHUNK_BYTES: usize = 64 * 1024;
+/// Receive buffer asked for (forced when running as root).
+const RECEIVE_BUFFER_BYTES: libc::c_int = 8 * 1024 * 1024;
+/// How long to wait for the kernel's answers to one chunk.
+const RECEIVE_TIMEOUT_SECONDS: libc::time_t = 10;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_HEADER_LEN: usize = 16;
+
+/// What a batch does with each route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchKind {
+    Replace,
+    Delete,
+}
+
+impl BatchKind {
+    fn operation(self) -> Operation {
+        match self {
+            BatchKind::Replace => Operation::ReplaceRoutesBatch,
+            BatchKind::Delete => Operation::DeleteRoutesBatch,
+        }
+    }
+}
+
+/// The blocking socket of the batch path and its sequence counter.
+pub struct BatchSocket {
+    socket: Socket,
+    next_sequence: u32,
+}
+
+impl BatchSocket {
+    /// Opens the socket in the calling thread's namespace (call inside `run_in_netns`).
+    pub fn open() -> io::Result<BatchSocket> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.set_ext_ack(true)?;
+        socket.set_cap_ack(true)?;
+        set_receive_buffer(&socket)?;
+        set_receive_timeout(&socket)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        Ok(BatchSocket {
+            socket,
+            next_sequence: 1,
+        })
+    }
+}
+
+fn set_socket_option<T>(socket: &Socket, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` points to a live `T` and its size is passed alongside.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if result < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn set_receive_buffer(socket: &Socket) -> io::Result<()> {
+    // SO_RCVBUFFORCE ignores rmem_max but needs CAP_NET_ADMIN; fall back to the capped option.
+    set_socket_option(socket, libc::SO_RCVBUFFORCE, &RECEIVE_BUFFER_BYTES)
+        .or_else(|_| set_socket_option(socket, libc::SO_RCVBUF, &RECEIVE_BUFFER_BYTES))
+}
+
+fn set_receive_timeout(socket: &Socket) -> io::Result<()> {
+    let timeout = libc::timeval {
+        tv_sec: RECEIVE_TIMEOUT_SECONDS,
+        tv_usec: 0,
+    };
+    set_socket_option(socket, libc::SO_RCVTIMEO, &timeout)
+}
+
+/// Runs a batch on the blocking pool.
+pub async fn run_batch(
+    socket: Arc<Mutex<BatchSocket>>,
+    routes: Vec<Route>,
+    kind: BatchKind,
+) -> Result<BatchReport> {
+    let op = kind.operation();
+    tokio::task::spawn_blocking(move || {
+        let mut guard = socket.lock().map_err(|_| NetlinkError::Protocol {
+            op,
+            target: "batch socket".into(),
+            message: "a previous batch panicked".into(),
+        })?;
+        apply_batch(&mut guard, &routes, kind)
+    })
+    .await
+    .map_err(|join| NetlinkError::Protocol {
+        op,
+        target: "batch".into(),
+        message: join.to_string(),
+    })?
+}
+
+/// Serializes one route request into `buffer`.
+fn append_request(buffer: &mut Vec<u8>, route: &Route, kind: BatchKind, sequence: u32) {
+    let (payload, flags) = match kind {
+        BatchKind::Replace => (
+            RouteNetlinkMessage::NewRoute(route_message(route)),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        ),
+        BatchKind::Delete => (
+            RouteNetlinkMessage::DelRoute(route_delete_message(route)),
+            0,
+        ),
+    };
+    let message = request_message(payload, flags, sequence);
+    let start = buffer.len();
+    let length = message.buffer_len();
+    buffer.resize(start + ((length + 3) & !3), 0);
+    message.serialize(&mut buffer[start..start + length]);
+}
+
+/// Sets NLM_F_ACK on the serialized message at the start of `message`.
+fn set_ack_flag(message: &mut [u8]) {
+    if let Some(bytes) = message.get_mut(6..8) {
+        let flags = u16::from_ne_bytes([bytes[0], bytes[1]]) | NLM_F_ACK;
+        bytes.copy_from_slice(&flags.to_ne_bytes());
+    }
+}
+
+/// Sends `routes` in chunks and collects per-route failures.
+pub fn apply_batch(
+    socket: &mut BatchSocket,
+    routes: &[Route],
+    kind: BatchKind,
+) -> Result<BatchReport> {
+    let op = kind.operation();
+    let mut report = BatchReport {
+        attempted: routes.len(),
+        ..BatchReport::default()
+    };
+    let mut send_buffer = Vec::with_capacity(CHUNK_BYTES + 4096);
+    let mut receive_buffer: Vec<u8> = Vec::with_capacity(256 * 1024);
+    let mut start = 0;
+    while start < routes.len() {
+        send_buffer.clear();
+        let base = socket.next_sequence;
+        let mut end = start;
+        let mut last_start = 0;
+        while end < routes.len() && send_buffer.len() < CHUNK_BYTES {
+            last_start = send_buffer.len();
+            let sequence = base.wrapping_add((end - start) as u32);
+            append_request(&mut send_buffer, &routes[end], kind, sequence);
+            end += 1;
+        }
+        set_ack_flag(&mut send_buffer[last_start..]);
+        let count = end - start;
+        socket.next_sequence = base.wrapping_add(count as u32);
+        let last_sequence = base.wrapping_add(count as u32 - 1);
+        socket
+            .socket
+            .send(&send_buffer, 0)
+            .map_err(|source| NetlinkError::from_io(op, "batch send", source))?;
+        let failures = read_chunk_answers(socket, &mut receive_buffer, base, last_sequence, op)?;
+        let mut failed = 0;
+        for (offset, errno, message) in failures {
+            let index = start + offset;
+            let route = &routes[index];
+            if kind == BatchKind::Delete && matches!(errno, libc::ESRCH | libc::ENOENT) {
+                continue;
+            }
+            failed += 1;
+            report.failures.push(BatchFailure {
+                index,
+                key: route.key(),
+                error: NetlinkError::from_errno(op, route.destination.to_string(), errno, message),
+            });
+        }
+        report.succeeded += count - failed;
+        start = end;
+    }
+    Ok(report)
+}
+
+/// Reads answers until the one for `last_sequence`; returns (offset, errno, text) per failure.
+fn read_chunk_answers(
+    socket: &BatchSocket,
+    buffer: &mut Vec<u8>,
+    base: u32,
+    last_sequence: u32,
+    op: Operation,
+) -> Result<Vec<(usize, i32, String)>> {
+    let mut failures = Vec::new();
+    loop {
+        buffer.clear();
+        let length = socket
+            .socket
+            .recv(buffer, 0)
+            .map_err(|source| NetlinkError::from_io(op, "batch receive", source))?;
+        let datagram = &buffer[..length.min(buffer.len())];
+        let mut offset = 0;
+        let mut done = false;
+        while let Some(header) = datagram.get(offset..offset + NLMSG_HEADER_LEN) {
+            let message_length =
+                u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            let message_type = u16::from_ne_bytes([header[4], header[5]]);
+            let flags = u16::from_ne_bytes([header[6], header[7]]);
+            let sequence = u32::from_ne_bytes([header[8], header[9], header[10], header[11]]);
+            if message_length < NLMSG_HEADER_LEN || offset + message_length > datagram.len() {
+                return Err(NetlinkError::Protocol {
+                    op,
+                    target: "batch receive".into(),
+                    message: format!("truncated netlink message of {message_length} bytes"),
+                });
+            }
+            let body = &datagram[offset + NLMSG_HEADER_LEN..offset + message_length];
+            if message_type == NLMSG_ERROR && body.len() >= 4 {
+                let code = i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
+                let chunk_offset = sequence.wrapping_sub(base) as usize;
+                let in_chunk = chunk_offset <= last_sequence.wrapping_sub(base) as usize;
+                if code != 0 && in_chunk {
+                    failures.push((chunk_offset, -code, ext_ack_message(flags, &body[4..])));
+                }
+                if sequence == last_sequence {
+                    done = true;
+                }
+            }
+            offset += (message_length + 3) & !3;
+        }
+        if done {
+            return Ok(failures);
+        }
+    }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+    use crate::netlink::proto::RouteProtocol;
+
+    #[test]
+    fn only_the_last_request_of_a_chunk_asks_for_an_ack() {
+        let route = Route::link_scope("10.1.0.1/32".parse().unwrap(), 3, RouteProtocol::WORKLOAD);
+        let mut buffer = Vec::new();
+        append_request(&mut buffer, &route, BatchKind::Replace, 1);
+        let first_len = buffer.len();
+        append_request(&mut buffer, &route, BatchKind::Replace, 2);
+        set_ack_flag(&mut buffer[first_len..]);
+        assert_eq!(buffer.len(), 2 * first_len);
+        let flags = |at: usize| u16::from_ne_bytes([buffer[at + 6], buffer[at + 7]]);
+        assert_eq!(flags(0) & NLM_F_ACK, 0);
+        assert_ne!(flags(first_len) & NLM_F_ACK, 0);
+        assert_ne!(flags(0) & NLM_F_REPLACE, 0);
+    }
+}

@@ -1,0 +1,772 @@
+//! [`FakeNetlink`]: an in-memory kernel for unit tests of the CNI plugin and the reconcilers.
+//!
+//! One shared "world" holds namespaces (the host namespace plus any registered with
+//! [`FakeNetlink::add_netns`]), each with links, addresses, routes keyed by [`RouteKey`],
+//! neighbours, FDB entries, sysctls and route watchers. Handles returned by `for_netns` share the
+//! world, as real handles share one kernel.
+//!
+//! It keeps the kernel rules callers depend on: `add_*` of an existing key is `AlreadyExists`,
+//! a route or address on a missing ifindex is `NotFound`, deleting a link removes its veth peer,
+//! its addresses and the routes through it (and watchers see those deletions), deleting what is
+//! absent is `Ok`, and per-interface sysctls exist only for existing interfaces.
+//!
+//! Failure injection, per [`Operation`]: [`FakeNetlink::inject_failure`] makes every call fail
+//! with [`NetlinkError::Injected`] until cleared, [`FakeNetlink::inject_failure_once`] fails the
+//! next call only, [`FakeNetlink::inject_errno`] fails with the mapping of a kernel errno (e.g.
+//! `EEXIST` → `AlreadyExists`), and [`FakeNetlink::inject_batch_route_failure`] makes one
+//! destination fail inside batches. [`FakeNetlink::calls`] records every call in order.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use ipnetwork::IpNetwork;
+use tokio::sync::mpsc;
+
+use super::error::{NetlinkError, Operation, Result};
+use super::monitor::{RouteWatch, CHANNEL_CAPACITY};
+use super::netns::NetnsRef;
+use super::sysctl::sysctl_path;
+use super::types::{
+    BatchFailure, BatchReport, FdbEntry, LinkInfo, MacAddr, Neighbour, Route, RouteEvent,
+    RouteFilter, RouteKey,
+};
+use super::Netlink;
+
+/// Name of the host namespace in the fake's world.
+const HOST: &str = "";
+
+#[derive(Debug, Clone, Copy)]
+struct Injection {
+    /// `None`: `NetlinkError::Injected`; `Some(errno)`: what the kernel would say.
+    errno: Option<i32>,
+    /// `None`: every call; `Some(n)`: the next n calls.
+    remaining: Option<u32>,
+}
+
+#[derive(Default)]
+struct FakeNamespace {
+    links: BTreeMap<u32, LinkInfo>,
+    addresses: Vec<(u32, IpNetwork)>,
+    routes: BTreeMap<RouteKey, Route>,
+    neighbours: Vec<Neighbour>,
+    fdb: Vec<FdbEntry>,
+    sysctls: BTreeMap<String, String>,
+    watchers: Vec<mpsc::Sender<RouteEvent>>,
+}
+
+impl FakeNamespace {
+    fn with_loopback(index: u32) -> FakeNamespace {
+        let mut namespace = FakeNamespace::default();
+        namespace.links.insert(
+            index,
+            LinkInfo {
+                name: "lo".into(),
+                index,
+                kind: None,
+                mac: Some(MacAddr::ZERO),
+                mtu: 65536,
+                up: true,
+                peer_ifindex: None,
+            },
+        );
+        namespace
+    }
+
+    fn link_named(&self, name: &str) -> Option<&LinkInfo> {
+        self.links.values().find(|link| link.name == name)
+    }
+
+    fn notify(&mut self, event: RouteEvent) {
+        self.watchers.retain(|watcher| !watcher.is_closed());
+        for watcher in &self.watchers {
+            if watcher.try_send(event.clone()).is_err() {
+                tracing::warn!("fake route watcher full; event dropped");
+            }
+        }
+    }
+
+    fn check_route(&self, op: Operation, route: &Route) -> Result<()> {
+        let hops = route.multipath.iter().filter_map(|hop| hop.output_ifindex);
+        for ifindex in route.output_ifindex.into_iter().chain(hops) {
+            if !self.links.contains_key(&ifindex) {
+                return Err(NetlinkError::NotFound {
+                    op,
+                    target: format!("{} dev {ifindex}", route.destination),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn put_route(&mut self, route: &Route) {
+        let route = route.clone().normalized();
+        self.routes.insert(route.key(), route.clone());
+        self.notify(RouteEvent::Added(route));
+    }
+
+    fn remove_route(&mut self, route: &Route) {
+        let key = route.key();
+        if self
+            .routes
+            .get(&key)
+            .is_some_and(|existing| existing.protocol == route.protocol)
+        {
+            if let Some(removed) = self.routes.remove(&key) {
+                self.notify(RouteEvent::Deleted(removed));
+            }
+        }
+    }
+
+    fn remove_link(&mut self, index: u32) {
+        self.links.remove(&index);
+        self.addresses.retain(|(ifindex, _)| *ifindex != index);
+        self.neighbours.retain(|n| n.ifindex != index);
+        self.fdb.retain(|f| f.ifindex != index);
+        let gone: Vec<Route> = self
+            .routes
+            .values()
+            .filter(|r| {
+                r.output_ifindex == Some(index)
+                    || r.multipath
+                        .iter()
+                        .any(|hop| hop.output_ifindex == Some(index))
+            })
+            .cloned()
+            .collect();
+        for route in gone {
+            self.routes.remove(&route.key());
+            self.notify(RouteEvent::Deleted(route));
+        }
+    }
+}
+
+struct FakeWorld {
+    namespaces: BTreeMap<String, FakeNamespace>,
+    next_index: u32,
+    injections: HashMap<Operation, Injection>,
+    batch_route_failures: HashSet<IpNetwork>,
+    calls: Vec<(Operation, String)>,
+}
+
+impl FakeWorld {
+    fn allocate_index(&mut self) -> u32 {
+        self.next_index += 1;
+        self.next_index
+    }
+
+    /// Records the call and applies any injected failure.
+    fn enter(&mut self, op: Operation, target: &str) -> Result<()> {
+        self.calls.push((op, target.to_string()));
+        let Some(injection) = self.injections.get_mut(&op) else {
+            return Ok(());
+        };
+        let errno = injection.errno;
+        match &mut injection.remaining {
+            Some(0) => return Ok(()),
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        Err(match errno {
+            None => NetlinkError::Injected {
+                op,
+                target: target.to_string(),
+            },
+            Some(errno) => NetlinkError::from_errno(op, target, errno, "injected".into()),
+        })
+    }
+}
+
+/// The in-memory backend. Cheap to clone; clones share the world.
+#[derive(Clone)]
+pub struct FakeNetlink {
+    world: Arc<Mutex<FakeWorld>>,
+    namespace: String,
+}
+
+impl Default for FakeNetlink {
+    fn default() -> Self {
+        FakeNetlink::new()
+    }
+}
+
+impl FakeNetlink {
+    /// A world with a host namespace holding `lo` (ifindex 1).
+    pub fn new() -> FakeNetlink {
+        let mut namespaces = BTreeMap::new();
+        namespaces.insert(HOST.to_string(), FakeNamespace::with_loopback(1));
+        FakeNetlink {
+            world: Arc::new(Mutex::new(FakeWorld {
+                namespaces,
+                next_index: 1,
+                injections: HashMap::new(),
+                batch_route_failures: HashSet::new(),
+                calls: Vec::new(),
+            })),
+            namespace: HOST.to_string(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FakeWorld> {
+        // A panicking test thread must not hide the world from the others.
+        self.world
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `work` on this handle's namespace after recording the call and injections.
+    fn with_namespace<T>(
+        &self,
+        op: Operation,
+        target: &str,
+        work: impl FnOnce(&mut FakeWorld, &str) -> Result<T>,
+    ) -> Result<T> {
+        let mut world = self.lock();
+        world.enter(op, target)?;
+        if !world.namespaces.contains_key(&self.namespace) {
+            return Err(NetlinkError::NetnsNotFound(self.namespace.clone().into()));
+        }
+        let namespace = self.namespace.clone();
+        work(&mut world, &namespace)
+    }
+
+    /// Registers a namespace (as `ip netns add` would) with its own `lo`.
+    pub fn add_netns(&self, netns: &NetnsRef) {
+        let mut world = self.lock();
+        let index = world.allocate_index();
+        world
+            .namespaces
+            .insert(netns.to_string(), FakeNamespace::with_loopback(index));
+    }
+
+    /// Removes a namespace and everything in it (the veth peers in other namespaces go too).
+    pub fn remove_netns(&self, netns: &NetnsRef) {
+        let mut world = self.lock();
+        if let Some(namespace) = world.namespaces.remove(&netns.to_string()) {
+            let peers: Vec<u32> = namespace
+                .links
+                .values()
+                .filter_map(|l| l.peer_ifindex)
+                .collect();
+            for other in world.namespaces.values_mut() {
+                for peer in &peers {
+                    if other.links.contains_key(peer) {
+                        other.remove_link(*peer);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds a link of `kind` (e.g. "dummy", "vxlan") to this handle's namespace; returns its index.
+    pub fn add_link(&self, name: &str, kind: &str) -> u32 {
+        let mut world = self.lock();
+        let index = world.allocate_index();
+        if let Some(namespace) = world.namespaces.get_mut(&self.namespace) {
+            namespace.links.insert(
+                index,
+                LinkInfo {
+                    name: name.into(),
+                    index,
+                    kind: Some(kind.into()),
+                    mac: Some(MacAddr([0x02, 0, 0, 0, 0, index as u8])),
+                    mtu: 1500,
+                    up: false,
+                    peer_ifindex: None,
+                },
+            );
+        }
+        index
+    }
+
+    /// Every call of every handle, in order, as (operation, target).
+    pub fn calls(&self) -> Vec<(Operation, String)> {
+        self.lock().calls.clone()
+    }
+
+    /// Every call of `op` fails with [`NetlinkError::Injected`] until [`Self::clear_failures`].
+    pub fn inject_failure(&self, op: Operation) {
+        self.lock().injections.insert(
+            op,
+            Injection {
+                errno: None,
+                remaining: None,
+            },
+        );
+    }
+
+    /// The next call of `op` fails with [`NetlinkError::Injected`].
+    pub fn inject_failure_once(&self, op: Operation) {
+        self.lock().injections.insert(
+            op,
+            Injection {
+                errno: None,
+                remaining: Some(1),
+            },
+        );
+    }
+
+    /// Every call of `op` fails as the kernel would with `errno` (mapped by `from_errno`).
+    pub fn inject_errno(&self, op: Operation, errno: i32) {
+        self.lock().injections.insert(
+            op,
+            Injection {
+                errno: Some(errno),
+                remaining: None,
+            },
+        );
+    }
+
+    /// Routes to `destination` fail inside `replace_routes_batch` (reported, not returned).
+    pub fn inject_batch_route_failure(&self, destination: IpNetwork) {
+        self.lock().batch_route_failures.insert(destination);
+    }
+
+    /// Removes every injected failure.
+    pub fn clear_failures(&self) {
+        let mut world = self.lock();
+        world.injections.clear();
+        world.batch_route_failures.clear();
+    }
+
+    /// All routes of this handle's namespace, for assertions.
+    pub fn routes(&self) -> Vec<Route> {
+        self.lock()
+            .namespaces
+            .get(&self.namespace)
+            .map(|ns| ns.routes.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Removes a route behind the caller's back, as an operator's `ip route del` would
+    /// (watchers see it).
+    pub fn delete_route_externally(&self, key: &RouteKey) {
+        let mut world = self.lock();
+        if let Some(namespace) = world.namespaces.get_mut(&self.namespace) {
+            if let Some(route) = namespace.routes.remove(key) {
+                namespace.notify(RouteEvent::Deleted(route));
+            }
+        }
+    }
+}
+
+fn namespace<'a>(world: &'a mut FakeWorld, name: &str) -> &'a mut FakeNamespace {
+    world.namespaces.entry(name.to_string()).or_default()
+}
+
+/// The interface a per-interface sysctl key names (`net/ipv4/conf/<if>/...`).
+fn sysctl_interface(key: &str) -> Option<&str> {
+    let parts: Vec<&str> = key.split('/').collect();
+    match parts.as_slice() {
+        ["net", "ipv4" | "ipv6", "conf" | "neigh", interface, _] => Some(interface),
+        _ => None,
+    }
+}
+
+fn check_sysctl_interface(namespace: &FakeNamespace, op: Operation, key: &str) -> Result<()> {
+    match sysctl_interface(key) {
+        Some("all" | "default") | None => Ok(()),
+        Some(interface) if namespace.link_named(interface).is_some() => Ok(()),
+        Some(_) => Err(NetlinkError::NotFound {
+            op,
+            target: key.to_string(),
+        }),
+    }
+}
+
+#[async_trait]
+impl Netlink for FakeNetlink {
+    async fn for_netns(&self, netns: &NetnsRef) -> Result<Box<dyn Netlink>> {
+        let mut world = self.lock();
+        world.enter(Operation::EnterNetns, &netns.to_string())?;
+        if !world.namespaces.contains_key(&netns.to_string()) {
+            return Err(NetlinkError::NetnsNotFound(netns.path().to_path_buf()));
+        }
+        Ok(Box::new(FakeNetlink {
+            world: self.world.clone(),
+            namespace: netns.to_string(),
+        }))
+    }
+
+    async fn link_by_name(&self, name: &str) -> Result<Option<LinkInfo>> {
+        self.with_namespace(Operation::LinkByName, name, |world, ns| {
+            Ok(namespace(world, ns).link_named(name).cloned())
+        })
+    }
+
+    async fn create_veth(
+        &self,
+        host_name: &str,
+        peer_name: &str,
+        peer_netns: &NetnsRef,
+        host_mac: MacAddr,
+        mtu: u32,
+    ) -> Result<LinkInfo> {
+        let op = Operation::CreateVeth;
+        self.with_namespace(op, host_name, |world, ns| {
+            let peer_ns = peer_netns.to_string();
+            if !world.namespaces.contains_key(&peer_ns) {
+                return Err(NetlinkError::NetnsNotFound(peer_netns.path().to_path_buf()));
+            }
+            if namespace(world, ns).link_named(host_name).is_some()
+                || namespace(world, &peer_ns).link_named(peer_name).is_some()
+            {
+                return Err(NetlinkError::AlreadyExists {
+                    op,
+                    target: host_name.to_string(),
+                });
+            }
+            let host_index = world.allocate_index();
+            let peer_index = world.allocate_index();
+            let link = |name: &str, index, mac, peer| LinkInfo {
+                name: name.to_string(),
+                index,
+                kind: Some("veth".into()),
+                mac: Some(mac),
+                mtu,
+                up: false,
+                peer_ifindex: Some(peer),
+            };
+            let host = link(host_name, host_index, host_mac, peer_index);
+            let peer_mac = MacAddr([0x0a, 0x58, 0, 0, (peer_index >> 8) as u8, peer_index as u8]);
+            namespace(world, &peer_ns).links.insert(
+                peer_index,
+                link(peer_name, peer_index, peer_mac, host_index),
+            );
+            namespace(world, ns).links.insert(host_index, host.clone());
+            Ok(host)
+        })
+    }
+
+    async fn delete_link(&self, name: &str) -> Result<()> {
+        self.with_namespace(Operation::DeleteLink, name, |world, ns| {
+            let Some(link) = namespace(world, ns).link_named(name).cloned() else {
+                return Ok(());
+            };
+            namespace(world, ns).remove_link(link.index);
+            if let Some(peer) = link.peer_ifindex {
+                for other in world.namespaces.values_mut() {
+                    if other.links.contains_key(&peer) {
+                        other.remove_link(peer);
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn list_links(&self) -> Result<Vec<LinkInfo>> {
+        self.with_namespace(Operation::ListLinks, "all", |world, ns| {
+            Ok(namespace(world, ns).links.values().cloned().collect())
+        })
+    }
+
+    async fn set_link_up(&self, ifindex: u32) -> Result<()> {
+        let op = Operation::SetLinkUp;
+        let target = format!("ifindex {ifindex}");
+        self.with_namespace(op, &target, |world, ns| {
+            match namespace(world, ns).links.get_mut(&ifindex) {
+                Some(link) => {
+                    link.up = true;
+                    Ok(())
+                }
+                None => Err(NetlinkError::NotFound {
+                    op,
+                    target: target.clone(),
+                }),
+            }
+        })
+    }
+
+    async fn rename_link(&self, ifindex: u32, new_name: &str) -> Result<()> {
+        let op = Operation::RenameLink;
+        let target = format!("ifindex {ifindex} -> {new_name}");
+        self.with_namespace(op, &target, |world, ns| {
+            let namespace = namespace(world, ns);
+            if namespace.link_named(new_name).is_some() {
+                return Err(NetlinkError::AlreadyExists {
+                    op,
+                    target: target.clone(),
+                });
+            }
+            match namespace.links.get_mut(&ifindex) {
+                Some(link) => {
+                    link.name = new_name.to_string();
+                    Ok(())
+                }
+                None => Err(NetlinkError::NotFound {
+                    op,
+                    target: target.clone(),
+                }),
+            }
+        })
+    }
+
+    async fn add_address(&self, ifindex: u32, network: IpNetwork) -> Result<()> {
+        let op = Operation::AddAddress;
+        let target = format!("{network} dev {ifindex}");
+        self.with_namespace(op, &target, |world, ns| {
+            let namespace = namespace(world, ns);
+            if !namespace.links.contains_key(&ifindex) {
+                return Err(NetlinkError::NotFound {
+                    op,
+                    target: target.clone(),
+                });
+            }
+            if namespace.addresses.contains(&(ifindex, network)) {
+                return Err(NetlinkError::AlreadyExists {
+                    op,
+                    target: target.clone(),
+                });
+            }
+            namespace.addresses.push((ifindex, network));
+            Ok(())
+        })
+    }
+
+    async fn list_addresses(&self, ifindex: u32) -> Result<Vec<IpNetwork>> {
+        self.with_namespace(
+            Operation::ListAddresses,
+            &format!("ifindex {ifindex}"),
+            |world, ns| {
+                Ok(namespace(world, ns)
+                    .addresses
+                    .iter()
+                    .filter(|(index, _)| *index == ifindex)
+                    .map(|(_, network)| *network)
+                    .collect())
+            },
+        )
+    }
+
+    async fn add_route(&self, route: &Route) -> Result<()> {
+        let op = Operation::AddRoute;
+        let target = route.key().to_string();
+        self.with_namespace(op, &target, |world, ns| {
+            let namespace = namespace(world, ns);
+            namespace.check_route(op, route)?;
+            if namespace.routes.contains_key(&route.key()) {
+                return Err(NetlinkError::AlreadyExists {
+                    op,
+                    target: target.clone(),
+                });
+            }
+            namespace.put_route(route);
+            Ok(())
+        })
+    }
+
+    async fn replace_route(&self, route: &Route) -> Result<()> {
+        let op = Operation::ReplaceRoute;
+        self.with_namespace(op, &route.key().to_string(), |world, ns| {
+            let namespace = namespace(world, ns);
+            namespace.check_route(op, route)?;
+            namespace.put_route(route);
+            Ok(())
+        })
+    }
+
+    async fn delete_route(&self, route: &Route) -> Result<()> {
+        self.with_namespace(
+            Operation::DeleteRoute,
+            &route.key().to_string(),
+            |world, ns| {
+                namespace(world, ns).remove_route(route);
+                Ok(())
+            },
+        )
+    }
+
+    async fn list_routes(&self, filter: &RouteFilter) -> Result<Vec<Route>> {
+        self.with_namespace(
+            Operation::ListRoutes,
+            &format!("{filter:?}"),
+            |world, ns| {
+                Ok(namespace(world, ns)
+                    .routes
+                    .values()
+                    .filter(|route| filter.matches(route))
+                    .cloned()
+                    .collect())
+            },
+        )
+    }
+
+    async fn replace_routes_batch(&self, routes: &[Route]) -> Result<BatchReport> {
+        let op = Operation::ReplaceRoutesBatch;
+        self.with_namespace(op, &format!("{} routes", routes.len()), |world, ns| {
+            let failing = world.batch_route_failures.clone();
+            let namespace = namespace(world, ns);
+            let mut report = BatchReport {
+                attempted: routes.len(),
+                ..BatchReport::default()
+            };
+            for (index, route) in routes.iter().enumerate() {
+                let outcome = if failing.contains(&route.destination) {
+                    Err(NetlinkError::Injected {
+                        op,
+                        target: route.destination.to_string(),
+                    })
+                } else {
+                    namespace.check_route(op, route)
+                };
+                match outcome {
+                    Ok(()) => {
+                        namespace.put_route(route);
+                        report.succeeded += 1;
+                    }
+                    Err(error) => report.failures.push(BatchFailure {
+                        index,
+                        key: route.key(),
+                        error,
+                    }),
+                }
+            }
+            Ok(report)
+        })
+    }
+
+    async fn delete_routes_batch(&self, routes: &[Route]) -> Result<BatchReport> {
+        let op = Operation::DeleteRoutesBatch;
+        self.with_namespace(op, &format!("{} routes", routes.len()), |world, ns| {
+            let namespace = namespace(world, ns);
+            for route in routes {
+                namespace.remove_route(route);
+            }
+            Ok(BatchReport {
+                attempted: routes.len(),
+                succeeded: routes.len(),
+                failures: Vec::new(),
+            })
+        })
+    }
+
+    async fn watch_routes(&self) -> Result<RouteWatch> {
+        self.with_namespace(Operation::WatchRoutes, "routes", |world, ns| {
+            let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+            namespace(world, ns).watchers.push(sender);
+            Ok(RouteWatch::from_receiver(receiver))
+        })
+    }
+
+    async fn replace_neighbour(&self, neighbour: &Neighbour) -> Result<()> {
+        let op = Operation::ReplaceNeighbour;
+        let target = format!("{} dev {}", neighbour.ip, neighbour.ifindex);
+        self.with_namespace(op, &target, |world, ns| {
+            let namespace = namespace(world, ns);
+            if !namespace.links.contains_key(&neighbour.ifindex) {
+                return Err(NetlinkError::NotFound {
+                    op,
+                    target: target.clone(),
+                });
+            }
+            namespace
+                .neighbours
+                .retain(|n| !(n.ifindex == neighbour.ifindex && n.ip == neighbour.ip));
+            namespace.neighbours.push(neighbour.clone());
+            Ok(())
+        })
+    }
+
+    async fn list_neighbours(&self, ifindex: u32) -> Result<Vec<Neighbour>> {
+        self.with_namespace(
+            Operation::ListNeighbours,
+            &format!("ifindex {ifindex}"),
+            |world, ns| {
+                Ok(namespace(world, ns)
+                    .neighbours
+                    .iter()
+                    .filter(|n| n.ifindex == ifindex)
+                    .cloned()
+                    .collect())
+            },
+        )
+    }
+
+    async fn delete_neighbour(&self, ifindex: u32, ip: IpAddr) -> Result<()> {
+        self.with_namespace(
+            Operation::DeleteNeighbour,
+            &format!("{ip} dev {ifindex}"),
+            |world, ns| {
+                namespace(world, ns)
+                    .neighbours
+                    .retain(|n| !(n.ifindex == ifindex && n.ip == ip));
+                Ok(())
+            },
+        )
+    }
+
+    async fn replace_fdb(&self, entry: &FdbEntry) -> Result<()> {
+        let op = Operation::ReplaceFdb;
+        let target = format!("{} dev {}", entry.mac, entry.ifindex);
+        self.with_namespace(op, &target, |world, ns| {
+            let namespace = namespace(world, ns);
+            if !namespace.links.contains_key(&entry.ifindex) {
+                return Err(NetlinkError::NotFound {
+                    op,
+                    target: target.clone(),
+                });
+            }
+            namespace
+                .fdb
+                .retain(|f| !(f.ifindex == entry.ifindex && f.mac == entry.mac));
+            namespace.fdb.push(entry.clone());
+            Ok(())
+        })
+    }
+
+    async fn list_fdb(&self, ifindex: u32) -> Result<Vec<FdbEntry>> {
+        self.with_namespace(
+            Operation::ListFdb,
+            &format!("ifindex {ifindex}"),
+            |world, ns| {
+                Ok(namespace(world, ns)
+                    .fdb
+                    .iter()
+                    .filter(|f| f.ifindex == ifindex)
+                    .cloned()
+                    .collect())
+            },
+        )
+    }
+
+    async fn delete_fdb(&self, entry: &FdbEntry) -> Result<()> {
+        let target = format!("{} dev {}", entry.mac, entry.ifindex);
+        self.with_namespace(Operation::DeleteFdb, &target, |world, ns| {
+            namespace(world, ns)
+                .fdb
+                .retain(|f| !(f.ifindex == entry.ifindex && f.mac == entry.mac));
+            Ok(())
+        })
+    }
+
+    async fn set_sysctl(&self, key: &str, value: &str) -> Result<()> {
+        let op = Operation::SetSysctl;
+        self.with_namespace(op, key, |world, ns| {
+            sysctl_path(op, key)?;
+            let namespace = namespace(world, ns);
+            check_sysctl_interface(namespace, op, key)?;
+            namespace.sysctls.insert(key.to_string(), value.to_string());
+            Ok(())
+        })
+    }
+
+    async fn get_sysctl(&self, key: &str) -> Result<String> {
+        let op = Operation::GetSysctl;
+        self.with_namespace(op, key, |world, ns| {
+            sysctl_path(op, key)?;
+            let namespace = namespace(world, ns);
+            check_sysctl_interface(namespace, op, key)?;
+            Ok(namespace
+                .sysctls
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| "0".into()))
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "fake_tests.rs"]
+mod fake_tests;

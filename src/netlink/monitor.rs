@@ -1,0 +1,195 @@
+//! Route monitor: RTM_NEWROUTE / RTM_DELROUTE notifications as a stream of [`RouteEvent`]s.
+//!
+//! A netlink socket joins the `RTNLGRP_IPV4_ROUTE` and `RTNLGRP_IPV6_ROUTE` multicast groups in
+//! the handle's namespace (it is opened inside that namespace and stays bound to it). One tokio
+//! task reads it through `AsyncFd`, decodes every message of each datagram, and forwards events
+//! into a bounded channel. The reconciler reacts to `Deleted` of a route it owns by putting it
+//! back at once, instead of waiting for the next full resync.
+//!
+//! When the kernel cannot queue a notification (the reader fell behind), the next read fails
+//! with `ENOBUFS`: events were lost, so the task emits [`RouteEvent::Overflow`] and the receiver
+//! must resync from `list_routes`. The task stops when the [`RouteWatch`] is dropped.
+
+use std::io;
+
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::sys::protocols::NETLINK_ROUTE;
+use rtnetlink::sys::{Socket, SocketAddr};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::message::route_from_message;
+use super::types::RouteEvent;
+
+const RTNLGRP_IPV4_ROUTE: u32 = 7;
+const RTNLGRP_IPV6_ROUTE: u32 = 11;
+/// Events buffered between the socket task and the consumer.
+pub const CHANNEL_CAPACITY: usize = 16 * 1024;
+const RECEIVE_BUFFER_BYTES: libc::c_int = 8 * 1024 * 1024;
+
+/// A subscription to route changes; drop it to stop the monitor.
+pub struct RouteWatch {
+    receiver: mpsc::Receiver<RouteEvent>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl RouteWatch {
+    /// Wraps a receiver fed by something other than a kernel socket (the fake).
+    pub fn from_receiver(receiver: mpsc::Receiver<RouteEvent>) -> RouteWatch {
+        RouteWatch {
+            receiver,
+            task: None,
+        }
+    }
+
+    /// The next event; `None` once the monitor has stopped (socket error).
+    pub async fn next(&mut self) -> Option<RouteEvent> {
+        self.receiver.recv().await
+    }
+
+    /// An event if one is ready, without waiting.
+    pub fn try_next(&mut self) -> Option<RouteEvent> {
+        self.receiver.try_recv().ok()
+    }
+}
+
+impl Drop for RouteWatch {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Opens the multicast socket in the calling thread's namespace (call inside `run_in_netns`).
+pub fn open_monitor_socket() -> io::Result<Socket> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    let groups = (1 << (RTNLGRP_IPV4_ROUTE - 1)) | (1 << (RTNLGRP_IPV6_ROUTE - 1));
+    socket.bind(&SocketAddr::new(0, groups))?;
+    let size = RECEIVE_BUFFER_BYTES;
+    // SAFETY: `size` is a live c_int and its size is passed alongside.
+    let forced = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if forced < 0 {
+        socket.set_rx_buf_sz(RECEIVE_BUFFER_BYTES as usize)?;
+    }
+    socket.set_non_blocking(true)?;
+    Ok(socket)
+}
+
+/// Starts the reading task on an opened monitor socket (must run inside a tokio runtime).
+pub fn start_watch(socket: Socket) -> io::Result<RouteWatch> {
+    // SAFETY: `Socket` owns its fd and closes it only when dropped, which happens when the
+    // AsyncFd (which owns the Socket) is dropped; the fd never changes meanwhile.
+    let fd = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?;
+    let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+    let task = tokio::spawn(read_events(fd, sender));
+    Ok(RouteWatch {
+        receiver,
+        task: Some(task),
+    })
+}
+
+async fn read_events(fd: AsyncFd<Socket>, sender: mpsc::Sender<RouteEvent>) {
+    let mut buffer: Vec<u8> = Vec::with_capacity(1 << 20);
+    loop {
+        let mut guard = match fd.readable().await {
+            Ok(guard) => guard,
+            Err(error) => {
+                tracing::warn!(%error, "route monitor: socket poll failed, stopping");
+                return;
+            }
+        };
+        buffer.clear();
+        let received = guard.try_io(|inner| inner.get_ref().recv(&mut buffer, 0));
+        let events = match received {
+            Err(_would_block) => continue,
+            Ok(Ok(length)) => decode_datagram(&buffer[..length.min(buffer.len())]),
+            Ok(Err(error)) if error.raw_os_error() == Some(libc::ENOBUFS) => {
+                tracing::warn!("route monitor: kernel dropped notifications, resync needed");
+                vec![RouteEvent::Overflow]
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "route monitor: receive failed, stopping");
+                return;
+            }
+        };
+        for event in events {
+            if sender.send(event).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Decodes every route notification in one datagram; other messages are skipped.
+pub fn decode_datagram(datagram: &[u8]) -> Vec<RouteEvent> {
+    let mut events = Vec::new();
+    let mut offset = 0;
+    while let Some(header) = datagram.get(offset..offset + 4) {
+        let length = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let Some(bytes) = datagram
+            .get(offset..offset + length)
+            .filter(|_| length >= 16)
+        else {
+            tracing::warn!(length, "route monitor: truncated message");
+            break;
+        };
+        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
+            Ok(message) => {
+                if let NetlinkPayload::InnerMessage(inner) = message.payload {
+                    match inner {
+                        RouteNetlinkMessage::NewRoute(route) => {
+                            events.extend(route_from_message(&route).map(RouteEvent::Added))
+                        }
+                        RouteNetlinkMessage::DelRoute(route) => {
+                            events.extend(route_from_message(&route).map(RouteEvent::Deleted))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "route monitor: undecodable message"),
+        }
+        offset += (length + 3) & !3;
+    }
+    events
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+    use crate::netlink::message::{request_message, route_message};
+    use crate::netlink::proto::RouteProtocol;
+    use crate::netlink::types::Route;
+
+    #[test]
+    fn decodes_every_route_message_of_a_datagram() {
+        let route = Route::blackhole("10.9.0.0/26".parse().unwrap(), RouteProtocol::BLACKHOLE);
+        let mut datagram = Vec::new();
+        for payload in [
+            RouteNetlinkMessage::NewRoute(route_message(&route)),
+            RouteNetlinkMessage::DelRoute(route_message(&route)),
+        ] {
+            let message = request_message(payload, 0, 0);
+            let start = datagram.len();
+            datagram.resize(start + message.buffer_len(), 0);
+            message.serialize(&mut datagram[start..]);
+        }
+        assert_eq!(
+            decode_datagram(&datagram),
+            vec![RouteEvent::Added(route.clone()), RouteEvent::Deleted(route)]
+        );
+        assert!(decode_datagram(&datagram[..10]).is_empty());
+    }
+}
