@@ -6,8 +6,11 @@
 //! - [`ipam`]: block-affinity address management with Calico's semantics.
 //! - [`cli`]: `routectl` commands and table rendering.
 
+pub mod agent;
+pub mod api;
 pub mod bgp;
 pub mod cli;
+pub mod cni;
 pub mod datastore;
 pub mod ipam;
 pub mod logging;

@@ -1,1 +1,91 @@
-fn main() {}
+//! routed: the node agent (see `routed::agent`).
+
+use clap::Parser;
+use routed::datastore::{DatastoreConfig, TlsFiles, DEFAULT_PREFIX, DEFAULT_URL};
+use routed::logging::LogFormat;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "routed",
+    version,
+    about = "routed node agent: IPAM, BGP and routes for pods"
+)]
+struct Args {
+    /// This node's name (default: the hostname).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    #[arg(long, env = "ROUTED_DATASTORE", default_value = DEFAULT_URL)]
+    datastore: String,
+    #[arg(long, env = "ROUTED_DATASTORE_PREFIX", default_value = DEFAULT_PREFIX)]
+    datastore_prefix: String,
+    #[arg(long, env = "ROUTED_ETCD_CA_FILE")]
+    etcd_ca_file: Option<String>,
+    #[arg(long, env = "ROUTED_ETCD_CERT_FILE")]
+    etcd_cert_file: Option<String>,
+    #[arg(long, env = "ROUTED_ETCD_KEY_FILE")]
+    etcd_key_file: Option<String>,
+    /// The node address with its prefix length (default: detect with --ip-autodetection).
+    #[arg(long, env = "ROUTED_IP")]
+    ip: Option<ipnetwork::IpNetwork>,
+    /// first-found | interface=REGEX | cidr=CIDR
+    #[arg(long, env = "ROUTED_IP_AUTODETECTION", default_value = "first-found")]
+    ip_autodetection: String,
+    /// The local API socket.
+    #[arg(long, env = "ROUTED_SOCKET", default_value = routed::api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Pod MTU (default: the node interface's MTU minus encapsulation).
+    #[arg(long, env = "ROUTED_MTU")]
+    mtu: Option<u32>,
+    /// Do not touch nftables (FORWARD acceptance for pod traffic).
+    #[arg(long)]
+    no_forward_rules: bool,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    routed::logging::init(args.log_format);
+    let config = routed::agent::AgentConfig {
+        node_name: args.node_name.unwrap_or_else(hostname),
+        datastore: DatastoreConfig {
+            url: args.datastore,
+            prefix: args.datastore_prefix,
+            tls: TlsFiles {
+                ca_file: args.etcd_ca_file,
+                cert_file: args.etcd_cert_file,
+                key_file: args.etcd_key_file,
+            },
+        },
+        ip: args.ip,
+        autodetect: args.ip_autodetection,
+        socket: args.socket,
+        mtu: args.mtu,
+        manage_forward: !args.no_forward_rules,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("routed: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(routed::agent::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "routed stopped");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -106,6 +106,16 @@ pub struct Allocated {
     pub borrowed: bool,
 }
 
+/// One allocated address with its holder, as recorded in its block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct AddressRecord {
+    pub ip: IpAddr,
+    pub handle: String,
+    pub sequence: u64,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
 /// One block as `routectl ipam show` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BlockSummary {
@@ -186,6 +196,28 @@ impl Ipam {
                 capacity: b.capacity(),
             })
             .collect();
+        Ok(out)
+    }
+
+    /// Every address allocated for `node` (its `node` attribute), in any block, borrowed or not.
+    pub async fn allocations_of_node(&self, node: &str) -> Result<Vec<AddressRecord>, IpamError> {
+        let blocks = cache::load_all_blocks(self.store.as_ref()).await?;
+        let mut out = Vec::new();
+        for (block, _) in &blocks {
+            for (ordinal, a) in &block.allocations {
+                if a.attributes.get("node").map(String::as_str) != Some(node) {
+                    continue;
+                }
+                if let Some(ip) = block.ip_at(*ordinal) {
+                    out.push(AddressRecord {
+                        ip,
+                        handle: a.handle.clone(),
+                        sequence: a.sequence,
+                        attributes: a.attributes.clone(),
+                    });
+                }
+            }
+        }
         Ok(out)
     }
 

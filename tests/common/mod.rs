@@ -129,3 +129,156 @@ pub fn run_routectl(url: &str, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A network namespace created for one test (`ip netns add`), deleted when dropped.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Netns {
+        let name = format!("{prefix}-{:x}", rand_suffix());
+        run_ok("ip", &["netns", "add", &name]);
+        run_ok("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        Netns { name }
+    }
+
+    pub fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+
+    /// Runs a command inside the namespace; returns (success, stdout+stderr).
+    pub fn exec(&self, cmd: &[&str]) -> (bool, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(cmd)
+            .output()
+            .expect("ip netns exec");
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+
+    pub fn exec_ok(&self, cmd: &[&str]) -> String {
+        let (ok, out) = self.exec(cmd);
+        assert!(ok, "{cmd:?} in {} failed: {out}", self.name);
+        out
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+pub fn rand_suffix() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (std::process::id() << 12) ^ t.wrapping_add(N.fetch_add(1, Ordering::Relaxed) * 7919)
+}
+
+pub fn run_ok(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A `routed` agent running inside a namespace, killed (SIGKILL, by pid) when dropped.
+pub struct Agent {
+    pub child: Child,
+    pub socket: PathBuf,
+}
+
+impl Agent {
+    /// Starts `routed` in `netns` and waits until it is ready.
+    pub fn start(netns: &Netns, node: &str, url: &str, ip: &str, dir: &std::path::Path) -> Agent {
+        let socket = dir.join(format!("{node}.sock"));
+        let log = std::fs::File::create(dir.join(format!("{node}.log"))).expect("agent log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &netns.name])
+            .arg(env!("CARGO_BIN_EXE_routed"))
+            .args([
+                "--node-name",
+                node,
+                "--datastore",
+                url,
+                "--ip",
+                ip,
+                "--socket",
+            ])
+            .arg(&socket)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn routed");
+        let agent = Agent { child, socket };
+        agent.wait_ready(dir, node);
+        agent
+    }
+
+    pub fn wait_ready(&self, dir: &std::path::Path, node: &str) {
+        let client = routed::api::client::Client::new(&self.socket);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client.get::<serde_json::Value>("/readyz").is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "agent {node} not ready; log: {}",
+                std::fs::read_to_string(dir.join(format!("{node}.log"))).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Calls routed-cni as libcni does: inside `node`, with the CNI_* environment and the
+/// configuration on stdin. Returns (exit code, stdout).
+pub fn cni(node: &Netns, env: &[(&str, &str)], conf: &str) -> (i32, String) {
+    use std::io::Write;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &node.name])
+        .arg(env!("CARGO_BIN_EXE_routed-cni"));
+    cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn routed-cni");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(conf.as_bytes());
+    }
+    let out = child.wait_with_output().expect("routed-cni output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}

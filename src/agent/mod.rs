@@ -1,0 +1,147 @@
+//! The node agent (`routed`): registers the node, serves the local API (IPAM for the CNI plugin,
+//! health), and keeps the host's FORWARD path open for pod traffic.
+//!
+//! ```text
+//!  routed-cni ──HTTP/unix──> server ──> Ipam ──Txn──> datastore
+//!                               │
+//!  start: detect address/MTU ──> register Node ──> forward acceptance (nftables) ──> ready
+//! ```
+//! The BGP speaker, the route reconcilers and NAT join here as they land (docs/architecture.md).
+
+pub mod forward;
+pub mod node;
+pub mod server;
+
+use crate::api::NodeInfo;
+use crate::datastore::{self, Datastore, DatastoreConfig};
+use crate::ipam::Ipam;
+use anyhow::{Context, Result};
+use ipnetwork::IpNetwork;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use tracing::{info, warn};
+
+/// What the agent needs to start (the `routed` command line).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    pub datastore: DatastoreConfig,
+    /// The node address, or `None` to detect it.
+    pub ip: Option<IpNetwork>,
+    /// How to detect the address when `ip` is not given: `first-found`, `interface=REGEX`,
+    /// `cidr=CIDR`.
+    pub autodetect: String,
+    pub socket: PathBuf,
+    /// Pod MTU override; detected from the node interface when `None`.
+    pub mtu: Option<u32>,
+    /// Open the FORWARD path for pod traffic (nftables).
+    pub manage_forward: bool,
+}
+
+/// Shared state of a running agent.
+pub struct AgentState {
+    pub node_name: String,
+    pub store: Arc<dyn Datastore>,
+    pub ipam: Ipam,
+    pod_mtu: AtomicU32,
+    node_address: Option<IpNetwork>,
+    ready: AtomicBool,
+}
+
+impl AgentState {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn pod_mtu(&self) -> u32 {
+        self.pod_mtu.load(Ordering::Relaxed)
+    }
+
+    pub fn node_info(&self) -> NodeInfo {
+        NodeInfo {
+            name: self.node_name.clone(),
+            pod_mtu: self.pod_mtu(),
+            ipv4_address: self.node_address.map(|a| a.to_string()),
+        }
+    }
+}
+
+/// Runs the agent until SIGTERM/SIGINT. Routes and pods are left as they are on exit: the data
+/// plane lives in the kernel.
+pub async fn run(config: AgentConfig) -> Result<()> {
+    crate::model::validate_name(&config.node_name)
+        .with_context(|| "the node name must be a DNS subdomain (set --node-name or NODE_NAME)")?;
+    let store = datastore::open(&config.datastore)
+        .await
+        .with_context(|| format!("cannot open datastore {}", config.datastore.url))?;
+    let detected = node::detect(&config).await?;
+    info!(node = %config.node_name, address = ?detected.address, method = %detected.method,
+        interface = ?detected.interface, mtu = detected.mtu, "node address detected");
+    let overhead = node::encapsulation_overhead(&Ipam::new(store.clone()))
+        .await
+        .unwrap_or(0);
+    let pod_mtu = config.mtu.unwrap_or(detected.mtu.saturating_sub(overhead));
+    let state = Arc::new(AgentState {
+        node_name: config.node_name.clone(),
+        ipam: Ipam::new(store.clone()),
+        store: store.clone(),
+        pod_mtu: AtomicU32::new(pod_mtu),
+        node_address: detected.address,
+        ready: AtomicBool::new(false),
+    });
+    let listener = server::bind(&config.socket)
+        .with_context(|| format!("cannot listen on {}", config.socket.display()))?;
+    info!(socket = %config.socket.display(), pod_mtu, "local API listening");
+    let api = tokio::spawn(server::serve(listener, state.clone()));
+
+    // The node forwards pod traffic (per-veth forwarding is set by the CNI plugin).
+    match crate::netlink::sysctl::set_sysctl(crate::netlink::sysctl::IP_FORWARD_KEY, "1") {
+        Ok(()) => info!("net.ipv4.ip_forward=1"),
+        Err(e) => warn!(error = %e, "could not enable net.ipv4.ip_forward"),
+    }
+    if config.manage_forward {
+        if let Err(e) = forward::ensure_forward_accept().await {
+            warn!(error = %format!("{e:#}"), "could not program FORWARD acceptance for pod traffic");
+        }
+    }
+    register_until_done(&state, &detected).await;
+    state.ready.store(true, Ordering::Relaxed);
+    info!(node = %state.node_name, "ready");
+
+    wait_for_shutdown().await;
+    info!("shutting down; routes and pod interfaces stay in place");
+    api.abort();
+    let _ = std::fs::remove_file(&config.socket);
+    Ok(())
+}
+
+/// Registers the node, retrying while the datastore is unreachable (the API still serves).
+async fn register_until_done(state: &AgentState, detected: &node::Detected) {
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match node::register(state.store.as_ref(), &state.node_name, detected).await {
+            Ok(()) => return,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "node registration failed; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+async fn wait_for_shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

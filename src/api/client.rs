@@ -1,0 +1,165 @@
+//! A minimal blocking HTTP/1.1 client for the agent's unix socket (one request per connection).
+
+use super::ApiError;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("routed agent is not reachable at {socket}: {source}")]
+    Unreachable {
+        socket: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("routed agent at {socket} answered {status}: {error}")]
+    Api {
+        socket: PathBuf,
+        status: u16,
+        error: String,
+        kind: String,
+    },
+    #[error("routed agent at {socket} sent an unreadable reply: {reason}")]
+    Protocol { socket: PathBuf, reason: String },
+}
+
+impl ClientError {
+    /// The agent's error kind (`unavailable`, `exhausted`, ...), when it answered.
+    pub fn kind(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { kind, .. } => Some(kind),
+            _ => None,
+        }
+    }
+}
+
+/// Talks to one agent socket.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl Client {
+    pub fn new(socket: impl AsRef<Path>) -> Client {
+        Client {
+            socket: socket.as_ref().to_path_buf(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call("GET", path, None)
+    }
+
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| self.protocol(e.to_string()))?;
+        self.call("POST", path, Some(&body))
+    }
+
+    fn protocol(&self, reason: String) -> ClientError {
+        ClientError::Protocol {
+            socket: self.socket.clone(),
+            reason,
+        }
+    }
+
+    fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<T, ClientError> {
+        let unreachable = |source| ClientError::Unreachable {
+            socket: self.socket.clone(),
+            source,
+        };
+        let mut stream = UnixStream::connect(&self.socket).map_err(unreachable)?;
+        stream
+            .set_read_timeout(Some(self.timeout))
+            .map_err(unreachable)?;
+        stream
+            .set_write_timeout(Some(self.timeout))
+            .map_err(unreachable)?;
+        let body = body.unwrap_or_default();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: routed\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).map_err(unreachable)?;
+        stream.write_all(body).map_err(unreachable)?;
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).map_err(unreachable)?;
+        let (status, body) = parse_response(&reply).map_err(|r| self.protocol(r))?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(body).map_err(|e| self.protocol(e.to_string()));
+        }
+        let err: ApiError = serde_json::from_slice(body).unwrap_or_else(|_| ApiError {
+            error: String::from_utf8_lossy(body).into_owned(),
+            kind: "internal".into(),
+        });
+        Err(ClientError::Api {
+            socket: self.socket.clone(),
+            status,
+            error: err.error,
+            kind: err.kind,
+        })
+    }
+}
+
+/// Splits an HTTP/1.1 response into status and body (honouring Content-Length when present).
+pub fn parse_response(reply: &[u8]) -> Result<(u16, &[u8]), String> {
+    let end = reply
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no end of headers")?;
+    let head = std::str::from_utf8(&reply[..end]).map_err(|_| "headers are not UTF-8")?;
+    let status_line = head.lines().next().ok_or("empty reply")?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let body = &reply[end + 4..];
+    let length = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())?
+    });
+    match length {
+        Some(n) => body
+            .get(..n)
+            .map(|b| (status, b))
+            .ok_or_else(|| "body shorter than Content-Length".into()),
+        None => Ok((status, body)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_responses() {
+        let (status, body) =
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}extra").unwrap();
+        assert_eq!((status, body), (200, &b"{}"[..]));
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}").is_err());
+        assert!(parse_response(b"garbage").is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! The agent's local API: HTTP/1.1 + JSON on a unix socket (default `/run/routed/routed.sock`,
+//! mode 0600), so `curl --unix-socket` works. The CNI plugin and routectl are its clients; the
+//! agent ([`crate::agent::server`]) serves it. This module holds the wire types and a small
+//! synchronous client (the CNI plugin is a short-lived process: no runtime, one request each).
+//!
+//! | method | path | body → reply |
+//! |---|---|---|
+//! | GET | /healthz | liveness: `{"status":"ok"}` |
+//! | GET | /readyz | readiness: 200 when the datastore answered and the node is registered, else 503 |
+//! | GET | /v1/node | [`NodeInfo`] |
+//! | POST | /v1/ipam/allocate | [`AllocateRequest`] → [`AllocateResponse`] |
+//! | POST | /v1/ipam/release | [`ReleaseRequest`] → [`ReleaseResponse`] |
+//! | POST | /v1/ipam/gc | [`GcRequest`] → [`GcResponse`] |
+//! | GET | /v1/ipam/allocations | [`AllocationInfo`]s held for this node |
+//!
+//! Errors are `{"error": "...", "kind": "..."}` with a status: 400 invalid, 409 exhausted,
+//! 503 datastore unavailable, 500 anything else.
+
+pub mod client;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+pub const DEFAULT_SOCKET: &str = "/run/routed/routed.sock";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    /// MTU for pod interfaces: the node interface's MTU minus the encapsulation overhead in use.
+    pub pod_mtu: u32,
+    #[serde(default)]
+    pub ipv4_address: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocateRequest {
+    pub handle: String,
+    #[serde(default = "one")]
+    pub count: usize,
+    #[serde(default)]
+    pub ipv6: bool,
+    /// `namespace`, `pod`, `container_id`, `ifname`, `veth` ...
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+fn one() -> usize {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocatedAddress {
+    pub ip: IpAddr,
+    pub block: String,
+    pub sequence: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocateResponse {
+    pub addresses: Vec<AllocatedAddress>,
+    pub pod_mtu: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    pub handle: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseResponse {
+    pub released: Vec<IpAddr>,
+}
+
+/// Release every allocation of this node whose handle starts with `prefix` and is not in `keep`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcRequest {
+    pub prefix: String,
+    pub keep: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcResponse {
+    /// What was released, with the attributes recorded at allocation (the plugin removes the
+    /// `veth` named there).
+    pub released: Vec<AllocationInfo>,
+}
+
+/// One address held for this node (the IPAM record, as the API returns it).
+pub use crate::ipam::AddressRecord as AllocationInfo;
+
+/// The body of every non-2xx reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+    /// `invalid`, `exhausted`, `unavailable`, `not-found`, `internal`.
+    pub kind: String,
+}

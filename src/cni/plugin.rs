@@ -1,0 +1,612 @@
+//! The CNI commands. `run` takes the environment and stdin and returns what to print on stdout,
+//! or a [`CniError`] (printed as JSON on stdout, exit status 1, as libcni expects).
+
+use super::spec::{
+    code, parse_config, AddResult, CniEnv, CniError, NetConf, ResultInterface, ResultIp,
+    ResultRoute, LATEST_VERSION, SUPPORTED_VERSIONS,
+};
+use crate::api::client::{Client, ClientError};
+use crate::api::{
+    AllocateRequest, AllocateResponse, GcRequest, GcResponse, ReleaseRequest, ReleaseResponse,
+};
+use crate::netlink::{
+    sysctl, KernelNetlink, MacAddr, Netlink, NetlinkError, NetnsRef, Route, RouteProtocol,
+    POD_GATEWAY_V4,
+};
+use ipnetwork::IpNetwork;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// Every handle routed-cni creates starts with this (`routed.<container id>.<ifname>`).
+pub const HANDLE_PREFIX: &str = "routed.";
+
+/// The IPAM handle of one attachment: container id + interface, so two interfaces differ.
+pub fn handle_of(container_id: &str, ifname: &str) -> String {
+    format!("{HANDLE_PREFIX}{container_id}.{ifname}")
+}
+
+/// `rd` + 11 hex digits of sha1("<namespace>.<pod>") (or of the container id when no pod is
+/// named); an interface other than eth0 is part of the hashed text, so a second interface of the
+/// same pod gets its own veth.
+pub fn host_veth_name(env: &CniEnv, container_id: &str, ifname: &str) -> String {
+    let mut text = match env.pod() {
+        Some((ns, pod)) => format!("{ns}.{pod}"),
+        None => container_id.to_string(),
+    };
+    if ifname != "eth0" {
+        text = format!("{text}.{ifname}");
+    }
+    let digest = sha1_smol::Sha1::from(text.as_bytes()).digest().to_string();
+    format!("rd{}", &digest[..11])
+}
+
+/// Runs one CNI invocation.
+pub fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Result<String, CniError> {
+    let env = CniEnv::from_vars(vars)?;
+    let command = env.require("CNI_COMMAND", &env.command)?.to_string();
+    if command == "VERSION" {
+        return Ok(version(stdin));
+    }
+    if !matches!(command.as_str(), "ADD" | "DEL" | "CHECK" | "GC" | "STATUS") {
+        return Err(CniError::new(
+            code::INVALID_ENVIRONMENT,
+            format!("unknown CNI_COMMAND {command:?}"),
+            "expected ADD, DEL, CHECK, GC, STATUS or VERSION",
+        ));
+    }
+    let conf = parse_config(stdin)?;
+    let client = Client::new(
+        conf.socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::api::DEFAULT_SOCKET)),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            CniError::new(
+                code::IO_FAILURE,
+                "cannot start the plugin runtime",
+                e.to_string(),
+            )
+        })?;
+    let version = conf.cni_version.clone();
+    let result = runtime.block_on(async {
+        match command.as_str() {
+            "ADD" => add(&env, &conf, &client).await,
+            "DEL" => del(&env, &client).await.map(|()| String::new()),
+            "CHECK" => check(&env, &conf).await.map(|()| String::new()),
+            "GC" => gc(&conf, &client).await.map(|()| String::new()),
+            _ => status(&client).map(|()| String::new()),
+        }
+    });
+    result.map_err(|mut e| {
+        e.cni_version = version;
+        e
+    })
+}
+
+fn version(stdin: &[u8]) -> String {
+    let asked = serde_json::from_slice::<serde_json::Value>(stdin)
+        .ok()
+        .and_then(|v| v["cniVersion"].as_str().map(str::to_string))
+        .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
+        .unwrap_or_else(|| LATEST_VERSION.to_string());
+    serde_json::json!({"cniVersion": asked, "supportedVersions": SUPPORTED_VERSIONS}).to_string()
+}
+
+fn agent_error(e: ClientError, what: &str) -> CniError {
+    match &e {
+        ClientError::Unreachable { .. } => CniError::new(
+            code::TRY_AGAIN_LATER,
+            format!("{what}: the routed agent is not reachable"),
+            e.to_string(),
+        ),
+        ClientError::Api { kind, error, .. } if kind == "unavailable" => CniError::new(
+            code::TRY_AGAIN_LATER,
+            format!("{what}: the datastore is unavailable"),
+            error.clone(),
+        ),
+        ClientError::Api { kind, error, .. } if kind == "exhausted" => CniError::new(
+            code::NO_ADDRESS,
+            format!("{what}: no address available"),
+            error.clone(),
+        ),
+        _ => CniError::new(
+            code::NETWORK_SETUP_FAILED,
+            format!("{what} failed"),
+            e.to_string(),
+        ),
+    }
+}
+
+fn netlink_error(step: &str, e: NetlinkError) -> CniError {
+    match e {
+        NetlinkError::NetnsNotFound(path) => CniError::new(
+            code::INVALID_ENVIRONMENT,
+            format!("CNI_NETNS {} does not exist", path.display()),
+            step.to_string(),
+        ),
+        e @ NetlinkError::NetnsEnter { .. } => CniError::new(
+            code::INVALID_ENVIRONMENT,
+            "cannot enter CNI_NETNS",
+            format!("{step}: {e}"),
+        ),
+        e => CniError::new(
+            code::NETWORK_SETUP_FAILED,
+            format!("{step} failed"),
+            e.to_string(),
+        ),
+    }
+}
+
+struct Attachment<'a> {
+    container_id: &'a str,
+    ifname: &'a str,
+    netns: &'a Path,
+    veth: String,
+    handle: String,
+}
+
+fn attachment<'a>(env: &'a CniEnv, need_netns: bool) -> Result<Attachment<'a>, CniError> {
+    let container_id = env.require("CNI_CONTAINERID", &env.container_id)?;
+    let ifname = env.require("CNI_IFNAME", &env.ifname)?;
+    if ifname.len() > 15 || ifname.contains('/') || ifname.contains(char::is_whitespace) {
+        return Err(CniError::new(
+            code::INVALID_ENVIRONMENT,
+            format!("CNI_IFNAME {ifname:?} is not a valid interface name"),
+            "",
+        ));
+    }
+    let netns = match (&env.netns, need_netns) {
+        (Some(n), _) => n.as_path(),
+        (None, true) => {
+            return Err(CniError::new(
+                code::INVALID_ENVIRONMENT,
+                "CNI_NETNS is required",
+                "set by the container runtime",
+            ))
+        }
+        (None, false) => Path::new(""),
+    };
+    Ok(Attachment {
+        container_id,
+        ifname,
+        netns,
+        veth: host_veth_name(env, container_id, ifname),
+        handle: handle_of(container_id, ifname),
+    })
+}
+
+async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, CniError> {
+    let att = attachment(env, true)?;
+    if !att.netns.exists() {
+        return Err(CniError::new(
+            code::INVALID_ENVIRONMENT,
+            format!("CNI_NETNS {} does not exist", att.netns.display()),
+            "the container's network namespace is gone or was never created",
+        ));
+    }
+    let host = KernelNetlink::new()
+        .await
+        .map_err(|e| netlink_error("opening netlink", e))?;
+    if host
+        .link_by_name(&att.veth)
+        .await
+        .map_err(|e| netlink_error("looking up the host veth", e))?
+        .is_some()
+    {
+        return Err(CniError::new(
+            code::INTERFACE_EXISTS,
+            format!("host interface {} already exists", att.veth),
+            format!(
+                "container {} already has interface {} (ADD called twice?)",
+                att.container_id, att.ifname
+            ),
+        ));
+    }
+    let netns = NetnsRef::new(att.netns);
+    let pod = host
+        .for_netns(&netns)
+        .await
+        .map_err(|e| netlink_error("entering CNI_NETNS", e))?;
+    if pod
+        .link_by_name(att.ifname)
+        .await
+        .map_err(|e| netlink_error("looking up CNI_IFNAME", e))?
+        .is_some()
+    {
+        return Err(CniError::new(
+            code::INTERFACE_EXISTS,
+            format!(
+                "interface {} already exists in {}",
+                att.ifname,
+                att.netns.display()
+            ),
+            "choose another CNI_IFNAME or delete the interface",
+        ));
+    }
+
+    let mut attributes = BTreeMap::new();
+    attributes.insert("container_id".to_string(), att.container_id.to_string());
+    attributes.insert("ifname".to_string(), att.ifname.to_string());
+    attributes.insert("veth".to_string(), att.veth.clone());
+    if let Some((ns, name)) = env.pod() {
+        attributes.insert("namespace".to_string(), ns.to_string());
+        attributes.insert("pod".to_string(), name.to_string());
+    }
+    let request = AllocateRequest {
+        handle: att.handle.clone(),
+        count: 1,
+        ipv6: false,
+        attributes,
+    };
+    let allocated: AllocateResponse = client
+        .post("/v1/ipam/allocate", &request)
+        .map_err(|e| agent_error(e, "address allocation"))?;
+    let Some(address) = allocated.addresses.first().map(|a| a.ip) else {
+        return Err(CniError::new(
+            code::NO_ADDRESS,
+            "the agent returned no address",
+            "",
+        ));
+    };
+    let mtu = conf.mtu.unwrap_or(allocated.pod_mtu);
+
+    match wire(&host, pod.as_ref(), &att, &netns, address, mtu).await {
+        Ok(result) => Ok(render_add(&conf.cni_version, result, &att, address, mtu)),
+        Err(e) => {
+            // Roll back: the veth (its peer and the host route go with it), then the address.
+            if let Err(del) = host.delete_link(&att.veth).await {
+                eprintln!("routed-cni: rollback: deleting {}: {del}", att.veth);
+            }
+            let release = ReleaseRequest {
+                handle: att.handle.clone(),
+            };
+            if let Err(rel) = client.post::<_, ReleaseResponse>("/v1/ipam/release", &release) {
+                eprintln!("routed-cni: rollback: releasing {}: {rel}", att.handle);
+            }
+            Err(e)
+        }
+    }
+}
+
+struct Wired {
+    pod_mac: Option<MacAddr>,
+}
+
+async fn wire(
+    host: &KernelNetlink,
+    pod: &dyn Netlink,
+    att: &Attachment<'_>,
+    netns: &NetnsRef,
+    address: IpAddr,
+    mtu: u32,
+) -> Result<Wired, CniError> {
+    let host_link = host
+        .create_veth(&att.veth, att.ifname, netns, MacAddr::HOST_VETH, mtu)
+        .await
+        .map_err(|e| match e {
+            NetlinkError::AlreadyExists { .. } => CniError::new(
+                code::INTERFACE_EXISTS,
+                format!("{} or {} already exists", att.veth, att.ifname),
+                e.to_string(),
+            ),
+            e => netlink_error("creating the veth pair", e),
+        })?;
+    for (key, value) in [
+        (sysctl::proxy_arp_key(&att.veth), "1"),
+        (sysctl::proxy_delay_key(&att.veth), "0"),
+        (sysctl::ipv4_forwarding_key(&att.veth), "1"),
+    ] {
+        host.set_sysctl(&key, value)
+            .await
+            .map_err(|e| netlink_error(&format!("setting {key}"), e))?;
+    }
+    host.set_link_up(host_link.index)
+        .await
+        .map_err(|e| netlink_error("setting the host veth up", e))?;
+
+    let pod_link = pod
+        .link_by_name(att.ifname)
+        .await
+        .map_err(|e| netlink_error("finding the pod interface", e))?
+        .ok_or_else(|| {
+            CniError::new(
+                code::NETWORK_SETUP_FAILED,
+                "the pod interface vanished after creation",
+                "",
+            )
+        })?;
+    let host_prefix =
+        IpNetwork::new(address, if address.is_ipv4() { 32 } else { 128 }).map_err(|e| {
+            CniError::new(
+                code::NETWORK_SETUP_FAILED,
+                "bad address from the agent",
+                e.to_string(),
+            )
+        })?;
+    pod.add_address(pod_link.index, host_prefix)
+        .await
+        .map_err(|e| netlink_error("adding the pod address", e))?;
+    pod.set_link_up(pod_link.index)
+        .await
+        .map_err(|e| netlink_error("setting the pod interface up", e))?;
+    let gateway = IpAddr::V4(POD_GATEWAY_V4);
+    let gateway_net = IpNetwork::new(gateway, 32)
+        .map_err(|e| CniError::new(code::NETWORK_SETUP_FAILED, "gateway", e.to_string()))?;
+    let default_net = IpNetwork::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0)
+        .map_err(|e| CniError::new(code::NETWORK_SETUP_FAILED, "default route", e.to_string()))?;
+    pod.add_route(&Route::link_scope(
+        gateway_net,
+        pod_link.index,
+        RouteProtocol::BOOT,
+    ))
+    .await
+    .map_err(|e| netlink_error("adding the pod's gateway route", e))?;
+    pod.add_route(&Route::via(
+        default_net,
+        gateway,
+        Some(pod_link.index),
+        RouteProtocol::BOOT,
+    ))
+    .await
+    .map_err(|e| netlink_error("adding the pod's default route", e))?;
+
+    host.replace_route(&Route::link_scope(
+        host_prefix,
+        host_link.index,
+        RouteProtocol::WORKLOAD,
+    ))
+    .await
+    .map_err(|e| netlink_error("adding the host route to the pod", e))?;
+    Ok(Wired {
+        pod_mac: pod_link.mac,
+    })
+}
+
+fn render_add(
+    version: &str,
+    wired: Wired,
+    att: &Attachment<'_>,
+    address: IpAddr,
+    mtu: u32,
+) -> String {
+    let result = AddResult {
+        cni_version: version.to_string(),
+        interfaces: vec![
+            ResultInterface {
+                name: att.veth.clone(),
+                mac: MacAddr::HOST_VETH.to_string(),
+                mtu: None,
+                sandbox: None,
+            },
+            ResultInterface {
+                name: att.ifname.to_string(),
+                mac: wired.pod_mac.map(|m| m.to_string()).unwrap_or_default(),
+                mtu: (version != "0.4.0").then_some(mtu),
+                sandbox: Some(att.netns.display().to_string()),
+            },
+        ],
+        ips: vec![ResultIp {
+            version: (version == "0.4.0").then(|| "4".to_string()),
+            address: format!("{address}/32"),
+            gateway: POD_GATEWAY_V4.to_string(),
+            interface: 1,
+        }],
+        routes: vec![ResultRoute {
+            dst: "0.0.0.0/0".into(),
+            gw: None,
+        }],
+        dns: serde_json::Map::new(),
+    };
+    serde_json::to_string(&result).unwrap_or_default()
+}
+
+async fn del(env: &CniEnv, client: &Client) -> Result<(), CniError> {
+    let att = attachment(env, false)?;
+    let release = ReleaseRequest {
+        handle: att.handle.clone(),
+    };
+    client
+        .post::<_, ReleaseResponse>("/v1/ipam/release", &release)
+        .map_err(|e| agent_error(e, "address release"))?;
+    let host = KernelNetlink::new()
+        .await
+        .map_err(|e| netlink_error("opening netlink", e))?;
+    host.delete_link(&att.veth)
+        .await
+        .map_err(|e| netlink_error("deleting the host veth", e))?;
+    Ok(())
+}
+
+async fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+    let att = attachment(env, true)?;
+    let off =
+        |what: String| CniError::new(code::NETWORK_SETUP_FAILED, format!("CHECK: {what}"), "");
+    let address: IpAddr = conf
+        .prev_result
+        .as_ref()
+        .and_then(|r| r["ips"][0]["address"].as_str())
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| {
+            CniError::new(
+                code::INVALID_CONFIG,
+                "CHECK needs prevResult with the pod address",
+                "",
+            )
+        })?;
+    let host = KernelNetlink::new()
+        .await
+        .map_err(|e| netlink_error("opening netlink", e))?;
+    let Some(host_link) = host
+        .link_by_name(&att.veth)
+        .await
+        .map_err(|e| netlink_error("host veth", e))?
+    else {
+        return Err(CniError::new(
+            code::UNKNOWN_CONTAINER,
+            format!(
+                "container {} has no host interface {}",
+                att.container_id, att.veth
+            ),
+            "",
+        ));
+    };
+    if host_link.mac != Some(MacAddr::HOST_VETH) {
+        return Err(off(format!("{} MAC is not ee:ee:ee:ee:ee:ee", att.veth)));
+    }
+    for (key, want) in [
+        (sysctl::proxy_arp_key(&att.veth), "1"),
+        (sysctl::proxy_delay_key(&att.veth), "0"),
+        (sysctl::ipv4_forwarding_key(&att.veth), "1"),
+    ] {
+        let got = host
+            .get_sysctl(&key)
+            .await
+            .map_err(|e| netlink_error("reading sysctls", e))?;
+        if got.trim() != want {
+            return Err(off(format!(
+                "sysctl {key} is {}, expected {want}",
+                got.trim()
+            )));
+        }
+    }
+    let host_prefix = IpNetwork::new(address, 32).map_err(|e| off(e.to_string()))?;
+    let routes = host
+        .list_routes(&crate::netlink::RouteFilter::protocol(
+            RouteProtocol::WORKLOAD,
+        ))
+        .await
+        .map_err(|e| netlink_error("listing routes", e))?;
+    if !routes
+        .iter()
+        .any(|r| r.destination == host_prefix && r.output_ifindex == Some(host_link.index))
+    {
+        return Err(off(format!(
+            "host route {host_prefix} dev {} is missing",
+            att.veth
+        )));
+    }
+    let pod = host
+        .for_netns(&NetnsRef::new(att.netns))
+        .await
+        .map_err(|e| netlink_error("entering CNI_NETNS", e))?;
+    let Some(pod_link) = pod
+        .link_by_name(att.ifname)
+        .await
+        .map_err(|e| netlink_error("pod interface", e))?
+    else {
+        return Err(off(format!(
+            "interface {} is missing in the container",
+            att.ifname
+        )));
+    };
+    let addresses = pod
+        .list_addresses(pod_link.index)
+        .await
+        .map_err(|e| netlink_error("pod addresses", e))?;
+    if !addresses.contains(&host_prefix) {
+        return Err(off(format!(
+            "{} does not carry {host_prefix} (has {addresses:?})",
+            att.ifname
+        )));
+    }
+    let pod_routes = pod
+        .list_routes(&crate::netlink::RouteFilter::default())
+        .await
+        .map_err(|e| netlink_error("pod routes", e))?;
+    let gateway = IpAddr::V4(POD_GATEWAY_V4);
+    let has_gateway = pod_routes
+        .iter()
+        .any(|r| r.destination.ip() == gateway && r.destination.prefix() == 32);
+    let has_default = pod_routes
+        .iter()
+        .any(|r| r.destination.prefix() == 0 && r.gateway == Some(gateway));
+    if !has_gateway || !has_default {
+        return Err(off("the pod's routes via 169.254.1.1 are missing".into()));
+    }
+    Ok(())
+}
+
+async fn gc(conf: &NetConf, client: &Client) -> Result<(), CniError> {
+    let keep: Vec<String> = conf
+        .valid_attachments
+        .iter()
+        .flatten()
+        .map(|a| handle_of(&a.container_id, &a.ifname))
+        .collect();
+    let request = GcRequest {
+        prefix: HANDLE_PREFIX.to_string(),
+        keep,
+    };
+    let released: GcResponse = client
+        .post("/v1/ipam/gc", &request)
+        .map_err(|e| agent_error(e, "garbage collection"))?;
+    let host = KernelNetlink::new()
+        .await
+        .map_err(|e| netlink_error("opening netlink", e))?;
+    for record in released.released {
+        if let Some(veth) = record.attributes.get("veth") {
+            host.delete_link(veth)
+                .await
+                .map_err(|e| netlink_error("deleting a leaked veth", e))?;
+        }
+    }
+    Ok(())
+}
+
+fn status(client: &Client) -> Result<(), CniError> {
+    client
+        .get::<serde_json::Value>("/readyz")
+        .map(|_| ())
+        .map_err(|e| {
+            CniError::new(
+                code::PLUGIN_NOT_AVAILABLE,
+                "the routed agent is not ready",
+                e.to_string(),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_calico() {
+        let mut env = CniEnv::default();
+        env.args
+            .insert("K8S_POD_NAMESPACE".into(), "default".into());
+        env.args.insert("K8S_POD_NAME".into(), "nginx".into());
+        let name = host_veth_name(&env, "abc", "eth0");
+        let digest = sha1_smol::Sha1::from("default.nginx").digest().to_string();
+        assert_eq!(name, format!("rd{}", &digest[..11]));
+        assert_eq!(name.len(), 13);
+        assert_ne!(host_veth_name(&env, "abc", "net1"), name);
+        assert_eq!(handle_of("abc", "eth0"), "routed.abc.eth0");
+    }
+
+    #[test]
+    fn version_and_unknown_commands() {
+        let vars: HashMap<String, String> =
+            [("CNI_COMMAND".to_string(), "VERSION".to_string())].into();
+        let out = run(&vars, br#"{"cniVersion":"0.4.0"}"#).unwrap();
+        assert!(
+            out.contains("\"cniVersion\":\"0.4.0\"") && out.contains("1.1.0"),
+            "{out}"
+        );
+        let vars: HashMap<String, String> =
+            [("CNI_COMMAND".to_string(), "FROB".to_string())].into();
+        assert_eq!(
+            run(&vars, b"{}").unwrap_err().code,
+            code::INVALID_ENVIRONMENT
+        );
+        assert_eq!(
+            run(&HashMap::new(), b"{}").unwrap_err().code,
+            code::INVALID_ENVIRONMENT
+        );
+    }
+}
