@@ -41,24 +41,30 @@ impl Ipam {
                 },
             ));
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
         self.enqueue(super::batch::Pending {
             req: req.clone(),
             reply: tx,
         });
-        {
-            let mut cache = self.cache.lock().await;
-            let batch = self.take_queue();
-            if !batch.is_empty() {
-                self.allocate_batch(&mut cache, batch).await;
+        let gone = || IpamError::TooManyRetries {
+            what: format!("allocation for {}", req.handle),
+            attempts: 0,
+        };
+        // Either another caller's batch answers us while we wait for the lock (then we leave the
+        // lock's queue at once: waiting on would make every later holder serve one request), or
+        // we get the lock and serve everything queued, ours included.
+        tokio::select! {
+            biased;
+            answer = &mut rx => answer.unwrap_or_else(|_| Err(gone())),
+            mut cache = self.cache.lock() => {
+                let batch = self.take_queue();
+                if !batch.is_empty() {
+                    self.allocate_batch(&mut cache, batch).await;
+                }
+                drop(cache);
+                rx.await.unwrap_or_else(|_| Err(gone()))
             }
         }
-        rx.await.unwrap_or_else(|_| {
-            Err(IpamError::TooManyRetries {
-                what: format!("allocation for {}", req.handle),
-                attempts: 0,
-            })
-        })
     }
 
     /// One request on its own: affine block, claim, borrow; all or nothing.
