@@ -147,7 +147,10 @@ async fn pods_are_wired_exactly_and_reach_host_and_each_other() {
     let lines: Vec<&str> = routes.lines().map(str::trim).collect();
     assert_eq!(
         lines,
-        ["default via 169.254.1.1 dev eth0", "169.254.1.1 dev eth0 scope link"],
+        [
+            "default via 169.254.1.1 dev eth0",
+            "169.254.1.1 dev eth0 scope link"
+        ],
         "pod routes:\n{routes}"
     );
     // Host side: the /32 to the veth with our protocol, the MAC and the sysctls.
@@ -218,4 +221,384 @@ async fn pods_are_wired_exactly_and_reach_host_and_each_other() {
         .unwrap();
     assert!(report.is_clean() && report.allocated == 0, "{report:?}");
     drop(lab.dir);
+}
+
+fn rd_links(node: &Netns) -> Vec<String> {
+    let links = node.exec_ok(&["ip", "-o", "link", "show"]);
+    links
+        .lines()
+        .filter_map(|l| {
+            l.split(':')
+                .nth(1)
+                .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+        })
+        .filter(|n| n.starts_with("rd"))
+        .collect()
+}
+
+async fn assert_nothing_left(lab: &Lab) {
+    assert_eq!(
+        rd_links(&lab.node),
+        Vec::<String>::new(),
+        "host veths left behind"
+    );
+    let routes = lab
+        .node
+        .exec_ok(&["ip", "-4", "route", "show", "proto", "230"]);
+    assert!(
+        routes.trim().is_empty(),
+        "workload routes left behind: {routes}"
+    );
+    let report = Ipam::new(common::open(&lab.url).await)
+        .check()
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{:#?}", report.findings);
+    assert_eq!(report.allocated, 0, "addresses left allocated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_pods_add_then_del_leave_nothing() {
+    let Some(lab) = lab("two_hundred_pods_add_then_del_leave_nothing").await else {
+        return;
+    };
+    let pods: Vec<Netns> = (0..200).map(|_| Netns::new("rt-p")).collect();
+    let mut ips = std::collections::HashSet::new();
+    for (i, pod) in pods.iter().enumerate() {
+        let cid = format!("cid-{i}");
+        let args = format!("K8S_POD_NAMESPACE=ns;K8S_POD_NAME=pod-{i}");
+        let (code, out) = cni(
+            &lab.node,
+            &add_env("ADD", &cid, &pod.path(), "eth0", &args),
+            &lab.conf,
+        );
+        assert_eq!(code, 0, "ADD {i}: {out}");
+        assert!(ips.insert(pod_ip(&out)), "duplicate address");
+    }
+    assert_eq!(rd_links(&lab.node).len(), 200);
+    // One pod reaches another across the host, as a spot check of the 200.
+    pods[7].exec_ok(&["ping", "-c", "1", "-W", "2", &pod_ip_of(&pods[150])]);
+    for (i, pod) in pods.iter().enumerate() {
+        let cid = format!("cid-{i}");
+        let args = format!("K8S_POD_NAMESPACE=ns;K8S_POD_NAME=pod-{i}");
+        let (code, out) = cni(
+            &lab.node,
+            &add_env("DEL", &cid, &pod.path(), "eth0", &args),
+            &lab.conf,
+        );
+        assert_eq!(code, 0, "DEL {i}: {out}");
+    }
+    assert_nothing_left(&lab).await;
+}
+
+fn pod_ip_of(pod: &Netns) -> String {
+    let out = pod.exec_ok(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
+    out.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_get_the_spec_codes_and_leak_nothing() {
+    let Some(mut lab) = lab("bad_inputs_get_the_spec_codes_and_leak_nothing").await else {
+        return;
+    };
+    let pod = Netns::new("rt-pod");
+    let p = pod.path();
+    let conf = lab.conf.clone();
+    let cases: Vec<(&str, Vec<(&str, &str)>, String, u32)> = vec![
+        (
+            "missing CNI_COMMAND",
+            vec![
+                ("CNI_CONTAINERID", "c1"),
+                ("CNI_NETNS", &p),
+                ("CNI_IFNAME", "eth0"),
+            ],
+            conf.clone(),
+            4,
+        ),
+        (
+            "unknown command",
+            add_env("FROB", "c1", &p, "eth0", ""),
+            conf.clone(),
+            4,
+        ),
+        (
+            "bad JSON",
+            add_env("ADD", "c1", &p, "eth0", ""),
+            "{\"cniVersion\": ".into(),
+            6,
+        ),
+        (
+            "unsupported cniVersion",
+            add_env("ADD", "c1", &p, "eth0", ""),
+            conf.replace("\"1.0.0\"", "\"0.2.0\""),
+            1,
+        ),
+        (
+            "missing CNI_NETNS on ADD",
+            vec![
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "c1"),
+                ("CNI_IFNAME", "eth0"),
+            ],
+            conf.clone(),
+            4,
+        ),
+        (
+            "netns path that does not exist",
+            add_env("ADD", "c1", "/var/run/netns/rt-no-such-ns", "eth0", ""),
+            conf.clone(),
+            4,
+        ),
+        (
+            "config for another plugin",
+            add_env("ADD", "c1", &p, "eth0", ""),
+            conf.replace("routed-cni", "bridge"),
+            7,
+        ),
+    ];
+    for (what, env, conf, want) in &cases {
+        let (code, out) = cni(&lab.node, env, conf);
+        assert_eq!(code, 1, "{what}: exit status");
+        let err: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{what}: {e}: {out}"));
+        assert_eq!(
+            err["code"].as_u64(),
+            Some(u64::from(*want)),
+            "{what}: {out}"
+        );
+        assert!(
+            !err["msg"].as_str().unwrap_or_default().is_empty(),
+            "{what}: message"
+        );
+        assert_nothing_left(&lab).await;
+    }
+
+    // The interface name is taken inside the container.
+    pod.exec_ok(&[
+        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
+    ]);
+    let (code, out) = cni(&lab.node, &add_env("ADD", "c2", &p, "eth0", ""), &lab.conf);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("\"code\":102") && out.contains("eth0"),
+        "{out}"
+    );
+    assert_nothing_left(&lab).await;
+    pod.exec_ok(&["ip", "link", "del", "eth0"]);
+
+    // DEL of something never added succeeds.
+    let (code, out) = cni(
+        &lab.node,
+        &add_env("DEL", "never", &p, "eth0", ""),
+        &lab.conf,
+    );
+    assert_eq!(code, 0, "{out}");
+
+    // ADD twice for the same container: the second fails and the first keeps working.
+    let (code, first) = cni(
+        &lab.node,
+        &add_env("ADD", "twice", &p, "eth0", ""),
+        &lab.conf,
+    );
+    assert_eq!(code, 0, "{first}");
+    let (code, out) = cni(
+        &lab.node,
+        &add_env("ADD", "twice", &p, "eth0", ""),
+        &lab.conf,
+    );
+    assert_eq!(code, 1);
+    assert!(out.contains("\"code\":102"), "{out}");
+    lab.node
+        .exec_ok(&["ping", "-c", "1", "-W", "2", &pod_ip(&first)]);
+    let held = Ipam::new(common::open(&lab.url).await)
+        .check()
+        .await
+        .unwrap();
+    assert_eq!(held.allocated, 1, "the failed second ADD took no address");
+    let (code, _) = cni(
+        &lab.node,
+        &add_env("DEL", "twice", &p, "eth0", ""),
+        &lab.conf,
+    );
+    assert_eq!(code, 0);
+    assert_nothing_left(&lab).await;
+
+    // Agent stopped: ADD says "try again later" (11), STATUS says "not available" (50).
+    lab.agent.stop();
+    let (code, out) = cni(&lab.node, &add_env("ADD", "c3", &p, "eth0", ""), &lab.conf);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("\"code\":11") && out.contains("not reachable"),
+        "{out}"
+    );
+    let status_conf = lab.conf.replace("\"1.0.0\"", "\"1.1.0\"");
+    let (code, out) = cni(&lab.node, &[("CNI_COMMAND", "STATUS")], &status_conf);
+    assert_eq!(code, 1);
+    assert!(out.contains("\"code\":50"), "{out}");
+    assert_eq!(rd_links(&lab.node), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_add_then_gc_leaves_nothing() {
+    let Some(lab) = lab("killed_add_then_gc_leaves_nothing").await else {
+        return;
+    };
+    let keep = Netns::new("rt-pod");
+    let (code, kept) = cni(
+        &lab.node,
+        &add_env("ADD", "keep", &keep.path(), "eth0", ""),
+        &lab.conf,
+    );
+    assert_eq!(code, 0, "{kept}");
+    let mut victims = Vec::new();
+    for step in ["allocated", "veth"] {
+        let pod = Netns::new("rt-pod");
+        let cid = format!("killed-{step}");
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", &lab.node.name])
+            .arg(env!("CARGO_BIN_EXE_routed-cni"))
+            .env_clear()
+            .envs(add_env("ADD", &cid, &pod.path(), "eth0", ""))
+            .env("ROUTED_CNI_TEST_PAUSE", step)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::{BufRead, Write};
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(lab.conf.as_bytes())
+                .unwrap();
+            // Wait until the plugin says it reached the step, then SIGKILL it there.
+            let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+            let mut line = String::new();
+            while !line.contains("paused at") {
+                line.clear();
+                assert!(
+                    stderr.read_line(&mut line).unwrap() > 0,
+                    "plugin exited before pausing"
+                );
+            }
+        }
+        // `ip netns exec` execs the plugin, so this pid is the plugin itself.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        victims.push(pod);
+    }
+    let held = Ipam::new(common::open(&lab.url).await)
+        .check()
+        .await
+        .unwrap();
+    assert_eq!(held.allocated, 3, "two killed ADDs left their addresses");
+    assert_eq!(
+        rd_links(&lab.node).len(),
+        2,
+        "the one killed after the veth left it"
+    );
+
+    let gc_conf = format!(
+        r#"{{"cniVersion":"1.1.0","name":"routed","type":"routed-cni","socket":"{}",
+            "cni.dev/valid-attachments":[{{"containerID":"keep","ifname":"eth0"}}]}}"#,
+        lab.agent.socket.display()
+    );
+    let (code, out) = cni(&lab.node, &[("CNI_COMMAND", "GC")], &gc_conf);
+    assert_eq!(code, 0, "{out}");
+    let after = Ipam::new(common::open(&lab.url).await)
+        .check()
+        .await
+        .unwrap();
+    assert!(after.is_clean(), "{:#?}", after.findings);
+    assert_eq!(
+        after.allocated, 1,
+        "only the valid attachment keeps its address"
+    );
+    assert_eq!(
+        rd_links(&lab.node).len(),
+        1,
+        "the leaked veth is gone, the valid one stays"
+    );
+    lab.node
+        .exec_ok(&["ping", "-c", "1", "-W", "2", &pod_ip(&kept)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_traffic_passes_a_drop_policy_forward_chain() {
+    if !common::require_e2e("pod_traffic_passes_a_drop_policy_forward_chain") {
+        return;
+    }
+    // Build the lab by hand so the DROP policy exists before the agent starts (as Docker's does).
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("routed.db").display());
+    Ipam::new(common::open(&url).await)
+        .create_pool(&IpPool::new("pods", "10.78.0.0/16".parse().unwrap()))
+        .await
+        .unwrap();
+    let router = Netns::new("rt-rtr");
+    let node = Netns::new("rt-node");
+    node.exec_ok(&[
+        "ip",
+        "link",
+        "add",
+        "uplink",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "down0",
+        "netns",
+        &router.name,
+    ]);
+    node.exec_ok(&["ip", "addr", "add", "192.0.2.1/24", "dev", "uplink"]);
+    node.exec_ok(&["ip", "link", "set", "uplink", "up"]);
+    node.exec_ok(&["ip", "route", "add", "default", "via", "192.0.2.254"]);
+    node.exec_ok(&["nft", "add", "table", "ip", "filter"]);
+    node.exec_ok(&[
+        "nft",
+        "add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }",
+    ]);
+    let (a, b) = (Netns::new("rt-pod"), Netns::new("rt-pod"));
+    // Without routed's rules the DROP policy stops pod-to-pod traffic (wire two pods by hand first).
+    let agent = Agent::start(&node, "node-fw", &url, "192.0.2.1/24", dir.path());
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"r","type":"routed-cni","socket":"{}"}}"#,
+        agent.socket.display()
+    );
+    let (code, out_a) = cni(&node, &add_env("ADD", "fa", &a.path(), "eth0", ""), &conf);
+    assert_eq!(code, 0, "{out_a}");
+    let (code, out_b) = cni(&node, &add_env("ADD", "fb", &b.path(), "eth0", ""), &conf);
+    assert_eq!(code, 0, "{out_b}");
+    let rules = node.exec_ok(&["nft", "list", "chain", "ip", "filter", "FORWARD"]);
+    assert!(rules.contains("routed-pod-forward"), "{rules}");
+    assert!(node
+        .exec_ok(&["nft", "list", "table", "inet", "routed"])
+        .contains("hook forward"));
+    a.exec_ok(&["ping", "-c", "2", "-W", "2", &pod_ip(&out_b)]);
+    // Take routed's rules out: the same ping is dropped (the test proves the rules matter).
+    for line in node
+        .exec_ok(&["nft", "-a", "list", "chain", "ip", "filter", "FORWARD"])
+        .lines()
+    {
+        if line.contains("routed-pod-forward") {
+            let handle = line.rsplit("handle ").next().unwrap().trim();
+            node.exec_ok(&[
+                "nft", "delete", "rule", "ip", "filter", "FORWARD", "handle", handle,
+            ]);
+        }
+    }
+    let (ok, _) = a.exec(&["ping", "-c", "1", "-W", "1", &pod_ip(&out_b)]);
+    assert!(
+        !ok,
+        "with the DROP policy and without routed's rules, pod traffic must not pass"
+    );
+    drop(agent);
+    drop(dir);
 }

@@ -253,6 +253,7 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
         ));
     };
     let mtu = conf.mtu.unwrap_or(allocated.pod_mtu);
+    pause_for_tests("allocated");
 
     match wire(&host, pod.as_ref(), &att, &netns, address, mtu).await {
         Ok(result) => Ok(render_add(&conf.cni_version, result, &att, address, mtu)),
@@ -295,6 +296,7 @@ async fn wire(
             ),
             e => netlink_error("creating the veth pair", e),
         })?;
+    pause_for_tests("veth");
     for (key, value) in [
         (sysctl::proxy_arp_key(&att.veth), "1"),
         (sysctl::proxy_delay_key(&att.veth), "0"),
@@ -364,6 +366,15 @@ async fn wire(
     Ok(Wired {
         pod_mac: pod_link.mac,
     })
+}
+
+/// Crash-safety tests stop the plugin at a named step (`ROUTED_CNI_TEST_PAUSE=allocated|veth`)
+/// and SIGKILL it there, to prove that GC leaves nothing behind. Unset in production.
+fn pause_for_tests(step: &str) {
+    if std::env::var("ROUTED_CNI_TEST_PAUSE").is_ok_and(|s| s == step) {
+        eprintln!("routed-cni: paused at {step} (ROUTED_CNI_TEST_PAUSE)");
+        std::thread::sleep(std::time::Duration::from_secs(120));
+    }
 }
 
 fn render_add(
