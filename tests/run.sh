@@ -8,11 +8,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
-command -v etcd >/dev/null || need_pkgs+=(etcd-server)
-command -v etcdctl >/dev/null || need_pkgs+=(etcd-client)
-command -v protoc >/dev/null || need_pkgs+=(protobuf-compiler)
-command -v cc >/dev/null || need_pkgs+=(build-essential)
-command -v ip >/dev/null || need_pkgs+=(iproute2)
+need() { command -v "$1" >/dev/null || need_pkgs+=("$2"); }
+need etcd etcd-server
+need etcdctl etcd-client
+need protoc protobuf-compiler
+need cc build-essential
+need ip iproute2
+need nft nftables
+need ping iputils-ping
+need containerd containerd
+need runc runc
+need busybox busybox-static
+need bird bird2
+need /usr/lib/frr/bgpd frr
+need gobgpd gobgpd
+[ -x /usr/lib/cni/ptp ] || need_pkgs+=(containernetworking-plugins)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "==> installing ${need_pkgs[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
