@@ -261,9 +261,14 @@ async fn gc(state: &AgentState, req: GcRequest) -> Response {
         Err(e) => return ipam_error(&e),
     };
     let mut released = Vec::new();
+    let mut kept = Vec::new();
     let mut done = std::collections::BTreeSet::new();
     for allocation in held {
-        if !allocation.handle.starts_with(&req.prefix) || req.keep.contains(&allocation.handle) {
+        if !allocation.handle.starts_with(&req.prefix) {
+            continue;
+        }
+        if req.keep.contains(&allocation.handle) {
+            kept.push(allocation);
             continue;
         }
         if done.insert(allocation.handle.clone()) {
@@ -273,5 +278,5 @@ async fn gc(state: &AgentState, req: GcRequest) -> Response {
         }
         released.push(allocation);
     }
-    json(200, &GcResponse { released })
+    json(200, &GcResponse { released, kept })
 }

@@ -84,6 +84,10 @@ pub struct GcResponse {
     /// What was released, with the attributes recorded at allocation (the plugin removes the
     /// `veth` named there).
     pub released: Vec<AllocationInfo>,
+    /// What stays (handles in `keep`): the plugin keeps the veths named there and removes every
+    /// other pod veth, including ones whose ADD died before its address was recorded.
+    #[serde(default)]
+    pub kept: Vec<AllocationInfo>,
 }
 
 /// One address held for this node (the IPAM record, as the API returns it).

@@ -11,8 +11,10 @@
 //!
 //! `packet` validates every byte before zettabgp sees it and maps every failure to a typed
 //! NOTIFICATION; `fsm` is the RFC 4271 §8 state machine with no I/O and no clock, driven by
-//! the session task (tokio; `session.rs`, not part of this change) that owns the socket
-//! and the timers.
+//! the session task (tokio; `session.rs`) that owns the socket and the timers. `rib.rs`
+//! holds Adj-RIB-In / Loc-RIB / Adj-RIB-Out with best-path selection and export policy,
+//! sans-IO; `speaker.rs` owns the listener, one session task per peer and the RIB, and
+//! publishes best routes to the route reconciler.
 //!
 //! RFCs: 4271 (BGP-4), 4760 (multiprotocol), 5492 (capabilities), 6793 (4-octet AS),
 //! 2918/7313 (route refresh), 4724 (graceful restart), 7606 (revised error handling),
@@ -22,3 +24,8 @@
 pub mod fsm;
 pub mod packet;
 pub mod rib;
+pub mod session;
+pub mod speaker;
+
+#[cfg(test)]
+mod tests;

@@ -244,6 +244,11 @@ impl Rib {
         out
     }
 
+    /// An Established peer's session details.
+    pub fn peer_info(&self, peer: PeerId) -> Option<&PeerInfo> {
+        self.peers.get(&peer)?.info.as_ref()
+    }
+
     /// The session went down. With `graceful`, the peer's paths stay (stale); without, they
     /// are withdrawn.
     pub fn peer_down(&mut self, peer: PeerId, graceful: bool) -> RibOutput {

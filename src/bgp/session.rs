@@ -55,9 +55,9 @@ use crate::bgp::fsm::{
     Output, PeerConfig, State, TimerKind,
 };
 use crate::bgp::packet::{
-    codes, decode_message, encode_end_of_rib, encode_message, encode_notification,
-    encode_updates, Capability, DecodeError, Decoded, Family, FrameReader, Message, Notification,
-    PathAttributes, Update, WireOptions, MAX_EXTENDED_MESSAGE_LEN,
+    codes, decode_message, encode_end_of_rib, encode_message, encode_notification, encode_updates,
+    Capability, DecodeError, Decoded, FrameReader, Message, Notification, PathAttributes, Update,
+    WireOptions, MAX_EXTENDED_MESSAGE_LEN,
 };
 use crate::bgp::rib::{Outbound, PeerId};
 
@@ -76,6 +76,8 @@ pub struct SessionConfig {
     pub source: Option<SocketAddr>,
     /// TCP MD5 key.
     pub password: Option<String>,
+    /// Keepalive interval when shorter than a third of the negotiated hold time.
+    pub keepalive: Option<Duration>,
     pub fsm: PeerConfig,
 }
 
@@ -146,7 +148,11 @@ pub fn spawn_session(
 ) -> SessionHandle {
     let (commands, command_rx) = mpsc::unbounded_channel();
     let span = tracing::info_span!("bgp_peer", peer = %config.name, address = %config.remote.ip());
-    let task = tokio::spawn(Session::new(config, events).run(command_rx).instrument(span));
+    let task = tokio::spawn(
+        Session::new(config, events)
+            .run(command_rx)
+            .instrument(span),
+    );
     SessionHandle { commands, task }
 }
 
@@ -222,7 +228,11 @@ impl Timers {
     /// Take the timers that are due, in a fixed order.
     fn take_expired(&mut self, now: Instant) -> Vec<TimerKind> {
         let mut due = Vec::new();
-        for kind in [TimerKind::Hold, TimerKind::Keepalive, TimerKind::ConnectRetry] {
+        for kind in [
+            TimerKind::Hold,
+            TimerKind::Keepalive,
+            TimerKind::ConnectRetry,
+        ] {
             let slot = self.slot(kind);
             if slot.is_some_and(|at| at <= now) {
                 *slot = None;
@@ -333,13 +343,16 @@ impl Session {
 
     /// ManualStop on every FSM; the links flush their Cease and close.
     fn stop(&mut self, message: Option<String>) {
-        if let Some(mut second) = self.second.take() {
+        if let Some(second) = self.second.as_mut() {
             let outputs = second.fsm.handle(Input::ManualStop {
                 message: message.clone(),
             });
-            self.second = Some(second);
             self.apply(Which::Second, outputs);
-            self.second = None;
+        }
+        if let Some(second) = self.second.take() {
+            if let Some(link) = second.link {
+                link.close();
+            }
         }
         let outputs = self.main.fsm.handle(Input::ManualStop { message });
         self.apply(Which::Main, outputs);
@@ -492,7 +505,9 @@ impl Session {
             Ok(addr) => addr.ip(),
             Err(error) => {
                 warn!(%error, "connection without a local address; dropped");
-                let outputs = self.slot_mut(which).map(|s| s.fsm.handle(Input::TcpConnectionFails));
+                let outputs = self
+                    .slot_mut(which)
+                    .map(|s| s.fsm.handle(Input::TcpConnectionFails));
                 self.apply(which, outputs.unwrap_or_default());
                 return;
             }
@@ -655,6 +670,10 @@ impl Session {
                 }
                 Output::SendMessage(message) => self.send(which, &message),
                 Output::StartTimer(kind, duration) => {
+                    let duration = match (kind, self.config.keepalive) {
+                        (TimerKind::Keepalive, Some(wanted)) => duration.min(wanted),
+                        _ => duration,
+                    };
                     if let Some(slot) = self.slot_mut(which) {
                         *slot.timers.slot(kind) = Some(Instant::now() + jitter(kind, duration));
                     }
@@ -754,7 +773,12 @@ impl Session {
         });
     }
 
-    fn session_down(&mut self, reason: &DownReason, graceful: bool, restart_time: Option<Duration>) {
+    fn session_down(
+        &mut self,
+        reason: &DownReason,
+        graceful: bool,
+        restart_time: Option<Duration>,
+    ) {
         let text = describe_reason(reason);
         warn!(reason = %text, graceful, "session down");
         self.established = false;
@@ -936,19 +960,23 @@ fn spawn_reader(
     io_tx: mpsc::UnboundedSender<IoEvent>,
     allow_extended: bool,
 ) -> AbortHandle {
-    let reader = tokio::spawn(read_loop(conn, read_half, io_tx.clone(), allow_extended).in_current_span());
+    let reader =
+        tokio::spawn(read_loop(conn, read_half, io_tx.clone(), allow_extended).in_current_span());
     let abort = reader.abort_handle();
-    tokio::spawn(async move {
-        if let Err(error) = reader.await {
-            if error.is_panic() {
-                warn!(conn, "reader task panicked; closing the connection");
-                let _ = io_tx.send(IoEvent {
-                    conn,
-                    kind: IoKind::Closed("reader panicked".to_owned()),
-                });
+    tokio::spawn(
+        async move {
+            if let Err(error) = reader.await {
+                if error.is_panic() {
+                    warn!(conn, "reader task panicked; closing the connection");
+                    let _ = io_tx.send(IoEvent {
+                        conn,
+                        kind: IoKind::Closed("reader panicked".to_owned()),
+                    });
+                }
             }
         }
-    }.in_current_span());
+        .in_current_span(),
+    );
     abort
 }
 
@@ -1091,9 +1119,4 @@ pub fn set_tcp_md5(
     } else {
         Err(io::Error::last_os_error())
     }
-}
-
-/// Families negotiated on a session, for End-of-RIB.
-pub fn negotiated_families(negotiated: &Negotiated) -> &[Family] {
-    &negotiated.families
 }

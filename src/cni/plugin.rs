@@ -7,7 +7,8 @@ use super::spec::{
 };
 use crate::api::client::{Client, ClientError};
 use crate::api::{
-    AllocateRequest, AllocateResponse, GcRequest, GcResponse, ReleaseRequest, ReleaseResponse,
+    AllocateRequest, AllocateResponse, GcRequest, GcResponse, NodeInfo, ReleaseRequest,
+    ReleaseResponse,
 };
 use crate::netlink::{
     sysctl, KernelNetlink, MacAddr, Netlink, NetlinkError, NetnsRef, Route, RouteProtocol,
@@ -242,47 +243,80 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
         ipv6: false,
         attributes,
     };
-    let allocated: AllocateResponse = client
-        .post("/v1/ipam/allocate", &request)
-        .map_err(|e| agent_error(e, "address allocation"))?;
-    let Some(address) = allocated.addresses.first().map(|a| a.ip) else {
-        return Err(CniError::new(
-            code::NO_ADDRESS,
-            "the agent returned no address",
-            "",
-        ));
+    // The allocation (a datastore write) runs while the interfaces are built: neither needs the
+    // other until the address goes on. The MTU comes from the agent's node info (no datastore).
+    let allocation = {
+        let client = client.clone();
+        std::thread::spawn(move || {
+            client.post::<_, AllocateResponse>("/v1/ipam/allocate", &request)
+        })
     };
-    let mtu = conf.mtu.unwrap_or(allocated.pod_mtu);
-    pause_for_tests("allocated");
-
-    match wire(&host, pod.as_ref(), &att, &netns, address, mtu).await {
-        Ok(result) => Ok(render_add(&conf.cni_version, result, &att, address, mtu)),
-        Err(e) => {
-            // Roll back: the veth (its peer and the host route go with it), then the address.
-            if let Err(del) = host.delete_link(&att.veth).await {
-                eprintln!("routed-cni: rollback: deleting {}: {del}", att.veth);
-            }
-            let release = ReleaseRequest {
-                handle: att.handle.clone(),
-            };
-            if let Err(rel) = client.post::<_, ReleaseResponse>("/v1/ipam/release", &release) {
-                eprintln!("routed-cni: rollback: releasing {}: {rel}", att.handle);
-            }
-            Err(e)
+    let join_allocation = move || -> Result<IpAddr, CniError> {
+        let answer = allocation.join().map_err(|_| {
+            CniError::new(
+                code::NETWORK_SETUP_FAILED,
+                "address allocation thread failed",
+                "",
+            )
+        })?;
+        let allocated = answer.map_err(|e| agent_error(e, "address allocation"))?;
+        allocated
+            .addresses
+            .first()
+            .map(|a| a.ip)
+            .ok_or_else(|| CniError::new(code::NO_ADDRESS, "the agent returned no address", ""))
+    };
+    let mtu = match conf.mtu {
+        Some(mtu) => Ok(mtu),
+        None => client
+            .get::<NodeInfo>("/v1/node")
+            .map(|n| n.pod_mtu)
+            .map_err(|e| agent_error(e, "reading the node's MTU")),
+    };
+    let wired = match mtu {
+        Ok(mtu) => wire_links(&host, pod.as_ref(), &att, &netns, mtu)
+            .await
+            .map(|w| (w, mtu)),
+        Err(e) => Err(e),
+    };
+    let address = join_allocation();
+    let result = match (wired, address) {
+        (Ok((wired, mtu)), Ok(address)) => {
+            pause_for_tests("allocated");
+            wire_address(&host, pod.as_ref(), &wired, address)
+                .await
+                .map(|()| render_add(&conf.cni_version, &wired, &att, address, mtu))
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    if result.is_err() {
+        // Roll back: the veth (its peer and the host route go with it), then the address
+        // (releasing a handle that got nothing is a no-op).
+        if let Err(del) = host.delete_link(&att.veth).await {
+            eprintln!("routed-cni: rollback: deleting {}: {del}", att.veth);
+        }
+        let release = ReleaseRequest {
+            handle: att.handle.clone(),
+        };
+        if let Err(rel) = client.post::<_, ReleaseResponse>("/v1/ipam/release", &release) {
+            eprintln!("routed-cni: rollback: releasing {}: {rel}", att.handle);
         }
     }
+    result
 }
 
 struct Wired {
+    host_index: u32,
+    pod_index: u32,
     pod_mac: Option<MacAddr>,
 }
 
-async fn wire(
+/// The veth pair, host sysctls, both ends up, the pod's gateway and default routes.
+async fn wire_links(
     host: &KernelNetlink,
     pod: &dyn Netlink,
     att: &Attachment<'_>,
     netns: &NetnsRef,
-    address: IpAddr,
     mtu: u32,
 ) -> Result<Wired, CniError> {
     let host_link = host
@@ -309,7 +343,6 @@ async fn wire(
     host.set_link_up(host_link.index)
         .await
         .map_err(|e| netlink_error("setting the host veth up", e))?;
-
     let pod_link = pod
         .link_by_name(att.ifname)
         .await
@@ -321,17 +354,6 @@ async fn wire(
                 "",
             )
         })?;
-    let host_prefix =
-        IpNetwork::new(address, if address.is_ipv4() { 32 } else { 128 }).map_err(|e| {
-            CniError::new(
-                code::NETWORK_SETUP_FAILED,
-                "bad address from the agent",
-                e.to_string(),
-            )
-        })?;
-    pod.add_address(pod_link.index, host_prefix)
-        .await
-        .map_err(|e| netlink_error("adding the pod address", e))?;
     pod.set_link_up(pod_link.index)
         .await
         .map_err(|e| netlink_error("setting the pod interface up", e))?;
@@ -355,17 +377,39 @@ async fn wire(
     ))
     .await
     .map_err(|e| netlink_error("adding the pod's default route", e))?;
+    Ok(Wired {
+        host_index: host_link.index,
+        pod_index: pod_link.index,
+        pod_mac: pod_link.mac,
+    })
+}
 
+/// The pod's /32 and the host route to it.
+async fn wire_address(
+    host: &KernelNetlink,
+    pod: &dyn Netlink,
+    wired: &Wired,
+    address: IpAddr,
+) -> Result<(), CniError> {
+    let host_prefix =
+        IpNetwork::new(address, if address.is_ipv4() { 32 } else { 128 }).map_err(|e| {
+            CniError::new(
+                code::NETWORK_SETUP_FAILED,
+                "bad address from the agent",
+                e.to_string(),
+            )
+        })?;
+    pod.add_address(wired.pod_index, host_prefix)
+        .await
+        .map_err(|e| netlink_error("adding the pod address", e))?;
     host.replace_route(&Route::link_scope(
         host_prefix,
-        host_link.index,
+        wired.host_index,
         RouteProtocol::WORKLOAD,
     ))
     .await
     .map_err(|e| netlink_error("adding the host route to the pod", e))?;
-    Ok(Wired {
-        pod_mac: pod_link.mac,
-    })
+    Ok(())
 }
 
 /// Crash-safety tests stop the plugin at a named step (`ROUTED_CNI_TEST_PAUSE=allocated|veth`)
@@ -379,7 +423,7 @@ fn pause_for_tests(step: &str) {
 
 fn render_add(
     version: &str,
-    wired: Wired,
+    wired: &Wired,
     att: &Attachment<'_>,
     address: IpAddr,
     mtu: u32,
@@ -559,9 +603,23 @@ async fn gc(conf: &NetConf, client: &Client) -> Result<(), CniError> {
     let host = KernelNetlink::new()
         .await
         .map_err(|e| netlink_error("opening netlink", e))?;
-    for record in released.released {
-        if let Some(veth) = record.attributes.get("veth") {
-            host.delete_link(veth)
+    // Every pod veth (our name prefix, our MAC) not recorded by a kept attachment goes: the
+    // released ones, and those of ADDs that died before their address was recorded.
+    let keep_veths: std::collections::BTreeSet<&str> = released
+        .kept
+        .iter()
+        .filter_map(|r| r.attributes.get("veth").map(String::as_str))
+        .collect();
+    let links = host
+        .list_links()
+        .await
+        .map_err(|e| netlink_error("listing interfaces", e))?;
+    for link in links {
+        let ours = link.name.starts_with("rd")
+            && link.kind.as_deref() == Some("veth")
+            && link.mac == Some(MacAddr::HOST_VETH);
+        if ours && !keep_veths.contains(link.name.as_str()) {
+            host.delete_link(&link.name)
                 .await
                 .map_err(|e| netlink_error("deleting a leaked veth", e))?;
         }

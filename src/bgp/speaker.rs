@@ -1,0 +1,807 @@
+//! The BGP speaker: owns the listener, one session task per peer, and the RIB.
+//!
+//! Channels in and out of the speaker task:
+//!
+//! ```text
+//!                    SpeakerHandle (clonable)
+//!   set_peers ───────┐  set_originated ──┐   status ──┐ (oneshot reply)
+//!                    v                   v            v
+//!              mpsc<Request> ─────────────────────────────> ┌──────────────────────────┐
+//!   TcpListener (accept) ─── only configured peer addresses > │      speaker task         │
+//!                                                            │  Rib (Adj-RIB-In/Out,     │
+//!   session tasks ── mpsc<SessionMessage> ─────────────────> │       Loc-RIB)            │
+//!     (one per peer, session.rs)                             │  peers: name -> entry     │
+//!   stale timers ─── mpsc<StaleExpired> (graceful restart) > │                           │
+//!                                                            └──┬──────────┬──────────┬─┘
+//!   session tasks <── mpsc<SessionCommand> (Incoming stream,    │          │          │
+//!                       Advertise, Stop) ───────────────────────┘          │          │
+//!   route reconciler <── watch<Arc<Vec<BestRoute>>> (snapshot) ────────────┘          │
+//!   route reconciler <── broadcast<RibEvent> (incremental changes) ───────────────────┘
+//! ```
+//!
+//! `Speaker` is the service: dropping it stops the speaker task, which drops every
+//! session's command channel, so every session sends Cease and closes. `shutdown` does the
+//! same and waits for the sessions.
+//!
+//! Peers are keyed by name. `set_peers` diffs: a peer whose spec changed is restarted
+//! (its routes withdrawn, a new session task started); unchanged peers are untouched. The
+//! listener accepts connections only from configured peer addresses (others are closed at
+//! once) and hands them to that peer's session, which resolves collisions. With a password
+//! the MD5 key is set on the listening socket for that peer's address.
+//!
+//! Graceful restart (RFC 4724). Receiving speaker: when a session ends gracefully the
+//! peer's routes stay, marked stale, for the peer's restart time (capped by
+//! `PeerSpec::max_restart_time`); when the peer re-establishes, stale routes of families it
+//! did not preserve forwarding for are dropped at once, the others when its End-of-RIB
+//! arrives or `STALE_PATH_TIME` passes. Restarting speaker: `SpeakerConfig::restarting`
+//! sets the R bit and the forwarding-preserved bit in our first OPEN to each peer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::bgp::fsm::{GracefulRestartConfig, PeerConfig, State};
+use crate::bgp::packet::Family;
+use crate::bgp::rib::{BestRoute, ExportPolicy, PeerId, PeerInfo, Rib, RibEvent, RibOutput};
+use crate::bgp::session::{
+    set_tcp_md5, spawn_session, SessionCommand, SessionConfig, SessionEvent, SessionHandle,
+    SessionMessage,
+};
+
+/// The standard BGP port.
+pub const BGP_PORT: u16 = 179;
+/// How long stale routes may wait for End-of-RIB after the peer came back (FRR's default).
+pub const STALE_PATH_TIME: Duration = Duration::from_secs(360);
+/// How many `RibEvent`s a slow subscriber may lag behind before it misses some.
+const EVENT_BUFFER: usize = 4096;
+
+/// The speaker's own settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpeakerConfig {
+    pub router_id: Ipv4Addr,
+    pub local_as: u32,
+    /// Where to listen (port 179 by default); `None`: outgoing sessions only.
+    pub listen_addr: Option<SocketAddr>,
+    /// Restart time we advertise, seconds (≤ 4095).
+    pub graceful_restart_time: u16,
+    /// The agent restarted and the kernel kept its routes: set the R and F bits.
+    pub restarting: bool,
+    /// First ConnectRetry interval.
+    pub connect_retry: Duration,
+    pub export: ExportPolicy,
+}
+
+impl SpeakerConfig {
+    /// Defaults: listen on 0.0.0.0:179, restart time 120 s, ConnectRetry 5 s.
+    pub fn new(router_id: Ipv4Addr, local_as: u32) -> Self {
+        SpeakerConfig {
+            router_id,
+            local_as,
+            listen_addr: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), BGP_PORT)),
+            graceful_restart_time: 120,
+            restarting: false,
+            connect_retry: Duration::from_secs(5),
+            export: ExportPolicy::default(),
+        }
+    }
+}
+
+/// Where a peer comes from (Calico's peer types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PeerKind {
+    Mesh,
+    Global,
+    NodeSpecific,
+}
+
+impl PeerKind {
+    /// How `routectl status` names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            PeerKind::Mesh => "node-to-node mesh",
+            PeerKind::Global => "global",
+            PeerKind::NodeSpecific => "node specific",
+        }
+    }
+}
+
+/// One peer, as the calc layer wants it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSpec {
+    /// Unique (Calico style: `Mesh_10_0_0_2`, `Global_<ip>`, `Node_<ip>`).
+    pub name: String,
+    pub kind: PeerKind,
+    pub address: IpAddr,
+    /// Remote port (179 by default).
+    pub port: u16,
+    pub remote_as: u32,
+    pub password: Option<String>,
+    /// Local address to connect from.
+    pub source_address: Option<IpAddr>,
+    /// Never connect; wait for the peer.
+    pub passive: bool,
+    /// Hold time we propose, seconds (0 or ≥ 3).
+    pub hold_time: u16,
+    /// Keepalive interval, when shorter than hold / 3.
+    pub keepalive: Option<Duration>,
+    /// Restart time advertised to this peer, and the cap on how long its routes are kept
+    /// stale; `None`: the speaker's `graceful_restart_time`.
+    pub max_restart_time: Option<Duration>,
+}
+
+impl PeerSpec {
+    /// A peer with defaults: port 179, hold 90 s, active.
+    pub fn new(name: impl Into<String>, kind: PeerKind, address: IpAddr, remote_as: u32) -> Self {
+        PeerSpec {
+            name: name.into(),
+            kind,
+            address,
+            port: BGP_PORT,
+            remote_as,
+            password: None,
+            source_address: None,
+            passive: false,
+            hold_time: 90,
+            keepalive: None,
+            max_restart_time: None,
+        }
+    }
+}
+
+/// One line of `routectl status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub address: IpAddr,
+    pub kind: PeerKind,
+    pub state: State,
+    /// When `state` was entered, unix seconds.
+    pub since: u64,
+    /// The same, as `YYYY-MM-DD HH:MM:SS` UTC.
+    pub since_human: String,
+    /// "Established", or the last error.
+    pub info: String,
+    pub prefixes_received: usize,
+    pub prefixes_advertised: usize,
+}
+
+/// The speaker is gone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the BGP speaker has stopped")]
+pub struct SpeakerStopped;
+
+enum Request {
+    SetPeers(Vec<PeerSpec>),
+    SetOriginated(BTreeSet<IpNetwork>),
+    Status(oneshot::Sender<Vec<PeerStatus>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A cheap clonable handle on the speaker.
+#[derive(Debug, Clone)]
+pub struct SpeakerHandle {
+    requests: mpsc::UnboundedSender<Request>,
+    best: watch::Receiver<Arc<Vec<BestRoute>>>,
+    events: broadcast::Sender<RibEvent>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Request::SetPeers(_) => "SetPeers",
+            Request::SetOriginated(_) => "SetOriginated",
+            Request::Status(_) => "Status",
+            Request::Shutdown(_) => "Shutdown",
+        })
+    }
+}
+
+impl SpeakerHandle {
+    /// Replace the peer set; changed peers restart, unchanged ones are untouched.
+    pub fn set_peers(&self, peers: Vec<PeerSpec>) -> Result<(), SpeakerStopped> {
+        self.requests
+            .send(Request::SetPeers(peers))
+            .map_err(|_| SpeakerStopped)
+    }
+
+    /// Replace the prefixes we originate (the node's confirmed blocks).
+    pub fn set_originated(&self, prefixes: BTreeSet<IpNetwork>) -> Result<(), SpeakerStopped> {
+        self.requests
+            .send(Request::SetOriginated(prefixes))
+            .map_err(|_| SpeakerStopped)
+    }
+
+    /// Every peer's session state, sorted by name.
+    pub async fn status(&self) -> Result<Vec<PeerStatus>, SpeakerStopped> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Status(reply))
+            .map_err(|_| SpeakerStopped)?;
+        answer.await.map_err(|_| SpeakerStopped)
+    }
+
+    /// The learned best routes now (prefixes we originate excluded).
+    pub fn best_routes(&self) -> Vec<BestRoute> {
+        self.best.borrow().as_ref().clone()
+    }
+
+    /// A receiver that sees every new snapshot of the best routes.
+    pub fn watch_best_routes(&self) -> watch::Receiver<Arc<Vec<BestRoute>>> {
+        self.best.clone()
+    }
+
+    /// Incremental changes of the best routes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<RibEvent> {
+        self.events.subscribe()
+    }
+}
+
+/// The speaker service. Dropping it stops the speaker and every session.
+#[derive(Debug)]
+pub struct Speaker {
+    handle: SpeakerHandle,
+    task: Option<JoinHandle<()>>,
+    listen_addr: Option<SocketAddr>,
+}
+
+impl Speaker {
+    /// Bind the listener (when configured) and start the speaker task.
+    pub async fn start(config: SpeakerConfig) -> io::Result<Speaker> {
+        let listener = match config.listen_addr {
+            Some(addr) => Some(bind_listener(addr)?),
+            None => None,
+        };
+        let listen_addr = match &listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
+        let (requests, request_rx) = mpsc::unbounded_channel();
+        let (best_tx, best) = watch::channel(Arc::new(Vec::new()));
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let state = SpeakerTask::new(config, listener, best_tx, events.clone());
+        let span = tracing::info_span!("bgp_speaker", router_id = %state.config.router_id);
+        let task = tokio::spawn(state.run(request_rx).instrument(span));
+        Ok(Speaker {
+            handle: SpeakerHandle {
+                requests,
+                best,
+                events,
+            },
+            task: Some(task),
+            listen_addr,
+        })
+    }
+
+    /// A handle for other tasks.
+    pub fn handle(&self) -> SpeakerHandle {
+        self.handle.clone()
+    }
+
+    /// Where the listener is bound (its real port when 0 was asked).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen_addr
+    }
+
+    /// Stop every session (Cease) and the speaker, and wait for them.
+    pub async fn shutdown(mut self) {
+        let (reply, done) = oneshot::channel();
+        if self.handle.requests.send(Request::Shutdown(reply)).is_ok() {
+            let _ = done.await;
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Speaker {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Bind the listening socket (SO_REUSEADDR, like every BGP daemon).
+fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(128)
+}
+
+/// A configured peer.
+struct PeerEntry {
+    id: PeerId,
+    spec: PeerSpec,
+    session: SessionHandle,
+    state: State,
+    since: SystemTime,
+    info: String,
+    /// The epoch of the Established session, if any.
+    epoch: Option<u64>,
+    /// The peer's graceful-restart capability on the current or last session.
+    peer_restart_time: Option<Duration>,
+    /// Bumped whenever a stale timer is armed or cancelled.
+    stale_generation: u64,
+}
+
+/// A graceful-restart timer fired.
+#[derive(Debug)]
+struct StaleExpired {
+    peer: PeerId,
+    generation: u64,
+}
+
+/// Everything the speaker task owns.
+struct SpeakerTask {
+    config: SpeakerConfig,
+    listener: Option<TcpListener>,
+    rib: Rib,
+    peers: BTreeMap<PeerId, PeerEntry>,
+    by_name: BTreeMap<String, PeerId>,
+    next_peer: u64,
+    session_tx: mpsc::UnboundedSender<SessionMessage>,
+    session_rx: mpsc::UnboundedReceiver<SessionMessage>,
+    stale_tx: mpsc::UnboundedSender<StaleExpired>,
+    stale_rx: mpsc::UnboundedReceiver<StaleExpired>,
+    best_tx: watch::Sender<Arc<Vec<BestRoute>>>,
+    events: broadcast::Sender<RibEvent>,
+}
+
+impl SpeakerTask {
+    fn new(
+        config: SpeakerConfig,
+        listener: Option<TcpListener>,
+        best_tx: watch::Sender<Arc<Vec<BestRoute>>>,
+        events: broadcast::Sender<RibEvent>,
+    ) -> Self {
+        let (session_tx, session_rx) = mpsc::unbounded_channel();
+        let (stale_tx, stale_rx) = mpsc::unbounded_channel();
+        SpeakerTask {
+            rib: Rib::new(config.local_as, config.router_id, config.export),
+            config,
+            listener,
+            peers: BTreeMap::new(),
+            by_name: BTreeMap::new(),
+            next_peer: 1,
+            session_tx,
+            session_rx,
+            stale_tx,
+            stale_rx,
+            best_tx,
+            events,
+        }
+    }
+
+    async fn run(mut self, mut requests: mpsc::UnboundedReceiver<Request>) {
+        info!(local_as = self.config.local_as, listen = ?self.listener.as_ref().and_then(|l| l.local_addr().ok()), "speaker started");
+        loop {
+            tokio::select! {
+                request = requests.recv() => match request {
+                    Some(Request::Shutdown(done)) => {
+                        self.stop_all().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(request) => self.handle_request(request),
+                    None => {
+                        self.stop_all().await;
+                        return;
+                    }
+                },
+                accepted = accept(self.listener.as_ref()) => match accepted {
+                    Ok((stream, remote)) => self.route_incoming(stream, remote),
+                    Err(error) => {
+                        warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(message) = self.session_rx.recv() => self.handle_session(message),
+                Some(expired) = self.stale_rx.recv() => self.expire_stale(expired),
+            }
+        }
+    }
+
+    fn handle_request(&mut self, request: Request) {
+        match request {
+            Request::SetPeers(specs) => self.set_peers(specs),
+            Request::SetOriginated(prefixes) => {
+                info!(count = prefixes.len(), "originated prefixes");
+                let output = self.rib.set_originated(prefixes);
+                self.apply(output);
+            }
+            Request::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Request::Shutdown(_) => {}
+        }
+    }
+
+    /// Stop every session and wait for their Cease to go out.
+    async fn stop_all(&mut self) {
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        let mut tasks = Vec::new();
+        for id in ids {
+            if let Some(task) = self.remove_peer(id) {
+                tasks.push(task);
+            }
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    fn set_peers(&mut self, specs: Vec<PeerSpec>) {
+        let wanted: BTreeMap<String, PeerSpec> =
+            specs.into_iter().map(|s| (s.name.clone(), s)).collect();
+        let stale: Vec<PeerId> = self
+            .peers
+            .values()
+            .filter(|e| wanted.get(&e.spec.name) != Some(&e.spec))
+            .map(|e| e.id)
+            .collect();
+        for id in stale {
+            let _ = self.remove_peer(id);
+        }
+        for (name, spec) in wanted {
+            if !self.by_name.contains_key(&name) {
+                self.add_peer(spec);
+            }
+        }
+    }
+
+    fn add_peer(&mut self, spec: PeerSpec) {
+        let id = PeerId(self.next_peer);
+        self.next_peer += 1;
+        info!(peer = %spec.name, address = %spec.address, passive = spec.passive, "adding peer");
+        if let (Some(listener), Some(password)) = (&self.listener, &spec.password) {
+            let fd = listener.as_raw_fd();
+            if let Err(error) = set_listener_md5(fd, listener, spec.address, Some(password)) {
+                warn!(peer = %spec.name, %error, "cannot set TCP MD5 key on the listener");
+            }
+        }
+        let session = spawn_session(self.session_config(id, &spec), self.session_tx.clone());
+        self.rib.add_peer(id);
+        self.by_name.insert(spec.name.clone(), id);
+        self.peers.insert(
+            id,
+            PeerEntry {
+                id,
+                spec,
+                session,
+                state: State::Idle,
+                since: SystemTime::now(),
+                info: String::new(),
+                epoch: None,
+                peer_restart_time: None,
+                stale_generation: 0,
+            },
+        );
+    }
+
+    /// Stop a peer's session and forget its routes; returns the session task to await.
+    fn remove_peer(&mut self, id: PeerId) -> Option<JoinHandle<()>> {
+        let entry = self.peers.remove(&id)?;
+        info!(peer = %entry.spec.name, "removing peer");
+        self.by_name.remove(&entry.spec.name);
+        let _ = entry.session.commands.send(SessionCommand::Stop {
+            message: Some("peer deconfigured".to_owned()),
+        });
+        let still_keyed = self
+            .peers
+            .values()
+            .any(|e| e.spec.address == entry.spec.address && e.spec.password.is_some());
+        if let (Some(listener), Some(_), false) =
+            (&self.listener, &entry.spec.password, still_keyed)
+        {
+            let _ = set_listener_md5(listener.as_raw_fd(), listener, entry.spec.address, None);
+        }
+        let output = self.rib.remove_peer(id);
+        self.apply(output);
+        Some(entry.session.task)
+    }
+
+    fn session_config(&self, id: PeerId, spec: &PeerSpec) -> SessionConfig {
+        let mut fsm = PeerConfig::new(self.config.local_as, self.config.router_id, spec.remote_as);
+        fsm.hold_time = spec.hold_time;
+        fsm.passive = spec.passive;
+        fsm.connect_retry_time = self.config.connect_retry;
+        fsm.families = match spec.address {
+            IpAddr::V4(_) => vec![Family::IPV4_UNICAST],
+            IpAddr::V6(_) => vec![Family::IPV6_UNICAST],
+        };
+        let restart_time = spec
+            .max_restart_time
+            .map_or(self.config.graceful_restart_time, |d| {
+                u16::try_from(d.as_secs()).unwrap_or(u16::MAX)
+            });
+        fsm.graceful_restart = Some(GracefulRestartConfig {
+            restart_time: restart_time.min(4095),
+            restarting: self.config.restarting,
+            forwarding_preserved: self.config.restarting,
+            notification: false,
+        });
+        SessionConfig {
+            name: spec.name.clone(),
+            peer: id,
+            remote: SocketAddr::new(spec.address, spec.port),
+            source: spec.source_address.map(|ip| SocketAddr::new(ip, 0)),
+            password: spec.password.clone(),
+            keepalive: spec.keepalive,
+            fsm,
+        }
+    }
+
+    /// Hand an accepted connection to its peer's session, or close it.
+    fn route_incoming(&mut self, stream: tokio::net::TcpStream, remote: SocketAddr) {
+        let address = remote.ip().to_canonical();
+        let entry = self.peers.values().find(|e| e.spec.address == address);
+        match entry {
+            Some(entry) => {
+                debug!(peer = %entry.spec.name, %remote, "accepted connection");
+                let _ = entry
+                    .session
+                    .commands
+                    .send(SessionCommand::Incoming(stream));
+            }
+            None => {
+                info!(%remote, "connection from an unconfigured address; closed");
+                drop(stream);
+            }
+        }
+    }
+
+    fn handle_session(&mut self, message: SessionMessage) {
+        let id = message.peer;
+        let Some(entry) = self.peers.get_mut(&id) else {
+            return;
+        };
+        match message.event {
+            SessionEvent::StateChanged(state) => {
+                if entry.state != state {
+                    entry.state = state;
+                    entry.since = SystemTime::now();
+                }
+            }
+            SessionEvent::Error(text) => entry.info = text,
+            SessionEvent::Established {
+                epoch,
+                negotiated,
+                local_address,
+            } => {
+                entry.epoch = Some(epoch);
+                entry.info = "Established".to_owned();
+                let peer_gr = negotiated.peer_graceful_restart.clone();
+                entry.peer_restart_time = peer_gr
+                    .as_ref()
+                    .map(|g| Duration::from_secs(u64::from(g.restart_time)));
+                let info = PeerInfo {
+                    address: entry.spec.address,
+                    peer_asn: negotiated.peer_asn,
+                    router_id: negotiated.peer_id,
+                    local_address,
+                    ipv4: negotiated.families.contains(&Family::IPV4_UNICAST),
+                    ipv6: negotiated.families.contains(&Family::IPV6_UNICAST),
+                };
+                let outbound = self.rib.peer_up(id, info);
+                let _ = entry.session.commands.send(SessionCommand::Advertise {
+                    epoch,
+                    outbound,
+                    end_of_rib: true,
+                });
+                // RFC 4724 §4.2: stale routes survive only if the peer kept forwarding state.
+                let preserved =
+                    peer_gr.is_some_and(|g| g.families.iter().any(|f| f.forwarding_state));
+                if self.rib.stale_count(id) > 0 {
+                    if preserved {
+                        self.arm_stale_timer(id, STALE_PATH_TIME);
+                    } else {
+                        self.cancel_stale_timer(id);
+                        let output = self.rib.purge_stale(id);
+                        self.apply(output);
+                    }
+                }
+            }
+            SessionEvent::Down {
+                epoch,
+                graceful,
+                restart_time,
+                reason,
+            } => {
+                if entry.epoch != Some(epoch) {
+                    return;
+                }
+                entry.epoch = None;
+                entry.info = reason;
+                let cap = entry.spec.max_restart_time;
+                let output = self.rib.peer_down(id, graceful);
+                self.apply(output);
+                if graceful {
+                    let keep = restart_time.unwrap_or_default();
+                    let keep = cap.map_or(keep, |c| keep.min(c));
+                    info!(
+                        stale = self.rib.stale_count(id),
+                        ?keep,
+                        "peer restarting; keeping its routes as stale"
+                    );
+                    self.arm_stale_timer(id, keep);
+                }
+            }
+            SessionEvent::Routes { epoch, update } => {
+                if entry.epoch != Some(epoch) {
+                    return;
+                }
+                let end_of_rib = update.end_of_rib.is_some();
+                let output = self.rib.receive_update(id, &update);
+                self.apply(output);
+                if end_of_rib && self.rib.stale_count(id) == 0 {
+                    self.cancel_stale_timer(id);
+                }
+            }
+            SessionEvent::RouteRefresh { epoch } => {
+                if entry.epoch != Some(epoch) {
+                    return;
+                }
+                let info = self.rib.peer_info(id).cloned();
+                if let Some(info) = info {
+                    let outbound = self.rib.peer_up(id, info);
+                    if let Some(entry) = self.peers.get(&id) {
+                        let _ = entry.session.commands.send(SessionCommand::Advertise {
+                            epoch,
+                            outbound,
+                            end_of_rib: false,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn arm_stale_timer(&mut self, id: PeerId, after: Duration) {
+        let Some(entry) = self.peers.get_mut(&id) else {
+            return;
+        };
+        entry.stale_generation += 1;
+        let expired = StaleExpired {
+            peer: id,
+            generation: entry.stale_generation,
+        };
+        let stale_tx = self.stale_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = stale_tx.send(expired);
+        });
+    }
+
+    fn cancel_stale_timer(&mut self, id: PeerId) {
+        if let Some(entry) = self.peers.get_mut(&id) {
+            entry.stale_generation += 1;
+        }
+    }
+
+    fn expire_stale(&mut self, expired: StaleExpired) {
+        let current = self
+            .peers
+            .get(&expired.peer)
+            .is_some_and(|e| e.stale_generation == expired.generation);
+        if !current {
+            return;
+        }
+        let stale = self.rib.stale_count(expired.peer);
+        if stale > 0 {
+            info!(peer = %expired.peer, stale, "graceful-restart timer expired; dropping stale routes");
+        }
+        let output = self.rib.purge_stale(expired.peer);
+        self.apply(output);
+    }
+
+    /// Send what the RIB wants sent, and publish best-route changes.
+    fn apply(&mut self, output: RibOutput) {
+        for (id, outbound) in output.outbound {
+            let Some(entry) = self.peers.get(&id) else {
+                continue;
+            };
+            if let Some(epoch) = entry.epoch {
+                let _ = entry.session.commands.send(SessionCommand::Advertise {
+                    epoch,
+                    outbound,
+                    end_of_rib: false,
+                });
+            }
+        }
+        if output.events.is_empty() {
+            return;
+        }
+        for event in &output.events {
+            debug!(?event, "best route");
+            let _ = self.events.send(event.clone());
+        }
+        self.best_tx.send_replace(Arc::new(self.rib.best_routes()));
+    }
+
+    fn status(&self) -> Vec<PeerStatus> {
+        let mut out: Vec<PeerStatus> = self
+            .peers
+            .values()
+            .map(|entry| {
+                let since = entry
+                    .since
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let (received, advertised) = self.rib.counts(entry.id);
+                PeerStatus {
+                    name: entry.spec.name.clone(),
+                    address: entry.spec.address,
+                    kind: entry.spec.kind,
+                    state: entry.state,
+                    since,
+                    since_human: format_unix_time(since),
+                    info: if entry.state == State::Established {
+                        "Established".to_owned()
+                    } else {
+                        entry.info.clone()
+                    },
+                    prefixes_received: received,
+                    prefixes_advertised: advertised,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}
+
+/// Accept on the listener, or wait forever without one.
+async fn accept(listener: Option<&TcpListener>) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Set or clear a peer's MD5 key on the listening socket.
+fn set_listener_md5(
+    fd: RawFd,
+    listener: &TcpListener,
+    peer: IpAddr,
+    key: Option<&str>,
+) -> io::Result<()> {
+    let is_v6 = listener.local_addr()?.is_ipv6();
+    set_tcp_md5(fd, peer, key, is_v6)
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS` (UTC), without a date library.
+pub fn format_unix_time(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

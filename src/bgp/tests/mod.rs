@@ -1,0 +1,10 @@
+//! Session-level and interop tests for the speaker.
+//!
+//! `session.rs`: two in-process speakers over loopback TCP, and a raw TCP "peer" that sends
+//! malformed UPDATEs. `interop_*.rs`: BIRD 2, FRR and GoBGP in network namespaces, run only
+//! with `ROUTED_E2E=1` (see `netns.rs` for the topology and cleanup).
+
+mod harness;
+mod interop;
+mod netns;
+mod session;
