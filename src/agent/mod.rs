@@ -8,8 +8,10 @@
 //! ```
 //! The BGP speaker, the route reconcilers and NAT join here as they land (docs/architecture.md).
 
+pub mod calc;
 pub mod forward;
 pub mod node;
+pub mod routing;
 pub mod server;
 
 use crate::api::NodeInfo;
@@ -37,6 +39,8 @@ pub struct AgentConfig {
     pub mtu: Option<u32>,
     /// Open the FORWARD path for pod traffic (nftables).
     pub manage_forward: bool,
+    /// Run the BGP speaker and program learned routes.
+    pub bgp: bool,
 }
 
 /// Shared state of a running agent.
@@ -47,11 +51,19 @@ pub struct AgentState {
     pod_mtu: AtomicU32,
     node_address: Option<IpNetwork>,
     ready: AtomicBool,
+    /// The BGP speaker, once started.
+    pub speaker: std::sync::OnceLock<crate::bgp::speaker::SpeakerHandle>,
+    /// Set once the route reconciler has programmed the kernel (readiness).
+    pub routes_programmed: Arc<AtomicBool>,
+    bgp_enabled: bool,
 }
 
 impl AgentState {
+    /// Ready: registered, and (with BGP) routes programmed once. One external peer being down
+    /// does not make the node unready.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+            && (!self.bgp_enabled || self.routes_programmed.load(Ordering::Relaxed))
     }
 
     pub fn pod_mtu(&self) -> u32 {
@@ -89,6 +101,9 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         pod_mtu: AtomicU32::new(pod_mtu),
         node_address: detected.address,
         ready: AtomicBool::new(false),
+        speaker: std::sync::OnceLock::new(),
+        routes_programmed: Arc::new(AtomicBool::new(false)),
+        bgp_enabled: config.bgp,
     });
     let listener = server::bind(&config.socket)
         .with_context(|| format!("cannot listen on {}", config.socket.display()))?;
@@ -107,13 +122,84 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     }
     register_until_done(&state, &detected).await;
     state.ready.store(true, Ordering::Relaxed);
-    info!(node = %state.node_name, "ready");
+    let speaker = if config.bgp {
+        Some(start_routing(&state, &detected).await?)
+    } else {
+        None
+    };
+    info!(node = %state.node_name, bgp = config.bgp, "running");
 
     wait_for_shutdown().await;
     info!("shutting down; routes and pod interfaces stay in place");
+    // No Cease to the peers: the sessions just close, so peers keep our routes as stale under
+    // graceful restart until we are back (RFC 4724).
+    std::mem::forget(speaker);
     api.abort();
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
+}
+
+/// Starts the speaker, the datastore follower and the route reconciler.
+async fn start_routing(
+    state: &Arc<AgentState>,
+    detected: &node::Detected,
+) -> Result<crate::bgp::speaker::Speaker> {
+    use crate::bgp::speaker::{Speaker, SpeakerConfig};
+    use crate::netlink::Netlink;
+    let snapshot = routing::load_state(state.store.as_ref(), &state.node_name).await?;
+    let me = snapshot
+        .nodes
+        .iter()
+        .find(|n| n.name == state.node_name)
+        .cloned()
+        .with_context(|| format!("node {} is not registered", state.node_name))?;
+    let router_id = match detected.address.map(|a| a.ip()) {
+        Some(std::net::IpAddr::V4(v4)) => v4,
+        _ => anyhow::bail!("BGP needs an IPv4 node address for the router id"),
+    };
+    let netlink = Arc::new(
+        crate::netlink::KernelNetlink::new()
+            .await
+            .context("netlink")?,
+    );
+    // Routes of ours already in the kernel: the agent restarted with forwarding state kept.
+    let kept = netlink
+        .list_routes(&crate::netlink::RouteFilter::protocol(
+            crate::netlink::RouteProtocol::BGP,
+        ))
+        .await
+        .map(|r| !r.is_empty())
+        .unwrap_or(false);
+    let mut config =
+        SpeakerConfig::new(router_id, me.as_number.unwrap_or(snapshot.config.as_number));
+    config.listen_addr = Some(std::net::SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        snapshot.config.listen_port,
+    ));
+    config.graceful_restart_time =
+        u16::try_from(snapshot.config.graceful_restart_time.min(4095)).unwrap_or(120);
+    config.restarting = kept;
+    config.connect_retry = std::time::Duration::from_secs(2);
+    let speaker = Speaker::start(config)
+        .await
+        .context("starting the BGP speaker")?;
+    let handle = speaker.handle();
+    let _ = state.speaker.set(handle.clone());
+    info!(router_id = %router_id, listen = ?speaker.listen_addr(), restarting = kept, "BGP speaker started");
+    let (local_tx, local_rx) = tokio::sync::watch::channel(std::collections::BTreeSet::new());
+    tokio::spawn(routing::follow_datastore(
+        state.clone(),
+        me,
+        handle.clone(),
+        local_tx,
+    ));
+    tokio::spawn(routing::reconcile_routes(
+        handle,
+        local_rx,
+        netlink,
+        state.routes_programmed.clone(),
+    ));
+    Ok(speaker)
 }
 
 /// Registers the node, retrying while the datastore is unreachable (the API still serves).

@@ -205,6 +205,17 @@ async fn route(request: Request, state: &AgentState) -> Response {
             Ok(req) => gc(state, req).await,
             Err(r) => r,
         },
+        ("GET", "/v1/bgp/status") => match state.speaker.get() {
+            Some(speaker) => match speaker.status().await {
+                Ok(peers) => json(200, &peers),
+                Err(e) => error(503, "unavailable", e.to_string()),
+            },
+            None => error(
+                404,
+                "not-found",
+                "BGP is not running on this node (started with --no-bgp?)",
+            ),
+        },
         ("GET", "/v1/ipam/allocations") => {
             match state.ipam.allocations_of_node(&state.node_name).await {
                 Ok(list) => json(200, &list),

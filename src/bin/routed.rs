@@ -41,6 +41,9 @@ struct Args {
     /// Do not touch nftables (FORWARD acceptance for pod traffic).
     #[arg(long)]
     no_forward_rules: bool,
+    /// Do not run BGP (IPAM and the CNI API only).
+    #[arg(long)]
+    no_bgp: bool,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         socket: args.socket,
         mtu: args.mtu,
         manage_forward: !args.no_forward_rules,
+        bgp: !args.no_bgp,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -13,6 +13,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
+    if let Command::Status { socket } = &cli.command {
+        return super::status::status(socket, cli.global.output);
+    }
     let config = cli.global.datastore_config();
     let store = datastore::open(&config).await.with_context(|| {
         format!(
@@ -26,11 +29,18 @@ pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Ipam(cmd) => ipam(store, cmd, out).await,
         Command::Node(NodeCommand::List) => node_list(store, out).await,
         Command::Bench(cmd) => bench_cmd(store, cmd, out).await,
+        Command::Peer(cmd) => super::bgp::peer(store, cmd, out).await,
+        Command::Config(cmd) => super::bgp::config(store, cmd, out).await,
+        Command::Status { .. } => ok(),
     }
 }
 
 /// Prints `value` as JSON or YAML, or `table()` for the table format.
-fn print<T: Serialize>(out: Output, value: &T, table: impl FnOnce() -> String) -> Result<()> {
+pub(super) fn print<T: Serialize>(
+    out: Output,
+    value: &T,
+    table: impl FnOnce() -> String,
+) -> Result<()> {
     match out {
         Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
         Output::Yaml => print!("{}", serde_yaml::to_string(value)?),
@@ -39,7 +49,7 @@ fn print<T: Serialize>(out: Output, value: &T, table: impl FnOnce() -> String) -
     Ok(())
 }
 
-fn ok() -> Result<ExitCode> {
+pub(super) fn ok() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 

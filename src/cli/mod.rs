@@ -3,7 +3,9 @@
 //! Exit codes: 0 success, 1 the operation failed (the message says why and what to do),
 //! 2 usage error (clap's own exit code for bad arguments).
 
+mod bgp;
 mod commands;
+mod status;
 pub mod table;
 
 use crate::datastore::{DatastoreConfig, TlsFiles, DEFAULT_PREFIX, DEFAULT_URL};
@@ -78,6 +80,18 @@ pub enum Command {
     /// Nodes registered by their agents.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Explicit BGP peers (ToR routers, route reflectors).
+    #[command(subcommand)]
+    Peer(PeerCommand),
+    /// Cluster-wide BGP settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// BGP sessions of the local agent (like `calicoctl node status`).
+    Status {
+        /// The agent's local API socket.
+        #[arg(long, env = "ROUTED_SOCKET", default_value = crate::api::DEFAULT_SOCKET)]
+        socket: std::path::PathBuf,
+    },
     /// Datastore and IPAM benchmarks (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -191,6 +205,48 @@ pub enum OnOff {
 pub enum NodeCommand {
     /// List nodes.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PeerCommand {
+    /// Create a peer: global, or for one node with --node.
+    Create {
+        name: String,
+        #[arg(long)]
+        peer_ip: IpAddr,
+        #[arg(long = "as")]
+        as_number: u32,
+        #[arg(long)]
+        node: Option<String>,
+        /// File holding the TCP MD5 password (kept out of shell history).
+        #[arg(long)]
+        password_file: Option<std::path::PathBuf>,
+        #[arg(long)]
+        port: Option<u16>,
+        #[arg(long)]
+        hold_time: Option<u16>,
+        #[arg(long)]
+        source_address: Option<IpAddr>,
+    },
+    /// List peers.
+    List,
+    /// Delete a peer.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Change the cluster's AS, node-to-node mesh or BGP port.
+    Set {
+        #[arg(long = "as")]
+        as_number: Option<u32>,
+        #[arg(long)]
+        mesh: Option<OnOff>,
+        #[arg(long)]
+        listen_port: Option<u16>,
+    },
+    /// Show the BGP configuration.
+    Get,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,0 +1,260 @@
+//! The routing loop: datastore → calc → BGP speaker, and speaker → calc → kernel.
+//!
+//! ```text
+//!  datastore watch (nodes, bgppeers, config, ippools, my affinities)
+//!        │ any change: reload snapshot (debounced by draining queued events)
+//!        v
+//!  calc::desired_peers ──> speaker.set_peers      calc::originated_blocks ──> speaker.set_originated
+//!  calc::local_blocks ──┐
+//!                       v
+//!  speaker best routes ──> route reconciler <── netlink monitor (a deleted route of ours)
+//!                              │               <── timer (full resync every 10 s)
+//!                              v
+//!              kernel: replace missing/changed, delete extra — protocols routed-bh and routed-bgp only
+//! ```
+//! Restart without interruption: at start the reconciler adopts what the kernel has. Learned
+//! routes are never deleted before every peer has been Established once (or 120 s passed), so a
+//! restarting agent does not withdraw routes its peers are about to send again.
+
+use super::calc::{self, ClusterState};
+use super::AgentState;
+use crate::bgp::speaker::{PeerSpec, SpeakerHandle};
+use crate::datastore::sync::{watch_with_resync, SyncEvent};
+use crate::datastore::{decode_json, Datastore};
+use crate::model::{keys, BgpConfiguration, BgpPeer, BlockAffinity, IpPool, Node};
+use crate::netlink::{
+    KernelNetlink, Netlink, Route, RouteEvent, RouteFilter, RouteKind, RouteProtocol,
+};
+use anyhow::Result;
+use ipnetwork::IpNetwork;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+const RESYNC_EVERY: Duration = Duration::from_secs(10);
+const DELETE_GRACE_MAX: Duration = Duration::from_secs(120);
+
+/// Loads everything calc needs for `node`.
+pub async fn load_state(store: &dyn Datastore, node: &str) -> Result<ClusterState> {
+    let config = match store.get(keys::BGP_CONFIG).await? {
+        Some(kv) => decode_json::<BgpConfiguration>(&kv)?,
+        None => BgpConfiguration::default(),
+    };
+    let nodes = store
+        .list(keys::NODES)
+        .await?
+        .kvs
+        .iter()
+        .map(decode_json::<Node>)
+        .collect::<Result<_, _>>()?;
+    let peers = store
+        .list(keys::PEERS)
+        .await?
+        .kvs
+        .iter()
+        .map(decode_json::<BgpPeer>)
+        .collect::<Result<_, _>>()?;
+    let pools = store
+        .list(keys::POOLS)
+        .await?
+        .kvs
+        .iter()
+        .map(decode_json::<IpPool>)
+        .collect::<Result<_, _>>()?;
+    let mut affinities = Vec::new();
+    for kv in store.list(&keys::affinities_of(node)).await?.kvs {
+        if let Some((_, cidr)) = keys::parse_affinity_key(&kv.key) {
+            affinities.push((cidr, decode_json::<BlockAffinity>(&kv)?.state));
+        }
+    }
+    Ok(ClusterState {
+        config,
+        nodes,
+        peers,
+        pools,
+        affinities,
+    })
+}
+
+fn relevant(key: &str, node: &str) -> bool {
+    key.starts_with(keys::NODES)
+        || key.starts_with(keys::PEERS)
+        || key.starts_with("config/")
+        || key.starts_with(keys::POOLS)
+        || key.starts_with(&keys::affinities_of(node))
+}
+
+/// Follows the datastore and keeps the speaker's peers and originated blocks, and the local
+/// blocks for the reconciler, up to date.
+pub async fn follow_datastore(
+    state: Arc<AgentState>,
+    me: Node,
+    speaker: SpeakerHandle,
+    local_tx: watch::Sender<BTreeSet<IpNetwork>>,
+) {
+    let mut events = watch_with_resync(state.store.clone(), String::new());
+    let mut last_peers: Vec<PeerSpec> = Vec::new();
+    while let Some(first) = events.recv().await {
+        let mut dirty = is_relevant(&first, &me.name);
+        while let Ok(more) = events.try_recv() {
+            dirty |= is_relevant(&more, &me.name);
+        }
+        if !dirty {
+            continue;
+        }
+        let snapshot = match load_state(state.store.as_ref(), &me.name).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "cannot read cluster state; keeping the current routing");
+                continue;
+            }
+        };
+        let me_now = snapshot
+            .nodes
+            .iter()
+            .find(|n| n.name == me.name)
+            .cloned()
+            .unwrap_or_else(|| me.clone());
+        let peers = calc::desired_peers(&me_now, &snapshot);
+        if peers != last_peers {
+            info!(peers = peers.len(), "BGP peers changed");
+            let _ = speaker.set_peers(peers.clone());
+            last_peers = peers;
+        }
+        let _ = speaker.set_originated(calc::originated_blocks(&snapshot));
+        local_tx.send_if_modified(|current| {
+            let next = calc::local_blocks(&snapshot);
+            let changed = *current != next;
+            *current = next;
+            changed
+        });
+    }
+}
+
+fn is_relevant(event: &SyncEvent, node: &str) -> bool {
+    match event {
+        SyncEvent::Snapshot { .. } => true,
+        SyncEvent::Put(kv) => relevant(&kv.key, node),
+        SyncEvent::Delete { key, .. } => relevant(key, node),
+    }
+}
+
+/// What identifies a route's content for the diff (the kernel fills in fields we leave empty).
+fn signature(route: &Route) -> (RouteKind, Vec<IpAddr>) {
+    let mut gateways: Vec<IpAddr> = if route.multipath.is_empty() {
+        route.gateway.into_iter().collect()
+    } else {
+        route.multipath.iter().filter_map(|h| h.gateway).collect()
+    };
+    gateways.sort();
+    (route.kind, gateways)
+}
+
+/// Keeps the kernel's routes of protocols routed-bh and routed-bgp equal to calc's.
+pub async fn reconcile_routes(
+    speaker: SpeakerHandle,
+    mut local_rx: watch::Receiver<BTreeSet<IpNetwork>>,
+    netlink: Arc<KernelNetlink>,
+    programmed: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut best_rx = speaker.watch_best_routes();
+    let (repair_tx, mut repair_rx) = mpsc::channel::<()>(16);
+    match netlink.watch_routes().await {
+        Ok(mut monitor) => {
+            tokio::spawn(async move {
+                while let Some(event) = monitor.next().await {
+                    let ours = match &event {
+                        RouteEvent::Deleted(r) => {
+                            r.protocol == RouteProtocol::BGP
+                                || r.protocol == RouteProtocol::BLACKHOLE
+                        }
+                        RouteEvent::Overflow => true,
+                        RouteEvent::Added(_) => false,
+                    };
+                    if ours && repair_tx.send(()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Err(e) => {
+            warn!(error = %e, "no route monitor; deleted routes come back on the next resync")
+        }
+    }
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(RESYNC_EVERY);
+    loop {
+        let local = local_rx.borrow_and_update().clone();
+        let best = best_rx.borrow_and_update().clone();
+        let allow_delete = started.elapsed() > DELETE_GRACE_MAX || all_established(&speaker).await;
+        match apply(&netlink, &calc::desired_routes(&local, &best), allow_delete).await {
+            Ok(changes) => {
+                if changes > 0 {
+                    debug!(changes, "kernel routes reconciled");
+                }
+                programmed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => warn!(error = %format!("{e:#}"), "route reconcile failed; retrying"),
+        }
+        tokio::select! {
+            r = local_rx.changed() => if r.is_err() { return },
+            r = best_rx.changed() => if r.is_err() { return },
+            _ = repair_rx.recv() => {}
+            _ = ticker.tick() => {}
+        }
+    }
+}
+
+async fn all_established(speaker: &SpeakerHandle) -> bool {
+    match speaker.status().await {
+        Ok(peers) => peers
+            .iter()
+            .all(|p| p.state == crate::bgp::fsm::State::Established),
+        Err(_) => false,
+    }
+}
+
+/// Diffs desired against the kernel; returns the number of changes made.
+async fn apply(
+    netlink: &KernelNetlink,
+    desired: &[Route],
+    allow_delete_learned: bool,
+) -> Result<usize> {
+    let mut actual: BTreeMap<IpNetwork, Route> = BTreeMap::new();
+    for protocol in [RouteProtocol::BLACKHOLE, RouteProtocol::BGP] {
+        for route in netlink
+            .list_routes(&RouteFilter::protocol(protocol))
+            .await?
+        {
+            actual.insert(route.destination, route);
+        }
+    }
+    let mut changes = 0;
+    let wanted: BTreeMap<IpNetwork, &Route> = desired.iter().map(|r| (r.destination, r)).collect();
+    for (dst, route) in &wanted {
+        let same = actual
+            .get(dst)
+            .is_some_and(|a| a.protocol == route.protocol && signature(a) == signature(route));
+        if !same {
+            if let Err(e) = netlink.replace_route(route).await {
+                warn!(route = %dst, error = %e, "cannot program route");
+                continue;
+            }
+            changes += 1;
+        }
+    }
+    for (dst, route) in &actual {
+        if wanted.contains_key(dst) {
+            continue;
+        }
+        if route.protocol == RouteProtocol::BGP && !allow_delete_learned {
+            continue;
+        }
+        netlink.delete_route(route).await?;
+        changes += 1;
+    }
+    Ok(changes)
+}

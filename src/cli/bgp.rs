@@ -1,0 +1,156 @@
+//! `routectl peer ...` and `routectl config ...`.
+
+use super::commands::{ok, print};
+use super::{table, ConfigCommand, OnOff, Output, PeerCommand};
+use crate::datastore::{decode_json, encode_json, Datastore, DatastoreError};
+use crate::model::{keys, BgpConfiguration, BgpPeer};
+use anyhow::{bail, Context, Result};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> Result<ExitCode> {
+    match cmd {
+        PeerCommand::Create {
+            name,
+            peer_ip,
+            as_number,
+            node,
+            password_file,
+            port,
+            hold_time,
+            source_address,
+        } => {
+            let password = match password_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| {
+                            format!("cannot read the password file {}", path.display())
+                        })?
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let peer = BgpPeer {
+                name: name.clone(),
+                peer_ip: *peer_ip,
+                peer_port: *port,
+                as_number: *as_number,
+                node: node.clone(),
+                password,
+                source_address: *source_address,
+                hold_time: *hold_time,
+                keepalive_time: None,
+                max_restart_time: None,
+            };
+            peer.validate()?;
+            match store.create(&keys::peer(name), encode_json(&peer), 0).await {
+                Ok(_) => {}
+                Err(DatastoreError::AlreadyExists { .. }) => {
+                    bail!("peer {name} already exists; delete it first to change it")
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let shown = BgpPeer {
+                password: peer.password.as_ref().map(|_| "********".into()),
+                ..peer
+            };
+            print(out, &shown, || {
+                format!(
+                    "peer {name} created ({} AS {}, {})\n",
+                    shown.peer_ip,
+                    shown.as_number,
+                    shown.peer_type()
+                )
+            })?;
+        }
+        PeerCommand::List => {
+            let mut peers: Vec<BgpPeer> = store
+                .list(keys::PEERS)
+                .await?
+                .kvs
+                .iter()
+                .map(decode_json)
+                .collect::<Result<_, _>>()?;
+            for p in &mut peers {
+                if p.password.is_some() {
+                    p.password = Some("********".into());
+                }
+            }
+            print(out, &peers, || {
+                let rows = peers
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.name.clone(),
+                            p.peer_ip.to_string(),
+                            p.as_number.to_string(),
+                            p.peer_type().to_string(),
+                            p.node.clone().unwrap_or_else(|| "(all)".into()),
+                            if p.password.is_some() { "md5" } else { "-" }.to_string(),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                table::render(&["NAME", "PEER IP", "AS", "TYPE", "NODE", "AUTH"], &rows)
+            })?;
+        }
+        PeerCommand::Delete { name } => {
+            let Some(kv) = store.get(&keys::peer(name)).await? else {
+                bail!("peer {name} not found")
+            };
+            store.delete(&kv.key, kv.mod_revision).await?;
+            print(out, &serde_json::json!({"deleted": name}), || {
+                format!("peer {name} deleted\n")
+            })?;
+        }
+    }
+    ok()
+}
+
+pub async fn config(
+    store: Arc<dyn Datastore>,
+    cmd: &ConfigCommand,
+    out: Output,
+) -> Result<ExitCode> {
+    let key = keys::BGP_CONFIG;
+    for _ in 0..crate::ipam::MAX_ATTEMPTS {
+        let current = store.get(key).await?;
+        let (mut config, rev) = match &current {
+            Some(kv) => (decode_json::<BgpConfiguration>(kv)?, kv.mod_revision),
+            None => (BgpConfiguration::default(), 0),
+        };
+        if let ConfigCommand::Set {
+            as_number,
+            mesh,
+            listen_port,
+        } = cmd
+        {
+            if let Some(n) = as_number {
+                config.as_number = *n;
+            }
+            if let Some(m) = mesh {
+                config.node_to_node_mesh = *m == OnOff::On;
+            }
+            if let Some(p) = listen_port {
+                config.listen_port = *p;
+            }
+            config.validate()?;
+            match store.update(key, encode_json(&config), rev).await {
+                Ok(_) => {}
+                Err(DatastoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        print(out, &config, || {
+            format!(
+                "as_number: {}\nnode_to_node_mesh: {}\nlisten_port: {}\ngraceful_restart_time: {}\n",
+                config.as_number,
+                if config.node_to_node_mesh { "on" } else { "off" },
+                config.listen_port,
+                config.graceful_restart_time
+            )
+        })?;
+        return ok();
+    }
+    bail!("the BGP configuration kept changing; run the command again")
+}

@@ -1,0 +1,182 @@
+//! Three agents in a full BGP mesh: node namespaces on one bridge ("the rack"), one embedded
+//! SQLite store shared by all agents. Needs root and ROUTED_E2E=1.
+
+mod common;
+
+use common::{cni, run_ok, Agent, Netns};
+use routed::ipam::Ipam;
+use routed::model::IpPool;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn wait_for(what: &str, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn pod_ip(result: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(result).unwrap();
+    v["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("/32")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_node_mesh_exchanges_blocks_and_carries_pod_traffic() {
+    if !common::require_e2e("three_node_mesh_exchanges_blocks_and_carries_pod_traffic") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("routed.db").display());
+    Ipam::new(common::open(&url).await)
+        .create_pool(&IpPool::new("mesh-pods", "10.90.0.0/16".parse().unwrap()))
+        .await
+        .unwrap();
+    let rack = Netns::new("rt-rack");
+    rack.exec_ok(&["ip", "link", "add", "br0", "type", "bridge"]);
+    rack.exec_ok(&["ip", "addr", "add", "10.100.0.254/24", "dev", "br0"]);
+    rack.exec_ok(&["ip", "link", "set", "br0", "up"]);
+    let mut nodes = Vec::new();
+    let mut agents = Vec::new();
+    for i in 1..=3 {
+        let node = Netns::new("rt-mn");
+        let port = format!("p{i}");
+        node.exec_ok(&[
+            "ip", "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns", &rack.name,
+        ]);
+        rack.exec_ok(&["ip", "link", "set", &port, "master", "br0", "up"]);
+        node.exec_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.100.0.{i}/24"),
+            "dev",
+            "eth0",
+        ]);
+        node.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+        node.exec_ok(&["ip", "route", "add", "default", "via", "10.100.0.254"]);
+        agents.push(Agent::start(
+            &node,
+            &format!("node-{i}"),
+            &url,
+            &format!("10.100.0.{i}/24"),
+            dir.path(),
+        ));
+        nodes.push(node);
+    }
+    // One pod per node: each node claims a block.
+    let mut pods = Vec::new();
+    let mut ips = Vec::new();
+    for (i, (node, agent)) in nodes.iter().zip(&agents).enumerate() {
+        let pod = Netns::new("rt-mp");
+        let conf = format!(
+            r#"{{"cniVersion":"1.0.0","name":"r","type":"routed-cni","socket":"{}"}}"#,
+            agent.socket.display()
+        );
+        let cid = format!("mesh-{i}");
+        let env = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", cid.as_str()),
+            ("CNI_NETNS", &pod.path()),
+            ("CNI_IFNAME", "eth0"),
+        ];
+        let (code, out) = cni(node, &env, &conf);
+        assert_eq!(code, 0, "{out}");
+        ips.push(pod_ip(&out));
+        pods.push(pod);
+    }
+    let ipam = Ipam::new(common::open(&url).await);
+    let blocks_of = |blocks: &[routed::ipam::BlockSummary], node: &str| -> Vec<String> {
+        blocks
+            .iter()
+            .filter(|b| b.affinity.as_deref() == Some(node))
+            .map(|b| b.cidr.to_string())
+            .collect()
+    };
+    let expect_routes = |blocks: Vec<routed::ipam::BlockSummary>| {
+        for (i, node) in nodes.iter().enumerate() {
+            wait_for(
+                &format!("node-{} learns every other node's blocks", i + 1),
+                || {
+                    let routes = node.exec(&["ip", "-4", "route", "show", "proto", "232"]).1;
+                    for j in 0..3 {
+                        if i == j {
+                            continue;
+                        }
+                        for block in blocks_of(&blocks, &format!("node-{}", j + 1)) {
+                            let want = format!("{block} via 10.100.0.{} dev eth0", j + 1);
+                            if !routes.contains(&want) {
+                                return Err(format!("missing {want:?} in:\n{routes}"));
+                            }
+                        }
+                    }
+                    Ok(())
+                },
+            );
+            // Its own blocks are blackholes, never learned routes.
+            wait_for(&format!("node-{} blackholes its own blocks", i + 1), || {
+                let own = node.exec(&["ip", "-4", "route", "show", "proto", "231"]).1;
+                for block in blocks_of(&blocks, &format!("node-{}", i + 1)) {
+                    if !own.contains(&format!("blackhole {block}")) {
+                        return Err(own);
+                    }
+                }
+                Ok(())
+            });
+        }
+    };
+    expect_routes(ipam.show(None).await.unwrap());
+
+    // routectl status: both mesh sessions up on every node.
+    for agent in &agents {
+        let socket = agent.socket.to_str().unwrap().to_string();
+        wait_for("all sessions Established", || {
+            let out = std::process::Command::new(common::routectl())
+                .args(["status", "--socket", &socket, "-o", "json"])
+                .output()
+                .map_err(|e| e.to_string())?;
+            let peers: serde_json::Value =
+                serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+            let up = peers.as_array().map_or(0, |a| {
+                a.iter().filter(|p| p["state"] == "Established").count()
+            });
+            if up == 2 {
+                Ok(())
+            } else {
+                Err(format!("{peers}"))
+            }
+        });
+    }
+    let table = run_ok(
+        common::routectl().to_str().unwrap(),
+        &["status", "--socket", agents[0].socket.to_str().unwrap()],
+    );
+    assert!(
+        table.contains("node-to-node mesh")
+            && table.contains("| up ")
+            && table.contains("10.100.0.2"),
+        "{table}"
+    );
+
+    // Pod-to-pod across nodes, on plain routes learned over BGP.
+    pods[0].exec_ok(&["ping", "-c", "2", "-W", "2", &ips[1]]);
+    pods[2].exec_ok(&["ping", "-c", "2", "-W", "2", &ips[0]]);
+
+    // A new block on node-1 (its first block filled up) reaches the others.
+    let mut req = routed::ipam::AllocateRequest::new("node-1", "filler", 64);
+    req.attributes.insert("node".into(), "node-1".into());
+    ipam.allocate(&req).await.unwrap();
+    let blocks = ipam.show(None).await.unwrap();
+    assert!(blocks_of(&blocks, "node-1").len() >= 2);
+    expect_routes(blocks);
+    drop(agents);
+}
