@@ -217,7 +217,8 @@ async fn all_established(speaker: &SpeakerHandle) -> bool {
     }
 }
 
-/// Diffs desired against the kernel; returns the number of changes made.
+/// Diffs desired against the kernel; returns the number of changes made. Changes go to the
+/// kernel in batches (many netlink messages per send), so a full table installs at batch speed.
 async fn apply(
     netlink: &KernelNetlink,
     desired: &[Route],
@@ -232,29 +233,38 @@ async fn apply(
             actual.insert(route.destination, route);
         }
     }
-    let mut changes = 0;
     let wanted: BTreeMap<IpNetwork, &Route> = desired.iter().map(|r| (r.destination, r)).collect();
-    for (dst, route) in &wanted {
-        let same = actual
-            .get(dst)
-            .is_some_and(|a| a.protocol == route.protocol && signature(a) == signature(route));
-        if !same {
-            if let Err(e) = netlink.replace_route(route).await {
-                warn!(route = %dst, error = %e, "cannot program route");
-                continue;
-            }
-            changes += 1;
+    let replace: Vec<Route> = wanted
+        .iter()
+        .filter(|(dst, route)| {
+            !actual
+                .get(dst)
+                .is_some_and(|a| a.protocol == route.protocol && signature(a) == signature(route))
+        })
+        .map(|(_, route)| (*route).clone())
+        .collect();
+    let delete: Vec<Route> = actual
+        .iter()
+        .filter(|(dst, route)| {
+            !wanted.contains_key(dst)
+                && (route.protocol != RouteProtocol::BGP || allow_delete_learned)
+        })
+        .map(|(_, route)| route.clone())
+        .collect();
+    let mut changes = 0;
+    if !replace.is_empty() {
+        let report = netlink.replace_routes_batch(&replace).await?;
+        for failure in &report.failures {
+            warn!(route = %failure.key.destination, error = %failure.error, "cannot program route");
         }
+        changes += report.succeeded;
     }
-    for (dst, route) in &actual {
-        if wanted.contains_key(dst) {
-            continue;
+    if !delete.is_empty() {
+        let report = netlink.delete_routes_batch(&delete).await?;
+        for failure in &report.failures {
+            warn!(route = %failure.key.destination, error = %failure.error, "cannot remove route");
         }
-        if route.protocol == RouteProtocol::BGP && !allow_delete_learned {
-            continue;
-        }
-        netlink.delete_route(route).await?;
-        changes += 1;
+        changes += report.succeeded;
     }
     Ok(changes)
 }
