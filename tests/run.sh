@@ -12,6 +12,7 @@ need() { command -v "$1" >/dev/null || need_pkgs+=("$2"); }
 need etcd etcd-server
 need etcdctl etcd-client
 need protoc protobuf-compiler
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need_pkgs+=(libprotobuf-dev)
 need cc build-essential
 need ip iproute2
 need nft nftables
