@@ -92,11 +92,15 @@ mod tests {
 
     #[test]
     fn ready_when_every_required_check_passed() {
-        let r = Readiness::from_checks(&[check("datastore", true, true), check("nftables", false, false)]);
+        let r = Readiness::from_checks(&[
+            check("datastore", true, true),
+            check("nftables", false, false),
+        ]);
         assert!(r.ready);
         assert_eq!(r.reasons, vec!["nftables: not yet".to_string()]);
         assert_eq!(r.error, None);
-        let r = Readiness::from_checks(&[check("datastore", false, true), check("routes", true, true)]);
+        let r =
+            Readiness::from_checks(&[check("datastore", false, true), check("routes", true, true)]);
         assert!(!r.ready);
         assert_eq!(r.checks.get("routes"), Some(&true));
         assert_eq!(r.kind.as_deref(), Some("unavailable"));

@@ -235,7 +235,9 @@ mod tests {
             "  set pools_v4 {\n    type ipv4_addr; flags interval; auto-merge;\n    elements = { 10.1.0.0/16 }\n  }\n"
         ), "{text}");
         assert!(
-            text.contains("  set pools_v6 {\n    type ipv6_addr; flags interval; auto-merge;\n  }\n"),
+            text.contains(
+                "  set pools_v6 {\n    type ipv6_addr; flags interval; auto-merge;\n  }\n"
+            ),
             "{text}"
         );
         let chain = render_postrouting();

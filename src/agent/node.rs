@@ -118,7 +118,9 @@ pub fn choose(
             Some(src) => format!(" (the kernel would use {src}, which is on no usable interface)"),
             None => String::new(),
         };
-        bail!("no IPv4 address found by {method}{hint}; give the node address with --ip A.B.C.D/LEN");
+        bail!(
+            "no IPv4 address found by {method}{hint}; give the node address with --ip A.B.C.D/LEN"
+        );
     };
     Ok(Detected {
         address: Some(address),
@@ -221,24 +223,47 @@ mod tests {
         let got = super::choose(None, "can-reach=198.51.100.1", &candidates(), src).unwrap();
         assert_eq!(got.address, "198.51.100.10/24".parse().ok());
         assert_eq!(got.interface.as_deref(), Some("eth1"));
-        assert_eq!((got.method.as_str(), got.mtu), ("can-reach=198.51.100.1", 9000));
+        assert_eq!(
+            (got.method.as_str(), got.mtu),
+            ("can-reach=198.51.100.1", 9000)
+        );
         // A source on no candidate interface (lo, a pod veth) is an error naming it.
-        let err = super::choose(None, "can-reach=10.0.0.1", &candidates(), "127.0.0.1".parse().ok())
-            .unwrap_err();
+        let err = super::choose(
+            None,
+            "can-reach=10.0.0.1",
+            &candidates(),
+            "127.0.0.1".parse().ok(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("127.0.0.1"), "{err}");
     }
 
     #[test]
     fn other_methods_still_choose_as_before() {
         let c = candidates();
-        assert_eq!(super::choose(None, "first-found", &c, None).unwrap().interface.as_deref(), Some("eth0"));
-        assert_eq!(super::choose(None, "interface=eth1", &c, None).unwrap().mtu, 9000);
         assert_eq!(
-            super::choose(None, "cidr=198.51.100.0/24", &c, None).unwrap().address,
+            super::choose(None, "first-found", &c, None)
+                .unwrap()
+                .interface
+                .as_deref(),
+            Some("eth0")
+        );
+        assert_eq!(
+            super::choose(None, "interface=eth1", &c, None).unwrap().mtu,
+            9000
+        );
+        assert_eq!(
+            super::choose(None, "cidr=198.51.100.0/24", &c, None)
+                .unwrap()
+                .address,
             "198.51.100.10/24".parse().ok()
         );
-        let explicit = super::choose("203.0.113.5/24".parse().ok(), "first-found", &c, None).unwrap();
-        assert_eq!((explicit.method.as_str(), explicit.interface), ("explicit", None));
+        let explicit =
+            super::choose("203.0.113.5/24".parse().ok(), "first-found", &c, None).unwrap();
+        assert_eq!(
+            (explicit.method.as_str(), explicit.interface),
+            ("explicit", None)
+        );
         assert!(super::choose(None, "magic", &c, None).is_err());
     }
 

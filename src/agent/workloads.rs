@@ -111,7 +111,11 @@ pub fn plan(
         .collect();
     let wanted: BTreeMap<IpNetwork, Route> = workloads
         .iter()
-        .filter_map(|(ip, veth)| pod_links.get(veth.as_str()).map(|i| workload_route(*ip, *i)))
+        .filter_map(|(ip, veth)| {
+            pod_links
+                .get(veth.as_str())
+                .map(|i| workload_route(*ip, *i))
+        })
         .map(|r| (r.destination, r))
         .collect();
     let actual: BTreeMap<IpNetwork, &Route> = actual
