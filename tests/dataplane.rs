@@ -131,9 +131,31 @@ fn routes(node: &Netns, proto: &str) -> String {
     node.exec(&["ip", "-4", "route", "show", "proto", proto]).1
 }
 
-/// Deletes `route` by hand and waits until `present` sees it back; returns how long it took.
+/// Seconds since midnight of an `ip -ts monitor` line (`[2026-11-22T04:20:01.123456] ...`).
+fn monitor_seconds(line: &str) -> Option<f64> {
+    let time = line
+        .strip_prefix('[')?
+        .split(']')
+        .next()?
+        .split('T')
+        .nth(1)?;
+    let mut parts = time.split(':');
+    let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
+}
+
+/// Deletes `route` by hand and waits until `present` sees it back; returns how long it took
+/// as the test saw it (process start-up included) and prints the kernel's view from
+/// `ip -ts monitor route` (deletion to re-add).
 fn delete_and_time_repair(node: &Netns, del: &[&str], present: impl Fn() -> bool) -> Duration {
     assert!(present(), "route must be present before the deletion");
+    let mut monitor = Command::new("ip")
+        .args(["netns", "exec", &node.name, "ip", "-ts", "monitor", "route"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ip monitor");
+    std::thread::sleep(Duration::from_millis(300));
     let start = Instant::now();
     node.exec_ok(del);
     wait_for(
@@ -147,7 +169,28 @@ fn delete_and_time_repair(node: &Netns, del: &[&str], present: impl Fn() -> bool
             }
         },
     );
-    start.elapsed()
+    let took = start.elapsed();
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = monitor.kill();
+    let out = monitor.wait_with_output().expect("ip monitor output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let deleted = text.lines().find(|l| l.contains("Deleted"));
+    let readded = deleted.and_then(|d| {
+        text.lines()
+            .skip_while(|l| *l != d)
+            .find(|l| !l.contains("Deleted") && l.starts_with('['))
+    });
+    match (
+        deleted.and_then(monitor_seconds),
+        readded.and_then(monitor_seconds),
+    ) {
+        (Some(a), Some(b)) => eprintln!(
+            "kernel view: deleted at {a:.6}, back at {b:.6}: {:.1} ms",
+            (b - a) * 1000.0
+        ),
+        _ => eprintln!("ip monitor saw:\n{text}"),
+    }
+    took
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,7 +345,7 @@ async fn nat_outgoing_masquerades_only_traffic_leaving_the_pools() {
         "nat_outgoing_masquerades_only_traffic_leaving_the_pools",
         pool,
         |node| {
-            node.exec_ok(&["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1"]);
+            node.exec_ok(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/rp_filter"]);
         },
     )
     .await
@@ -312,7 +355,7 @@ async fn nat_outgoing_masquerades_only_traffic_leaving_the_pools() {
     // Strict rp_filter was relaxed to loose, and /v1/node says so.
     assert_eq!(
         lab.node
-            .exec_ok(&["sysctl", "-n", "net.ipv4.conf.all.rp_filter"])
+            .exec_ok(&["cat", "/proc/sys/net/ipv4/conf/all/rp_filter"])
             .trim(),
         "2"
     );

@@ -31,7 +31,7 @@ pub const POD_IFACES: &str = "rd*";
 /// the table is already there (an agent restart: the previous ruleset, with the pools and NAT,
 /// stays until the pool follower rebuilds it, so new NAT flows see no gap).
 pub async fn ensure_forward_accept() -> Result<()> {
-    if nft_json(&["list", "table", "inet", TABLE]).await.is_ok() {
+    if table_exists().await {
         info!("table inet routed found; kept until the pools are known");
         return accept_in_foreign_chains().await;
     }
@@ -72,8 +72,14 @@ pub async fn apply_ruleset(sets: &PoolSets) -> Result<()> {
     accept_in_foreign_chains().await
 }
 
-/// Part 2: accept pod traffic ahead of every other drop-policy forward chain, once.
-async fn accept_in_foreign_chains() -> Result<()> {
+/// True when `table inet routed` is in the kernel.
+pub async fn table_exists() -> bool {
+    nft_json(&["list", "table", "inet", TABLE]).await.is_ok()
+}
+
+/// Part 2: accept pod traffic ahead of every other drop-policy forward chain, once per chain
+/// (a chain created later, e.g. by Docker, is caught on the next periodic check).
+pub async fn accept_in_foreign_chains() -> Result<()> {
     for (family, table, chain) in drop_policy_forward_chains().await? {
         if family == "inet" && table == TABLE {
             continue;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  datastore watch ippools/ ──> PoolSets::from_pools (pure) ──changed?──> forward::apply_ruleset
-//!                                                                          (one `nft -f`: table
+//!  timer (10 s): table gone? ──> program again                              (one `nft -f`: table
 //!                                                                           inet routed rebuilt)
 //! ```
 //!
@@ -172,7 +172,17 @@ pub async fn follow_pools(store: Arc<dyn Datastore>, applied: Arc<AtomicBool>) {
                     apply_event(&mut pools, more);
                 }
             }
-            _ = retry.tick() => {}
+            _ = retry.tick() => {
+                // Someone flushed the ruleset, or a drop-policy chain appeared since.
+                if in_kernel.is_some() && !forward::table_exists().await {
+                    warn!("table inet routed disappeared; programming it again");
+                    in_kernel = None;
+                } else if in_kernel.is_some() {
+                    if let Err(e) = forward::accept_in_foreign_chains().await {
+                        warn!(error = %format!("{e:#}"), "cannot accept pod traffic in other forward chains");
+                    }
+                }
+            }
         }
         if !synced {
             continue;
