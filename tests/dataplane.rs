@@ -510,6 +510,29 @@ async fn can_reach_detection_picks_the_address_towards_the_target_and_readyz_rep
         "{listed}"
     );
 
+    // The pod MTU follows the pools: a VXLAN pool takes 50 bytes from it.
+    let (code, _, err) = common::run_routectl(
+        &url,
+        &[
+            "pool",
+            "create",
+            "vx",
+            "--cidr",
+            "10.80.0.0/16",
+            "--vxlan-mode",
+            "Always",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    wait_for("pod MTU minus VXLAN", WAIT, || {
+        let info: serde_json::Value = client.get("/v1/node").map_err(|e| e.to_string())?;
+        if info["pod_mtu"] == 8950 {
+            Ok(())
+        } else {
+            Err(info.to_string())
+        }
+    });
+
     // readyz: JSON with per-check booleans.
     let ready: serde_json::Value = client.get("/readyz").unwrap();
     assert_eq!(ready["ready"], true, "{ready}");

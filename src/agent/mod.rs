@@ -67,6 +67,8 @@ pub struct AgentState {
     pub nftables_applied: Arc<AtomicBool>,
     manage_forward: bool,
     detection: Option<node::Detected>,
+    /// `--mtu`: when set, the pod MTU never follows the pools.
+    mtu_override: Option<u32>,
     /// Node-wide sysctls routed set or checked, as found/left (`net.ipv4.ip_forward`, ...).
     sysctls: std::sync::RwLock<std::collections::BTreeMap<String, String>>,
 }
@@ -107,6 +109,19 @@ impl AgentState {
                 failure: "table inet routed (FORWARD acceptance, natOutgoing) not programmed; see the log",
             },
         ])
+    }
+
+    /// Recomputes the pod MTU from the pools (node interface MTU minus the largest
+    /// encapsulation), unless `--mtu` fixed it; pods created from now on get the new value.
+    pub fn update_pod_mtu(&self, pools: &[crate::model::IpPool]) {
+        let (None, Some(detected)) = (self.mtu_override, &self.detection) else {
+            return;
+        };
+        let mtu = detected.mtu.saturating_sub(node::overhead_of(pools));
+        let old = self.pod_mtu.swap(mtu, Ordering::Relaxed);
+        if old != mtu {
+            info!(old, new = mtu, "pod MTU follows the pools' encapsulation");
+        }
     }
 
     /// Records a node-wide sysctl for `/v1/node`.
@@ -162,6 +177,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         nftables_applied: Arc::new(AtomicBool::new(false)),
         manage_forward: config.manage_forward,
         detection: Some(detected.clone()),
+        mtu_override: config.mtu,
         sysctls: Default::default(),
     });
     let listener = server::bind(&config.socket)
@@ -184,11 +200,8 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         if let Err(e) = forward::ensure_forward_accept().await {
             warn!(error = %format!("{e:#}"), "could not program FORWARD acceptance for pod traffic");
         }
-        tokio::spawn(nat::follow_pools(
-            store.clone(),
-            state.nftables_applied.clone(),
-        ));
     }
+    tokio::spawn(nat::follow_pools(state.clone()));
     match crate::netlink::KernelNetlink::new().await {
         Ok(netlink) => {
             tokio::spawn(workloads::run(

@@ -1,7 +1,8 @@
 //! natOutgoing: pods of a pool with `nat_outgoing` reach the world with the node's address.
 //!
 //! ```text
-//!  datastore watch ippools/ ──> PoolSets::from_pools (pure) ──changed?──> forward::apply_ruleset
+//!  datastore watch ippools/ ──> pod MTU (node MTU − encapsulation, unless --mtu)
+//!                          └──> PoolSets::from_pools (pure) ──changed?──> forward::apply_ruleset
 //!  timer (10 s): table gone? ──> program again                              (one `nft -f`: table
 //!                                                                           inet routed rebuilt)
 //! ```
@@ -20,14 +21,14 @@
 //! 0 and 2 alone. The kernel uses the larger of `all` and the interface's value, so `all=2`
 //! makes every interface loose.
 
-use super::forward;
+use super::{forward, AgentState};
+use crate::datastore::decode_json;
 use crate::datastore::sync::{watch_with_resync, SyncEvent};
-use crate::datastore::{decode_json, Datastore};
 use crate::model::{keys, IpPool};
 use crate::netlink::sysctl;
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -153,10 +154,13 @@ fn apply_event(pools: &mut BTreeMap<String, IpPool>, event: SyncEvent) {
     }
 }
 
-/// Follows the pools and keeps `table inet routed` (forward acceptance and NAT) in line with
-/// them. `applied` is set once a ruleset with the datastore's pools is in the kernel.
-pub async fn follow_pools(store: Arc<dyn Datastore>, applied: Arc<AtomicBool>) {
-    let mut events = watch_with_resync(store, keys::POOLS.to_string());
+/// The pool follower: keeps `table inet routed` (forward acceptance and NAT; unless
+/// `--no-forward-rules`) and the pod MTU in line with the pools. `nftables_applied` is set once
+/// a ruleset with the datastore's pools is in the kernel.
+pub async fn follow_pools(state: Arc<AgentState>) {
+    let manage = state.manage_forward;
+    let applied = state.nftables_applied.clone();
+    let mut events = watch_with_resync(state.store.clone(), keys::POOLS.to_string());
     let mut pools: BTreeMap<String, IpPool> = BTreeMap::new();
     let mut in_kernel: Option<PoolSets> = None;
     let mut synced = false;
@@ -185,6 +189,10 @@ pub async fn follow_pools(store: Arc<dyn Datastore>, applied: Arc<AtomicBool>) {
             }
         }
         if !synced {
+            continue;
+        }
+        state.update_pod_mtu(&pools.values().cloned().collect::<Vec<_>>());
+        if !manage {
             continue;
         }
         let sets = PoolSets::from_pools(pools.values());

@@ -155,8 +155,12 @@ fn glob_match(pattern: &str, name: &str) -> bool {
 
 /// Bytes the enabled pools' encapsulation takes from the pod MTU (IPIP 20, VXLAN 50).
 pub async fn encapsulation_overhead(ipam: &Ipam) -> Result<u32> {
-    let pools = ipam.list_pools().await?;
-    let overhead = pools
+    Ok(overhead_of(&ipam.list_pools().await?))
+}
+
+/// The largest encapsulation overhead among the enabled pools (pure).
+pub fn overhead_of(pools: &[crate::model::IpPool]) -> u32 {
+    pools
         .iter()
         .filter(|p| !p.disabled)
         .map(|p| match (p.ipip_mode, p.vxlan_mode) {
@@ -165,8 +169,7 @@ pub async fn encapsulation_overhead(ipam: &Ipam) -> Result<u32> {
             _ => 0,
         })
         .max()
-        .unwrap_or(0);
-    Ok(overhead)
+        .unwrap_or(0)
 }
 
 /// Creates or updates this node's record, keeping fields others set (AS, labels, RR cluster).
