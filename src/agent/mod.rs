@@ -6,13 +6,18 @@
 //!                               │
 //!  start: detect address/MTU ──> register Node ──> forward acceptance (nftables) ──> ready
 //! ```
-//! The BGP speaker, the route reconcilers and NAT join here as they land (docs/architecture.md).
+//! Beside them run the BGP speaker and route reconciler (`routing`), the workload route
+//! reconciler (`workloads`) and the pool follower that keeps forward acceptance and natOutgoing
+//! in nftables (`nat`, `forward`); `health` says when the node is ready.
 
 pub mod calc;
 pub mod forward;
+pub mod health;
+pub mod nat;
 pub mod node;
 pub mod routing;
 pub mod server;
+pub mod workloads;
 
 use crate::api::NodeInfo;
 use crate::datastore::{self, Datastore, DatastoreConfig};
@@ -56,14 +61,74 @@ pub struct AgentState {
     /// Set once the route reconciler has programmed the kernel (readiness).
     pub routes_programmed: Arc<AtomicBool>,
     bgp_enabled: bool,
+    /// Set once the workload reconciler did its first pass (readiness).
+    pub workloads_programmed: Arc<AtomicBool>,
+    /// Set once `table inet routed` holds the datastore's pools (readiness, reported only).
+    pub nftables_applied: Arc<AtomicBool>,
+    manage_forward: bool,
+    detection: Option<node::Detected>,
+    /// `--mtu`: when set, the pod MTU never follows the pools.
+    mtu_override: Option<u32>,
+    /// Node-wide sysctls routed set or checked, as found/left (`net.ipv4.ip_forward`, ...).
+    sysctls: std::sync::RwLock<std::collections::BTreeMap<String, String>>,
 }
 
 impl AgentState {
     /// Ready: registered, and (with BGP) routes programmed once. One external peer being down
     /// does not make the node unready.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-            && (!self.bgp_enabled || self.routes_programmed.load(Ordering::Relaxed))
+        self.readiness().ready
+    }
+
+    /// The per-check readiness report served by `/readyz` (see [`health`]).
+    pub fn readiness(&self) -> health::Readiness {
+        use health::Check;
+        health::Readiness::from_checks(&[
+            Check {
+                name: "datastore",
+                passed: self.ready.load(Ordering::Relaxed),
+                required: true,
+                failure: "the node is not registered yet (datastore unreachable?)",
+            },
+            Check {
+                name: "routes",
+                passed: !self.bgp_enabled || self.routes_programmed.load(Ordering::Relaxed),
+                required: true,
+                failure: "BGP and blackhole routes not programmed yet",
+            },
+            Check {
+                name: "workload_routes",
+                passed: self.workloads_programmed.load(Ordering::Relaxed),
+                required: true,
+                failure: "pod routes not reconciled yet (waiting for the IPAM blocks)",
+            },
+            Check {
+                name: "nftables",
+                passed: !self.manage_forward || self.nftables_applied.load(Ordering::Relaxed),
+                required: false,
+                failure: "table inet routed (FORWARD acceptance, natOutgoing) not programmed; see the log",
+            },
+        ])
+    }
+
+    /// Recomputes the pod MTU from the pools (node interface MTU minus the largest
+    /// encapsulation), unless `--mtu` fixed it; pods created from now on get the new value.
+    pub fn update_pod_mtu(&self, pools: &[crate::model::IpPool]) {
+        let (None, Some(detected)) = (self.mtu_override, &self.detection) else {
+            return;
+        };
+        let mtu = detected.mtu.saturating_sub(node::overhead_of(pools));
+        let old = self.pod_mtu.swap(mtu, Ordering::Relaxed);
+        if old != mtu {
+            info!(old, new = mtu, "pod MTU follows the pools' encapsulation");
+        }
+    }
+
+    /// Records a node-wide sysctl for `/v1/node`.
+    fn record_sysctl(&self, key: &str, value: &str) {
+        if let Ok(mut map) = self.sysctls.write() {
+            map.insert(key.to_string(), value.to_string());
+        }
     }
 
     pub fn pod_mtu(&self) -> u32 {
@@ -75,6 +140,10 @@ impl AgentState {
             name: self.node_name.clone(),
             pod_mtu: self.pod_mtu(),
             ipv4_address: self.node_address.map(|a| a.to_string()),
+            address_detection: self.detection.as_ref().map(|d| d.method.clone()),
+            interface: self.detection.as_ref().and_then(|d| d.interface.clone()),
+            node_mtu: self.detection.as_ref().map(|d| d.mtu),
+            sysctls: self.sysctls.read().map(|m| m.clone()).unwrap_or_default(),
         }
     }
 }
@@ -104,6 +173,12 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         speaker: std::sync::OnceLock::new(),
         routes_programmed: Arc::new(AtomicBool::new(false)),
         bgp_enabled: config.bgp,
+        workloads_programmed: Arc::new(AtomicBool::new(false)),
+        nftables_applied: Arc::new(AtomicBool::new(false)),
+        manage_forward: config.manage_forward,
+        detection: Some(detected.clone()),
+        mtu_override: config.mtu,
+        sysctls: Default::default(),
     });
     let listener = server::bind(&config.socket)
         .with_context(|| format!("cannot listen on {}", config.socket.display()))?;
@@ -112,13 +187,31 @@ pub async fn run(config: AgentConfig) -> Result<()> {
 
     // The node forwards pod traffic (per-veth forwarding is set by the CNI plugin).
     match crate::netlink::sysctl::set_sysctl(crate::netlink::sysctl::IP_FORWARD_KEY, "1") {
-        Ok(()) => info!("net.ipv4.ip_forward=1"),
+        Ok(()) => {
+            info!("net.ipv4.ip_forward=1");
+            state.record_sysctl("net.ipv4.ip_forward", "1");
+        }
         Err(e) => warn!(error = %e, "could not enable net.ipv4.ip_forward"),
+    }
+    if let Some(value) = nat::relax_rp_filter() {
+        state.record_sysctl("net.ipv4.conf.all.rp_filter", &value);
     }
     if config.manage_forward {
         if let Err(e) = forward::ensure_forward_accept().await {
             warn!(error = %format!("{e:#}"), "could not program FORWARD acceptance for pod traffic");
         }
+    }
+    tokio::spawn(nat::follow_pools(state.clone()));
+    match crate::netlink::KernelNetlink::new().await {
+        Ok(netlink) => {
+            tokio::spawn(workloads::run(
+                store.clone(),
+                state.node_name.clone(),
+                Arc::new(netlink),
+                state.workloads_programmed.clone(),
+            ));
+        }
+        Err(e) => warn!(error = %e, "no netlink: workload routes are not reconciled"),
     }
     register_until_done(&state, &detected).await;
     state.ready.store(true, Ordering::Relaxed);

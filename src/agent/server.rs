@@ -179,15 +179,8 @@ async fn route(request: Request, state: &AgentState) -> Response {
     match (request.method.as_str(), path) {
         ("GET", "/healthz") => json(200, &serde_json::json!({"status": "ok"})),
         ("GET", "/readyz") => {
-            if state.is_ready() {
-                json(200, &serde_json::json!({"status": "ready"}))
-            } else {
-                error(
-                    503,
-                    "unavailable",
-                    "not ready: node not registered or datastore unreachable",
-                )
-            }
+            let readiness = state.readiness();
+            json(if readiness.ready { 200 } else { 503 }, &readiness)
         }
         ("GET", "/v1/node") => json(200, &state.node_info()),
         ("POST", "/v1/ipam/allocate") => match parse::<AllocateRequest>(&request.body) {
