@@ -104,10 +104,11 @@ fn agent_error(e: ClientError, what: &str) -> CniError {
             format!("{what}: the routed agent is not reachable"),
             e.to_string(),
         ),
+        // The agent's message names the datastore ("datastore etcd://h:p unavailable: ...").
         ClientError::Api { kind, error, .. } if kind == "unavailable" => CniError::new(
             code::TRY_AGAIN_LATER,
-            format!("{what}: the datastore is unavailable"),
-            error.clone(),
+            format!("{what}: {error}"),
+            "the datastore is unreachable; existing pods keep their traffic, retry later",
         ),
         ClientError::Api { kind, error, .. } if kind == "exhausted" => CniError::new(
             code::NO_ADDRESS,
