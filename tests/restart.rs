@@ -39,12 +39,7 @@ fn restart_loses_nothing(test: &str, signal: i32) {
     let before = tables(&lab);
     let monitors: Vec<RouteMonitor> = [1, 2]
         .iter()
-        .map(|&i| {
-            RouteMonitor::start(
-                lab.node(i),
-                lab.dir.path().join(format!("monitor-{i}.txt")),
-            )
-        })
+        .map(|&i| RouteMonitor::start(lab.node(i), lab.dir.path().join(format!("monitor-{i}.txt"))))
         .collect();
     let mut ping = Ping::start(&pod_a, &ip_b, PING_COUNT);
     std::thread::sleep(Duration::from_secs(1));
@@ -111,7 +106,11 @@ fn restart_loses_nothing(test: &str, signal: i32) {
             deleted.join("\n")
         );
     }
-    assert_eq!(tables(&lab), before, "kernel routes changed across the restart");
+    assert_eq!(
+        tables(&lab),
+        before,
+        "kernel routes changed across the restart"
+    );
     // Traffic both ways on the restarted node's routes.
     let (pod_c, ip_c) = lab.pod(2, "restart-c");
     wait_for("a pod added after the restart is reachable", || {

@@ -217,7 +217,13 @@ pub async fn reconcile_routes(
                 info!("every peer has sent its routes; stale learned routes may now be removed");
             }
         }
-        match apply(&netlink, &calc::desired_routes(&local, &best), learned_settled).await {
+        match apply(
+            &netlink,
+            &calc::desired_routes(&local, &best),
+            learned_settled,
+        )
+        .await
+        {
             Ok(changes) => {
                 if changes > 0 {
                     debug!(changes, "kernel routes reconciled");
@@ -239,9 +245,9 @@ pub async fn reconcile_routes(
 /// complete, so a kernel route with no best path behind it is really gone.
 async fn peers_settled(speaker: &SpeakerHandle) -> bool {
     match speaker.status().await {
-        Ok(peers) => peers.iter().all(|p| {
-            p.state == crate::bgp::fsm::State::Established && p.end_of_rib_received
-        }),
+        Ok(peers) => peers
+            .iter()
+            .all(|p| p.state == crate::bgp::fsm::State::Established && p.end_of_rib_received),
         Err(_) => false,
     }
 }

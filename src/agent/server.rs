@@ -282,7 +282,13 @@ async fn allocate(state: &Arc<AgentState>, req: AllocateRequest) -> Response {
     });
     let result = match tokio::time::timeout(IPAM_TIMEOUT, answer).await {
         Ok(Ok(result)) => result,
-        Ok(Err(_)) => return error(500, "internal", "the allocation task ended without an answer"),
+        Ok(Err(_)) => {
+            return error(
+                500,
+                "internal",
+                "the allocation task ended without an answer",
+            )
+        }
         Err(_) => return datastore_timeout(state, "allocation"),
     };
     match result {

@@ -252,7 +252,11 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
             client.post::<_, AllocateResponse>("/v1/ipam/allocate", &request)
         })
     };
-    let join_allocation = move || -> Result<IpAddr, CniError> {
+    // Whether the agent refused the allocation: it allocates all or nothing and releases an
+    // allocation that completes after it answered, so there is nothing to give back then (and
+    // with the datastore unreachable, a release would only make the failing ADD slower).
+    let mut allocation_refused = false;
+    let join_allocation = || -> Result<IpAddr, CniError> {
         let answer = allocation.join().map_err(|_| {
             CniError::new(
                 code::NETWORK_SETUP_FAILED,
@@ -260,6 +264,8 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
                 "",
             )
         })?;
+        allocation_refused =
+            matches!(&answer, Err(ClientError::Api { kind, .. }) if kind != "internal");
         let allocated = answer.map_err(|e| agent_error(e, "address allocation"))?;
         allocated
             .addresses
@@ -281,6 +287,7 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
         Err(e) => Err(e),
     };
     let address = join_allocation();
+    let allocation_refused = allocation_refused;
     let result = match (wired, address) {
         (Ok((wired, mtu)), Ok(address)) => {
             pause_for_tests("allocated");
@@ -292,15 +299,17 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
     };
     if result.is_err() {
         // Roll back: the veth (its peer and the host route go with it), then the address
-        // (releasing a handle that got nothing is a no-op).
+        // unless the agent refused it (releasing a handle that got nothing is a no-op).
         if let Err(del) = host.delete_link(&att.veth).await {
             eprintln!("routed-cni: rollback: deleting {}: {del}", att.veth);
         }
         let release = ReleaseRequest {
             handle: att.handle.clone(),
         };
-        if let Err(rel) = client.post::<_, ReleaseResponse>("/v1/ipam/release", &release) {
-            eprintln!("routed-cni: rollback: releasing {}: {rel}", att.handle);
+        if !allocation_refused {
+            if let Err(rel) = client.post::<_, ReleaseResponse>("/v1/ipam/release", &release) {
+                eprintln!("routed-cni: rollback: releasing {}: {rel}", att.handle);
+            }
         }
     }
     result

@@ -66,14 +66,22 @@ fn spawn_etcd(
     cmd.args(["--name", "test", "--data-dir"])
         .arg(dir.join("data"))
         .args(["--listen-client-urls", &format!("http://{host}:{client}")])
-        .args(["--advertise-client-urls", &format!("http://{host}:{client}")])
+        .args([
+            "--advertise-client-urls",
+            &format!("http://{host}:{client}"),
+        ])
         .args(["--listen-peer-urls", &format!("http://{host}:{peer}")])
-        .args(["--initial-advertise-peer-urls", &format!("http://{host}:{peer}")])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://{host}:{peer}"),
+        ])
         .args(["--initial-cluster", &format!("test=http://{host}:{peer}")])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .expect("etcd is not installed: run the README's test command, or apt-get install etcd-server")
+        .expect(
+            "etcd is not installed: run the README's test command, or apt-get install etcd-server",
+        )
 }
 
 impl EtcdServer {
