@@ -68,6 +68,22 @@ fn etcd_outage_keeps_pod_traffic_and_fails_cni_add_with_code_11() {
     let lab = Lab::start(rack, &url, 2);
     let (pod_a, ip_a) = lab.pod(1, "outage-a");
     let (pod_b, ip_b) = lab.pod(2, "outage-b");
+    // A pod that is deleted during the outage.
+    let (pod_e, ip_e) = lab.pod(1, "outage-e");
+    let del_e = |lab: &Lab| {
+        let conf = format!(
+            r#"{{"cniVersion":"1.0.0","name":"r","type":"routed-cni","socket":"{}"}}"#,
+            lab.agent(1).socket.display()
+        );
+        let path = pod_e.path();
+        let env = [
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "outage-e"),
+            ("CNI_NETNS", path.as_str()),
+            ("CNI_IFNAME", "eth0"),
+        ];
+        common::cni(lab.node(1), &env, &conf)
+    };
     lab.wait_established(1);
     lab.wait_established(2);
     lab.wait_learned(1, &block_of(&ip_b));
@@ -131,6 +147,17 @@ fn etcd_outage_keeps_pod_traffic_and_fails_cni_add_with_code_11() {
         &veths_before,
         &workload_routes_before,
     );
+    // DEL during the outage: the interfaces go, the release fails with code 11 (retried later).
+    let (code, out) = del_e(&lab);
+    assert_ne!(code, 0, "DEL released without the datastore: {out}");
+    assert!(out.contains(r#""code":11"#), "{out}");
+    assert_eq!(
+        host_veths(&lab, 1).len(),
+        veths_before.len() - 1,
+        "DEL left the veth during the outage"
+    );
+    let (pod_e_wired, _) = pod_e.exec(&["ip", "link", "show", "eth0"]);
+    assert!(!pod_e_wired, "DEL left eth0 in the pod");
     while down_since.elapsed() < OUTAGE {
         std::thread::sleep(Duration::from_millis(500));
         for (i, agent) in lab.agents.iter().enumerate() {
@@ -163,6 +190,16 @@ fn etcd_outage_keeps_pod_traffic_and_fails_cni_add_with_code_11() {
         (code == 0).then_some(()).ok_or(out)
     });
     let ip_c = lab::pod_ip(&last);
+    // The runtime retries the DEL: now the address goes back.
+    let (code, out) = del_e(&lab);
+    assert_eq!(code, 0, "DEL after the outage: {out}");
+    let held: serde_json::Value = routed::api::client::Client::new(&lab.agent(1).socket)
+        .get("/v1/ipam/allocations")
+        .expect("node-1 allocations");
+    assert!(
+        !held.to_string().contains("routed.outage-e.eth0"),
+        "the deleted pod's address is still held: {held}"
+    );
     let check = lab.routectl_ok(&["ipam", "check"]);
     assert!(check.contains("no inconsistency found"), "{check}");
     // The agents follow the datastore again: a block node-2 claims now reaches node-1.
@@ -192,7 +229,9 @@ fn etcd_outage_keeps_pod_traffic_and_fails_cni_add_with_code_11() {
     );
     for (i, monitor) in monitors.into_iter().enumerate() {
         let lines = monitor.finish();
-        let deleted = deleted_routes_of_ours(&lines);
+        // The pod deleted during the outage takes its own route with it; nothing else goes.
+        let mut deleted = deleted_routes_of_ours(&lines);
+        deleted.retain(|l| !l.starts_with(&format!("Deleted {ip_e} ")));
         assert!(
             deleted.is_empty(),
             "node-{} deleted routes of ours during the outage:\n{}",

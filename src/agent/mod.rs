@@ -121,6 +121,15 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         }
     }
     register_until_done(&state, &detected).await;
+    if config.mtu.is_none() {
+        // Started while the datastore was down: the pools' encapsulation was unknown then.
+        if let Ok(overhead) = node::encapsulation_overhead(&state.ipam).await {
+            let pod_mtu = detected.mtu.saturating_sub(overhead);
+            if state.pod_mtu.swap(pod_mtu, Ordering::Relaxed) != pod_mtu {
+                info!(pod_mtu, "pod MTU set from the pools' encapsulation");
+            }
+        }
+    }
     state.ready.store(true, Ordering::Relaxed);
     let speaker = if config.bgp {
         Some(start_routing(&state, &detected).await?)

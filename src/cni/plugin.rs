@@ -469,20 +469,23 @@ fn render_add(
     serde_json::to_string(&result).unwrap_or_default()
 }
 
+/// Interfaces first, then the address: the address is free for another pod only once nothing
+/// routes to this one any more, and with the datastore unreachable the pod's interfaces still go
+/// (the release fails with code 11 and the runtime's retry of DEL finishes it).
 async fn del(env: &CniEnv, client: &Client) -> Result<(), CniError> {
     let att = attachment(env, false)?;
-    let release = ReleaseRequest {
-        handle: att.handle.clone(),
-    };
-    client
-        .post::<_, ReleaseResponse>("/v1/ipam/release", &release)
-        .map_err(|e| agent_error(e, "address release"))?;
     let host = KernelNetlink::new()
         .await
         .map_err(|e| netlink_error("opening netlink", e))?;
     host.delete_link(&att.veth)
         .await
         .map_err(|e| netlink_error("deleting the host veth", e))?;
+    let release = ReleaseRequest {
+        handle: att.handle.clone(),
+    };
+    client
+        .post::<_, ReleaseResponse>("/v1/ipam/release", &release)
+        .map_err(|e| agent_error(e, "address release"))?;
     Ok(())
 }
 
