@@ -8,11 +8,11 @@
 //! again (a block claimed after the outage reaches the other node over BGP) and
 //! `routectl ipam check` is clean. Needs root and ROUTED_E2E=1.
 
+mod cluster;
 mod common;
-mod lab;
 
+use cluster::{block_of, deleted_routes_of_ours, wait_for, Lab, Ping, RouteMonitor};
 use common::{EtcdServer, Netns};
-use lab::{block_of, deleted_routes_of_ours, wait_for, Lab, Ping, RouteMonitor};
 use std::time::{Duration, Instant};
 
 const OUTAGE: Duration = Duration::from_secs(30);
@@ -62,7 +62,7 @@ fn etcd_outage_keeps_pod_traffic_and_fails_cni_add_with_code_11() {
     if !common::require_e2e("etcd_outage_keeps_pod_traffic_and_fails_cni_add_with_code_11") {
         return;
     }
-    let rack = lab::rack();
+    let rack = cluster::rack();
     let mut etcd = EtcdServer::start_in(&rack, "10.100.0.254");
     let url = etcd.url();
     let lab = Lab::start(rack, &url, 2);
@@ -189,7 +189,7 @@ fn etcd_outage_keeps_pod_traffic_and_fails_cni_add_with_code_11() {
         last = out.clone();
         (code == 0).then_some(()).ok_or(out)
     });
-    let ip_c = lab::pod_ip(&last);
+    let ip_c = cluster::pod_ip(&last);
     // The runtime retries the DEL: now the address goes back.
     let (code, out) = del_e(&lab);
     assert_eq!(code, 0, "DEL after the outage: {out}");

@@ -6,11 +6,11 @@
 //! keeps the restarting node's routes (graceful restart); both sessions are Established again.
 //! Needs root and ROUTED_E2E=1.
 
+mod cluster;
 mod common;
-mod lab;
 
+use cluster::{block_of, deleted_routes_of_ours, wait_for, Lab, Ping, RouteMonitor};
 use common::Netns;
-use lab::{block_of, deleted_routes_of_ours, wait_for, Lab, Ping, RouteMonitor};
 use std::time::Duration;
 
 /// 20 packets a second for 40 s: spans the kill, the restart and the sessions coming back.
@@ -21,7 +21,7 @@ fn restart_loses_nothing(test: &str, signal: i32) {
         return;
     }
     let (url, _store_dir) = common::sqlite_url();
-    let mut lab = Lab::start(lab::rack(), &url, 2);
+    let mut lab = Lab::start(cluster::rack(), &url, 2);
     let (pod_a, ip_a) = lab.pod(1, "restart-a");
     let (_pod_b, ip_b) = lab.pod(2, "restart-b");
     lab.wait_established(1);
