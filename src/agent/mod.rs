@@ -214,6 +214,15 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         Err(e) => warn!(error = %e, "no netlink: workload routes are not reconciled"),
     }
     register_until_done(&state, &detected).await;
+    if config.mtu.is_none() {
+        // Started while the datastore was down: the pools' encapsulation was unknown then.
+        if let Ok(overhead) = node::encapsulation_overhead(&state.ipam).await {
+            let pod_mtu = detected.mtu.saturating_sub(overhead);
+            if state.pod_mtu.swap(pod_mtu, Ordering::Relaxed) != pod_mtu {
+                info!(pod_mtu, "pod MTU set from the pools' encapsulation");
+            }
+        }
+    }
     state.ready.store(true, Ordering::Relaxed);
     let speaker = if config.bgp {
         Some(start_routing(&state, &detected).await?)
@@ -239,7 +248,7 @@ async fn start_routing(
 ) -> Result<crate::bgp::speaker::Speaker> {
     use crate::bgp::speaker::{Speaker, SpeakerConfig};
     use crate::netlink::Netlink;
-    let snapshot = routing::load_state(state.store.as_ref(), &state.node_name).await?;
+    let snapshot = load_state_until_done(state).await;
     let me = snapshot
         .nodes
         .iter()
@@ -279,7 +288,8 @@ async fn start_routing(
     let handle = speaker.handle();
     let _ = state.speaker.set(handle.clone());
     info!(router_id = %router_id, listen = ?speaker.listen_addr(), restarting = kept, "BGP speaker started");
-    let (local_tx, local_rx) = tokio::sync::watch::channel(std::collections::BTreeSet::new());
+    // `None` until the datastore has been read: the reconciler adopts the kernel until then.
+    let (local_tx, local_rx) = tokio::sync::watch::channel(None);
     tokio::spawn(routing::follow_datastore(
         state.clone(),
         me,
@@ -293,6 +303,21 @@ async fn start_routing(
         state.routes_programmed.clone(),
     ));
     Ok(speaker)
+}
+
+/// Reads the cluster state, retrying while the datastore is unreachable.
+async fn load_state_until_done(state: &AgentState) -> calc::ClusterState {
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match routing::load_state(state.store.as_ref(), &state.node_name).await {
+            Ok(snapshot) => return snapshot,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "cannot read cluster state; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
+    }
 }
 
 /// Registers the node, retrying while the datastore is unreachable (the API still serves).
