@@ -200,7 +200,12 @@ async fn start_routing(
         local_tx,
         cluster_tx,
     ));
-    let tunnel_netlink: Arc<dyn Netlink> = netlink.clone();
+    // Its own sockets: two dumps at once on one netlink socket fail with EBUSY.
+    let tunnel_netlink: Arc<dyn Netlink> = Arc::new(
+        crate::netlink::KernelNetlink::new()
+            .await
+            .context("netlink")?,
+    );
     let manager =
         tunnels::TunnelManager::new(state.clone(), tunnel_netlink, detected, mtu_override);
     tokio::spawn(manager.run(cluster_rx, encap_tx));

@@ -138,7 +138,7 @@ pub async fn local_subnets(netlink: &dyn Netlink) -> Result<Vec<IpNetwork>> {
     Ok(calc::subnets_of(&addresses))
 }
 
-/// MTU up, and exactly `address/32` as IPv4 address (none when `None`).
+/// MTU, up, and exactly `address/32` as IPv4 address (`None`: addresses left as they are).
 async fn ensure_link_state(
     netlink: &dyn Netlink,
     link: &LinkInfo,
@@ -155,7 +155,10 @@ async fn ensure_link_state(
         .map(|a| IpNetwork::new(IpAddr::V4(a), 32))
         .transpose()?;
     let present = netlink.list_addresses(link.index).await?;
-    for stale in present.iter().filter(|a| a.is_ipv4() && Some(**a) != want) {
+    for stale in present
+        .iter()
+        .filter(|a| want.is_some_and(|w| a.is_ipv4() && **a != w))
+    {
         netlink.delete_address(link.index, *stale).await?;
         info!(device = %link.name, address = %stale, "stale tunnel address removed");
     }
