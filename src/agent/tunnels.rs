@@ -588,7 +588,7 @@ impl TunnelManager {
         let desired = calc::desired_vxlan(&me.name, snapshot, &local_subnets, vxlan_ifindex);
         let changes = apply_vxlan(self.netlink.as_ref(), vxlan_ifindex, &desired).await?;
         if changes > 0 {
-            debug!(changes, "VXLAN state reconciled");
+            info!(changes, "VXLAN state reconciled");
         }
         if !failures.is_empty() {
             warn!(failures = %failures.join("; "), "encapsulation not fully set up; retrying");
