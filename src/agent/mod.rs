@@ -17,6 +17,7 @@ pub mod nat;
 pub mod node;
 pub mod routing;
 pub mod server;
+pub mod tunnels;
 pub mod workloads;
 
 use crate::api::NodeInfo;
@@ -159,8 +160,10 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     let detected = node::detect(&config).await?;
     info!(node = %config.node_name, address = ?detected.address, method = %detected.method,
         interface = ?detected.interface, mtu = detected.mtu, "node address detected");
-    let overhead = node::encapsulation_overhead(&Ipam::new(store.clone()))
+    let overhead = Ipam::new(store.clone())
+        .list_pools()
         .await
+        .map(|pools| calc::encapsulation_overhead(&pools))
         .unwrap_or(0);
     let pod_mtu = config.mtu.unwrap_or(detected.mtu.saturating_sub(overhead));
     let state = Arc::new(AgentState {
@@ -235,7 +238,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     Ok(())
 }
 
-/// Starts the speaker, the datastore follower and the route reconciler.
+/// Starts the speaker, the datastore follower, the tunnel manager and the route reconciler.
 async fn start_routing(
     state: &Arc<AgentState>,
     detected: &node::Detected,
@@ -284,15 +287,28 @@ async fn start_routing(
     info!(router_id = %router_id, listen = ?speaker.listen_addr(), restarting = kept, "BGP speaker started");
     // `None` until the datastore has been read: the reconciler adopts the kernel until then.
     let (local_tx, local_rx) = tokio::sync::watch::channel(None);
+    let (cluster_tx, cluster_rx) = tokio::sync::watch::channel(None);
+    // `None` until the tunnel manager's first pass: tunl0 routes are adopted until then.
+    let (encap_tx, encap_rx) = tokio::sync::watch::channel(None);
     tokio::spawn(routing::follow_datastore(
         state.clone(),
         me,
         handle.clone(),
         local_tx,
+        cluster_tx,
     ));
+    // Its own sockets: two dumps at once on one netlink socket fail with EBUSY.
+    let tunnel_netlink: Arc<dyn Netlink> = Arc::new(
+        crate::netlink::KernelNetlink::new()
+            .await
+            .context("netlink")?,
+    );
+    let manager = tunnels::TunnelManager::new(state.clone(), tunnel_netlink, detected);
+    tokio::spawn(manager.run(cluster_rx, encap_tx));
     tokio::spawn(routing::reconcile_routes(
         handle,
         local_rx,
+        encap_rx,
         netlink,
         state.routes_programmed.clone(),
     ));

@@ -3,7 +3,7 @@
 use super::AgentConfig;
 use crate::datastore::{decode_json, encode_json, Datastore, DatastoreError};
 use crate::ipam::Ipam;
-use crate::model::{keys, EncapMode, Node};
+use crate::model::{keys, Node};
 use crate::netlink::{KernelNetlink, Netlink};
 use anyhow::{bail, Context, Result};
 use ipnetwork::IpNetwork;
@@ -158,18 +158,10 @@ pub async fn encapsulation_overhead(ipam: &Ipam) -> Result<u32> {
     Ok(overhead_of(&ipam.list_pools().await?))
 }
 
-/// The largest encapsulation overhead among the enabled pools (pure).
+/// The largest encapsulation overhead among the enabled pools (pure; see
+/// [`super::calc::encapsulation_overhead`]).
 pub fn overhead_of(pools: &[crate::model::IpPool]) -> u32 {
-    pools
-        .iter()
-        .filter(|p| !p.disabled)
-        .map(|p| match (p.ipip_mode, p.vxlan_mode) {
-            (_, EncapMode::Always | EncapMode::CrossSubnet) => 50,
-            (EncapMode::Always | EncapMode::CrossSubnet, _) => 20,
-            _ => 0,
-        })
-        .max()
-        .unwrap_or(0)
+    super::calc::encapsulation_overhead(pools)
 }
 
 /// Creates or updates this node's record, keeping fields others set (AS, labels, RR cluster).
