@@ -13,6 +13,7 @@ pub mod forward;
 pub mod node;
 pub mod routing;
 pub mod server;
+pub mod tunnels;
 
 use crate::api::NodeInfo;
 use crate::datastore::{self, Datastore, DatastoreConfig};
@@ -90,8 +91,10 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     let detected = node::detect(&config).await?;
     info!(node = %config.node_name, address = ?detected.address, method = %detected.method,
         interface = ?detected.interface, mtu = detected.mtu, "node address detected");
-    let overhead = node::encapsulation_overhead(&Ipam::new(store.clone()))
+    let overhead = Ipam::new(store.clone())
+        .list_pools()
         .await
+        .map(|pools| calc::encapsulation_overhead(&pools))
         .unwrap_or(0);
     let pod_mtu = config.mtu.unwrap_or(detected.mtu.saturating_sub(overhead));
     let state = Arc::new(AgentState {
@@ -123,7 +126,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     register_until_done(&state, &detected).await;
     state.ready.store(true, Ordering::Relaxed);
     let speaker = if config.bgp {
-        Some(start_routing(&state, &detected).await?)
+        Some(start_routing(&state, &detected, config.mtu.is_some()).await?)
     } else {
         None
     };
@@ -139,10 +142,11 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     Ok(())
 }
 
-/// Starts the speaker, the datastore follower and the route reconciler.
+/// Starts the speaker, the datastore follower, the tunnel manager and the route reconciler.
 async fn start_routing(
     state: &Arc<AgentState>,
     detected: &node::Detected,
+    mtu_override: bool,
 ) -> Result<crate::bgp::speaker::Speaker> {
     use crate::bgp::speaker::{Speaker, SpeakerConfig};
     use crate::netlink::Netlink;
@@ -187,15 +191,28 @@ async fn start_routing(
     let _ = state.speaker.set(handle.clone());
     info!(router_id = %router_id, listen = ?speaker.listen_addr(), restarting = kept, "BGP speaker started");
     let (local_tx, local_rx) = tokio::sync::watch::channel(std::collections::BTreeSet::new());
+    let (cluster_tx, cluster_rx) = tokio::sync::watch::channel(None);
+    let (encap_tx, encap_rx) = tokio::sync::watch::channel(calc::EncapView::default());
     tokio::spawn(routing::follow_datastore(
         state.clone(),
         me,
         handle.clone(),
         local_tx,
+        cluster_tx,
     ));
+    // Its own sockets: two dumps at once on one netlink socket fail with EBUSY.
+    let tunnel_netlink: Arc<dyn Netlink> = Arc::new(
+        crate::netlink::KernelNetlink::new()
+            .await
+            .context("netlink")?,
+    );
+    let manager =
+        tunnels::TunnelManager::new(state.clone(), tunnel_netlink, detected, mtu_override);
+    tokio::spawn(manager.run(cluster_rx, encap_tx));
     tokio::spawn(routing::reconcile_routes(
         handle,
         local_rx,
+        encap_rx,
         netlink,
         state.routes_programmed.clone(),
     ));

@@ -2,8 +2,7 @@
 
 use super::AgentConfig;
 use crate::datastore::{decode_json, encode_json, Datastore, DatastoreError};
-use crate::ipam::Ipam;
-use crate::model::{keys, EncapMode, Node};
+use crate::model::{keys, Node};
 use crate::netlink::{KernelNetlink, Netlink};
 use anyhow::{bail, Context, Result};
 use ipnetwork::IpNetwork;
@@ -104,22 +103,6 @@ fn glob_match(pattern: &str, name: &str) -> bool {
         }
     }
     parts.len() > 1 || rest.is_empty()
-}
-
-/// Bytes the enabled pools' encapsulation takes from the pod MTU (IPIP 20, VXLAN 50).
-pub async fn encapsulation_overhead(ipam: &Ipam) -> Result<u32> {
-    let pools = ipam.list_pools().await?;
-    let overhead = pools
-        .iter()
-        .filter(|p| !p.disabled)
-        .map(|p| match (p.ipip_mode, p.vxlan_mode) {
-            (_, EncapMode::Always | EncapMode::CrossSubnet) => 50,
-            (EncapMode::Always | EncapMode::CrossSubnet, _) => 20,
-            _ => 0,
-        })
-        .max()
-        .unwrap_or(0);
-    Ok(overhead)
 }
 
 /// Creates or updates this node's record, keeping fields others set (AS, labels, RR cluster).

@@ -64,36 +64,44 @@ pub async fn load_state(store: &dyn Datastore, node: &str) -> Result<ClusterStat
         .iter()
         .map(decode_json::<IpPool>)
         .collect::<Result<_, _>>()?;
-    let mut affinities = Vec::new();
-    for kv in store.list(&keys::affinities_of(node)).await?.kvs {
-        if let Some((_, cidr)) = keys::parse_affinity_key(&kv.key) {
-            affinities.push((cidr, decode_json::<BlockAffinity>(&kv)?.state));
+    let mut all_affinities = Vec::new();
+    for kv in store.list(keys::AFFINITIES).await?.kvs {
+        if let Some((owner, cidr)) = keys::parse_affinity_key(&kv.key) {
+            all_affinities.push((owner, cidr, decode_json::<BlockAffinity>(&kv)?.state));
         }
     }
+    let affinities = all_affinities
+        .iter()
+        .filter(|(owner, _, _)| owner == node)
+        .map(|(_, cidr, state)| (*cidr, *state))
+        .collect();
     Ok(ClusterState {
         config,
         nodes,
         peers,
         pools,
         affinities,
+        all_affinities,
     })
 }
 
-fn relevant(key: &str, node: &str) -> bool {
+/// Every node's affinities matter: VXLAN routes follow other nodes' blocks.
+fn relevant(key: &str, _node: &str) -> bool {
     key.starts_with(keys::NODES)
         || key.starts_with(keys::PEERS)
         || key.starts_with("config/")
         || key.starts_with(keys::POOLS)
-        || key.starts_with(&keys::affinities_of(node))
+        || key.starts_with(keys::AFFINITIES)
 }
 
-/// Follows the datastore and keeps the speaker's peers and originated blocks, and the local
-/// blocks for the reconciler, up to date.
+/// Follows the datastore and keeps the speaker's peers and originated blocks, the local
+/// blocks for the reconciler, and the snapshot for the tunnel manager up to date.
 pub async fn follow_datastore(
     state: Arc<AgentState>,
     me: Node,
     speaker: SpeakerHandle,
     local_tx: watch::Sender<BTreeSet<IpNetwork>>,
+    cluster_tx: watch::Sender<Option<Arc<ClusterState>>>,
 ) {
     let mut events = watch_with_resync(state.store.clone(), String::new());
     let mut last_peers: Vec<PeerSpec> = Vec::new();
@@ -131,6 +139,7 @@ pub async fn follow_datastore(
             *current = next;
             changed
         });
+        let _ = cluster_tx.send(Some(Arc::new(snapshot)));
     }
 }
 
@@ -142,21 +151,37 @@ fn is_relevant(event: &SyncEvent, node: &str) -> bool {
     }
 }
 
-/// What identifies a route's content for the diff (the kernel fills in fields we leave empty).
-fn signature(route: &Route) -> (RouteKind, Vec<IpAddr>) {
-    let mut gateways: Vec<IpAddr> = if route.multipath.is_empty() {
-        route.gateway.into_iter().collect()
-    } else {
-        route.multipath.iter().filter_map(|h| h.gateway).collect()
+/// One next hop as the diff sees it: gateway, and the device only when it is a tunnel (onlink).
+type HopSignature = (Option<IpAddr>, bool, Option<u32>);
+
+/// What identifies a route's content for the diff. The kernel fills in the output device of a
+/// plain `via` route, so the device counts only for onlink (tunnel) hops, which name it.
+pub(crate) fn signature(route: &Route) -> (RouteKind, Vec<HopSignature>) {
+    let hop = |gateway: Option<IpAddr>, onlink: bool, ifindex: Option<u32>| {
+        (gateway, onlink, if onlink { ifindex } else { None })
     };
-    gateways.sort();
-    (route.kind, gateways)
+    let mut hops: Vec<HopSignature> = if route.multipath.is_empty() {
+        route
+            .gateway
+            .map(|g| hop(Some(g), route.onlink, route.output_ifindex))
+            .into_iter()
+            .collect()
+    } else {
+        route
+            .multipath
+            .iter()
+            .map(|h| hop(h.gateway, h.onlink, h.output_ifindex))
+            .collect()
+    };
+    hops.sort();
+    (route.kind, hops)
 }
 
 /// Keeps the kernel's routes of protocols routed-bh and routed-bgp equal to calc's.
 pub async fn reconcile_routes(
     speaker: SpeakerHandle,
     mut local_rx: watch::Receiver<BTreeSet<IpNetwork>>,
+    mut encap_rx: watch::Receiver<calc::EncapView>,
     netlink: Arc<KernelNetlink>,
     programmed: Arc<std::sync::atomic::AtomicBool>,
 ) {
@@ -189,8 +214,10 @@ pub async fn reconcile_routes(
     loop {
         let local = local_rx.borrow_and_update().clone();
         let best = best_rx.borrow_and_update().clone();
+        let encap = encap_rx.borrow_and_update().clone();
         let allow_delete = started.elapsed() > DELETE_GRACE_MAX || all_established(&speaker).await;
-        match apply(&netlink, &calc::desired_routes(&local, &best), allow_delete).await {
+        let desired = calc::desired_routes(&local, &best, &encap);
+        match apply(&netlink, &desired, allow_delete).await {
             Ok(changes) => {
                 if changes > 0 {
                     debug!(changes, "kernel routes reconciled");
@@ -202,6 +229,7 @@ pub async fn reconcile_routes(
         tokio::select! {
             r = local_rx.changed() => if r.is_err() { return },
             r = best_rx.changed() => if r.is_err() { return },
+            r = encap_rx.changed() => if r.is_err() { return },
             _ = repair_rx.recv() => {}
             _ = ticker.tick() => {}
         }

@@ -39,11 +39,16 @@ pub enum Operation {
     SetSysctl,
     GetSysctl,
     EnterNetns,
+    CreateIpip,
+    CreateVxlan,
+    SetLinkDown,
+    SetLinkMtu,
+    DeleteAddress,
 }
 
 impl Operation {
     /// All operations, for tests that inject a failure into each in turn.
-    pub const ALL: [Operation; 24] = [
+    pub const ALL: [Operation; 29] = [
         Operation::LinkByName,
         Operation::CreateVeth,
         Operation::DeleteLink,
@@ -68,6 +73,11 @@ impl Operation {
         Operation::SetSysctl,
         Operation::GetSysctl,
         Operation::EnterNetns,
+        Operation::CreateIpip,
+        Operation::CreateVxlan,
+        Operation::SetLinkDown,
+        Operation::SetLinkMtu,
+        Operation::DeleteAddress,
     ];
 
     /// The verb_object name used in logs and error messages.
@@ -97,6 +107,11 @@ impl Operation {
             Operation::SetSysctl => "set_sysctl",
             Operation::GetSysctl => "get_sysctl",
             Operation::EnterNetns => "enter_netns",
+            Operation::CreateIpip => "create_ipip",
+            Operation::CreateVxlan => "create_vxlan",
+            Operation::SetLinkDown => "set_link_down",
+            Operation::SetLinkMtu => "set_link_mtu",
+            Operation::DeleteAddress => "delete_address",
         }
     }
 }

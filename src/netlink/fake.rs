@@ -30,7 +30,7 @@ use super::netns::NetnsRef;
 use super::sysctl::sysctl_path;
 use super::types::{
     BatchFailure, BatchReport, FdbEntry, LinkInfo, MacAddr, Neighbour, Route, RouteEvent,
-    RouteFilter, RouteKey,
+    RouteFilter, RouteKey, VxlanSpec,
 };
 use super::Netlink;
 
@@ -280,6 +280,34 @@ impl FakeNetlink {
         index
     }
 
+    /// Removes a neighbour entry behind the caller's back (`ip neigh del`).
+    pub fn delete_neighbour_externally(&self, ifindex: u32, ip: IpAddr) {
+        let mut world = self.lock();
+        if let Some(namespace) = world.namespaces.get_mut(&self.namespace) {
+            namespace
+                .neighbours
+                .retain(|n| !(n.ifindex == ifindex && n.ip == ip));
+        }
+    }
+
+    /// Removes an FDB entry behind the caller's back (`bridge fdb del`).
+    pub fn delete_fdb_externally(&self, ifindex: u32, mac: MacAddr) {
+        let mut world = self.lock();
+        if let Some(namespace) = world.namespaces.get_mut(&self.namespace) {
+            namespace
+                .fdb
+                .retain(|f| !(f.ifindex == ifindex && f.mac == mac));
+        }
+    }
+
+    /// Adds an address behind the caller's back (`ip addr add`), e.g. the node's own.
+    pub fn add_address_externally(&self, ifindex: u32, network: IpNetwork) {
+        let mut world = self.lock();
+        if let Some(namespace) = world.namespaces.get_mut(&self.namespace) {
+            namespace.addresses.push((ifindex, network));
+        }
+    }
+
     /// Every call of every handle, in order, as (operation, target).
     pub fn calls(&self) -> Vec<(Operation, String)> {
         self.lock().calls.clone()
@@ -479,6 +507,104 @@ impl Netlink for FakeNetlink {
         })
     }
 
+    async fn set_link_down(&self, ifindex: u32) -> Result<()> {
+        let op = Operation::SetLinkDown;
+        let target = format!("ifindex {ifindex}");
+        self.with_namespace(op, &target, |world, ns| {
+            match namespace(world, ns).links.get_mut(&ifindex) {
+                Some(link) => {
+                    link.up = false;
+                    Ok(())
+                }
+                None => Err(NetlinkError::NotFound {
+                    op,
+                    target: target.clone(),
+                }),
+            }
+        })
+    }
+
+    async fn set_link_mtu(&self, ifindex: u32, mtu: u32) -> Result<()> {
+        let op = Operation::SetLinkMtu;
+        let target = format!("ifindex {ifindex} mtu {mtu}");
+        self.with_namespace(op, &target, |world, ns| {
+            match namespace(world, ns).links.get_mut(&ifindex) {
+                Some(link) => {
+                    link.mtu = mtu;
+                    Ok(())
+                }
+                None => Err(NetlinkError::NotFound {
+                    op,
+                    target: target.clone(),
+                }),
+            }
+        })
+    }
+
+    async fn create_ipip(&self, name: &str, mtu: u32) -> Result<LinkInfo> {
+        let op = Operation::CreateIpip;
+        self.with_namespace(op, name, |world, ns| {
+            if namespace(world, ns).link_named(name).is_some() {
+                return Err(NetlinkError::AlreadyExists {
+                    op,
+                    target: name.to_string(),
+                });
+            }
+            let index = world.allocate_index();
+            let link = LinkInfo {
+                name: name.to_string(),
+                index,
+                kind: Some("ipip".into()),
+                mac: None,
+                mtu,
+                up: false,
+                peer_ifindex: None,
+            };
+            namespace(world, ns).links.insert(index, link.clone());
+            Ok(link)
+        })
+    }
+
+    async fn create_vxlan(&self, spec: &VxlanSpec) -> Result<LinkInfo> {
+        let op = Operation::CreateVxlan;
+        self.with_namespace(op, &spec.name, |world, ns| {
+            let namespace_ref = namespace(world, ns);
+            if namespace_ref.link_named(&spec.name).is_some() {
+                return Err(NetlinkError::AlreadyExists {
+                    op,
+                    target: spec.name.clone(),
+                });
+            }
+            if let Some(parent) = spec.parent_ifindex {
+                if !namespace_ref.links.contains_key(&parent) {
+                    return Err(NetlinkError::NotFound {
+                        op,
+                        target: format!("{} dev {parent}", spec.name),
+                    });
+                }
+            }
+            let index = world.allocate_index();
+            let link = LinkInfo {
+                name: spec.name.clone(),
+                index,
+                kind: Some("vxlan".into()),
+                mac: Some(spec.mac.unwrap_or(MacAddr([
+                    0x06,
+                    0,
+                    0,
+                    0,
+                    (index >> 8) as u8,
+                    index as u8,
+                ]))),
+                mtu: spec.mtu,
+                up: false,
+                peer_ifindex: None,
+            };
+            namespace(world, ns).links.insert(index, link.clone());
+            Ok(link)
+        })
+    }
+
     async fn rename_link(&self, ifindex: u32, new_name: &str) -> Result<()> {
         let op = Operation::RenameLink;
         let target = format!("ifindex {ifindex} -> {new_name}");
@@ -521,6 +647,16 @@ impl Netlink for FakeNetlink {
                 });
             }
             namespace.addresses.push((ifindex, network));
+            Ok(())
+        })
+    }
+
+    async fn delete_address(&self, ifindex: u32, network: IpNetwork) -> Result<()> {
+        let target = format!("{network} dev {ifindex}");
+        self.with_namespace(Operation::DeleteAddress, &target, |world, ns| {
+            namespace(world, ns)
+                .addresses
+                .retain(|entry| *entry != (ifindex, network));
             Ok(())
         })
     }

@@ -68,6 +68,26 @@ async fn call(netlink: &dyn Netlink, op: Operation, ifindex: u32) -> Option<Netl
         Operation::SetSysctl => netlink.set_sysctl(&key, "1").await.err(),
         Operation::GetSysctl => netlink.get_sysctl(&key).await.err(),
         Operation::EnterNetns => netlink.for_netns(&pod_netns()).await.err(),
+        Operation::CreateIpip => netlink.create_ipip("tunl0", 1480).await.err(),
+        Operation::CreateVxlan => netlink
+            .create_vxlan(&VxlanSpec {
+                name: "vxlan.routed".into(),
+                vni: 4096,
+                port: 4789,
+                local: Some("10.0.0.1".parse().unwrap()),
+                parent_ifindex: Some(ifindex),
+                learning: false,
+                mtu: 1450,
+                mac: None,
+            })
+            .await
+            .err(),
+        Operation::SetLinkDown => netlink.set_link_down(ifindex).await.err(),
+        Operation::SetLinkMtu => netlink.set_link_mtu(ifindex, 1400).await.err(),
+        Operation::DeleteAddress => netlink
+            .delete_address(ifindex, net("10.9.9.9/32"))
+            .await
+            .err(),
     }
 }
 

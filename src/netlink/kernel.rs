@@ -28,7 +28,7 @@ use rtnetlink::packet_route::neighbour::{NeighbourAttribute, NeighbourMessage};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
 use rtnetlink::sys::{Socket, TokioSocket};
-use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec};
+use rtnetlink::{Handle, LinkIpIp, LinkMessageBuilder, LinkUnspec, LinkVxlan};
 use tokio::task::JoinHandle;
 
 use super::batch::{run_batch, BatchKind, BatchSocket};
@@ -42,7 +42,7 @@ use super::monitor::{open_monitor_socket, start_watch, RouteWatch};
 use super::netns::{run_in_netns_async, NetnsRef};
 use super::sysctl;
 use super::types::{
-    BatchReport, Family, FdbEntry, LinkInfo, MacAddr, Neighbour, Route, RouteFilter,
+    BatchReport, Family, FdbEntry, LinkInfo, MacAddr, Neighbour, Route, RouteFilter, VxlanSpec,
 };
 use super::Netlink;
 
@@ -320,6 +320,82 @@ impl Netlink for KernelNetlink {
         .map(|_| ())
     }
 
+    async fn set_link_down(&self, ifindex: u32) -> Result<()> {
+        let message = LinkUnspec::new_with_index(ifindex).down().build();
+        let target = format!("ifindex {ifindex}");
+        self.request(
+            Operation::SetLinkDown,
+            &target,
+            RouteNetlinkMessage::SetLink(message),
+            0,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn set_link_mtu(&self, ifindex: u32, mtu: u32) -> Result<()> {
+        let message = LinkUnspec::new_with_index(ifindex).mtu(mtu).build();
+        let target = format!("ifindex {ifindex} mtu {mtu}");
+        self.request(
+            Operation::SetLinkMtu,
+            &target,
+            RouteNetlinkMessage::SetLink(message),
+            0,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn create_ipip(&self, name: &str, mtu: u32) -> Result<LinkInfo> {
+        let op = Operation::CreateIpip;
+        let message = LinkIpIp::new(name).mtu(mtu).build();
+        self.request(
+            op,
+            name,
+            RouteNetlinkMessage::NewLink(message),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .await?;
+        self.link_by_name(name)
+            .await?
+            .ok_or_else(|| NetlinkError::Protocol {
+                op,
+                target: name.to_string(),
+                message: "created, but not found afterwards".into(),
+            })
+    }
+
+    async fn create_vxlan(&self, spec: &VxlanSpec) -> Result<LinkInfo> {
+        let op = Operation::CreateVxlan;
+        let mut builder = LinkVxlan::new(&spec.name, spec.vni)
+            .port(spec.port)
+            .learning(spec.learning)
+            .mtu(spec.mtu);
+        if let Some(local) = spec.local {
+            builder = builder.local(local);
+        }
+        if let Some(parent) = spec.parent_ifindex {
+            builder = builder.dev(parent);
+        }
+        if let Some(mac) = spec.mac {
+            builder = builder.address(mac.0.to_vec());
+        }
+        self.request(
+            op,
+            &spec.name,
+            RouteNetlinkMessage::NewLink(builder.build()),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .await?;
+        self.link_by_name(&spec.name)
+            .await?
+            .ok_or_else(|| NetlinkError::Protocol {
+                op,
+                target: spec.name.clone(),
+                message: "created, but not found afterwards".into(),
+            })
+    }
+
     async fn rename_link(&self, ifindex: u32, new_name: &str) -> Result<()> {
         let message = LinkUnspec::new_with_index(ifindex).name(new_name).build();
         let target = format!("ifindex {ifindex} -> {new_name}");
@@ -344,6 +420,25 @@ impl Netlink for KernelNetlink {
         )
         .await
         .map(|_| ())
+    }
+
+    async fn delete_address(&self, ifindex: u32, network: IpNetwork) -> Result<()> {
+        let message = address_message(ifindex, network);
+        let target = format!("{network} dev {ifindex}");
+        match self
+            .request(
+                Operation::DeleteAddress,
+                &target,
+                RouteNetlinkMessage::DelAddress(message),
+                0,
+            )
+            .await
+        {
+            Err(error) if error.is_not_found() => Ok(()),
+            // The kernel answers EADDRNOTAVAIL for an address the interface does not have.
+            Err(NetlinkError::Kernel { errno, .. }) if errno == libc::EADDRNOTAVAIL => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 
     async fn list_addresses(&self, ifindex: u32) -> Result<Vec<IpNetwork>> {

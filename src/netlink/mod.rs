@@ -52,7 +52,7 @@ pub use netns::{run_in_netns, run_in_netns_async, NetnsRef};
 pub use proto::RouteProtocol;
 pub use types::{
     BatchFailure, BatchReport, Family, FdbEntry, LinkInfo, MacAddr, Neighbour, NextHop, Route,
-    RouteEvent, RouteFilter, RouteKey, RouteKind, RouteScope, IPV6_DEFAULT_PRIORITY,
+    RouteEvent, RouteFilter, RouteKey, RouteKind, RouteScope, VxlanSpec, IPV6_DEFAULT_PRIORITY,
     POD_GATEWAY_V4, TABLE_MAIN,
 };
 
@@ -90,11 +90,30 @@ pub trait Netlink: Send + Sync {
     /// `ip link set <ifindex> up`.
     async fn set_link_up(&self, ifindex: u32) -> Result<()>;
 
+    /// `ip link set <ifindex> down`.
+    async fn set_link_down(&self, ifindex: u32) -> Result<()>;
+
+    /// `ip link set <ifindex> mtu <mtu>`.
+    async fn set_link_mtu(&self, ifindex: u32, mtu: u32) -> Result<()>;
+
+    /// `ip link add <name> mtu <mtu> type ipip`: a one-to-many IPIP device (no local, no remote),
+    /// down. [`NetlinkError::AlreadyExists`] when the name is taken — loading the `ipip` module
+    /// creates the fallback device `tunl0` in every namespace, so a request for `tunl0` usually
+    /// ends there and the caller adopts the existing device.
+    async fn create_ipip(&self, name: &str, mtu: u32) -> Result<LinkInfo>;
+
+    /// Creates a VXLAN device as `spec` says, down. [`NetlinkError::AlreadyExists`] when the name
+    /// is taken.
+    async fn create_vxlan(&self, spec: &VxlanSpec) -> Result<LinkInfo>;
+
     /// `ip link set <ifindex> name <new_name>` (the link should be down).
     async fn rename_link(&self, ifindex: u32, new_name: &str) -> Result<()>;
 
     /// `ip addr add <network> dev <ifindex>`.
     async fn add_address(&self, ifindex: u32, network: IpNetwork) -> Result<()>;
+
+    /// `ip addr del <network> dev <ifindex>`; `Ok` when absent.
+    async fn delete_address(&self, ifindex: u32, network: IpNetwork) -> Result<()>;
 
     /// The addresses on `ifindex`, both families.
     async fn list_addresses(&self, ifindex: u32) -> Result<Vec<IpNetwork>>;

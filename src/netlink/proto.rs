@@ -9,8 +9,8 @@
 //! |--------|--------------|----------------------------------------------------------|--------------|
 //! | 230    | `routed-wl`  | workload `/32` (`/128`) to a pod's host veth, scope link | CNI plugin, route reconciler |
 //! | 231    | `routed-bh`  | blackhole for each local IPAM block                      | route reconciler |
-//! | 232    | `routed-bgp` | prefixes learned over BGP, `via NH` on a local subnet     | route reconciler (from the BGP RIB) |
-//! | 233    | `routed-tun` | BGP-learned prefixes through tunl0 / the VXLAN device     | route reconciler |
+//! | 232    | `routed-bgp` | prefixes learned over BGP: `via NH`, or `via NH dev tunl0 onlink` (IPIP) | route reconciler (from the BGP RIB) |
+//! | 233    | `routed-tun` | VXLAN pools' blocks from the datastore: `via VTEP dev vxlan.routed onlink`, or `via NH` (CrossSubnet, same subnet) | tunnel manager |
 //!
 //! Why 230–233: they collide with nothing in iproute2's `/etc/iproute2/rt_protos` (0–4 kernel
 //! and boot, 8–18 gated … keepalived, 42 babel, 99 openr, 186–192 bgp/isis/ospf/rip/eigrp),
@@ -77,7 +77,7 @@ impl RouteProtocol {
             RouteProtocol::WORKLOAD => "workload /32 and /128 routes to pod veths",
             RouteProtocol::BLACKHOLE => "blackholes for local IPAM blocks",
             RouteProtocol::BGP => "routes learned over BGP",
-            RouteProtocol::TUNNEL => "BGP-learned routes through tunl0 or VXLAN",
+            RouteProtocol::TUNNEL => "VXLAN routes from the datastore",
             _ => "",
         }
     }

@@ -87,6 +87,25 @@ pub struct LinkInfo {
     pub peer_ifindex: Option<u32>,
 }
 
+/// What [`Netlink::create_vxlan`](super::Netlink::create_vxlan) builds:
+/// `ip link add <name> [address <mac>] mtu <mtu> type vxlan id <vni> local <local> dev <parent>
+/// dstport <port> [no]learning`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanSpec {
+    pub name: String,
+    pub vni: u32,
+    /// UDP destination port (4789, the IANA port).
+    pub port: u16,
+    /// Source address of the outer packets (the node address).
+    pub local: Option<Ipv4Addr>,
+    /// The interface the outer packets leave through.
+    pub parent_ifindex: Option<u32>,
+    pub learning: bool,
+    pub mtu: u32,
+    /// The device MAC; the kernel picks a random one when `None`.
+    pub mac: Option<MacAddr>,
+}
+
 /// IPv4 or IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
