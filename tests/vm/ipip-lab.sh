@@ -177,24 +177,25 @@ check_tunl0() {
 encapsulated() { # encapsulated MODE NODE_FROM NODE_TO
     [ "$1" = Always ] || [ "${SUBNET[$2]}" != "${SUBNET[$3]}" ]
 }
-check_route() {
-    local mode=$1 n=$2 pod=$3 to=${POD_NODE[$3]} got want
-    got=$(ip -n "${NS[$n]}" route get "${POD_IP[$pod]}" 2>&1 | head -1)
-    if encapsulated "$mode" "$n" "$to"; then
-        want="via ${ADDR[$to]} dev tunl0"
-    else
-        want="via ${ADDR[$to]} dev eth0"
-    fi
-    case "$got" in *"$want"*) return 0 ;; esac
-    echo "$n -> $pod (${POD_IP[$pod]}): '$got', want '$want'"
-    return 1
-}
+# Every node's route to every remote pod (`ip route get`, one `ip -batch` per node): via the pod's
+# node on tunl0 when the mode encapsulates, on eth0 otherwise. Mismatches are printed.
 check_all_routes() {
-    local mode=$1 n pod bad=0
+    local mode=$1 n pod bad=0 got want i
+    local -a remote lines
     for n in $nodes; do
-        for pod in "${pods[@]}"; do
-            [ "${POD_NODE[$pod]}" = "$n" ] && continue
-            check_route "$mode" "$n" "$pod" || bad=1
+        remote=()
+        for pod in "${pods[@]}"; do [ "${POD_NODE[$pod]}" = "$n" ] || remote+=("$pod"); done
+        mapfile -t lines < <(for pod in "${remote[@]}"; do echo "route get ${POD_IP[$pod]}"; done |
+            ip -n "${NS[$n]}" -batch - 2>&1 | grep -v '^ ')
+        for i in "${!remote[@]}"; do
+            pod=${remote[$i]}
+            got=${lines[$i]:-}
+            if encapsulated "$mode" "$n" "${POD_NODE[$pod]}"; then
+                want="via ${ADDR[${POD_NODE[$pod]}]} dev tunl0"
+            else
+                want="via ${ADDR[${POD_NODE[$pod]}]} dev eth0"
+            fi
+            case "$got" in *"$want "*) ;; *) echo "$n -> $pod: '$got', want '$want'"; bad=1 ;; esac
         done
     done
     return $bad
@@ -217,45 +218,75 @@ capture() {
     tcpdump_pid=""
 }
 
-# Pings every pod from every other pod (three tries each); the failures are in $unreachable.
+# Pings every pod from every other pod (three tries each, one `ip netns exec` per source pod);
+# the pairs that failed are in $unreachable.
 unreachable=""
 ping_all() {
-    local src dst i
+    local src dst ip
+    local -a targets
     unreachable=""
     for src in "${pods[@]}"; do
-        for dst in "${pods[@]}"; do
-            [ "$src" = "$dst" ] && continue
-            for i in 1 2 3; do
-                ip netns exec "${POD_NS[$src]}" ping -c 1 -W 2 "${POD_IP[$dst]}" >/dev/null && continue 2
-            done
-            unreachable="$unreachable $src->$dst"
+        targets=()
+        for dst in "${pods[@]}"; do [ "$src" = "$dst" ] || targets+=("${POD_IP[$dst]}"); done
+        for ip in $(ip netns exec "${POD_NS[$src]}" bash -c 'for ip in "$@"; do
+                for i in 1 2 3; do ping -c 1 -W 2 "$ip" >/dev/null && continue 2; done
+                echo "$ip"
+            done' ping_all "${targets[@]}"); do
+            for dst in "${pods[@]}"; do [ "${POD_IP[$dst]}" = "$ip" ] && unreachable="$unreachable $src->$dst"; done
         done
     done
 }
 
 # Checks in $work/capture that each cross-node pair's echo requests crossed the router
-# encapsulated (outer header node > node, protocol 4) exactly when mode $1 asks for it.
+# encapsulated (protocol 4, outer header from the source's node to the destination's node)
+# exactly when mode $1 asks for it, and plain otherwise.
 check_capture() {
-    local mode=$1 src dst a b inner outer enc plain bad="" n_enc=0 n_plain=0
+    local mode=$1 src dst a b key bad="" n_enc=0 n_plain=0 total_ipip
+    local -A enc plain outer
+    # One pass over the capture: "inner-src inner-dst encapsulated|plain outer-src>outer-dst".
+    while read -r isrc idst kind o; do
+        key="$isrc $idst"
+        if [ "$kind" = encapsulated ]; then
+            enc[$key]=$((${enc[$key]:-0} + 1))
+            outer[$key]="${outer[$key]:-} $o"
+        else
+            plain[$key]=$((${plain[$key]:-0} + 1))
+        fi
+    done < <(awk '
+        / IP [0-9.]+ > [0-9.]+: IP [0-9.]+ > [0-9.]+: ICMP echo request/ {
+            for (i = 1; i <= NF; i++) if ($i == "IP") break
+            os = $(i + 1); od = $(i + 3); sub(":", "", od)
+            is = $(i + 5); id = $(i + 7); sub(":", "", id)
+            print is, id, "encapsulated", os ">" od; next
+        }
+        / IP [0-9.]+ > [0-9.]+: ICMP echo request/ {
+            for (i = 1; i <= NF; i++) if ($i == "IP") break
+            is = $(i + 1); id = $(i + 3); sub(":", "", id)
+            print is, id, "plain", "-"
+        }' "$work/capture")
     for src in "${pods[@]}"; do
         for dst in "${pods[@]}"; do
             a=${POD_NODE[$src]} b=${POD_NODE[$dst]}
             [ "$a" = "$b" ] && continue
-            inner="IP ${POD_IP[$src]} > ${POD_IP[$dst]}: ICMP echo request"
-            outer="IP ${ADDR[$a]} > ${ADDR[$b]}: $inner"
-            enc=$(grep -cF "$outer" "$work/capture")
-            plain=$(grep -F "$inner" "$work/capture" | grep -vcF ": $inner")
+            key="${POD_IP[$src]} ${POD_IP[$dst]}"
+            local e=${enc[$key]:-0} p=${plain[$key]:-0} o=${outer[$key]:-}
             if encapsulated "$mode" "$a" "$b"; then
-                if [ "$enc" -gt 0 ] && [ "$plain" -eq 0 ]; then n_enc=$((n_enc + 1)); else bad="$bad $src->$dst(encapsulated=$enc,plain=$plain)"; fi
+                # Every encapsulated copy must carry the two nodes' addresses outside.
+                if [ "$e" -gt 0 ] && [ "$p" -eq 0 ] &&
+                    [ -z "$(echo "$o" | tr ' ' '\n' | grep . | grep -vx "${ADDR[$a]}>${ADDR[$b]}")" ]; then
+                    n_enc=$((n_enc + 1))
+                else
+                    bad="$bad $src->$dst(encapsulated=$e,plain=$p,outer=${o# })"
+                fi
             else
-                if [ "$plain" -gt 0 ] && [ "$enc" -eq 0 ]; then n_plain=$((n_plain + 1)); else bad="$bad $src->$dst(encapsulated=$enc,plain=$plain)"; fi
+                if [ "$p" -gt 0 ] && [ "$e" -eq 0 ]; then n_plain=$((n_plain + 1)); else bad="$bad $src->$dst(encapsulated=$e,plain=$p)"; fi
             fi
         done
     done
-    local total_ipip
-    total_ipip=$(grep -c 'proto IPIP\|: IP 10\.244\.' "$work/capture")
+    total_ipip=0
+    for key in "${!enc[@]}"; do total_ipip=$((total_ipip + enc[$key])); done
     if [ -z "$bad" ]; then
-        pass "$mode: capture on the router: $n_enc cross-node pairs encapsulated (protocol 4), $n_plain plain; $total_ipip IPIP packets in all"
+        pass "$mode: capture on the router: $n_enc cross-node pairs encapsulated (protocol 4), $n_plain plain; $total_ipip encapsulated echo requests in all"
     else
         fail "$mode: capture on the router disagrees for:$bad"
         echo "     capture (first 40 lines):"
