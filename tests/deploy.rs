@@ -6,8 +6,9 @@ use std::path::Path;
 use std::process::Command;
 
 fn docs() -> Vec<serde_yaml::Value> {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/routed.yaml"))
-        .expect("deploy/routed.yaml");
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/routed.yaml"))
+            .expect("deploy/routed.yaml");
     serde_yaml::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).expect("valid YAML document"))
         .filter(|v: &serde_yaml::Value| !v.is_null())
@@ -24,9 +25,12 @@ fn find<'a>(docs: &'a [serde_yaml::Value], kind: &str) -> &'a serde_yaml::Value 
 fn daemonset_conflist_env_and_probes_match_the_binaries() {
     let docs = docs();
     let config = find(&docs, "ConfigMap");
-    let conflist: serde_json::Value =
-        serde_json::from_str(config["data"]["cni_conflist"].as_str().expect("cni_conflist"))
-            .expect("conflist is JSON");
+    let conflist: serde_json::Value = serde_json::from_str(
+        config["data"]["cni_conflist"]
+            .as_str()
+            .expect("cni_conflist"),
+    )
+    .expect("conflist is JSON");
     let plugin = serde_json::to_vec(&conflist["plugins"][0]).unwrap();
     let mut conf: serde_json::Value = serde_json::from_slice(&plugin).unwrap();
     conf["cniVersion"] = conflist["cniVersion"].clone();
@@ -35,8 +39,10 @@ fn daemonset_conflist_env_and_probes_match_the_binaries() {
         .expect("routed-cni accepts the shipped configuration");
     // The same file as the standalone example.
     let example: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/10-routed.conflist"))
-            .unwrap(),
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/10-routed.conflist"),
+        )
+        .unwrap(),
     )
     .unwrap();
     assert_eq!(example, conflist);
@@ -56,7 +62,10 @@ fn daemonset_conflist_env_and_probes_match_the_binaries() {
         if name == "RUST_LOG" {
             continue;
         }
-        assert!(help.contains(&format!("env: {name}=")), "routed does not read {name}");
+        assert!(
+            help.contains(&format!("env: {name}=")),
+            "routed does not read {name}"
+        );
     }
     for probe in ["livenessProbe", "readinessProbe"] {
         let cmd: Vec<&str> = agent[probe]["exec"]["command"]
@@ -76,8 +85,15 @@ fn daemonset_conflist_env_and_probes_match_the_binaries() {
             .arg("--help")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{probe}: {cmd:?} is not a command of {bin}");
+        assert!(
+            out.status.success(),
+            "{probe}: {cmd:?} is not a command of {bin}"
+        );
         let usage = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(usage.contains(cmd[cmd.len() - 1]), "{probe}: {bin} has no {}", cmd[cmd.len() - 1]);
+        assert!(
+            usage.contains(cmd[cmd.len() - 1]),
+            "{probe}: {bin} has no {}",
+            cmd[cmd.len() - 1]
+        );
     }
 }
