@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use routed::bgp::packet::{decode_message, FrameReader, WireOptions};
+use routed_fuzz::packet::{decode_message, FrameReader, WireOptions};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&cut, stream)) = data.split_first() else { return };
