@@ -8,7 +8,10 @@ use routed_fuzz::packet::{decode_message, WireOptions};
 
 fuzz_target!(|data: &[u8]| {
     for (four_octet_as, extended_message) in [(true, false), (false, false), (true, true)] {
-        let options = WireOptions { four_octet_as, extended_message };
+        let options = WireOptions {
+            four_octet_as,
+            extended_message,
+        };
         if let Ok(decoded) = decode_message(data, &options) {
             // What decodes must re-encode without panicking.
             let _ = routed_fuzz::packet::encode_message(&decoded.message, &options);
