@@ -434,6 +434,18 @@ async fn bad_inputs_get_the_spec_codes_and_leak_nothing() {
     assert_eq!(code, 0);
     assert_nothing_left(&lab).await;
 
+    // CHECK of a container that is not there (any more): unknown container (3).
+    let prev = format!(
+        r#"{{"cniVersion":"1.0.0","name":"routed","type":"routed-cni","socket":"{}","prevResult":{first}}}"#,
+        lab.agent.socket.display()
+    );
+    let (code, out) = cni(&lab.node, &add_env("CHECK", "twice", &p, "eth0", ""), &prev);
+    assert_eq!(code, 1);
+    let err: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(err["code"].as_u64(), Some(3), "{out}");
+    assert_nothing_left(&lab).await;
+
     // Agent stopped: ADD says "try again later" (11), STATUS says "not available" (50).
     lab.agent.stop();
     let (code, out) = cni(&lab.node, &add_env("ADD", "c3", &p, "eth0", ""), &lab.conf);

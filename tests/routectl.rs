@@ -240,3 +240,191 @@ fn unreachable_etcd_fails_with_a_clear_message() {
         "{err}"
     );
 }
+
+#[test]
+fn peer_create_list_delete() {
+    let (url, dir) = common::sqlite_url();
+    let password_file = dir.path().join("tor.password");
+    std::fs::write(&password_file, "s3cret\n").unwrap();
+    let (code, out, err) = run_routectl(
+        &url,
+        &[
+            "peer",
+            "create",
+            "tor-a",
+            "--peer-ip",
+            "192.0.2.1",
+            "--as",
+            "65001",
+            "--node",
+            "node-1",
+            "--password-file",
+            password_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("peer tor-a created (192.0.2.1 AS 65001, node specific)"),
+        "{out}"
+    );
+    let (code, out, err) = run_routectl(
+        &url,
+        &[
+            "peer",
+            "create",
+            "rr",
+            "--peer-ip",
+            "192.0.2.2",
+            "--as",
+            "64512",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("global"), "{out}");
+
+    // The password is stored (trailing newline cut) but never printed.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stored: routed::model::BgpPeer = rt.block_on(async {
+        let store = common::open(&url).await;
+        let kv = store
+            .get(&routed::model::keys::peer("tor-a"))
+            .await
+            .unwrap()
+            .expect("peer stored");
+        routed::datastore::decode_json(&kv).unwrap()
+    });
+    assert_eq!(stored.password.as_deref(), Some("s3cret"));
+    assert_eq!(stored.node.as_deref(), Some("node-1"));
+
+    let (code, out, _) = run_routectl(&url, &["peer", "list"]);
+    assert_eq!(code, 0);
+    let row = |name: &str| {
+        out.lines()
+            .find(|l| l.contains(&format!("| {name} ")))
+            .unwrap_or_else(|| panic!("no row for {name}: {out}"))
+            .split('|')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        row("tor-a"),
+        [
+            "tor-a",
+            "192.0.2.1",
+            "65001",
+            "node specific",
+            "node-1",
+            "md5"
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        row("rr"),
+        ["rr", "192.0.2.2", "64512", "global", "(all)", "-"],
+        "{out}"
+    );
+    assert!(!out.contains("s3cret"), "{out}");
+    let (_, json, _) = run_routectl(&url, &["peer", "list", "-o", "json"]);
+    assert!(!json.contains("s3cret"), "{json}");
+    let peers: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(peers.as_array().map(Vec::len), Some(2), "{json}");
+
+    // Creating it again is refused with what to do; bad input is a failure, not a crash.
+    let (code, _, err) = run_routectl(
+        &url,
+        &[
+            "peer",
+            "create",
+            "rr",
+            "--peer-ip",
+            "192.0.2.3",
+            "--as",
+            "1",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists"), "{err}");
+    let (code, _, err) = run_routectl(
+        &url,
+        &[
+            "peer",
+            "create",
+            "zero",
+            "--peer-ip",
+            "192.0.2.4",
+            "--as",
+            "0",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("AS number 0"), "{err}");
+    assert_eq!(
+        run_routectl(&url, &["peer", "create", "x", "--as", "1"]).0,
+        2,
+        "missing --peer-ip"
+    );
+
+    let (code, out, err) = run_routectl(&url, &["peer", "delete", "tor-a"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("peer tor-a deleted"), "{out}");
+    let (code, _, err) = run_routectl(&url, &["peer", "delete", "tor-a"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not found"), "{err}");
+    let (_, out, _) = run_routectl(&url, &["peer", "list"]);
+    assert!(!out.contains("tor-a") && out.contains("rr"), "{out}");
+}
+
+#[test]
+fn config_set_as_and_mesh() {
+    let (url, _dir) = common::sqlite_url();
+    // Nothing stored yet: Calico's defaults.
+    let (code, out, _) = run_routectl(&url, &["config", "get"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("as_number: 64512") && out.contains("node_to_node_mesh: on"),
+        "{out}"
+    );
+    let (code, out, err) = run_routectl(&url, &["config", "set", "--as", "65100", "--mesh", "off"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("as_number: 65100") && out.contains("node_to_node_mesh: off"),
+        "{out}"
+    );
+    let (_, json, _) = run_routectl(&url, &["config", "get", "-o", "json"]);
+    let config: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(config["as_number"], 65100);
+    assert_eq!(config["node_to_node_mesh"], false);
+    // Changing one field keeps the others.
+    let (code, _, _) = run_routectl(&url, &["config", "set", "--mesh", "on"]);
+    assert_eq!(code, 0);
+    let (_, json, _) = run_routectl(&url, &["config", "get", "-o", "json"]);
+    let config: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(config["as_number"], 65100);
+    assert_eq!(config["node_to_node_mesh"], true);
+    assert_eq!(
+        run_routectl(&url, &["config", "set", "--mesh", "maybe"]).0,
+        2
+    );
+    let (code, _, err) = run_routectl(&url, &["config", "set", "--as", "0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("AS number 0"), "{err}");
+}
+
+#[test]
+fn status_without_an_agent_exits_1_with_a_clear_message() {
+    let (url, dir) = common::sqlite_url();
+    let socket = dir.path().join("no-agent.sock");
+    for format in ["table", "json"] {
+        let (code, out, err) = run_routectl(
+            &url,
+            &["status", "--socket", socket.to_str().unwrap(), "-o", format],
+        );
+        assert_eq!(code, 1, "{format}: {out}");
+        assert!(
+            err.contains("routed is not running") && err.contains("no-agent.sock"),
+            "{format}: {err}"
+        );
+    }
+}

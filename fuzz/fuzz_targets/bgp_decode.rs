@@ -4,14 +4,17 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use routed::bgp::packet::{decode_message, WireOptions};
+use routed_fuzz::packet::{decode_message, WireOptions};
 
 fuzz_target!(|data: &[u8]| {
     for (four_octet_as, extended_message) in [(true, false), (false, false), (true, true)] {
-        let options = WireOptions { four_octet_as, extended_message };
+        let options = WireOptions {
+            four_octet_as,
+            extended_message,
+        };
         if let Ok(decoded) = decode_message(data, &options) {
             // What decodes must re-encode without panicking.
-            let _ = routed::bgp::packet::encode_message(&decoded.message, &options);
+            let _ = routed_fuzz::packet::encode_message(&decoded.message, &options);
         }
     }
 });

@@ -2,12 +2,17 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use routed::bgp::packet::{decode_message, FrameReader, WireOptions};
+use routed_fuzz::packet::{decode_message, FrameReader, WireOptions};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&cut, stream)) = data.split_first() else { return };
+    let Some((&cut, stream)) = data.split_first() else {
+        return;
+    };
     let mut reader = FrameReader::new();
-    let options = WireOptions { four_octet_as: true, extended_message: false };
+    let options = WireOptions {
+        four_octet_as: true,
+        extended_message: false,
+    };
     for chunk in stream.chunks(usize::from(cut).max(1)) {
         reader.extend(chunk);
         loop {

@@ -57,7 +57,7 @@ use crate::bgp::fsm::{
 use crate::bgp::packet::{
     codes, decode_message, encode_end_of_rib, encode_message, encode_notification, encode_updates,
     Capability, DecodeError, Decoded, FrameReader, Message, Notification, PathAttributes, Update,
-    WireOptions, MAX_EXTENDED_MESSAGE_LEN,
+    WireOptions, MAX_EXTENDED_MESSAGE_LEN, MAX_MESSAGE_LEN,
 };
 use crate::bgp::rib::{Outbound, PeerId};
 
@@ -596,7 +596,8 @@ impl Session {
                         Input::MessageReceived(decoded.message)
                     }
                     Err(error) => {
-                        warn!(%error, "cannot decode message from peer");
+                        // The reader task logged it with the message bytes.
+                        debug!(%error, "cannot decode message from peer");
                         self.report(SessionEvent::Error(format!("decode: {error}")));
                         Input::DecodeFailed(error)
                     }
@@ -1009,11 +1010,22 @@ async fn read_loop(
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(error) => {
+                    let head = frames.buffered_bytes();
+                    warn!(conn, %error, bytes = %hex_bytes(head), "bad message header from peer");
                     send(IoKind::Frame(Box::new(Err(error))));
                     return;
                 }
             };
             let result = decode_message(&frame, &wire);
+            match &result {
+                Err(error) => {
+                    warn!(conn, %error, bytes = %hex_bytes(&frame), "undecodable message from peer");
+                }
+                Ok(decoded) if !decoded.findings.is_empty() => {
+                    warn!(conn, bytes = %hex_bytes(&frame), "UPDATE with malformed attributes (RFC 7606)");
+                }
+                Ok(_) => {}
+            }
             if let Ok(Decoded {
                 message: Message::Open(open),
                 ..
@@ -1034,6 +1046,21 @@ async fn read_loop(
             }
         }
     }
+}
+
+/// Most message bytes one log line shows (a whole 4,096-byte message fits).
+const LOGGED_BYTES: usize = MAX_MESSAGE_LEN;
+
+/// The bytes as hex for a log line, cut after `LOGGED_BYTES` (the length is given then).
+fn hex_bytes(bytes: &[u8]) -> String {
+    let shown = bytes
+        .get(..bytes.len().min(LOGGED_BYTES))
+        .unwrap_or_default();
+    let mut text: String = shown.iter().map(|b| format!("{b:02x}")).collect();
+    if shown.len() < bytes.len() {
+        text.push_str(&format!("... ({} bytes)", bytes.len()));
+    }
+    text
 }
 
 /// Write queued messages until told to close; then shut the connection down.

@@ -151,4 +151,75 @@ mod tests {
         assert!(err.contains("10.0.0.300/24"), "{err}");
         assert!(parse_cidr("fd00::/48").is_ok());
     }
+
+    /// `value` survives YAML and JSON unchanged, IPv4 and IPv6 alike.
+    fn round_trips<T>(value: &T)
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let yaml = serde_yaml::to_string(value).unwrap();
+        assert_eq!(&serde_yaml::from_str::<T>(&yaml).unwrap(), value, "{yaml}");
+        let json = serde_json::to_string_pretty(value).unwrap();
+        assert_eq!(&serde_json::from_str::<T>(&json).unwrap(), value, "{json}");
+    }
+
+    #[test]
+    fn every_resource_round_trips_through_yaml_and_json() {
+        let mut pool = IpPool::new("v4", "10.244.0.0/16".parse().unwrap());
+        pool.ipip_mode = EncapMode::CrossSubnet;
+        pool.nat_outgoing = true;
+        round_trips(&pool);
+        let mut pool6 = IpPool::new("v6", "fd00:10::/48".parse().unwrap());
+        pool6.vxlan_mode = EncapMode::Always;
+        pool6.disabled = true;
+        round_trips(&pool6);
+        round_trips(&BgpConfiguration {
+            as_number: 65100,
+            node_to_node_mesh: false,
+            node_mesh_password: Some("mesh".into()),
+            ..BgpConfiguration::default()
+        });
+        for (peer_ip, node) in [("192.0.2.1", Some("node-1")), ("2001:db8::1", None)] {
+            round_trips(&BgpPeer {
+                name: "tor".into(),
+                peer_ip: peer_ip.parse().unwrap(),
+                peer_port: Some(1179),
+                as_number: 65001,
+                node: node.map(str::to_owned),
+                password: Some("s3cret".into()),
+                source_address: None,
+                hold_time: Some(9),
+                keepalive_time: Some(3),
+                max_restart_time: Some(120),
+            });
+        }
+        round_trips(&Node {
+            name: "node-1".into(),
+            ipv4_address: Some("192.0.2.10/24".parse().unwrap()),
+            ipv6_address: Some("2001:db8::10/64".parse().unwrap()),
+            as_number: Some(65010),
+            labels: [("rack".to_owned(), "r1".to_owned())].into(),
+            ..Node::default()
+        });
+        for cidr in ["10.244.1.0/26", "fd00:10::40/122"] {
+            let mut block = Block::new(cidr.parse().unwrap(), Some("node-1"));
+            let attributes = [("pod".to_owned(), "web-0".to_owned())].into();
+            block.assign(2, "k8s-pod-network.abc", &attributes);
+            round_trips(&block);
+            let mut handle = Handle::new("k8s-pod-network.abc");
+            handle.add(&block.cidr, 2);
+            round_trips(&handle);
+        }
+        for state in [
+            AffinityState::Pending,
+            AffinityState::Confirmed,
+            AffinityState::PendingDeletion,
+        ] {
+            round_trips(&BlockAffinity { state });
+        }
+        round_trips(&IpamConfig {
+            strict_affinity: true,
+            max_blocks_per_host: 4,
+        });
+    }
 }

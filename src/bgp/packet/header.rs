@@ -189,6 +189,13 @@ impl FrameReader {
         Ok(Some(self.buffer.split_to(header.length).to_vec()))
     }
 
+    /// The bytes buffered and not yet returned (for logging a bad header: the header and
+    /// whatever followed it).
+    pub fn buffered_bytes(&self) -> &[u8] {
+        let shown = self.buffer.len().min(MAX_MESSAGE_LEN);
+        self.buffer.get(..shown).unwrap_or_default()
+    }
+
     /// Drop everything buffered (after a decode error or a reset).
     pub fn clear(&mut self) {
         self.buffer.advance(self.buffer.len());

@@ -41,6 +41,8 @@ pub mod update;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_captured;
+#[cfg(test)]
 mod tests_fuzz;
 
 use serde::{Deserialize, Serialize};

@@ -87,6 +87,18 @@ impl RawPeer {
         id: Ipv4Addr,
         hold: u16,
     ) -> RawPeer {
+        Self::establish_with(source, target, asn, id, hold, Vec::new()).await
+    }
+
+    /// `establish`, with `extra` capabilities in the OPEN after multiprotocol and 4-octet AS.
+    pub async fn establish_with(
+        source: IpAddr,
+        target: SocketAddr,
+        asn: u32,
+        id: Ipv4Addr,
+        hold: u16,
+        extra: Vec<Capability>,
+    ) -> RawPeer {
         let socket = TcpSocket::new_v4().expect("socket");
         socket.bind(SocketAddr::new(source, 0)).expect("bind");
         let stream = socket.connect(target).await.expect("connect to speaker");
@@ -102,10 +114,13 @@ impl RawPeer {
             asn,
             hold_time: hold,
             bgp_id: id,
-            capabilities: vec![
+            capabilities: [
                 Capability::Multiprotocol(Family::IPV4_UNICAST),
                 Capability::FourOctetAs(asn),
-            ],
+            ]
+            .into_iter()
+            .chain(extra)
+            .collect(),
         };
         peer.send(&encode_open(&open).expect("encode OPEN")).await;
         match peer.receive().await {

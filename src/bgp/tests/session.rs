@@ -9,6 +9,7 @@ use ipnetwork::IpNetwork;
 
 use super::harness::{hex, message, peer_status, wait_for, wait_route, wait_state, RawPeer};
 use crate::bgp::fsm::State;
+use crate::bgp::packet::Capability;
 use crate::bgp::speaker::{PeerKind, PeerSpec, Speaker, SpeakerConfig};
 
 const AS: u32 = 64512;
@@ -201,6 +202,19 @@ fn malformed_cases() -> Vec<Case> {
             notification: None,
         },
         Case {
+            name: "LARGE_COMMUNITIES length 2",
+            bytes: message(
+                2,
+                "0000 0013 40 01 01 00 40 02 00 40 03 04 0a000001 c0 20 02 0001 10 0a09",
+            ),
+            notification: None,
+        },
+        Case {
+            name: "NLRI prefix length 249",
+            bytes: message(2, "0000 0000 f9 0a09"),
+            notification: Some((3, 10)),
+        },
+        Case {
             name: "AS_PATH [2,1,0]",
             bytes: message(
                 2,
@@ -312,6 +326,52 @@ async fn malformed_updates_hit_only_the_bad_peer() {
         assert_eq!(now.since, healthy.since, "{}", case.name);
         assert_eq!(now.prefixes_received, 1, "{}", case.name);
     }
+}
+
+/// notes (Interop): FRR's default OPEN, with the hostname capability carrying a domain name
+/// (zettabgp 0.6 rejects the whole OPEN), extended message, role and an empty LLGR, sent
+/// by a live peer: the session comes up and a route from it is accepted.
+#[tokio::test]
+async fn frr_style_open_with_fqdn_domain_establishes() {
+    let net = 7;
+    let s = speaker(addr(net, 1), AS).await;
+    let raw_addr = addr(net, 9);
+    let mut spec = PeerSpec::new("Global_frr", PeerKind::Global, raw_addr, 65002);
+    spec.passive = true;
+    s.handle().set_peers(vec![spec]).unwrap();
+    wait_for("peer configured", WAIT, || async {
+        peer_status(&s.handle(), "Global_frr").await.map(|_| ())
+    })
+    .await;
+    let mut raw = RawPeer::establish_with(
+        raw_addr,
+        s.listen_addr().unwrap(),
+        65002,
+        Ipv4Addr::new(9, 9, 9, 2),
+        90,
+        vec![
+            Capability::RouteRefresh,
+            Capability::ExtendedMessage,
+            Capability::EnhancedRouteRefresh,
+            Capability::Unknown {
+                code: 71,
+                data: vec![],
+            },
+            Capability::Fqdn {
+                hostname: "frrpeer".into(),
+                domain: "example.com".into(),
+            },
+            Capability::Role(4),
+        ],
+    )
+    .await;
+    wait_state(&s.handle(), "Global_frr", State::Established, WAIT).await;
+    raw.send(&message(
+        2,
+        "0000 0014 40 01 01 00 40 02 06 0201 0000fdea 40 03 04 7f2a0709 10 0a09",
+    ))
+    .await;
+    wait_route(&s.handle(), "10.9.0.0/16", &[raw_addr], WAIT).await;
 }
 
 #[tokio::test]
