@@ -23,6 +23,11 @@ need busybox busybox-static
 need bird bird2
 need /usr/lib/frr/bgpd frr
 need gobgpd gobgpd
+need tcpdump tcpdump
+need curl curl
+need jq jq
+# The IPIP tests boot a VM (tests/vm/run.sh installs these itself too; see docs/testing.md).
+need qemu-system-x86_64 qemu-system-x86
 [ -x /usr/lib/cni/ptp ] || need_pkgs+=(containernetworking-plugins)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "==> installing ${need_pkgs[*]}"
