@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The routed lab: a three-node cluster in network namespaces on this machine.
 #
-#   examples/lab.sh up [--etcd]   build, create the cluster, wait for convergence, check, summarise
+#   examples/lab.sh up [--etcd] [--tor bird|frr|gobgp]   build, create the cluster, wait for convergence, check, summarise
 #   examples/lab.sh check         all-pairs pod reachability, external host -> pods, pods -> external
 #   examples/lab.sh status        routectl status of each node, blocks, the ToR's view
 #   examples/lab.sh down          remove every namespace, process and file the lab made
@@ -13,6 +13,9 @@
 #       node-1 node-2 node-3   (10.77.0.1-3/24) routed, AS 64512, iBGP full mesh + the ToR
 #       2 pods 2 pods 2 pods   created through routed-cni, addresses from pool lab-pods 10.244.0.0/16
 #
+# The ToR is BIRD 2 by default; `--tor frr` runs FRR (zebra + bgpd) and `--tor gobgp` GoBGP instead.
+# GoBGP has no kernel programming of its own (it needs zebra), so with it the ToR's RIB is checked
+# and the external host's traffic, which needs routes in the ToR's kernel, is not.
 # The datastore is the embedded SQLite file $LAB/routed.db (or, with --etcd, an etcd that runs in the
 # ToR namespace on 10.77.0.254). Everything lives under $ROUTED_LAB_DIR (default /tmp/routed-lab);
 # namespaces are named $ROUTED_LAB_NAME-* (default "rlab"). ROUTED_BIN_DIR=DIR uses binaries already
@@ -33,12 +36,16 @@ NODE_AS=64512
 cmd=${1:-up}
 shift || true
 use_etcd=0
-for arg in "$@"; do
-    case "$arg" in
+TOR_KIND=bird
+while [ $# -gt 0 ]; do
+    case "$1" in
         --etcd) use_etcd=1 ;;
-        *) echo "unknown option $arg" >&2; exit 2 ;;
+        --tor) TOR_KIND=${2:-}; shift ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
     esac
+    shift
 done
+case "$TOR_KIND" in bird | frr | gobgp) ;; *) echo "--tor bird|frr|gobgp" >&2; exit 2 ;; esac
 
 say() { printf '==> %s\n' "$*"; }
 ns() { local n=$1; shift; ip netns exec "$n" "$@"; }
@@ -74,6 +81,8 @@ install_prereqs() {
     command -v jq >/dev/null || need+=(jq)
     command -v curl >/dev/null || need+=(curl)
     command -v bird >/dev/null || need+=(bird2)
+    [ "$TOR_KIND" = frr ] && { [ -x /usr/lib/frr/bgpd ] || need+=(frr); }
+    [ "$TOR_KIND" = gobgp ] && { command -v gobgpd >/dev/null || need+=(gobgpd); }
     if [ $use_etcd = 1 ]; then command -v etcd >/dev/null || need+=(etcd-server etcd-client); fi
     if [ ${#need[@]} -gt 0 ]; then
         say "installing ${need[*]}"
@@ -103,7 +112,7 @@ wait_until() { # wait_until SECONDS DESCRIPTION COMMAND...
 }
 
 topology() {
-    say "network namespaces: $TOR (BIRD), $EXT, $(node_ns 1)..$(node_ns $NODES)"
+    say "network namespaces: $TOR ($TOR_KIND), $EXT, $(node_ns 1)..$(node_ns $NODES)"
     add_ns "$TOR"
     ns "$TOR" ip link add br0 type bridge
     ns "$TOR" ip addr add "$RACK.254/24" dev br0
@@ -128,6 +137,87 @@ topology() {
         # 169.254.1.1 answers only for addresses the node can route.
         ip -n "$n" route add default via "$RACK.254"
     done
+}
+
+tor_kind() { cat "$LAB/tor" 2>/dev/null || echo bird; }
+
+start_tor() {
+    echo "$TOR_KIND" >"$LAB/tor"
+    case "$TOR_KIND" in
+        bird) start_bird ;;
+        frr) start_frr ;;
+        gobgp) start_gobgp ;;
+    esac
+}
+
+start_frr() {
+    say "ToR: FRR (zebra + bgpd), AS $TOR_AS, eBGP to every node; originates $EXT_NET.0/24"
+    # FRR's daemons run as its own user (root is not in its vty group): they get a directory of theirs.
+    local F=$LAB/frr
+    mkdir -p "$F/vty"
+    echo "hostname tor" >"$F/zebra.conf"
+    {
+        echo "frr defaults traditional"
+        echo "hostname tor"
+        echo "router bgp $TOR_AS"
+        echo " bgp router-id $RACK.254"
+        echo " no bgp ebgp-requires-policy"
+        echo " no bgp network import-check"
+        echo " bgp graceful-restart"
+        for i in $(seq 1 $NODES); do
+            echo " neighbor $RACK.$i remote-as $NODE_AS"
+            echo " neighbor $RACK.$i timers connect 2"
+        done
+        echo " address-family ipv4 unicast"
+        echo "  network $EXT_NET.0/24"
+        echo " exit-address-family"
+    } >"$F/bgpd.conf"
+    chown -R frr:frr "$F"
+    ns "$TOR" /usr/lib/frr/zebra -f "$F/zebra.conf" -i "$F/zebra.pid" -z "$F/zserv.api" \
+        --vty_socket "$F/vty" -u frr -g frr -P 0 --log "file:$F/zebra.log" >/dev/null 2>&1 &
+    remember_pid $!
+    wait_until 10 "zebra's socket" test -S "$F/zserv.api"
+    ns "$TOR" /usr/lib/frr/bgpd -f "$F/bgpd.conf" -i "$F/bgpd.pid" -z "$F/zserv.api" \
+        --vty_socket "$F/vty" -u frr -g frr -P 0 --log "file:$F/bgpd.log" >/dev/null 2>&1 &
+    remember_pid $!
+}
+
+start_gobgp() {
+    say "ToR: GoBGP, AS $TOR_AS, eBGP to every node; originates $EXT_NET.0/24"
+    {
+        printf '[global.config]\n  as = %s\n  router-id = "%s"\n  port = 179\n' "$TOR_AS" "$RACK.254"
+        for i in $(seq 1 $NODES); do
+            printf '[[neighbors]]\n  [neighbors.config]\n    neighbor-address = "%s"\n    peer-as = %s\n' "$RACK.$i" "$NODE_AS"
+            printf '  [neighbors.timers.config]\n    connect-retry = 2\n'
+            printf '  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = "ipv4-unicast"\n'
+        done
+    } >"$LAB/gobgpd.toml"
+    ns "$TOR" gobgpd -f "$LAB/gobgpd.toml" -p --pprof-disable --api-hosts 127.0.0.1:50051 >"$LAB/gobgpd.log" 2>&1 &
+    remember_pid $!
+    # The API can answer before the RIB takes routes: add until it lists the prefix.
+    wait_until 20 "GoBGP to take $EXT_NET.0/24" gobgp_originate
+}
+
+gobgp_originate() {
+    ns "$TOR" gobgp global rib add "$EXT_NET.0/24" >/dev/null 2>&1 || true
+    ns "$TOR" gobgp global rib -a ipv4 | grep -q "$EXT_NET.0/24"
+}
+
+# The ToR's best routes as "PREFIX via NEXTHOP" lines, whatever the daemon.
+tor_routes() {
+    case "$(tor_kind)" in
+        bird) ip -n "$TOR" -4 route show proto bird ;;
+        frr) ip -n "$TOR" -4 route show proto bgp | sed "s/ nhid [0-9]*//" ;;
+        gobgp) ns "$TOR" gobgp global rib -a ipv4 | awk '$1 ~ /^\*>/ { sub(/^\*>/, "", $1); p = ($1 == "" ? $2 : $1); n = ($1 == "" ? $3 : $2); print p " via " n }' ;;
+    esac
+}
+
+tor_sessions() {
+    case "$(tor_kind)" in
+        bird) birdc -s "$LAB/bird.ctl" show protocols | grep -E "Name|BGP" ;;
+        frr) ns "$TOR" vtysh --vty_socket "$LAB/frr/vty" -d bgpd -c "show bgp summary" ;;
+        gobgp) ns "$TOR" gobgp neighbor ;;
+    esac
 }
 
 start_bird() {
@@ -215,10 +305,13 @@ converged() {
             done
         done
     done
-    local tor_routes
-    tor_routes=$(ip -n "$TOR" -4 route show proto bird)
-    for b in $(jq -r '.[].cidr' <<<"$blocks"); do
-        grep -q "^$b " <<<"$tor_routes" || return 1
+    # The ToR has every block, with the owning node as next hop.
+    local tor
+    tor=$(tor_routes)
+    for j in $(seq 1 $NODES); do
+        for b in $(jq -r ".[] | select(.affinity == \"node-$j\") | .cidr" <<<"$blocks"); do
+            grep -q "^$b via $RACK.$j\b" <<<"$tor" || return 1
+        done
     done
 }
 
@@ -257,6 +350,15 @@ check() {
         done; done
     done; done
     echo "    $ok/$pairs pod pairs reachable"
+    if [ "$(tor_kind)" = gobgp ]; then
+        echo "summary: pod pairs $ok/$pairs, ToR GoBGP RIB has every block (no kernel routes at the ToR: external host not checked)"
+        if [ ${#failures[@]} -gt 0 ]; then
+            printf 'FAILED: %s\n' "${failures[@]}"
+            return 1
+        fi
+        echo "lab OK"
+        return 0
+    fi
     local ext=0 ext_ok=0
     say "external host $EXT_NET.2 -> every pod (routed by the ToR from BGP)"
     for i in $(seq 1 $NODES); do for p in $(seq 1 $PODS_PER_NODE); do
@@ -299,9 +401,9 @@ status() {
     done
     say "blocks"
     R ipam show
-    say "ToR (BIRD): sessions and routes"
-    birdc -s "$LAB/bird.ctl" show protocols | grep -E "Name|BGP" || true
-    ip -n "$TOR" -4 route show proto bird | sed 's/^/    /'
+    say "ToR ($(tor_kind)): sessions and routes"
+    tor_sessions || true
+    tor_routes | sed 's/^/    /'
 }
 
 up() {
@@ -319,7 +421,7 @@ up() {
     : >"$LAB/netns"
     local t0=$SECONDS
     topology
-    start_bird
+    start_tor
     if [ $use_etcd = 1 ]; then start_etcd; fi
     say "datastore $(datastore_url): pool lab-pods $POOL_CIDR, BGP peer tor ($RACK.254, AS $TOR_AS)"
     R pool create lab-pods --cidr "$POOL_CIDR" >/dev/null
@@ -361,5 +463,5 @@ case "$cmd" in
     down) down ;;
     status) status ;;
     check) check ;;
-    *) echo "usage: $0 up [--etcd] | check | status | down" >&2; exit 2 ;;
+    *) echo "usage: $0 up [--etcd] [--tor bird|frr|gobgp] | check | status | down" >&2; exit 2 ;;
 esac

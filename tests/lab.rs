@@ -140,3 +140,38 @@ fn lab_cluster_reaches_every_pod_and_cleans_up() {
     }
     assert!(!lab.dir.path().join("lab").exists());
 }
+
+/// The same lab with FRR (zebra + bgpd) and with GoBGP as the ToR: sessions up, every node's
+/// block at the ToR with the node as next hop, the prefix the ToR originates in every node's
+/// kernel (the lab's convergence condition), and pod traffic. With FRR the external host's
+/// traffic runs through FRR's kernel routes too.
+#[test]
+fn lab_with_frr_and_gobgp_as_the_tor() {
+    if !common::require_e2e("lab_with_frr_and_gobgp_as_the_tor") {
+        return;
+    }
+    for (tor, summary) in [
+        (
+            "frr",
+            "summary: pod pairs 30/30, external->pod 6/6, pod->external source 3/3 (natOutgoing=false)",
+        ),
+        (
+            "gobgp",
+            "summary: pod pairs 30/30, ToR GoBGP RIB has every block",
+        ),
+    ] {
+        let mut lab = Lab {
+            name: format!("rl{}{:x}", &tor[..1], common::rand_suffix() & 0xffff),
+            dir: tempfile::tempdir().expect("temp dir"),
+            up: true,
+        };
+        let (ok, out) = lab.run(&["up", "--tor", tor]);
+        assert!(ok, "lab up --tor {tor} failed:\n{out}");
+        assert!(out.contains(summary), "{tor}:\n{out}");
+        assert!(out.contains("lab OK"), "{tor}:\n{out}");
+        let (ok, out) = lab.run(&["down"]);
+        lab.up = false;
+        assert!(ok, "{out}");
+        assert_eq!(namespaces_named(&lab.name), Vec::<String>::new());
+    }
+}
