@@ -1,72 +1,356 @@
 #!/usr/bin/env bash
-# The routed lab: `examples/lab.sh up|down|status [--etcd]`.
+# The routed lab: a three-node cluster in network namespaces on this machine.
 #
-# Today the lab shows the parts that exist: three nodes share one datastore (embedded SQLite by
-# default, a private etcd on loopback with --etcd), claim blocks from one pool and hand addresses to
-# two pods each, and `routectl ipam show/check` prints the result. Network namespaces, agents, BGP
-# and pod traffic join this script as the node agent lands (docs/architecture.md lists the plan).
+#   examples/lab.sh up [--etcd]   build, create the cluster, wait for convergence, check, summarise
+#   examples/lab.sh check         all-pairs pod reachability, external host -> pods, pods -> external
+#   examples/lab.sh status        routectl status of each node, blocks, the ToR's view
+#   examples/lab.sh down          remove every namespace, process and file the lab made
+#
+#             ext (10.78.0.2) ── external host, knows nothing of pods: default route via the ToR
+#               │
+#             tor (10.78.0.1 / 10.77.0.254)  BIRD 2, AS 65000, eBGP to every node; a bridge = the rack
+#         ┌─────┼─────┐
+#       node-1 node-2 node-3   (10.77.0.1-3/24) routed, AS 64512, iBGP full mesh + the ToR
+#       2 pods 2 pods 2 pods   created through routed-cni, addresses from pool lab-pods 10.244.0.0/16
+#
+# The datastore is the embedded SQLite file $LAB/routed.db (or, with --etcd, an etcd that runs in the
+# ToR namespace on 10.77.0.254). Everything lives under $ROUTED_LAB_DIR (default /tmp/routed-lab);
+# namespaces are named $ROUTED_LAB_NAME-* (default "rlab"). ROUTED_BIN_DIR=DIR uses binaries already
+# built there instead of `cargo build --release`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$PWD
 LAB=${ROUTED_LAB_DIR:-/tmp/routed-lab}
+P=${ROUTED_LAB_NAME:-rlab}
+NODES=3
+PODS_PER_NODE=2
+POOL_CIDR=10.244.0.0/16
+RACK=10.77.0
+EXT_NET=10.78.0
+TOR_AS=65000
+NODE_AS=64512
+
 cmd=${1:-up}
+shift || true
 use_etcd=0
-[ "${2:-}" = "--etcd" ] && use_etcd=1
+for arg in "$@"; do
+    case "$arg" in
+        --etcd) use_etcd=1 ;;
+        *) echo "unknown option $arg" >&2; exit 2 ;;
+    esac
+done
+
+say() { printf '==> %s\n' "$*"; }
+ns() { local n=$1; shift; ip netns exec "$n" "$@"; }
+TOR=$P-tor
+EXT=$P-ext
+node_ns() { echo "$P-n$1"; }
+pod_ns() { echo "$P-n$1-p$2"; }
+
+bin_dir() {
+    if [ -n "${ROUTED_BIN_DIR:-}" ]; then echo "$ROUTED_BIN_DIR"; else echo "$ROOT/target/release"; fi
+}
 
 datastore_url() {
-    if [ -f "$LAB/etcd.port" ]; then echo "etcd://127.0.0.1:$(cat "$LAB/etcd.port")"; else echo "sqlite://$LAB/routed.db"; fi
+    if [ -f "$LAB/etcd.port" ]; then
+        echo "etcd://$RACK.254:$(cat "$LAB/etcd.port")"
+    else
+        echo "sqlite://$LAB/routed.db"
+    fi
 }
+
+# routectl against the lab's datastore (from the ToR namespace, which reaches etcd too).
+R() { ns "$TOR" "$(bin_dir)/routectl" --datastore "$(datastore_url)" "$@"; }
 
 install_prereqs() {
     local need=()
     command -v protoc >/dev/null || need+=(protobuf-compiler)
+    [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
     command -v cc >/dev/null || need+=(build-essential)
-    [ $use_etcd = 1 ] && ! command -v etcd >/dev/null && need+=(etcd-server etcd-client)
+    command -v ip >/dev/null || need+=(iproute2)
+    command -v nft >/dev/null || need+=(nftables)
+    command -v ping >/dev/null || need+=(iputils-ping)
+    command -v tcpdump >/dev/null || need+=(tcpdump)
+    command -v jq >/dev/null || need+=(jq)
+    command -v curl >/dev/null || need+=(curl)
+    command -v bird >/dev/null || need+=(bird2)
+    if [ $use_etcd = 1 ]; then command -v etcd >/dev/null || need+=(etcd-server etcd-client); fi
     if [ ${#need[@]} -gt 0 ]; then
-        apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
+        say "installing ${need[*]}"
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
     fi
+    command -v cargo >/dev/null || [ -n "${ROUTED_BIN_DIR:-}" ] || {
+        echo "cargo not found: install Rust (rustup) first" >&2
+        exit 1
+    }
 }
 
-up() {
-    install_prereqs
-    echo "==> building"
-    cargo build --release --quiet --bin routectl
-    mkdir -p "$LAB"
-    if [ $use_etcd = 1 ]; then
-        local port=$((30000 + RANDOM % 10000))
-        etcd --name lab --data-dir "$LAB/etcd" \
-            --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
-            --listen-peer-urls "http://127.0.0.1:$((port + 1))" \
-            --initial-advertise-peer-urls "http://127.0.0.1:$((port + 1))" \
-            --initial-cluster "lab=http://127.0.0.1:$((port + 1))" >"$LAB/etcd.log" 2>&1 &
-        echo $! >"$LAB/etcd.pid"
-        echo "$port" >"$LAB/etcd.port"
-        until etcdctl --endpoints "127.0.0.1:$port" endpoint health >/dev/null 2>&1; do sleep 0.2; done
-    fi
-    export ROUTED_DATASTORE
-    ROUTED_DATASTORE=$(datastore_url)
-    local R=target/release/routectl
-    echo "==> datastore $ROUTED_DATASTORE"
-    $R pool list -o json | grep -q '"name": "lab-pods"' || $R pool create lab-pods --cidr 10.244.0.0/16 --nat-outgoing
-    for node in node-1 node-2 node-3; do
-        for pod in 1 2; do
-            $R ipam allocate --node $node --handle "$node-pod-$pod" -o json >/dev/null
+remember_pid() { echo "$1" >>"$LAB/pids"; }
+remember_ns() { echo "$1" >>"$LAB/netns"; }
+add_ns() { ip netns add "$1"; remember_ns "$1"; ip -n "$1" link set lo up; }
+
+wait_until() { # wait_until SECONDS DESCRIPTION COMMAND...
+    local limit=$1 what=$2; shift 2
+    local deadline=$((SECONDS + limit))
+    until "$@" >/dev/null 2>&1; do
+        if [ $SECONDS -ge $deadline ]; then
+            echo "timed out after ${limit}s waiting for: $what" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+topology() {
+    say "network namespaces: $TOR (BIRD), $EXT, $(node_ns 1)..$(node_ns $NODES)"
+    add_ns "$TOR"
+    ns "$TOR" ip link add br0 type bridge
+    ns "$TOR" ip addr add "$RACK.254/24" dev br0
+    ns "$TOR" ip link set br0 up
+    ns "$TOR" sysctl -qw net.ipv4.ip_forward=1
+    add_ns "$EXT"
+    ip -n "$EXT" link add eth0 type veth peer name ext0 netns "$TOR"
+    ip -n "$EXT" addr add "$EXT_NET.2/24" dev eth0
+    ip -n "$EXT" link set eth0 up
+    ip -n "$EXT" route add default via "$EXT_NET.1"
+    ns "$TOR" ip addr add "$EXT_NET.1/24" dev ext0
+    ns "$TOR" ip link set ext0 up
+    for i in $(seq 1 $NODES); do
+        local n
+        n=$(node_ns "$i")
+        add_ns "$n"
+        ip -n "$n" link add eth0 type veth peer name "n$i" netns "$TOR"
+        ns "$TOR" ip link set "n$i" master br0 up
+        ip -n "$n" addr add "$RACK.$i/24" dev eth0
+        ip -n "$n" link set eth0 up
+        # Like any real host, a node has a default route (the ToR). Proxy ARP for the pods' gateway
+        # 169.254.1.1 answers only for addresses the node can route.
+        ip -n "$n" route add default via "$RACK.254"
+    done
+}
+
+start_bird() {
+    say "ToR: BIRD 2, AS $TOR_AS, eBGP to every node; exports the external subnet $EXT_NET.0/24"
+    {
+        echo "router id $RACK.254;"
+        echo "log \"$LAB/bird.log\" all;"
+        echo "protocol device { scan time 10; }"
+        echo "protocol direct { ipv4; interface \"ext0\"; }"
+        echo "protocol kernel { ipv4 { export where source = RTS_BGP; }; merge paths on; }"
+        echo "template bgp rack_node {"
+        echo "  local $RACK.254 as $TOR_AS;"
+        echo "  ipv4 { import all; export where source = RTS_DEVICE; };"
+        echo "  graceful restart on;"
+        echo "  connect delay time 1; connect retry time 2; error wait time 1, 10;"
+        echo "}"
+        for i in $(seq 1 $NODES); do
+            echo "protocol bgp node_$i from rack_node { neighbor $RACK.$i as $NODE_AS; }"
+        done
+    } >"$LAB/bird.conf"
+    ns "$TOR" bird -f -c "$LAB/bird.conf" -s "$LAB/bird.ctl" >"$LAB/bird.out" 2>&1 &
+    remember_pid $!
+    wait_until 10 "BIRD control socket" test -S "$LAB/bird.ctl"
+}
+
+start_etcd() {
+    local port=2379
+    say "datastore: etcd in $TOR on $RACK.254:$port"
+    ns "$TOR" etcd --name lab --data-dir "$LAB/etcd" \
+        --listen-client-urls "http://$RACK.254:$port" --advertise-client-urls "http://$RACK.254:$port" \
+        --listen-peer-urls "http://127.0.0.1:2380" --initial-advertise-peer-urls "http://127.0.0.1:2380" \
+        --initial-cluster "lab=http://127.0.0.1:2380" >"$LAB/etcd.log" 2>&1 &
+    remember_pid $!
+    echo "$port" >"$LAB/etcd.port"
+    wait_until 30 "etcd" ns "$TOR" etcdctl --endpoints "$RACK.254:$port" endpoint health
+}
+
+start_agents() {
+    for i in $(seq 1 $NODES); do
+        ns "$(node_ns "$i")" "$(bin_dir)/routed" --node-name "node-$i" --datastore "$(datastore_url)" \
+            --ip "$RACK.$i/24" --socket "$LAB/node-$i.sock" >"$LAB/node-$i.log" 2>&1 &
+        remember_pid $!
+    done
+    for i in $(seq 1 $NODES); do
+        wait_until 30 "node-$i's agent to be ready" \
+            curl -sf --unix-socket "$LAB/node-$i.sock" http://routed/readyz
+    done
+}
+
+cni_call() { # cni_call COMMAND NODE POD
+    local n=$2 p=$3
+    local conf="{\"cniVersion\":\"1.0.0\",\"name\":\"lab\",\"type\":\"routed-cni\",\"socket\":\"$LAB/node-$n.sock\"}"
+    echo "$conf" | ns "$(node_ns "$n")" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+        CNI_COMMAND="$1" CNI_CONTAINERID="lab-$n-$p" CNI_NETNS="/var/run/netns/$(pod_ns "$n" "$p")" \
+        CNI_IFNAME=eth0 CNI_PATH="$(bin_dir)" \
+        CNI_ARGS="K8S_POD_NAMESPACE=lab;K8S_POD_NAME=pod-$n-$p" "$(bin_dir)/routed-cni"
+}
+
+create_pods() {
+    say "pods: $PODS_PER_NODE per node through routed-cni"
+    for i in $(seq 1 $NODES); do
+        for p in $(seq 1 $PODS_PER_NODE); do
+            add_ns "$(pod_ns "$i" "$p")"
+            cni_call ADD "$i" "$p" >"$LAB/pod-$i-$p.json"
+            jq -r '.ips[0].address' "$LAB/pod-$i-$p.json" | cut -d/ -f1 >"$LAB/pod-$i-$p.ip"
+            printf '    %-12s on node-%s  %s\n' "pod-$i-$p" "$i" "$(cat "$LAB/pod-$i-$p.ip")"
         done
     done
-    status
+}
+
+pod_ip() { cat "$LAB/pod-$1-$2.ip"; }
+
+# True when every node's kernel has a route to every other node's blocks and the ToR has all blocks.
+converged() {
+    local blocks
+    blocks=$(R ipam show -o json) || return 1
+    for i in $(seq 1 $NODES); do
+        local routes
+        routes=$(ip -n "$(node_ns "$i")" -4 route show proto 232)
+        grep -q "^$EXT_NET.0/24 via $RACK.254" <<<"$routes" || return 1
+        for j in $(seq 1 $NODES); do
+            [ "$i" = "$j" ] && continue
+            for b in $(jq -r ".[] | select(.affinity == \"node-$j\") | .cidr" <<<"$blocks"); do
+                grep -q "^$b via $RACK.$j " <<<"$routes" || return 1
+            done
+        done
+    done
+    local tor_routes
+    tor_routes=$(ip -n "$TOR" -4 route show proto bird)
+    for b in $(jq -r '.[].cidr' <<<"$blocks"); do
+        grep -q "^$b " <<<"$tor_routes" || return 1
+    done
+}
+
+ping_ok() { # ping_ok NS DEST: up to three tries (the first may wait for ARP)
+    local t
+    for t in 1 2 3; do
+        ns "$1" ping -c 1 -W 1 -q "$2" >/dev/null 2>&1 && return 0
+    done
+    return 1
+}
+
+# Source address of the first echo request that reaches the external host from pod $1-$2.
+seen_source_at_ext() {
+    local out="$LAB/capture.$$"
+    ns "$EXT" timeout 8 tcpdump -ni eth0 -l -c 1 'icmp[icmptype] == icmp-echo' >"$out" 2>"$out.err" &
+    local cap=$!
+    wait_until 5 "tcpdump to listen" grep -q "listening on" "$out.err" || true
+    ns "$(pod_ns "$1" "$2")" ping -c 2 -W 1 -q "$EXT_NET.2" >/dev/null 2>&1 || true
+    wait "$cap" 2>/dev/null || true
+    awk '/ICMP echo request/ {print $3; exit}' "$out"
+    rm -f "$out" "$out.err"
+}
+
+check() {
+    local pairs=0 ok=0 failures=()
+    say "pod -> pod, every pair"
+    for i in $(seq 1 $NODES); do for p in $(seq 1 $PODS_PER_NODE); do
+        for j in $(seq 1 $NODES); do for q in $(seq 1 $PODS_PER_NODE); do
+            [ "$i$p" = "$j$q" ] && continue
+            pairs=$((pairs + 1))
+            if ping_ok "$(pod_ns "$i" "$p")" "$(pod_ip "$j" "$q")"; then
+                ok=$((ok + 1))
+            else
+                failures+=("pod-$i-$p -> pod-$j-$q ($(pod_ip "$j" "$q"))")
+            fi
+        done; done
+    done; done
+    echo "    $ok/$pairs pod pairs reachable"
+    local ext=0 ext_ok=0
+    say "external host $EXT_NET.2 -> every pod (routed by the ToR from BGP)"
+    for i in $(seq 1 $NODES); do for p in $(seq 1 $PODS_PER_NODE); do
+        ext=$((ext + 1))
+        if ping_ok "$EXT" "$(pod_ip "$i" "$p")"; then
+            ext_ok=$((ext_ok + 1))
+        else
+            failures+=("external -> pod-$i-$p ($(pod_ip "$i" "$p"))")
+        fi
+    done; done
+    echo "    $ext_ok/$ext pods reachable from the external host"
+    local nat
+    nat=$(R pool list -o json | jq -r '.[] | select(.name == "lab-pods") | .nat_outgoing')
+    say "pod -> external host: the source address the external host sees (natOutgoing=$nat)"
+    local src_ok=0
+    for i in $(seq 1 $NODES); do
+        local src want
+        src=$(seen_source_at_ext "$i" 1)
+        if [ "$nat" = "true" ]; then want="$RACK.$i"; else want=$(pod_ip "$i" 1); fi
+        printf '    pod-%s-1 (%s) arrives as %s\n' "$i" "$(pod_ip "$i" 1)" "${src:-nothing}"
+        if [ "$src" = "$want" ]; then
+            src_ok=$((src_ok + 1))
+        else
+            failures+=("pod-$i-1 -> external arrived as '${src:-nothing}', expected $want")
+        fi
+    done
+    echo "summary: pod pairs $ok/$pairs, external->pod $ext_ok/$ext, pod->external source $src_ok/$NODES (natOutgoing=$nat)"
+    if [ ${#failures[@]} -gt 0 ]; then
+        printf 'FAILED: %s\n' "${failures[@]}"
+        return 1
+    fi
+    echo "lab OK"
 }
 
 status() {
-    export ROUTED_DATASTORE
-    ROUTED_DATASTORE=$(datastore_url)
-    local R=target/release/routectl
-    $R pool list
-    $R ipam show
-    $R ipam check
+    for i in $(seq 1 $NODES); do
+        say "node-$i: routectl status"
+        "$(bin_dir)/routectl" status --socket "$LAB/node-$i.sock" || true
+        echo "    kernel: $(ip -n "$(node_ns "$i")" -4 route show proto 231 | wc -l) blackhole(s), $(ip -n "$(node_ns "$i")" -4 route show proto 232 | wc -l) BGP route(s), $(ip -n "$(node_ns "$i")" -4 route show proto 230 | wc -l) pod route(s)"
+    done
+    say "blocks"
+    R ipam show
+    say "ToR (BIRD): sessions and routes"
+    birdc -s "$LAB/bird.ctl" show protocols | grep -E "Name|BGP" || true
+    ip -n "$TOR" -4 route show proto bird | sed 's/^/    /'
+}
+
+up() {
+    if [ -d "$LAB" ] && [ -f "$LAB/pids" ]; then
+        echo "a lab is already up in $LAB: run '$0 down' first" >&2
+        exit 1
+    fi
+    install_prereqs
+    if [ -z "${ROUTED_BIN_DIR:-}" ]; then
+        say "building (cargo build --release)"
+        cargo build --release --quiet --bin routed --bin routed-cni --bin routectl
+    fi
+    mkdir -p "$LAB"
+    : >"$LAB/pids"
+    : >"$LAB/netns"
+    local t0=$SECONDS
+    topology
+    start_bird
+    if [ $use_etcd = 1 ]; then start_etcd; fi
+    say "datastore $(datastore_url): pool lab-pods $POOL_CIDR, BGP peer tor ($RACK.254, AS $TOR_AS)"
+    R pool create lab-pods --cidr "$POOL_CIDR" >/dev/null
+    R peer create tor --peer-ip "$RACK.254" --as "$TOR_AS" >/dev/null
+    say "agents: routed on node-1..node-$NODES (AS $NODE_AS, full mesh)"
+    start_agents
+    create_pods
+    say "waiting for convergence (every block in every other node's kernel and at the ToR)"
+    wait_until 60 "routes to converge" converged
+    echo "    converged $((SECONDS - t0)) s after the first namespace was made"
+    status
+    check
+    echo
+    echo "The lab is up. Try: ip netns exec $(pod_ns 1 1) ping $(pod_ip 3 2)"
+    echo "                    $0 status | $0 check | $0 down"
 }
 
 down() {
-    if [ -f "$LAB/etcd.pid" ]; then
-        kill "$(cat "$LAB/etcd.pid")" 2>/dev/null || true
+    if [ -f "$LAB/pids" ]; then
+        while read -r pid; do
+            [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+        done <"$LAB/pids"
+        sleep 0.3
+        while read -r pid; do
+            [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+        done <"$LAB/pids"
+    fi
+    if [ -f "$LAB/netns" ]; then
+        while read -r n; do
+            [ -n "$n" ] && ip netns del "$n" 2>/dev/null || true
+        done <"$LAB/netns"
     fi
     rm -rf "$LAB"
     echo "lab removed ($LAB)"
@@ -76,5 +360,6 @@ case "$cmd" in
     up) up ;;
     down) down ;;
     status) status ;;
-    *) echo "usage: $0 up|down|status [--etcd]" >&2; exit 2 ;;
+    check) check ;;
+    *) echo "usage: $0 up [--etcd] | check | status | down" >&2; exit 2 ;;
 esac

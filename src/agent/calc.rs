@@ -594,7 +594,7 @@ mod tests {
         );
         let ipip = pool("b", "10.2.0.0/16", CrossSubnet, Never);
         let vxlan = pool("c", "10.3.0.0/16", Never, Always);
-        assert_eq!(encapsulation_overhead(&[ipip.clone()]), 20);
+        assert_eq!(encapsulation_overhead(std::slice::from_ref(&ipip)), 20);
         assert_eq!(encapsulation_overhead(&[ipip.clone(), vxlan.clone()]), 50);
         assert_eq!(
             encapsulation_needed(&[ipip.clone(), vxlan.clone()]),

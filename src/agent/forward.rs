@@ -3,14 +3,20 @@
 //! Docker (seeds/) and some distributions set the filter FORWARD policy to DROP. In nftables an
 //! `accept` ends only the chain it is in: every base chain on the forward hook must accept, so a
 //! table of our own cannot override a DROP policy elsewhere. The agent therefore
-//! 1. owns `table inet routed` (rebuilt atomically) with a forward chain accepting traffic from
-//!    and to pod interfaces (`rd*`), which is where later rules (NAT, policy) go; and
+//! 1. owns `table inet routed` (rebuilt atomically by [`render_ruleset`] + [`apply_ruleset`]
+//!    whenever the pools change) with a forward chain accepting traffic from and to pod
+//!    interfaces (`rd*`) and from and to pool addresses (sets `pools_v4`/`pools_v6`), and the
+//!    natOutgoing postrouting chain (see [`super::nat`]); and
 //! 2. inserts two rules, tagged with the comment `routed-pod-forward`, at the top of every other
 //!    base chain on the forward hook whose policy is drop (e.g. iptables-nft's `ip filter FORWARD`),
 //!    once (it looks for its comment first).
 //!
-//! Nothing else in other tables is touched.
+//! Nothing else in other tables is touched. (The rules inserted in other tables match the `rd*`
+//! interfaces only: sets cannot be shared across tables, and traffic that only transits a node
+//! with pod addresses on both sides meets no pod interface there. Keep such hosts' FORWARD
+//! policy at accept, or accept the pool CIDRs there yourself.)
 
+use super::nat::{self, PoolSets};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -21,22 +27,59 @@ pub const TABLE: &str = "routed";
 pub const COMMENT: &str = "routed-pod-forward";
 pub const POD_IFACES: &str = "rd*";
 
-/// Programs both parts; idempotent.
+/// Start-up, before the datastore answered: programs both parts with no pools known yet, unless
+/// the table is already there (an agent restart: the previous ruleset, with the pools and NAT,
+/// stays until the pool follower rebuilds it, so new NAT flows see no gap).
 pub async fn ensure_forward_accept() -> Result<()> {
-    let ruleset = format!(
+    if table_exists().await {
+        info!("table inet routed found; kept until the pools are known");
+        return accept_in_foreign_chains().await;
+    }
+    apply_ruleset(&PoolSets::default()).await
+}
+
+/// The whole of `table inet routed`, rebuilt in one transaction: creating the table first makes
+/// the `delete` valid when it does not exist yet, and nft applies the file atomically, so
+/// packets never see a half-built table.
+pub fn render_ruleset(sets: &PoolSets) -> String {
+    format!(
         "table inet {TABLE} {{}}\n\
          delete table inet {TABLE}\n\
          table inet {TABLE} {{\n\
+         {sets}\
            chain forward {{\n\
              type filter hook forward priority filter - 10; policy accept;\n\
              iifname \"{POD_IFACES}\" counter accept\n\
              oifname \"{POD_IFACES}\" counter accept\n\
+             ip saddr @pools_v4 counter accept\n\
+             ip daddr @pools_v4 counter accept\n\
+             ip6 saddr @pools_v6 counter accept\n\
+             ip6 daddr @pools_v6 counter accept\n\
            }}\n\
-         }}\n"
-    );
-    nft_apply(&ruleset)
+         {postrouting}\
+         }}\n",
+        sets = nat::render_sets(sets),
+        postrouting = nat::render_postrouting(),
+    )
+}
+
+/// Installs [`render_ruleset`] and the acceptance rules in other drop-policy forward chains;
+/// idempotent.
+pub async fn apply_ruleset(sets: &PoolSets) -> Result<()> {
+    nft_apply(&render_ruleset(sets))
         .await
         .context("installing table inet routed")?;
+    accept_in_foreign_chains().await
+}
+
+/// True when `table inet routed` is in the kernel.
+pub async fn table_exists() -> bool {
+    nft_json(&["list", "table", "inet", TABLE]).await.is_ok()
+}
+
+/// Part 2: accept pod traffic ahead of every other drop-policy forward chain, once per chain
+/// (a chain created later, e.g. by Docker, is caught on the next periodic check).
+pub async fn accept_in_foreign_chains() -> Result<()> {
     for (family, table, chain) in drop_policy_forward_chains().await? {
         if family == "inet" && table == TABLE {
             continue;

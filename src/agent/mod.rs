@@ -6,14 +6,19 @@
 //!                               │
 //!  start: detect address/MTU ──> register Node ──> forward acceptance (nftables) ──> ready
 //! ```
-//! The BGP speaker, the route reconcilers and NAT join here as they land (docs/architecture.md).
+//! Beside them run the BGP speaker and route reconciler (`routing`), the workload route
+//! reconciler (`workloads`) and the pool follower that keeps forward acceptance and natOutgoing
+//! in nftables (`nat`, `forward`); `health` says when the node is ready.
 
 pub mod calc;
 pub mod forward;
+pub mod health;
+pub mod nat;
 pub mod node;
 pub mod routing;
 pub mod server;
 pub mod tunnels;
+pub mod workloads;
 
 use crate::api::NodeInfo;
 use crate::datastore::{self, Datastore, DatastoreConfig};
@@ -57,14 +62,74 @@ pub struct AgentState {
     /// Set once the route reconciler has programmed the kernel (readiness).
     pub routes_programmed: Arc<AtomicBool>,
     bgp_enabled: bool,
+    /// Set once the workload reconciler did its first pass (readiness).
+    pub workloads_programmed: Arc<AtomicBool>,
+    /// Set once `table inet routed` holds the datastore's pools (readiness, reported only).
+    pub nftables_applied: Arc<AtomicBool>,
+    manage_forward: bool,
+    detection: Option<node::Detected>,
+    /// `--mtu`: when set, the pod MTU never follows the pools.
+    mtu_override: Option<u32>,
+    /// Node-wide sysctls routed set or checked, as found/left (`net.ipv4.ip_forward`, ...).
+    sysctls: std::sync::RwLock<std::collections::BTreeMap<String, String>>,
 }
 
 impl AgentState {
     /// Ready: registered, and (with BGP) routes programmed once. One external peer being down
     /// does not make the node unready.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-            && (!self.bgp_enabled || self.routes_programmed.load(Ordering::Relaxed))
+        self.readiness().ready
+    }
+
+    /// The per-check readiness report served by `/readyz` (see [`health`]).
+    pub fn readiness(&self) -> health::Readiness {
+        use health::Check;
+        health::Readiness::from_checks(&[
+            Check {
+                name: "datastore",
+                passed: self.ready.load(Ordering::Relaxed),
+                required: true,
+                failure: "the node is not registered yet (datastore unreachable?)",
+            },
+            Check {
+                name: "routes",
+                passed: !self.bgp_enabled || self.routes_programmed.load(Ordering::Relaxed),
+                required: true,
+                failure: "BGP and blackhole routes not programmed yet",
+            },
+            Check {
+                name: "workload_routes",
+                passed: self.workloads_programmed.load(Ordering::Relaxed),
+                required: true,
+                failure: "pod routes not reconciled yet (waiting for the IPAM blocks)",
+            },
+            Check {
+                name: "nftables",
+                passed: !self.manage_forward || self.nftables_applied.load(Ordering::Relaxed),
+                required: false,
+                failure: "table inet routed (FORWARD acceptance, natOutgoing) not programmed; see the log",
+            },
+        ])
+    }
+
+    /// Recomputes the pod MTU from the pools (node interface MTU minus the largest
+    /// encapsulation), unless `--mtu` fixed it; pods created from now on get the new value.
+    pub fn update_pod_mtu(&self, pools: &[crate::model::IpPool]) {
+        let (None, Some(detected)) = (self.mtu_override, &self.detection) else {
+            return;
+        };
+        let mtu = detected.mtu.saturating_sub(node::overhead_of(pools));
+        let old = self.pod_mtu.swap(mtu, Ordering::Relaxed);
+        if old != mtu {
+            info!(old, new = mtu, "pod MTU follows the pools' encapsulation");
+        }
+    }
+
+    /// Records a node-wide sysctl for `/v1/node`.
+    fn record_sysctl(&self, key: &str, value: &str) {
+        if let Ok(mut map) = self.sysctls.write() {
+            map.insert(key.to_string(), value.to_string());
+        }
     }
 
     pub fn pod_mtu(&self) -> u32 {
@@ -76,6 +141,10 @@ impl AgentState {
             name: self.node_name.clone(),
             pod_mtu: self.pod_mtu(),
             ipv4_address: self.node_address.map(|a| a.to_string()),
+            address_detection: self.detection.as_ref().map(|d| d.method.clone()),
+            interface: self.detection.as_ref().and_then(|d| d.interface.clone()),
+            node_mtu: self.detection.as_ref().map(|d| d.mtu),
+            sysctls: self.sysctls.read().map(|m| m.clone()).unwrap_or_default(),
         }
     }
 }
@@ -107,6 +176,12 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         speaker: std::sync::OnceLock::new(),
         routes_programmed: Arc::new(AtomicBool::new(false)),
         bgp_enabled: config.bgp,
+        workloads_programmed: Arc::new(AtomicBool::new(false)),
+        nftables_applied: Arc::new(AtomicBool::new(false)),
+        manage_forward: config.manage_forward,
+        detection: Some(detected.clone()),
+        mtu_override: config.mtu,
+        sysctls: Default::default(),
     });
     let listener = server::bind(&config.socket)
         .with_context(|| format!("cannot listen on {}", config.socket.display()))?;
@@ -115,18 +190,45 @@ pub async fn run(config: AgentConfig) -> Result<()> {
 
     // The node forwards pod traffic (per-veth forwarding is set by the CNI plugin).
     match crate::netlink::sysctl::set_sysctl(crate::netlink::sysctl::IP_FORWARD_KEY, "1") {
-        Ok(()) => info!("net.ipv4.ip_forward=1"),
+        Ok(()) => {
+            info!("net.ipv4.ip_forward=1");
+            state.record_sysctl("net.ipv4.ip_forward", "1");
+        }
         Err(e) => warn!(error = %e, "could not enable net.ipv4.ip_forward"),
+    }
+    if let Some(value) = nat::relax_rp_filter() {
+        state.record_sysctl("net.ipv4.conf.all.rp_filter", &value);
     }
     if config.manage_forward {
         if let Err(e) = forward::ensure_forward_accept().await {
             warn!(error = %format!("{e:#}"), "could not program FORWARD acceptance for pod traffic");
         }
     }
+    tokio::spawn(nat::follow_pools(state.clone()));
+    match crate::netlink::KernelNetlink::new().await {
+        Ok(netlink) => {
+            tokio::spawn(workloads::run(
+                store.clone(),
+                state.node_name.clone(),
+                Arc::new(netlink),
+                state.workloads_programmed.clone(),
+            ));
+        }
+        Err(e) => warn!(error = %e, "no netlink: workload routes are not reconciled"),
+    }
     register_until_done(&state, &detected).await;
+    if config.mtu.is_none() {
+        // Started while the datastore was down: the pools' encapsulation was unknown then.
+        if let Ok(overhead) = node::encapsulation_overhead(&state.ipam).await {
+            let pod_mtu = detected.mtu.saturating_sub(overhead);
+            if state.pod_mtu.swap(pod_mtu, Ordering::Relaxed) != pod_mtu {
+                info!(pod_mtu, "pod MTU set from the pools' encapsulation");
+            }
+        }
+    }
     state.ready.store(true, Ordering::Relaxed);
     let speaker = if config.bgp {
-        Some(start_routing(&state, &detected, config.mtu.is_some()).await?)
+        Some(start_routing(&state, &detected).await?)
     } else {
         None
     };
@@ -146,11 +248,10 @@ pub async fn run(config: AgentConfig) -> Result<()> {
 async fn start_routing(
     state: &Arc<AgentState>,
     detected: &node::Detected,
-    mtu_override: bool,
 ) -> Result<crate::bgp::speaker::Speaker> {
     use crate::bgp::speaker::{Speaker, SpeakerConfig};
     use crate::netlink::Netlink;
-    let snapshot = routing::load_state(state.store.as_ref(), &state.node_name).await?;
+    let snapshot = load_state_until_done(state).await;
     let me = snapshot
         .nodes
         .iter()
@@ -190,9 +291,11 @@ async fn start_routing(
     let handle = speaker.handle();
     let _ = state.speaker.set(handle.clone());
     info!(router_id = %router_id, listen = ?speaker.listen_addr(), restarting = kept, "BGP speaker started");
-    let (local_tx, local_rx) = tokio::sync::watch::channel(std::collections::BTreeSet::new());
+    // `None` until the datastore has been read: the reconciler adopts the kernel until then.
+    let (local_tx, local_rx) = tokio::sync::watch::channel(None);
     let (cluster_tx, cluster_rx) = tokio::sync::watch::channel(None);
-    let (encap_tx, encap_rx) = tokio::sync::watch::channel(calc::EncapView::default());
+    // `None` until the tunnel manager's first pass: tunl0 routes are adopted until then.
+    let (encap_tx, encap_rx) = tokio::sync::watch::channel(None);
     tokio::spawn(routing::follow_datastore(
         state.clone(),
         me,
@@ -206,8 +309,7 @@ async fn start_routing(
             .await
             .context("netlink")?,
     );
-    let manager =
-        tunnels::TunnelManager::new(state.clone(), tunnel_netlink, detected, mtu_override);
+    let manager = tunnels::TunnelManager::new(state.clone(), tunnel_netlink, detected);
     tokio::spawn(manager.run(cluster_rx, encap_tx));
     tokio::spawn(routing::reconcile_routes(
         handle,
@@ -217,6 +319,21 @@ async fn start_routing(
         state.routes_programmed.clone(),
     ));
     Ok(speaker)
+}
+
+/// Reads the cluster state, retrying while the datastore is unreachable.
+async fn load_state_until_done(state: &AgentState) -> calc::ClusterState {
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match routing::load_state(state.store.as_ref(), &state.node_name).await {
+            Ok(snapshot) => return snapshot,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "cannot read cluster state; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
+    }
 }
 
 /// Registers the node, retrying while the datastore is unreachable (the API still serves).

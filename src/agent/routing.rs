@@ -12,9 +12,13 @@
 //!                              v
 //!              kernel: replace missing/changed, delete extra — protocols routed-bh and routed-bgp only
 //! ```
-//! Restart without interruption: at start the reconciler adopts what the kernel has. Learned
-//! routes are never deleted before every peer has been Established once (or 120 s passed), so a
-//! restarting agent does not withdraw routes its peers are about to send again.
+//! Restart without interruption: at start the reconciler adopts what the kernel has. It writes
+//! nothing before the datastore has been read once (until then it does not know the node's
+//! blocks or peers, and an empty desired state would flush the blackholes). Learned routes are
+//! never deleted before every configured peer is Established and has sent End-of-RIB (or
+//! 120 s passed), so a restarting agent does not withdraw routes its peers are about to send
+//! again. While the datastore is unreachable the last known state stays in force: nothing is
+//! removed because a read failed.
 
 use super::calc::{self, ClusterState};
 use super::AgentState;
@@ -100,11 +104,12 @@ pub async fn follow_datastore(
     state: Arc<AgentState>,
     me: Node,
     speaker: SpeakerHandle,
-    local_tx: watch::Sender<BTreeSet<IpNetwork>>,
+    local_tx: watch::Sender<Option<BTreeSet<IpNetwork>>>,
     cluster_tx: watch::Sender<Option<Arc<ClusterState>>>,
 ) {
     let mut events = watch_with_resync(state.store.clone(), String::new());
     let mut last_peers: Vec<PeerSpec> = Vec::new();
+    let mut synced = false;
     while let Some(first) = events.recv().await {
         let mut dirty = is_relevant(&first, &me.name);
         while let Ok(more) = events.try_recv() {
@@ -126,15 +131,18 @@ pub async fn follow_datastore(
             .find(|n| n.name == me.name)
             .cloned()
             .unwrap_or_else(|| me.clone());
+        // Originated blocks first: a restarting speaker's End-of-RIB must not go out before
+        // its blocks are in the RIB, or its peers would drop the stale routes to them.
+        let _ = speaker.set_originated(calc::originated_blocks(&snapshot));
         let peers = calc::desired_peers(&me_now, &snapshot);
-        if peers != last_peers {
+        if peers != last_peers || !synced {
             info!(peers = peers.len(), "BGP peers changed");
             let _ = speaker.set_peers(peers.clone());
             last_peers = peers;
         }
-        let _ = speaker.set_originated(calc::originated_blocks(&snapshot));
+        synced = true;
         local_tx.send_if_modified(|current| {
-            let next = calc::local_blocks(&snapshot);
+            let next = Some(calc::local_blocks(&snapshot));
             let changed = *current != next;
             *current = next;
             changed
@@ -180,8 +188,8 @@ pub(crate) fn signature(route: &Route) -> (RouteKind, Vec<HopSignature>) {
 /// Keeps the kernel's routes of protocols routed-bh and routed-bgp equal to calc's.
 pub async fn reconcile_routes(
     speaker: SpeakerHandle,
-    mut local_rx: watch::Receiver<BTreeSet<IpNetwork>>,
-    mut encap_rx: watch::Receiver<calc::EncapView>,
+    mut local_rx: watch::Receiver<Option<BTreeSet<IpNetwork>>>,
+    mut encap_rx: watch::Receiver<Option<calc::EncapView>>,
     netlink: Arc<KernelNetlink>,
     programmed: Arc<std::sync::atomic::AtomicBool>,
 ) {
@@ -209,15 +217,51 @@ pub async fn reconcile_routes(
             warn!(error = %e, "no route monitor; deleted routes come back on the next resync")
         }
     }
+    // Nothing is written before the datastore has been read once: the kernel's routes are
+    // adopted as they are until the node knows its blocks and peers.
+    let local = loop {
+        if let Some(local) = local_rx.borrow_and_update().clone() {
+            break local;
+        }
+        if local_rx.changed().await.is_err() {
+            return;
+        }
+    };
+    let mut local = local;
+    // Nor before the tunnel manager's first pass: until then tunl0 is unknown, and its routes
+    // would be rewritten as plain ones.
+    let mut encap = loop {
+        if let Some(encap) = encap_rx.borrow_and_update().clone() {
+            break encap;
+        }
+        if encap_rx.changed().await.is_err() {
+            return;
+        }
+    };
     let started = Instant::now();
+    let mut learned_settled = false;
     let mut ticker = tokio::time::interval(RESYNC_EVERY);
     loop {
-        let local = local_rx.borrow_and_update().clone();
+        if let Some(now) = local_rx.borrow_and_update().clone() {
+            local = now;
+        }
         let best = best_rx.borrow_and_update().clone();
-        let encap = encap_rx.borrow_and_update().clone();
-        let allow_delete = started.elapsed() > DELETE_GRACE_MAX || all_established(&speaker).await;
-        let desired = calc::desired_routes(&local, &best, &encap);
-        match apply(&netlink, &desired, allow_delete).await {
+        if let Some(now) = encap_rx.borrow_and_update().clone() {
+            encap = now;
+        }
+        if !learned_settled {
+            learned_settled = started.elapsed() > DELETE_GRACE_MAX || peers_settled(&speaker).await;
+            if learned_settled {
+                info!("every peer has sent its routes; stale learned routes may now be removed");
+            }
+        }
+        match apply(
+            &netlink,
+            &calc::desired_routes(&local, &best, &encap),
+            learned_settled,
+        )
+        .await
+        {
             Ok(changes) => {
                 if changes > 0 {
                     debug!(changes, "kernel routes reconciled");
@@ -236,11 +280,13 @@ pub async fn reconcile_routes(
     }
 }
 
-async fn all_established(speaker: &SpeakerHandle) -> bool {
+/// Every configured peer is Established and has sent End-of-RIB: the learned routes are
+/// complete, so a kernel route with no best path behind it is really gone.
+async fn peers_settled(speaker: &SpeakerHandle) -> bool {
     match speaker.status().await {
         Ok(peers) => peers
             .iter()
-            .all(|p| p.state == crate::bgp::fsm::State::Established),
+            .all(|p| p.state == crate::bgp::fsm::State::Established && p.end_of_rib_received),
         Err(_) => false,
     }
 }

@@ -18,6 +18,10 @@ use tracing::{debug, info_span, warn, Instrument};
 
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_BODY: usize = 1024 * 1024;
+/// How long an IPAM call may wait on the datastore before the agent answers "unavailable"
+/// (the CNI plugin maps it to code 11). Shorter than the plugin's read timeout
+/// ([`crate::api::client::DEFAULT_TIMEOUT`]) so the plugin gets a real answer, not a timeout.
+pub const IPAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Binds the socket (replacing a stale one), mode 0600.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
@@ -174,20 +178,13 @@ fn ipam_error(e: &IpamError) -> Response {
     }
 }
 
-async fn route(request: Request, state: &AgentState) -> Response {
+async fn route(request: Request, state: &Arc<AgentState>) -> Response {
     let path = request.path.split('?').next().unwrap_or_default();
     match (request.method.as_str(), path) {
         ("GET", "/healthz") => json(200, &serde_json::json!({"status": "ok"})),
         ("GET", "/readyz") => {
-            if state.is_ready() {
-                json(200, &serde_json::json!({"status": "ready"}))
-            } else {
-                error(
-                    503,
-                    "unavailable",
-                    "not ready: node not registered or datastore unreachable",
-                )
-            }
+            let readiness = state.readiness();
+            json(if readiness.ready { 200 } else { 503 }, &readiness)
         }
         ("GET", "/v1/node") => json(200, &state.node_info()),
         ("POST", "/v1/ipam/allocate") => match parse::<AllocateRequest>(&request.body) {
@@ -195,14 +192,22 @@ async fn route(request: Request, state: &AgentState) -> Response {
             Err(r) => r,
         },
         ("POST", "/v1/ipam/release") => match parse::<ReleaseRequest>(&request.body) {
-            Ok(req) => match state.ipam.release_handle(&req.handle).await {
-                Ok(released) => json(200, &ReleaseResponse { released }),
-                Err(e) => ipam_error(&e),
-            },
+            Ok(req) => {
+                match tokio::time::timeout(IPAM_TIMEOUT, state.ipam.release_handle(&req.handle))
+                    .await
+                {
+                    Ok(Ok(released)) => json(200, &ReleaseResponse { released }),
+                    Ok(Err(e)) => ipam_error(&e),
+                    Err(_) => datastore_timeout(state, "release"),
+                }
+            }
             Err(r) => r,
         },
         ("POST", "/v1/ipam/gc") => match parse::<GcRequest>(&request.body) {
-            Ok(req) => gc(state, req).await,
+            Ok(req) => match tokio::time::timeout(IPAM_TIMEOUT, gc(state, req)).await {
+                Ok(response) => response,
+                Err(_) => datastore_timeout(state, "gc"),
+            },
             Err(r) => r,
         },
         ("GET", "/v1/bgp/status") => match state.speaker.get() {
@@ -230,7 +235,21 @@ async fn route(request: Request, state: &AgentState) -> Response {
     }
 }
 
-async fn allocate(state: &AgentState, req: AllocateRequest) -> Response {
+/// The datastore did not answer within [`IPAM_TIMEOUT`].
+fn datastore_timeout(state: &AgentState, what: &str) -> Response {
+    let message = format!(
+        "datastore {} unreachable: no answer to the {what} within {} s",
+        state.store.describe(),
+        IPAM_TIMEOUT.as_secs()
+    );
+    warn!(%message, "IPAM call timed out");
+    error(503, "unavailable", message)
+}
+
+/// Allocates in a task of its own, so a caller that gives up (the datastore is too slow)
+/// does not cancel a batch serving other callers half way; an allocation that completes
+/// after its caller gave up is released again (the plugin reported failure for it).
+async fn allocate(state: &Arc<AgentState>, req: AllocateRequest) -> Response {
     let mut request = ipam::AllocateRequest::new(&state.node_name, &req.handle, req.count);
     request.family = if req.ipv6 {
         ipam::Family::V6
@@ -241,7 +260,31 @@ async fn allocate(state: &AgentState, req: AllocateRequest) -> Response {
     request
         .attributes
         .insert("node".into(), state.node_name.clone());
-    match state.ipam.allocate(&request).await {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let worker = state.clone();
+    tokio::spawn(async move {
+        let result = worker.ipam.allocate(&request).await;
+        if let Err(Ok(late)) = reply.send(result) {
+            warn!(handle = %request.handle, addresses = late.len(),
+                "allocation completed after the caller gave up; releasing it");
+            if let Err(e) = worker.ipam.release_handle(&request.handle).await {
+                warn!(handle = %request.handle, error = %e,
+                    "cannot release a late allocation; CNI GC will reclaim it");
+            }
+        }
+    });
+    let result = match tokio::time::timeout(IPAM_TIMEOUT, answer).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => {
+            return error(
+                500,
+                "internal",
+                "the allocation task ended without an answer",
+            )
+        }
+        Err(_) => return datastore_timeout(state, "allocation"),
+    };
+    match result {
         Ok(got) => {
             let addresses = got
                 .into_iter()

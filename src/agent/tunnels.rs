@@ -7,7 +7,7 @@
 //!                                   │  2. needed: tunnel address (IPAM handle, Node record),
 //!                                   │     device created or adopted, MTU, up, address
 //!                                   │     not needed: address released, device removed
-//!                                   │  3. pod MTU = node MTU − overhead (served to routed-cni)
+//!                                   │  3. pod MTU = node MTU − overhead (AgentState::update_pod_mtu)
 //!                                   │  4. calc::desired_vxlan → routes (proto 233), permanent
 //!                                   v     neighbours and FDB entries on vxlan.routed: diff, apply
 //!                                 kernel
@@ -36,7 +36,6 @@ use anyhow::{Context, Result};
 use ipnetwork::IpNetwork;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -387,8 +386,6 @@ pub struct TunnelManager {
     node_interface: Option<String>,
     node_address: Option<Ipv4Addr>,
     node_mtu: u32,
-    /// `--mtu` given: the pod MTU is fixed.
-    mtu_override: bool,
     /// Tunnel addresses known to be held by their handle (checked once).
     verified: BTreeMap<&'static str, IpAddr>,
 }
@@ -398,7 +395,6 @@ impl TunnelManager {
         state: Arc<AgentState>,
         netlink: Arc<dyn Netlink>,
         detected: &super::node::Detected,
-        mtu_override: bool,
     ) -> TunnelManager {
         TunnelManager {
             state,
@@ -409,7 +405,6 @@ impl TunnelManager {
                 _ => None,
             },
             node_mtu: detected.mtu,
-            mtu_override,
             verified: BTreeMap::new(),
         }
     }
@@ -571,24 +566,13 @@ impl TunnelManager {
                 failures.push(format!("{}: {e:#}", tunnel.device()));
             }
         }
-        if !self.mtu_override {
-            let pod_mtu = self
-                .node_mtu
-                .saturating_sub(calc::encapsulation_overhead(&snapshot.pools));
-            let old = self.state.pod_mtu.swap(pod_mtu, Ordering::Relaxed);
-            if old != pod_mtu {
-                info!(
-                    pod_mtu,
-                    was = old,
-                    "pod MTU follows the encapsulation in use"
-                );
-            }
-        }
+        self.state.update_pod_mtu(&snapshot.pools);
         let local_subnets = local_subnets(self.netlink.as_ref()).await?;
         let desired = calc::desired_vxlan(&me.name, snapshot, &local_subnets, vxlan_ifindex);
-        let changes = apply_vxlan(self.netlink.as_ref(), vxlan_ifindex, &desired).await?;
-        if changes > 0 {
-            debug!(changes, "VXLAN state reconciled");
+        match apply_vxlan(self.netlink.as_ref(), vxlan_ifindex, &desired).await {
+            Ok(0) => {}
+            Ok(changes) => info!(changes, "VXLAN state reconciled"),
+            Err(e) => failures.push(format!("VXLAN routes/neighbours/FDB: {e:#}")),
         }
         if !failures.is_empty() {
             warn!(failures = %failures.join("; "), "encapsulation not fully set up; retrying");
@@ -604,7 +588,7 @@ impl TunnelManager {
     pub async fn run(
         mut self,
         mut cluster_rx: watch::Receiver<Option<Arc<ClusterState>>>,
-        encap_tx: watch::Sender<EncapView>,
+        encap_tx: watch::Sender<Option<EncapView>>,
     ) {
         let (repair_tx, mut repair_rx) = mpsc::channel::<()>(16);
         match self.netlink.watch_routes().await {
@@ -631,8 +615,9 @@ impl TunnelManager {
                 match self.pass(&snapshot).await {
                     Ok(view) => {
                         encap_tx.send_if_modified(|current| {
-                            let changed = *current != view;
-                            *current = view;
+                            let next = Some(view);
+                            let changed = *current != next;
+                            *current = next;
                             changed
                         });
                     }

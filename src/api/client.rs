@@ -37,6 +37,11 @@ impl ClientError {
     }
 }
 
+/// How long the client waits for the agent's answer: longer than the agent's own datastore
+/// timeout ([`crate::agent::server::IPAM_TIMEOUT`], 10 s), so a slow or unreachable datastore
+/// comes back as the agent's "unavailable" answer rather than as a client timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Talks to one agent socket.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -48,7 +53,7 @@ impl Client {
     pub fn new(socket: impl AsRef<Path>) -> Client {
         Client {
             socket: socket.as_ref().to_path_buf(),
-            timeout: Duration::from_secs(30),
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 

@@ -6,7 +6,7 @@
 //! | method | path | body → reply |
 //! |---|---|---|
 //! | GET | /healthz | liveness: `{"status":"ok"}` |
-//! | GET | /readyz | readiness: 200 when the datastore answered and the node is registered, else 503 |
+//! | GET | /readyz | readiness: [`crate::agent::health::Readiness`] JSON (per-check booleans, reasons); 200 when ready, else 503 |
 //! | GET | /v1/node | [`NodeInfo`] |
 //! | POST | /v1/ipam/allocate | [`AllocateRequest`] → [`AllocateResponse`] |
 //! | POST | /v1/ipam/release | [`ReleaseRequest`] → [`ReleaseResponse`] |
@@ -31,6 +31,20 @@ pub struct NodeInfo {
     pub pod_mtu: u32,
     #[serde(default)]
     pub ipv4_address: Option<String>,
+    /// How the address was found: `explicit`, `first-found`, `interface=..`, `cidr=..`,
+    /// `can-reach=..`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_detection: Option<String>,
+    /// The interface carrying the node address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// That interface's MTU (the pod MTU is this minus the encapsulation overhead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_mtu: Option<u32>,
+    /// Node-wide sysctls the agent set or checked (`net.ipv4.ip_forward`,
+    /// `net.ipv4.conf.all.rp_filter`), with the value in force.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -173,6 +173,9 @@ pub struct PeerStatus {
     pub info: String,
     pub prefixes_received: usize,
     pub prefixes_advertised: usize,
+    /// The peer sent End-of-RIB on the current session: its initial routes are all in.
+    #[serde(default)]
+    pub end_of_rib_received: bool,
 }
 
 /// The speaker is gone.
@@ -337,6 +340,8 @@ struct PeerEntry {
     peer_restart_time: Option<Duration>,
     /// Bumped whenever a stale timer is armed or cancelled.
     stale_generation: u64,
+    /// End-of-RIB arrived on the current session.
+    end_of_rib: bool,
 }
 
 /// A graceful-restart timer fired.
@@ -489,6 +494,7 @@ impl SpeakerTask {
                 epoch: None,
                 peer_restart_time: None,
                 stale_generation: 0,
+                end_of_rib: false,
             },
         );
     }
@@ -584,6 +590,7 @@ impl SpeakerTask {
                 local_address,
             } => {
                 entry.epoch = Some(epoch);
+                entry.end_of_rib = false;
                 entry.info = "Established".to_owned();
                 let peer_gr = negotiated.peer_graceful_restart.clone();
                 entry.peer_restart_time = peer_gr
@@ -626,6 +633,7 @@ impl SpeakerTask {
                     return;
                 }
                 entry.epoch = None;
+                entry.end_of_rib = false;
                 entry.info = reason;
                 let cap = entry.spec.max_restart_time;
                 let output = self.rib.peer_down(id, graceful);
@@ -646,6 +654,7 @@ impl SpeakerTask {
                     return;
                 }
                 let end_of_rib = update.end_of_rib.is_some();
+                entry.end_of_rib |= end_of_rib;
                 let output = self.rib.receive_update(id, &update);
                 self.apply(output);
                 if end_of_rib && self.rib.stale_count(id) == 0 {
@@ -757,6 +766,7 @@ impl SpeakerTask {
                     },
                     prefixes_received: received,
                     prefixes_advertised: advertised,
+                    end_of_rib_received: entry.state == State::Established && entry.end_of_rib,
                 }
             })
             .collect();

@@ -29,11 +29,11 @@ struct Args {
     /// The node address with its prefix length (default: detect with --ip-autodetection).
     #[arg(long, env = "ROUTED_IP")]
     ip: Option<ipnetwork::IpNetwork>,
-    /// first-found | interface=REGEX | cidr=CIDR
+    /// first-found | interface=REGEX | cidr=CIDR | can-reach=IP
     #[arg(long, env = "ROUTED_IP_AUTODETECTION", default_value = "first-found")]
     ip_autodetection: String,
     /// The local API socket.
-    #[arg(long, env = "ROUTED_SOCKET", default_value = routed::api::DEFAULT_SOCKET)]
+    #[arg(long, global = true, env = "ROUTED_SOCKET", default_value = routed::api::DEFAULT_SOCKET)]
     socket: PathBuf,
     /// Pod MTU (default: the node interface's MTU minus encapsulation).
     #[arg(long, env = "ROUTED_MTU")]
@@ -46,6 +46,19 @@ struct Args {
     no_bgp: bool,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Ask the running agent whether it is alive (or, with --ready, ready); exit status 0 or 1.
+    /// Made for Kubernetes exec probes.
+    Health {
+        /// Check readiness (/readyz) instead of liveness (/healthz).
+        #[arg(long)]
+        ready: bool,
+    },
 }
 
 fn hostname() -> String {
@@ -56,6 +69,18 @@ fn hostname() -> String {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Health { ready }) = args.command {
+        return match routed::agent::health::probe(&args.socket, ready) {
+            Ok(body) => {
+                println!("{body}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("{e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     routed::logging::init(args.log_format);
     let config = routed::agent::AgentConfig {
         node_name: args.node_name.unwrap_or_else(hostname),

@@ -104,10 +104,11 @@ fn agent_error(e: ClientError, what: &str) -> CniError {
             format!("{what}: the routed agent is not reachable"),
             e.to_string(),
         ),
+        // The agent's message names the datastore ("datastore etcd://h:p unavailable: ...").
         ClientError::Api { kind, error, .. } if kind == "unavailable" => CniError::new(
             code::TRY_AGAIN_LATER,
-            format!("{what}: the datastore is unavailable"),
-            error.clone(),
+            format!("{what}: {error}"),
+            "the datastore is unreachable; existing pods keep their traffic, retry later",
         ),
         ClientError::Api { kind, error, .. } if kind == "exhausted" => CniError::new(
             code::NO_ADDRESS,
@@ -251,7 +252,11 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
             client.post::<_, AllocateResponse>("/v1/ipam/allocate", &request)
         })
     };
-    let join_allocation = move || -> Result<IpAddr, CniError> {
+    // Whether the agent refused the allocation: it allocates all or nothing and releases an
+    // allocation that completes after it answered, so there is nothing to give back then (and
+    // with the datastore unreachable, a release would only make the failing ADD slower).
+    let mut allocation_refused = false;
+    let join_allocation = || -> Result<IpAddr, CniError> {
         let answer = allocation.join().map_err(|_| {
             CniError::new(
                 code::NETWORK_SETUP_FAILED,
@@ -259,6 +264,8 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
                 "",
             )
         })?;
+        allocation_refused =
+            matches!(&answer, Err(ClientError::Api { kind, .. }) if kind != "internal");
         let allocated = answer.map_err(|e| agent_error(e, "address allocation"))?;
         allocated
             .addresses
@@ -280,6 +287,7 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
         Err(e) => Err(e),
     };
     let address = join_allocation();
+    let allocation_refused = allocation_refused;
     let result = match (wired, address) {
         (Ok((wired, mtu)), Ok(address)) => {
             pause_for_tests("allocated");
@@ -291,15 +299,17 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
     };
     if result.is_err() {
         // Roll back: the veth (its peer and the host route go with it), then the address
-        // (releasing a handle that got nothing is a no-op).
+        // unless the agent refused it (releasing a handle that got nothing is a no-op).
         if let Err(del) = host.delete_link(&att.veth).await {
             eprintln!("routed-cni: rollback: deleting {}: {del}", att.veth);
         }
         let release = ReleaseRequest {
             handle: att.handle.clone(),
         };
-        if let Err(rel) = client.post::<_, ReleaseResponse>("/v1/ipam/release", &release) {
-            eprintln!("routed-cni: rollback: releasing {}: {rel}", att.handle);
+        if !allocation_refused {
+            if let Err(rel) = client.post::<_, ReleaseResponse>("/v1/ipam/release", &release) {
+                eprintln!("routed-cni: rollback: releasing {}: {rel}", att.handle);
+            }
         }
     }
     result
@@ -459,20 +469,23 @@ fn render_add(
     serde_json::to_string(&result).unwrap_or_default()
 }
 
+/// Interfaces first, then the address: the address is free for another pod only once nothing
+/// routes to this one any more, and with the datastore unreachable the pod's interfaces still go
+/// (the release fails with code 11 and the runtime's retry of DEL finishes it).
 async fn del(env: &CniEnv, client: &Client) -> Result<(), CniError> {
     let att = attachment(env, false)?;
-    let release = ReleaseRequest {
-        handle: att.handle.clone(),
-    };
-    client
-        .post::<_, ReleaseResponse>("/v1/ipam/release", &release)
-        .map_err(|e| agent_error(e, "address release"))?;
     let host = KernelNetlink::new()
         .await
         .map_err(|e| netlink_error("opening netlink", e))?;
     host.delete_link(&att.veth)
         .await
         .map_err(|e| netlink_error("deleting the host veth", e))?;
+    let release = ReleaseRequest {
+        handle: att.handle.clone(),
+    };
+    client
+        .post::<_, ReleaseResponse>("/v1/ipam/release", &release)
+        .map_err(|e| agent_error(e, "address release"))?;
     Ok(())
 }
 

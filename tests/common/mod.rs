@@ -30,34 +30,73 @@ fn free_port() -> u16 {
         .expect("no free loopback port")
 }
 
-/// A private etcd on loopback ports, stopped (by its pid) when dropped.
+/// A private etcd for one test, stopped (by its pid) when dropped: on free loopback ports
+/// (`start`), or inside a test's network namespace (`start_in`). `stop` kills it and `restart`
+/// brings it back on the same data directory and ports.
 pub struct EtcdServer {
     child: Child,
     pub endpoint: String,
     dir: tempfile::TempDir,
+    netns: Option<String>,
+    host: String,
+    client_port: u16,
+    peer_port: u16,
+}
+
+fn spawn_etcd(
+    dir: &std::path::Path,
+    netns: Option<&str>,
+    host: &str,
+    client: u16,
+    peer: u16,
+) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("etcd.log"))
+        .expect("etcd log file");
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns, "etcd"]);
+            cmd
+        }
+        None => Command::new("etcd"),
+    };
+    cmd.args(["--name", "test", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--listen-client-urls", &format!("http://{host}:{client}")])
+        .args([
+            "--advertise-client-urls",
+            &format!("http://{host}:{client}"),
+        ])
+        .args(["--listen-peer-urls", &format!("http://{host}:{peer}")])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://{host}:{peer}"),
+        ])
+        .args(["--initial-cluster", &format!("test=http://{host}:{peer}")])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect(
+            "etcd is not installed: run the README's test command, or apt-get install etcd-server",
+        )
 }
 
 impl EtcdServer {
     pub async fn start() -> EtcdServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let (client, peer) = (free_port(), free_port());
-        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log file");
-        let child = Command::new("etcd")
-            .args(["--name", "test", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
-            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
-            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
-            .args(["--initial-cluster", &format!("test=http://127.0.0.1:{peer}")])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("etcd is not installed: run the README's test command, or apt-get install etcd-server");
+        let child = spawn_etcd(dir.path(), None, "127.0.0.1", client, peer);
         let server = EtcdServer {
             child,
             endpoint: format!("127.0.0.1:{client}"),
             dir,
+            netns: None,
+            host: "127.0.0.1".into(),
+            client_port: client,
+            peer_port: peer,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -72,6 +111,74 @@ impl EtcdServer {
                 server.dir.path().display()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// etcd inside `netns`, listening on `host` (an address of that namespace), ports 2379
+    /// and 2380 (the namespace is the test's own). Waits until `etcdctl endpoint health` passes.
+    pub fn start_in(netns: &Netns, host: &str) -> EtcdServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let child = spawn_etcd(dir.path(), Some(&netns.name), host, 2379, 2380);
+        let server = EtcdServer {
+            child,
+            endpoint: format!("{host}:2379"),
+            dir,
+            netns: Some(netns.name.clone()),
+            host: host.to_string(),
+            client_port: 2379,
+            peer_port: 2380,
+        };
+        server.wait_healthy();
+        server
+    }
+
+    /// Starts a new etcd on the same data directory and ports (after `stop`), and waits until
+    /// it answers.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn_etcd(
+            self.dir.path(),
+            self.netns.as_deref(),
+            &self.host,
+            self.client_port,
+            self.peer_port,
+        );
+        self.wait_healthy();
+    }
+
+    /// The etcd process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wait_healthy(&self) {
+        let endpoints = format!("--endpoints=http://{}", self.endpoint);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut cmd = match &self.netns {
+                Some(ns) => {
+                    let mut cmd = Command::new("ip");
+                    cmd.args(["netns", "exec", ns, "etcdctl"]);
+                    cmd
+                }
+                None => Command::new("etcdctl"),
+            };
+            let healthy = cmd
+                .args([&endpoints, "--command-timeout=2s", "endpoint", "health"])
+                .env("ETCDCTL_API", "3")
+                .output()
+                .expect("etcdctl is not installed: apt-get install etcd-client")
+                .status
+                .success();
+            if healthy {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not become ready; see {}",
+                self.dir.path().join("etcd.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -207,7 +314,12 @@ impl Agent {
     /// Starts `routed` in `netns` and waits until it is ready.
     pub fn start(netns: &Netns, node: &str, url: &str, ip: &str, dir: &std::path::Path) -> Agent {
         let socket = dir.join(format!("{node}.sock"));
-        let log = std::fs::File::create(dir.join(format!("{node}.log"))).expect("agent log");
+        // Appended to, so a restarted agent's log follows the first one's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{node}.log")))
+            .expect("agent log");
         let child = Command::new("ip")
             .args(["netns", "exec", &netns.name])
             .arg(env!("CARGO_BIN_EXE_routed"))
@@ -247,6 +359,14 @@ impl Agent {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the agent, by pid.
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid fits i32");
+        // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
     }
 }
 

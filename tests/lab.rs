@@ -1,0 +1,142 @@
+//! The README's main job as a test: `examples/lab.sh up` builds a three-node cluster in network
+//! namespaces (BIRD 2 as the ToR, an external host, two pods per node through routed-cni) and runs
+//! its checks; then natOutgoing is switched on and the checks run again; `down` must leave nothing.
+//! Needs root and ROUTED_E2E=1.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_routed"))
+        .parent()
+        .expect("binary directory")
+        .to_path_buf()
+}
+
+struct Lab {
+    name: String,
+    dir: tempfile::TempDir,
+    up: bool,
+}
+
+impl Lab {
+    fn run(&self, args: &[&str]) -> (bool, String) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .args(args)
+            .env("ROUTED_LAB_NAME", &self.name)
+            .env("ROUTED_LAB_DIR", self.dir.path().join("lab"))
+            .env("ROUTED_BIN_DIR", bin_dir())
+            .output()
+            .expect("run examples/lab.sh");
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        eprintln!("--- lab.sh {args:?} ---\n{text}");
+        (out.status.success(), text)
+    }
+
+    fn routectl(&self, args: &[&str]) -> String {
+        let url = format!(
+            "sqlite://{}",
+            self.dir.path().join("lab/routed.db").display()
+        );
+        let (code, out, err) = common::run_routectl(&url, args);
+        assert_eq!(code, 0, "routectl {args:?}: {err}");
+        out
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.up {
+            let _ = self.run(&["down"]);
+        }
+    }
+}
+
+fn namespaces_named(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&format!("{prefix}-")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn lab_cluster_reaches_every_pod_and_cleans_up() {
+    if !common::require_e2e("lab_cluster_reaches_every_pod_and_cleans_up") {
+        return;
+    }
+    let mut lab = Lab {
+        name: format!("rlt{:x}", common::rand_suffix() & 0xffff),
+        dir: tempfile::tempdir().expect("temp dir"),
+        up: true,
+    };
+    let (ok, out) = lab.run(&["up"]);
+    assert!(ok, "lab up failed:\n{out}");
+    // Every pair of the six pods, the external host to every pod (routed by BIRD from our BGP
+    // routes), and the pod's own address arriving at the external host (no NAT by default).
+    assert!(
+        out.contains(
+            "summary: pod pairs 30/30, external->pod 6/6, pod->external source 3/3 (natOutgoing=false)"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("lab OK"), "{out}");
+    // routectl status as a user sees it: three sessions up on each node (two mesh, one global).
+    let status_lines = out.lines().filter(|l| l.contains("Established")).count();
+    assert!(
+        status_lines >= 9 + 3,
+        "9 routed sessions + 3 BIRD sessions:\n{out}"
+    );
+
+    // natOutgoing on: pods reach the external host as their node; pod-to-pod is untouched.
+    lab.routectl(&["pool", "set", "lab-pods", "--nat-outgoing", "true"]);
+    let mut last = String::new();
+    let mut nat_ok = false;
+    for _ in 0..10 {
+        let (ok, out) = lab.run(&["check"]);
+        last = out;
+        if ok {
+            nat_ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(nat_ok, "natOutgoing check never passed:\n{last}");
+    assert!(
+        last.contains(
+            "summary: pod pairs 30/30, external->pod 6/6, pod->external source 3/3 (natOutgoing=true)"
+        ),
+        "{last}"
+    );
+
+    // down removes every namespace and process the lab made.
+    let pids: Vec<String> = std::fs::read_to_string(lab.dir.path().join("lab/pids"))
+        .expect("lab pids")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(pids.len() >= 4, "BIRD and three agents: {pids:?}");
+    let (ok, out) = lab.run(&["down"]);
+    lab.up = false;
+    assert!(ok, "{out}");
+    assert_eq!(namespaces_named(&lab.name), Vec::<String>::new());
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z ")),
+            "process {pid} still running after down"
+        );
+    }
+    assert!(!lab.dir.path().join("lab").exists());
+}
