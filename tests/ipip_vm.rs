@@ -23,10 +23,7 @@ struct VmRun {
 
 impl VmRun {
     fn lines(&self, tag: &str) -> Vec<&str> {
-        self.output
-            .lines()
-            .filter(|l| l.starts_with(tag))
-            .collect()
+        self.output.lines().filter(|l| l.starts_with(tag)).collect()
     }
 
     /// Fails the test unless the run succeeded, reported no FAIL, and reported a PASS line
@@ -116,10 +113,13 @@ fn ipip_always_and_cross_subnet_across_a_router_in_a_vm() {
     if run.status != Some(0) {
         // The agents' logs were copied out of the VM; show them before failing.
         for node in ["node-1", "node-2", "node-3"] {
-            let log = std::fs::read_to_string(out.path().join(format!("{node}.log")))
-                .unwrap_or_default();
+            let log =
+                std::fs::read_to_string(out.path().join(format!("{node}.log"))).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("--- {node}.log (last lines, newest first):\n{}", tail.join("\n"));
+            eprintln!(
+                "--- {node}.log (last lines, newest first):\n{}",
+                tail.join("\n")
+            );
         }
     }
     run.assert_passed(
