@@ -216,16 +216,10 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         }
         Err(e) => warn!(error = %e, "no netlink: workload routes are not reconciled"),
     }
+    // Started while the datastore was down, the pools' encapsulation was unknown above: the
+    // pool follower (nat::follow_pools) sets the pod MTU once it reads the pools, and again on
+    // every pool change.
     register_until_done(&state, &detected).await;
-    if config.mtu.is_none() {
-        // Started while the datastore was down: the pools' encapsulation was unknown then.
-        if let Ok(overhead) = node::encapsulation_overhead(&state.ipam).await {
-            let pod_mtu = detected.mtu.saturating_sub(overhead);
-            if state.pod_mtu.swap(pod_mtu, Ordering::Relaxed) != pod_mtu {
-                info!(pod_mtu, "pod MTU set from the pools' encapsulation");
-            }
-        }
-    }
     state.ready.store(true, Ordering::Relaxed);
     let speaker = if config.bgp {
         Some(start_routing(&state, &detected).await?)

@@ -222,9 +222,11 @@ async fn route(request: Request, state: &Arc<AgentState>) -> Response {
             ),
         },
         ("GET", "/v1/ipam/allocations") => {
-            match state.ipam.allocations_of_node(&state.node_name).await {
-                Ok(list) => json(200, &list),
-                Err(e) => ipam_error(&e),
+            let list = state.ipam.allocations_of_node(&state.node_name);
+            match tokio::time::timeout(IPAM_TIMEOUT, list).await {
+                Ok(Ok(list)) => json(200, &list),
+                Ok(Err(e)) => ipam_error(&e),
+                Err(_) => datastore_timeout(state, "allocation listing"),
             }
         }
         _ => error(

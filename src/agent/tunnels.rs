@@ -564,6 +564,22 @@ impl TunnelManager {
             };
             if let Err(e) = result {
                 failures.push(format!("{}: {e:#}", tunnel.device()));
+                if needed {
+                    // Keep using a device that is already up (e.g. the datastore failed us
+                    // mid-pass after a restart): its routes must not turn into plain ones.
+                    let existing = self
+                        .netlink
+                        .link_by_name(tunnel.device())
+                        .await
+                        .ok()
+                        .flatten()
+                        .filter(|l| l.up)
+                        .map(|l| l.index);
+                    match tunnel {
+                        Tunnel::Ipip => ipip_ifindex = existing,
+                        Tunnel::Vxlan => vxlan_ifindex = existing,
+                    }
+                }
             }
         }
         self.state.update_pod_mtu(&snapshot.pools);

@@ -222,3 +222,18 @@ fn handles_and_devices_are_named_as_documented() {
     assert_eq!(Tunnel::Ipip.device(), "tunl0");
     assert_eq!(Tunnel::Vxlan.device(), "vxlan.routed");
 }
+
+#[test]
+fn a_mode_change_is_a_different_route_for_the_diff() {
+    use crate::agent::routing::signature;
+    let gw: IpAddr = "10.0.1.2".parse().unwrap();
+    let plain = Route::via(net("10.2.0.0/26"), gw, None, RouteProtocol::BGP);
+    let tunnelled = Route::via(net("10.2.0.0/26"), gw, Some(7), RouteProtocol::BGP).with_onlink();
+    assert_ne!(signature(&plain), signature(&tunnelled));
+    // The kernel reports the device of a plain route; that alone is no difference.
+    let read_back = Route::via(net("10.2.0.0/26"), gw, Some(3), RouteProtocol::BGP);
+    assert_eq!(signature(&plain), signature(&read_back));
+    // A tunnel route moved to another device is.
+    let moved = Route::via(net("10.2.0.0/26"), gw, Some(8), RouteProtocol::BGP).with_onlink();
+    assert_ne!(signature(&tunnelled), signature(&moved));
+}

@@ -352,7 +352,19 @@ async fn graceful_restart_keeps_stale_routes_until_the_peer_returns() {
     config.listen_addr = Some(SocketAddr::new(b_addr, b_port));
     config.restarting = true;
     config.connect_retry = Duration::from_millis(500);
-    let b2 = Speaker::start(config).await.expect("restart B");
+    // Dropping B aborts its task; the old listener closes when the runtime gets to it, so
+    // the port can still be busy for a moment on a loaded machine.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let b2 = loop {
+        match Speaker::start(config.clone()).await {
+            Ok(speaker) => break speaker,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("restart B: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("restart B: {e}"),
+        }
+    };
     b2.handle()
         .set_peers(vec![mesh_peer(b_addr, a_addr, port(&a))])
         .unwrap();
@@ -368,4 +380,10 @@ async fn graceful_restart_keeps_stale_routes_until_the_peer_returns() {
     .await;
     wait_route(&a.handle(), "10.244.2.0/26", &[b_addr], WAIT).await;
     wait_route(&a.handle(), "10.244.2.64/26", &[], WAIT).await;
+    // The stale route went with B's End-of-RIB, which the status reports (the agent's route
+    // reconciler waits for it before deleting learned routes).
+    let status = peer_status(&a.handle(), &format!("Mesh_{b_addr}"))
+        .await
+        .unwrap();
+    assert!(status.end_of_rib_received, "{status:?}");
 }
