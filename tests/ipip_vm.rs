@@ -9,8 +9,9 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 /// One VM at a time: the machine has few cores and software emulation needs all of them.
@@ -54,6 +55,12 @@ fn root() -> PathBuf {
 }
 
 /// Runs `tests/vm/run.sh` with `args`, echoing the VM's console, and returns what it printed.
+/// The VM's time limit: a guard against a hung guest, not a performance assertion. Software
+/// emulation on a busy machine is slow (docs/testing.md has timings); ROUTED_VM_TIMEOUT overrides.
+fn vm_timeout() -> String {
+    std::env::var("ROUTED_VM_TIMEOUT").unwrap_or_else(|_| "1800".into())
+}
+
 fn run_vm(args: &[&str], out_dir: &Path) -> VmRun {
     let _one_at_a_time = VM.lock().unwrap_or_else(|e| e.into_inner());
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_routed"))
@@ -65,22 +72,42 @@ fn run_vm(args: &[&str], out_dir: &Path) -> VmRun {
         "the VM lays a tmpfs over /tmp and cannot see {}: use a target directory outside /tmp",
         bin_dir.display()
     );
-    let output = Command::new(root().join("tests/vm/run.sh"))
+    let mut child = Command::new(root().join("tests/vm/run.sh"))
         .current_dir(root())
-        .args(["--timeout", "780", "--out"])
+        .arg("--timeout")
+        .arg(vm_timeout())
+        .arg("--out")
         .arg(out_dir)
         .arg("--")
         .args(args)
         .env("ROUTED_BIN_DIR", &bin_dir)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run tests/vm/run.sh");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    println!("{stdout}");
-    eprintln!("{stderr}");
+    // The console as it arrives (a VM run takes minutes), and kept for the assertions.
+    let stderr = child.stderr.take().expect("piped stderr");
+    let harness = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    let mut console = String::new();
+    let stdout = child.stdout.take().expect("piped stdout");
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        println!("{line}");
+        console.push_str(&line);
+        console.push('\n');
+    }
+    let status = child.wait().expect("wait for tests/vm/run.sh");
+    let harness = harness.join().unwrap_or_default();
     VmRun {
-        status: output.status.code(),
-        output: format!("{stdout}\n--- harness:\n{stderr}"),
+        status: status.code(),
+        output: format!("{console}\n--- harness:\n{harness}"),
     }
 }
 

@@ -35,6 +35,11 @@ mount -t devtmpfs devtmpfs "$H/dev" || fail "mount devtmpfs"
 mkdir -p "$H/dev/pts" "$H/dev/shm" 2>/dev/null
 mount -t devpts devpts "$H/dev/pts" 2>/dev/null
 mount -t tmpfs tmpfs "$H/dev/shm" 2>/dev/null
+# What udev would add: bash's process substitution needs /dev/fd.
+ln -sf /proc/self/fd "$H/dev/fd"
+ln -sf /proc/self/fd/0 "$H/dev/stdin"
+ln -sf /proc/self/fd/1 "$H/dev/stdout"
+ln -sf /proc/self/fd/2 "$H/dev/stderr"
 mount -t tmpfs -o mode=1777 tmpfs "$H/tmp" || fail "mount /tmp"
 mount -t tmpfs -o mode=755 tmpfs "$H/run" || fail "mount /run"
 # /var/run is a symlink to /run on Debian; lay a tmpfs only when it is a real directory.

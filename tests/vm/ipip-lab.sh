@@ -366,5 +366,7 @@ if [ "$failures" -gt 0 ]; then
         tail -30 "$work/$n.log" | sed 's/^/     /'
     done
 fi
+echo "---- guest load $(cut -d' ' -f1-3 /proc/loadavg); busiest processes (CPU time):"
+ps -eo time,comm --sort=-time 2>/dev/null | head -6 | sed 's/^/     /'
 echo "ipip-lab: $failures failure(s) in $SECONDS s"
 [ "$failures" -eq 0 ]

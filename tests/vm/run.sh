@@ -18,6 +18,7 @@
 #   ROUTED_VM_ACCEL   auto (default: KVM when /dev/kvm works, else TCG), kvm or tcg
 #   ROUTED_VM_KERNEL  a kernel package to use instead of linux-image-amd64's dependency
 #   ROUTED_VM_MODULES extra modules to load at boot (space separated)
+#   ROUTED_VM_TIMEOUT default for --timeout (900 s)
 #
 # Packages it installs when missing (apt-get): qemu-system-x86, busybox-static; the kernel package
 # is only downloaded and unpacked into the cache, never installed on the host.
@@ -26,7 +27,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 mem=2048
 smp=2
-timeout_s=900
+timeout_s=${ROUTED_VM_TIMEOUT:-900}
 out=""
 while [ $# -gt 0 ]; do
     case "$1" in
