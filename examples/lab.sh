@@ -48,6 +48,8 @@ done
 case "$TOR_KIND" in bird | frr | gobgp) ;; *) echo "--tor bird|frr|gobgp" >&2; exit 2 ;; esac
 
 say() { printf '==> %s\n' "$*"; }
+# Foreground commands only: a daemon is started with `ip netns exec ... &` itself, so that `$!` is
+# the daemon's pid (ip execs it), not that of a subshell around it.
 ns() { local n=$1; shift; ip netns exec "$n" "$@"; }
 TOR=$P-tor
 EXT=$P-ext
@@ -173,11 +175,11 @@ start_frr() {
         echo " exit-address-family"
     } >"$F/bgpd.conf"
     chown -R frr:frr "$F"
-    ns "$TOR" /usr/lib/frr/zebra -f "$F/zebra.conf" -i "$F/zebra.pid" -z "$F/zserv.api" \
+    ip netns exec "$TOR" /usr/lib/frr/zebra -f "$F/zebra.conf" -i "$F/zebra.pid" -z "$F/zserv.api" \
         --vty_socket "$F/vty" -u frr -g frr -P 0 --log "file:$F/zebra.log" >/dev/null 2>&1 &
     remember_pid $!
     wait_until 10 "zebra's socket" test -S "$F/zserv.api"
-    ns "$TOR" /usr/lib/frr/bgpd -f "$F/bgpd.conf" -i "$F/bgpd.pid" -z "$F/zserv.api" \
+    ip netns exec "$TOR" /usr/lib/frr/bgpd -f "$F/bgpd.conf" -i "$F/bgpd.pid" -z "$F/zserv.api" \
         --vty_socket "$F/vty" -u frr -g frr -P 0 --log "file:$F/bgpd.log" >/dev/null 2>&1 &
     remember_pid $!
 }
@@ -192,7 +194,7 @@ start_gobgp() {
             printf '  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = "ipv4-unicast"\n'
         done
     } >"$LAB/gobgpd.toml"
-    ns "$TOR" gobgpd -f "$LAB/gobgpd.toml" -p --pprof-disable --api-hosts 127.0.0.1:50051 >"$LAB/gobgpd.log" 2>&1 &
+    ip netns exec "$TOR" gobgpd -f "$LAB/gobgpd.toml" -p --pprof-disable --api-hosts 127.0.0.1:50051 >"$LAB/gobgpd.log" 2>&1 &
     remember_pid $!
     # The API can answer before the RIB takes routes: add until it lists the prefix.
     wait_until 20 "GoBGP to take $EXT_NET.0/24" gobgp_originate
@@ -238,7 +240,7 @@ start_bird() {
             echo "protocol bgp node_$i from rack_node { neighbor $RACK.$i as $NODE_AS; }"
         done
     } >"$LAB/bird.conf"
-    ns "$TOR" bird -f -c "$LAB/bird.conf" -s "$LAB/bird.ctl" >"$LAB/bird.out" 2>&1 &
+    ip netns exec "$TOR" bird -f -c "$LAB/bird.conf" -s "$LAB/bird.ctl" >"$LAB/bird.out" 2>&1 &
     remember_pid $!
     wait_until 10 "BIRD control socket" test -S "$LAB/bird.ctl"
 }
@@ -246,7 +248,7 @@ start_bird() {
 start_etcd() {
     local port=2379
     say "datastore: etcd in $TOR on $RACK.254:$port"
-    ns "$TOR" etcd --name lab --data-dir "$LAB/etcd" \
+    ip netns exec "$TOR" etcd --name lab --data-dir "$LAB/etcd" \
         --listen-client-urls "http://$RACK.254:$port" --advertise-client-urls "http://$RACK.254:$port" \
         --listen-peer-urls "http://127.0.0.1:2380" --initial-advertise-peer-urls "http://127.0.0.1:2380" \
         --initial-cluster "lab=http://127.0.0.1:2380" >"$LAB/etcd.log" 2>&1 &
@@ -257,7 +259,7 @@ start_etcd() {
 
 start_agents() {
     for i in $(seq 1 $NODES); do
-        ns "$(node_ns "$i")" "$(bin_dir)/routed" --node-name "node-$i" --datastore "$(datastore_url)" \
+        ip netns exec "$(node_ns "$i")" "$(bin_dir)/routed" --node-name "node-$i" --datastore "$(datastore_url)" \
             --ip "$RACK.$i/24" --socket "$LAB/node-$i.sock" >"$LAB/node-$i.log" 2>&1 &
         remember_pid $!
     done
@@ -326,7 +328,7 @@ ping_ok() { # ping_ok NS DEST: up to three tries (the first may wait for ARP)
 # Source address of the first echo request that reaches the external host from pod $1-$2.
 seen_source_at_ext() {
     local out="$LAB/capture.$$"
-    ns "$EXT" timeout 8 tcpdump -ni eth0 -l -c 1 'icmp[icmptype] == icmp-echo' >"$out" 2>"$out.err" &
+    ip netns exec "$EXT" timeout 8 tcpdump -ni eth0 -l -c 1 'icmp[icmptype] == icmp-echo' >"$out" 2>"$out.err" &
     local cap=$!
     wait_until 5 "tcpdump to listen" grep -q "listening on" "$out.err" || true
     ns "$(pod_ns "$1" "$2")" ping -c 2 -W 1 -q "$EXT_NET.2" >/dev/null 2>&1 || true

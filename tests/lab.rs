@@ -139,6 +139,31 @@ fn lab_cluster_reaches_every_pod_and_cleans_up() {
         );
     }
     assert!(!lab.dir.path().join("lab").exists());
+    // Nothing the lab started is still running (daemons named by the lab's directory).
+    let lab_dir = lab.dir.path().join("lab").display().to_string();
+    assert_eq!(processes_mentioning(&lab_dir), Vec::<String>::new());
+}
+
+/// Command lines of running processes that mention `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .chars()
+            .all(|c| c.is_ascii_digit())
+        {
+            continue;
+        }
+        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+            if cmdline.contains(needle) {
+                found.push(cmdline);
+            }
+        }
+    }
+    found
 }
 
 /// The same lab with FRR (zebra + bgpd) and with GoBGP as the ToR: sessions up, every node's
@@ -173,5 +198,7 @@ fn lab_with_frr_and_gobgp_as_the_tor() {
         lab.up = false;
         assert!(ok, "{out}");
         assert_eq!(namespaces_named(&lab.name), Vec::<String>::new());
+        let lab_dir = lab.dir.path().join("lab").display().to_string();
+        assert_eq!(processes_mentioning(&lab_dir), Vec::<String>::new());
     }
 }

@@ -59,7 +59,7 @@ setup_cluster() { # setup_cluster VARIANT
         ip -n "$n" addr add "$RACK.$i/24" dev eth0
         ip -n "$n" link set eth0 up
         ip -n "$n" route add default via "$RACK.254"
-        ns "$n" "$B/routed" --node-name "node-$i" --datastore "$DS" --ip "$RACK.$i/24" \
+        ip netns exec "$n" "$B/routed" --node-name "node-$i" --datastore "$DS" --ip "$RACK.$i/24" \
             --socket "$work/$v-$i.sock" >"$work/$v-$i.log" 2>&1 &
         pids+=($!)
         if [ "$v" = bird ]; then
@@ -78,7 +78,7 @@ setup_cluster() { # setup_cluster VARIANT
                     echo "}"
                 done
             } >"$work/bird-$i.conf"
-            ns "$n" bird -f -c "$work/bird-$i.conf" -s "$work/bird-$i.ctl" >"$work/birdd-$i.out" 2>&1 &
+            ip netns exec "$n" bird -f -c "$work/bird-$i.conf" -s "$work/bird-$i.ctl" >"$work/birdd-$i.out" 2>&1 &
             pids+=($!)
         fi
         # Route events with microsecond timestamps, from before the first trial.
