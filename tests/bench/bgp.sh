@@ -204,14 +204,6 @@ run_target() { # run_target TARGET P N -> one result line in $work/results
     [ "$t" = routed ] || [ "$t" = bird-kernel ] && want_kernel=1
     while :; do
         kill -0 "$pid" 2>/dev/null || { echo "$t died; see $work" >&2; KEEP=1; exit 1; }
-        if [ -z "$t_est" ]; then
-            # Every injector session Established (the injector's view, the same for all targets).
-            local up=0 i
-            for i in $(seq 1 "$P"); do
-                birdc -s "$work/inj$i.ctl" show protocols "inj$i" 2>/dev/null | grep -q Established && up=$((up + 1))
-            done
-            [ "$up" = "$P" ] && t_est=$(now)
-        fi
         if [ -z "$t_rib" ]; then
             rib=$(rib_count "$t" || true)
             rib=${rib:-0}
@@ -225,7 +217,6 @@ run_target() { # run_target TARGET P N -> one result line in $work/results
         if [ "$want_kernel" = 1 ] && [ -z "$t_kern" ]; then
             kern=$(kernel_count "$t" || true)
             kern=${kern:-0}
-            [ -z "$t_k0" ] && [ "$kern" -gt 0 ] && t_k0=$(now)
             if [ "$kern" -ge "$total" ]; then
                 t_kern=$(now)
                 cpu_kern=$(cpu_s "$pid")
@@ -241,6 +232,15 @@ run_target() { # run_target TARGET P N -> one result line in $work/results
         fi
         sleep 0.5
     done
+    # The moment the last injector session came up, from the injector's own "Since" (ms), read
+    # before the target goes away: polling it would add a polling round to it.
+    local i since e
+    for i in $(seq 1 "$P"); do
+        since=$(birdc -s "$work/inj$i.ctl" show protocols "inj$i" 2>/dev/null | awk -v n="inj$i" '$1 == n && /Established/ { print $5 }')
+        [ -z "$since" ] && continue
+        e=$(date -d "$(date +%F) $since" +%s.%N)
+        if [ -z "$t_est" ] || awk -v e="$e" -v t="$t_est" 'BEGIN { exit !(e > t) }'; then t_est=$e; fi
+    done
     local hwm_end cpu_end
     hwm_end=$(hwm_mb "$pid")
     cpu_end=$(cpu_s "$pid")
@@ -250,11 +250,11 @@ run_target() { # run_target TARGET P N -> one result line in $work/results
     f() { [ -n "$1" ] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a - b }' || echo "-"; }
     local rate="-"
     if [ -n "$t_kern" ]; then
-        rate=$(awk -v n="$total" -v a="$t_kern" -v b="$t_k0" 'BEGIN { printf "%.0f", n / (a - b > 0 ? a - b : 1e-9) }')
+        rate=$(awk -v n="$total" -v a="$t_kern" -v b="$t_est" 'BEGIN { printf "%.0f", n / (a - b > 0 ? a - b : 1e-9) }')
     fi
     # target P N rib_s cpu_rib hwm_rib kern_s kern_rate kern_span cpu_end hwm_end est_s
     [ -z "$t_est" ] && t_est=$t0
-    echo "$t $P $N $(f "$t_rib" "$t_est") ${cpu_rib:--} ${hwm_rib:--} $(f "$t_kern" "$t_est") $rate $(f "$t_kern" "$t_k0") $cpu_end $hwm_end $(f "$t_est" "$t0")" \
+    echo "$t $P $N $(f "$t_rib" "$t_est") ${cpu_rib:--} ${hwm_rib:--} $(f "$t_kern" "$t_est") $rate - $cpu_end $hwm_end $(f "$t_est" "$t0")" \
         >>"$work/results"
 }
 
@@ -270,10 +270,12 @@ done
 echo
 echo "Run of $(date -u +%F), $(nproc) vCPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "Times in seconds from the moment every injector session is Established (\"start → up\": from the"
-echo "target process's start to that moment). CPU = target's utime+stime; RSS = target's VmHWM."
+echo "Times in seconds from the moment the last injector session was Established (the injector's"
+echo "own timestamp; \"start → up\": from the target process's start to that moment), polled every"
+echo "~0.5 s plus the time a count takes (a kernel count of 1M routes takes seconds). CPU ="
+echo "target's utime+stime; RSS = target's VmHWM. Kernel routes/s is end to end (BGP in + install)."
 echo
-echo "| peers x prefixes | target | start → up | Loc-RIB full | CPU at Loc-RIB | peak RSS at Loc-RIB (MB) | kernel full | kernel routes/s (first → last route) | CPU at end | peak RSS at end (MB) |"
+echo "| peers x prefixes | target | start → up | Loc-RIB full | CPU at Loc-RIB | peak RSS at Loc-RIB (MB) | kernel full | kernel routes/s (all routes / kernel full) | CPU at end | peak RSS at end (MB) |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
 while read -r t P N rib cpu hwm kern rate kspan cpu_end hwm_end est; do
     echo "| $P x $N | $t | $est | $rib | $cpu | $hwm | $kern | $rate | $cpu_end | $hwm_end |"
