@@ -254,7 +254,13 @@ run_target() { # run_target TARGET P N -> one result line in $work/results
     fi
     # target P N rib_s cpu_rib hwm_rib kern_s kern_rate kern_span cpu_end hwm_end est_s
     [ -z "$t_est" ] && t_est=$t0
-    echo "$t $P $N $(f "$t_rib" "$t_est") ${cpu_rib:--} ${hwm_rib:--} $(f "$t_kern" "$t_est") $rate - $cpu_end $hwm_end $(f "$t_est" "$t0")" \
+    # A limit reached shows as ">LIMIT(count)".
+    local rib_s kern_s
+    rib_s=$(f "$t_rib" "$t_est")
+    [ -z "$t_rib" ] && rib_s=">${TIMEOUT}($rib)"
+    kern_s=$(f "$t_kern" "$t_est")
+    [ -z "$t_kern" ] && [ "$want_kernel" = 1 ] && kern_s=">${TIMEOUT}($kern)"
+    echo "$t $P $N $rib_s ${cpu_rib:--} ${hwm_rib:--} $kern_s $rate - $cpu_end $hwm_end $(f "$t_est" "$t0")" \
         >>"$work/results"
 }
 
@@ -293,7 +299,7 @@ for size in "${SIZES[@]}"; do
     for ref in bird bird-kernel gobgp; do
         x=$(awk -v p="$P" -v n="$N" -v t="$ref" '$1 == t && $2 == p && $3 == n' "$work/results")
         [ -z "$x" ] && continue
-        awk -v r="$r" -v x="$x" -v ref="$ref" -v p="$P" -v n="$N" 'function q(a, b) { return (a == "-" || b == "-" || b == 0) ? "-" : sprintf("%.2f", a / b) }
+        awk -v r="$r" -v x="$x" -v ref="$ref" -v p="$P" -v n="$N" 'function q(a, b) { return (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b == 0) ? "-" : sprintf("%.2f", a / b) }
         BEGIN { split(r, a, " "); split(x, b, " ");
             printf "| %s x %s | %s | %s | %s | %s | %s |\n", p, n, ref, q(a[4], b[4]), q(a[6], b[6]), q(a[5], b[5]),
                 (ref == "bird-kernel" ? q(a[8], b[8]) : "-") }'
