@@ -41,7 +41,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
@@ -364,8 +364,15 @@ struct SpeakerTask {
     stale_tx: mpsc::UnboundedSender<StaleExpired>,
     stale_rx: mpsc::UnboundedReceiver<StaleExpired>,
     best_tx: watch::Sender<Arc<Vec<BestRoute>>>,
+    /// The Loc-RIB changed since `best_tx` last got a snapshot.
+    best_dirty: bool,
+    best_published: Instant,
     events: broadcast::Sender<RibEvent>,
 }
+
+/// While UPDATEs keep arriving, the best-route snapshot (a copy of the whole Loc-RIB) is
+/// published at most this often; it is published at once when the session queue is empty.
+const BEST_PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 impl SpeakerTask {
     fn new(
@@ -388,6 +395,8 @@ impl SpeakerTask {
             stale_tx,
             stale_rx,
             best_tx,
+            best_dirty: false,
+            best_published: Instant::now(),
             events,
         }
     }
@@ -418,7 +427,23 @@ impl SpeakerTask {
                 Some(message) = self.session_rx.recv() => self.handle_session(message),
                 Some(expired) = self.stale_rx.recv() => self.expire_stale(expired),
             }
+            self.publish_best();
         }
+    }
+
+    /// Hand the reconciler a new Loc-RIB snapshot if it changed: at once when no UPDATE is
+    /// waiting, else at most every `BEST_PUBLISH_EVERY`. A snapshot per UPDATE would copy the
+    /// whole Loc-RIB once per message while a peer sends its table (quadratic in its size).
+    fn publish_best(&mut self) {
+        if !self.best_dirty {
+            return;
+        }
+        if !self.session_rx.is_empty() && self.best_published.elapsed() < BEST_PUBLISH_EVERY {
+            return;
+        }
+        self.best_tx.send_replace(Arc::new(self.rib.best_routes()));
+        self.best_dirty = false;
+        self.best_published = Instant::now();
     }
 
     fn handle_request(&mut self, request: Request) {
@@ -739,7 +764,7 @@ impl SpeakerTask {
             debug!(?event, "best route");
             let _ = self.events.send(event.clone());
         }
-        self.best_tx.send_replace(Arc::new(self.rib.best_routes()));
+        self.best_dirty = true;
     }
 
     fn status(&self) -> Vec<PeerStatus> {
