@@ -219,53 +219,59 @@ pub fn desired_routes(
         .iter()
         .map(|b| Route::blackhole(*b, RouteProtocol::BLACKHOLE))
         .collect();
-    for route in best {
-        if local.contains(&route.prefix) {
-            continue;
-        }
-        let pool = pool_of(&encap.pools, &route.prefix);
-        if pool.is_some_and(|p| encapsulates(p.vxlan_mode)) {
-            continue; // programmed from the datastore (desired_vxlan)
-        }
-        let hops: Vec<IpAddr> = route
-            .next_hops
-            .iter()
-            .copied()
-            .filter(|h| h.is_ipv4() == route.prefix.is_ipv4())
-            .collect();
-        let tunnel = |hop: IpAddr| {
-            encap
-                .ipip_ifindex
-                .filter(|_| hop.is_ipv4() && ipip_wanted(pool, hop, &encap.local_subnets))
-        };
-        match hops.as_slice() {
-            [] => {}
-            [one] => {
-                let r = Route::via(route.prefix, *one, tunnel(*one), RouteProtocol::BGP);
-                out.push(if r.output_ifindex.is_some() {
-                    r.with_onlink()
-                } else {
-                    r
-                });
-            }
-            many => {
-                let multipath = many
-                    .iter()
-                    .map(|h| NextHop {
-                        gateway: Some(*h),
-                        output_ifindex: tunnel(*h),
-                        weight: 1,
-                        onlink: tunnel(*h).is_some(),
-                    })
-                    .collect();
-                out.push(
-                    Route::via(route.prefix, many[0], None, RouteProtocol::BGP)
-                        .with_multipath(multipath),
-                );
-            }
-        }
-    }
+    out.extend(
+        best.iter()
+            .filter_map(|route| learned_route(route.prefix, &route.next_hops, local, encap)),
+    );
     out
+}
+
+/// The kernel route for one learned best route: via its next hops (through `tunl0` when the
+/// block's pool asks for IPIP and the device is up). `None` when the prefix is a local block,
+/// belongs to a VXLAN pool (programmed from the datastore, `desired_vxlan`) or has no next hop
+/// of its family.
+pub fn learned_route(
+    prefix: IpNetwork,
+    next_hops: &[IpAddr],
+    local: &BTreeSet<IpNetwork>,
+    encap: &EncapView,
+) -> Option<Route> {
+    if local.contains(&prefix) {
+        return None;
+    }
+    let pool = pool_of(&encap.pools, &prefix);
+    if pool.is_some_and(|p| encapsulates(p.vxlan_mode)) {
+        return None;
+    }
+    let tunnel = |hop: IpAddr| {
+        encap
+            .ipip_ifindex
+            .filter(|_| hop.is_ipv4() && ipip_wanted(pool, hop, &encap.local_subnets))
+    };
+    let mut hops = next_hops
+        .iter()
+        .copied()
+        .filter(|h| h.is_ipv4() == prefix.is_ipv4());
+    let first = hops.next()?;
+    let Some(second) = hops.next() else {
+        let r = Route::via(prefix, first, tunnel(first), RouteProtocol::BGP);
+        return Some(if r.output_ifindex.is_some() {
+            r.with_onlink()
+        } else {
+            r
+        });
+    };
+    let multipath = [first, second]
+        .into_iter()
+        .chain(hops)
+        .map(|h| NextHop {
+            gateway: Some(h),
+            output_ifindex: tunnel(h),
+            weight: 1,
+            onlink: tunnel(h).is_some(),
+        })
+        .collect();
+    Some(Route::via(prefix, first, None, RouteProtocol::BGP).with_multipath(multipath))
 }
 
 /// What `vxlan.routed` needs: routes (proto routed-tun), neighbours and FDB entries.

@@ -7,10 +7,11 @@
 //!  calc::desired_peers ──> speaker.set_peers      calc::originated_blocks ──> speaker.set_originated
 //!  calc::local_blocks ──┐
 //!                       v
-//!  speaker best routes ──> route reconciler <── netlink monitor (a deleted route of ours)
-//!                              │               <── timer (full resync every 10 s)
-//!                              v
-//!              kernel: replace missing/changed, delete extra — protocols routed-bh and routed-bgp only
+//!  speaker: changed prefixes ──> route reconciler <── netlink monitor (a deleted route of ours)
+//!  SharedRib (read: next hops) ──┘      │          <── timer (full resync every 10 s or more)
+//!                                       v
+//!      kernel: replace/delete the changed prefixes; on a full resync, a streaming dump of our
+//!      routes compared with the RIB — protocols routed-bh and routed-bgp only
 //! ```
 //! Restart without interruption: at start the reconciler adopts what the kernel has. It writes
 //! nothing before the datastore has been read once (until then it does not know the node's
@@ -22,6 +23,7 @@
 
 use super::calc::{self, ClusterState};
 use super::AgentState;
+use crate::bgp::rib::SharedRib;
 use crate::bgp::speaker::{PeerSpec, SpeakerHandle};
 use crate::datastore::sync::{watch_with_resync, SyncEvent};
 use crate::datastore::{decode_json, Datastore};
@@ -31,7 +33,7 @@ use crate::netlink::{
 };
 use anyhow::Result;
 use ipnetwork::IpNetwork;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -185,7 +187,22 @@ pub(crate) fn signature(route: &Route) -> (RouteKind, Vec<HopSignature>) {
     (route.kind, hops)
 }
 
+/// A route the monitor saw deleted (re-check that prefix), or a lost monitor message
+/// (re-check everything).
+type Repair = Option<IpNetwork>;
+
 /// Keeps the kernel's routes of protocols routed-bh and routed-bgp equal to calc's.
+///
+/// Two paths, so a full BGP table never costs a copy or a table walk per change:
+/// - incremental: the speaker reports the prefixes whose best route changed; the reconciler
+///   reads their routes from the shared RIB and replaces or deletes exactly those, in batches
+///   (everything queued is drained first, so a burst of UPDATEs becomes a few large batches);
+///   a route of ours the monitor sees deleted is re-checked the same way;
+/// - full resync: when the local blocks or the tunnel view change, when the monitor lost
+///   messages, once every peer has sent its routes, and periodically (every `RESYNC_EVERY`,
+///   stretched so a scan of a big table costs at most ~2% of the time): a streaming dump of
+///   the kernel's routes of our two protocols, each compared with the RIB as it goes, so
+///   memory stays flat however big the table is.
 pub async fn reconcile_routes(
     speaker: SpeakerHandle,
     mut local_rx: watch::Receiver<Option<BTreeSet<IpNetwork>>>,
@@ -193,21 +210,30 @@ pub async fn reconcile_routes(
     netlink: Arc<KernelNetlink>,
     programmed: Arc<std::sync::atomic::AtomicBool>,
 ) {
-    let mut best_rx = speaker.watch_best_routes();
-    let (repair_tx, mut repair_rx) = mpsc::channel::<()>(16);
-    match netlink.watch_routes().await {
+    let mut changes = match speaker.changes() {
+        Ok(changes) => changes,
+        Err(_) => return,
+    };
+    let rib = speaker.rib().clone();
+    let (repair_tx, mut repair_rx) = mpsc::unbounded_channel::<Repair>();
+    match netlink
+        .watch_route_deletions(&[RouteProtocol::BGP, RouteProtocol::BLACKHOLE])
+        .await
+    {
         Ok(mut monitor) => {
             tokio::spawn(async move {
                 while let Some(event) = monitor.next().await {
-                    let ours = match &event {
-                        RouteEvent::Deleted(r) => {
-                            r.protocol == RouteProtocol::BGP
-                                || r.protocol == RouteProtocol::BLACKHOLE
+                    let repair = match event {
+                        RouteEvent::Deleted(r)
+                            if r.protocol == RouteProtocol::BGP
+                                || r.protocol == RouteProtocol::BLACKHOLE =>
+                        {
+                            Some(r.destination)
                         }
-                        RouteEvent::Overflow => true,
-                        RouteEvent::Added(_) => false,
+                        RouteEvent::Overflow => None,
+                        _ => continue,
                     };
-                    if ours && repair_tx.send(()).await.is_err() {
+                    if repair_tx.send(repair).is_err() {
                         return;
                     }
                 }
@@ -219,20 +245,19 @@ pub async fn reconcile_routes(
     }
     // Nothing is written before the datastore has been read once: the kernel's routes are
     // adopted as they are until the node knows its blocks and peers.
-    let local = loop {
+    let mut local = loop {
         if let Some(local) = local_rx.borrow_and_update().clone() {
-            break local;
+            break Arc::new(local);
         }
         if local_rx.changed().await.is_err() {
             return;
         }
     };
-    let mut local = local;
     // Nor before the tunnel manager's first pass: until then tunl0 is unknown, and its routes
     // would be rewritten as plain ones.
     let mut encap = loop {
         if let Some(encap) = encap_rx.borrow_and_update().clone() {
-            break encap;
+            break Arc::new(encap);
         }
         if encap_rx.changed().await.is_err() {
             return;
@@ -241,90 +266,282 @@ pub async fn reconcile_routes(
     let started = Instant::now();
     let mut learned_settled = false;
     let mut ticker = tokio::time::interval(RESYNC_EVERY);
+    let mut full_due = true;
+    let mut last_full = Instant::now();
+    let mut resync_every = RESYNC_EVERY;
+    let mut pending: Vec<IpNetwork> = Vec::new();
+    let mut first_full_done = false;
     loop {
         if let Some(now) = local_rx.borrow_and_update().clone() {
-            local = now;
+            if *local != now {
+                local = Arc::new(now);
+                full_due = true;
+            }
         }
-        let best = best_rx.borrow_and_update().clone();
         if let Some(now) = encap_rx.borrow_and_update().clone() {
-            encap = now;
+            if *encap != now {
+                encap = Arc::new(now);
+                full_due = true;
+            }
         }
         if !learned_settled {
             learned_settled = started.elapsed() > DELETE_GRACE_MAX || peers_settled(&speaker).await;
             if learned_settled {
                 info!("every peer has sent its routes; stale learned routes may now be removed");
+                full_due = true;
             }
         }
-        match apply(
-            &netlink,
-            &calc::desired_routes(&local, &best, &encap),
-            learned_settled,
-        )
-        .await
-        {
+        let result = if full_due {
+            // The scan reads the RIB as it is now: what is queued is covered by it.
+            pending.clear();
+            while changes.try_recv().is_ok() {}
+            let began = Instant::now();
+            let result = resync(&netlink, &rib, &local, &encap, learned_settled).await;
+            // A scan of a big table is not free: keep its share of the time small.
+            resync_every = RESYNC_EVERY.max(began.elapsed() * 50);
+            last_full = Instant::now();
+            result.map(|(fix, deleted)| {
+                if !fix.is_empty() {
+                    debug!(routes = fix.len(), "resync: routes to fix");
+                }
+                pending = fix;
+                deleted
+            })
+        } else {
+            // A chunk at a time: the routes built for one batch stay small, and the rest
+            // waits in the channel as bare prefixes.
+            pending.sort_unstable();
+            pending.dedup();
+            let rest = pending.split_off(pending.len().min(APPLY_CHUNK));
+            let chunk = std::mem::replace(&mut pending, rest);
+            apply_prefixes(&netlink, &rib, &local, &encap, chunk).await
+        };
+        match result {
             Ok(changes) => {
                 if changes > 0 {
-                    debug!(changes, "kernel routes reconciled");
+                    debug!(changes, full = full_due, "kernel routes reconciled");
                 }
-                programmed.store(true, std::sync::atomic::Ordering::Relaxed);
+                first_full_done |= full_due;
+                full_due = false;
+                if first_full_done && pending.is_empty() {
+                    programmed.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
             }
-            Err(e) => warn!(error = %format!("{e:#}"), "route reconcile failed; retrying"),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "route reconcile failed; retrying");
+                full_due = true;
+            }
+        }
+        if !pending.is_empty() && !full_due {
+            // More of a burst to apply: go round again without waiting.
+            drain_changes(&mut changes, &mut pending, APPLY_CHUNK);
+            drain_repairs(&mut repair_rx, &mut pending, &mut full_due);
+            continue;
         }
         tokio::select! {
             r = local_rx.changed() => if r.is_err() { return },
-            r = best_rx.changed() => if r.is_err() { return },
             r = encap_rx.changed() => if r.is_err() { return },
-            _ = repair_rx.recv() => {}
-            _ = ticker.tick() => {}
+            batch = changes.recv() => match batch {
+                Some(batch) => pending.extend(batch),
+                None => return,
+            },
+            Some(repair) = repair_rx.recv() => match repair {
+                Some(prefix) => pending.push(prefix),
+                None => full_due = true,
+            },
+            _ = ticker.tick() => {
+                if last_full.elapsed() >= resync_every {
+                    full_due = true;
+                }
+            }
+        }
+        // Take what is already queued (up to a chunk): one batch for a burst.
+        drain_changes(&mut changes, &mut pending, APPLY_CHUNK);
+        drain_repairs(&mut repair_rx, &mut pending, &mut full_due);
+    }
+}
+
+/// Prefixes programmed per batch on the incremental path.
+const APPLY_CHUNK: usize = 16 * 1024;
+
+/// Moves queued change batches into `pending` until it holds `limit` prefixes.
+fn drain_changes(
+    changes: &mut mpsc::UnboundedReceiver<Vec<IpNetwork>>,
+    pending: &mut Vec<IpNetwork>,
+    limit: usize,
+) {
+    while pending.len() < limit {
+        match changes.try_recv() {
+            Ok(batch) => pending.extend(batch),
+            Err(_) => return,
         }
     }
 }
 
-/// Every configured peer is Established and has sent End-of-RIB: the learned routes are
-/// complete, so a kernel route with no best path behind it is really gone.
-async fn peers_settled(speaker: &SpeakerHandle) -> bool {
-    match speaker.status().await {
-        Ok(peers) => peers
-            .iter()
-            .all(|p| p.state == crate::bgp::fsm::State::Established && p.end_of_rib_received),
-        Err(_) => false,
+/// Moves queued repairs into `pending` (a lost monitor message asks for a full resync).
+fn drain_repairs(
+    repairs: &mut mpsc::UnboundedReceiver<Repair>,
+    pending: &mut Vec<IpNetwork>,
+    full_due: &mut bool,
+) {
+    while let Ok(repair) = repairs.try_recv() {
+        match repair {
+            Some(prefix) => pending.push(prefix),
+            None => *full_due = true,
+        }
     }
 }
 
-/// Diffs desired against the kernel; returns the number of changes made. Changes go to the
-/// kernel in batches (many netlink messages per send), so a full table installs at batch speed.
-async fn apply(
+/// The route routed wants in the kernel for `prefix`: the blackhole of a local block, or the
+/// learned best route (`None`: no route of ours belongs there).
+fn desired_for(
+    prefix: IpNetwork,
+    rib: &SharedRib,
+    local: &BTreeSet<IpNetwork>,
+    encap: &calc::EncapView,
+) -> Option<Route> {
+    if local.contains(&prefix) {
+        return Some(Route::blackhole(prefix, RouteProtocol::BLACKHOLE));
+    }
+    let hops = rib.read().next_hops(&prefix);
+    calc::learned_route(prefix, &hops, local, encap)
+}
+
+/// Programs the current desired route of each prefix (replace), or removes ours (delete).
+async fn apply_prefixes(
     netlink: &KernelNetlink,
-    desired: &[Route],
-    allow_delete_learned: bool,
+    rib: &SharedRib,
+    local: &BTreeSet<IpNetwork>,
+    encap: &calc::EncapView,
+    prefixes: Vec<IpNetwork>,
 ) -> Result<usize> {
-    let mut actual: BTreeMap<IpNetwork, Route> = BTreeMap::new();
-    for protocol in [RouteProtocol::BLACKHOLE, RouteProtocol::BGP] {
-        for route in netlink
-            .list_routes(&RouteFilter::protocol(protocol))
-            .await?
-        {
-            actual.insert(route.destination, route);
+    let mut replace = Vec::new();
+    let mut delete = Vec::new();
+    for prefix in prefixes {
+        match desired_for(prefix, rib, local, encap) {
+            Some(route) => replace.push(route),
+            None => delete.push(any_kind(Route::unicast_key(prefix, RouteProtocol::BGP))),
         }
     }
-    let wanted: BTreeMap<IpNetwork, &Route> = desired.iter().map(|r| (r.destination, r)).collect();
-    let replace: Vec<Route> = wanted
-        .iter()
-        .filter(|(dst, route)| {
-            !actual
-                .get(dst)
-                .is_some_and(|a| a.protocol == route.protocol && signature(a) == signature(route))
-        })
-        .map(|(_, route)| (*route).clone())
-        .collect();
-    let delete: Vec<Route> = actual
-        .iter()
-        .filter(|(dst, route)| {
-            !wanted.contains_key(dst)
-                && (route.protocol != RouteProtocol::BGP || allow_delete_learned)
-        })
-        .map(|(_, route)| route.clone())
-        .collect();
+    program(netlink, replace, delete).await
+}
+
+/// What a streaming comparison of the kernel's routes with the desired ones found.
+#[derive(Default)]
+struct Scan {
+    /// Prefixes whose kernel route is wrong or missing: re-applied from the RIB.
+    fix: Vec<IpNetwork>,
+    /// Routes of ours nothing wants any more: (prefix, protocol).
+    delete: Vec<(IpNetwork, RouteProtocol)>,
+    /// Desired prefixes the kernel has a route of ours for (right or wrong).
+    present: usize,
+}
+
+/// Diffs the kernel's routes of our protocols against the desired ones, without copying
+/// either table: the dump is compared route by route with the RIB, and desired routes the
+/// kernel lacks are looked for only when the counts say some are missing. Deletes what
+/// nothing wants (in chunks); returns the prefixes to re-apply, for the chunked incremental
+/// path, and the number of deletions.
+async fn resync(
+    netlink: &KernelNetlink,
+    rib: &SharedRib,
+    local: &Arc<BTreeSet<IpNetwork>>,
+    encap: &Arc<calc::EncapView>,
+    allow_delete_learned: bool,
+) -> Result<(Vec<IpNetwork>, usize)> {
+    let mut scan = Scan::default();
+    for protocol in [RouteProtocol::BLACKHOLE, RouteProtocol::BGP] {
+        let (rib, local, encap) = (rib.clone(), local.clone(), encap.clone());
+        scan = netlink
+            .scan_routes(
+                RouteFilter::protocol(protocol),
+                scan,
+                move |scan, actual| match desired_for(actual.destination, &rib, &local, &encap) {
+                    Some(wanted) => {
+                        scan.present += 1;
+                        if wanted.protocol != actual.protocol
+                            || signature(&wanted) != signature(&actual)
+                        {
+                            scan.fix.push(actual.destination);
+                        }
+                    }
+                    None => {
+                        if actual.protocol != RouteProtocol::BGP || allow_delete_learned {
+                            scan.delete.push((actual.destination, actual.protocol));
+                        }
+                    }
+                },
+            )
+            .await?;
+    }
+    let mut desired = 0;
+    for_each_desired(rib, local, encap, |_| desired += 1);
+    if scan.present < desired {
+        let mut have: Vec<IpNetwork> = Vec::with_capacity(scan.present);
+        for protocol in [RouteProtocol::BLACKHOLE, RouteProtocol::BGP] {
+            have = netlink
+                .scan_routes(RouteFilter::protocol(protocol), have, |have, actual| {
+                    have.push(actual.destination);
+                })
+                .await?;
+        }
+        have.sort_unstable();
+        for_each_desired(rib, local, encap, |prefix| {
+            if have.binary_search(&prefix).is_err() {
+                scan.fix.push(prefix);
+            }
+        });
+    }
+    let mut deleted = 0;
+    for chunk in scan.delete.chunks(APPLY_CHUNK) {
+        let keys: Vec<Route> = chunk
+            .iter()
+            .map(|(prefix, protocol)| any_kind(Route::unicast_key(*prefix, *protocol)))
+            .collect();
+        deleted += program(netlink, Vec::new(), keys).await?;
+    }
+    Ok((scan.fix, deleted))
+}
+
+/// A delete key that matches the route whatever its type (unicast, blackhole...).
+fn any_kind(mut key: Route) -> Route {
+    key.kind = RouteKind::Other(0);
+    key
+}
+
+/// Calls `f` with every prefix routed wants a kernel route for (local blackholes and learned
+/// routes), reading the RIB in chunks so the speaker is never held up for long.
+fn for_each_desired(
+    rib: &SharedRib,
+    local: &BTreeSet<IpNetwork>,
+    encap: &calc::EncapView,
+    mut f: impl FnMut(IpNetwork),
+) {
+    for block in local {
+        f(*block);
+    }
+    let mut after = None;
+    loop {
+        let mut chunk = Vec::new();
+        let last = rib.read().for_each_best(after, 4096, |prefix, hops| {
+            if calc::learned_route(prefix, hops, local, encap).is_some() {
+                chunk.push(prefix);
+            }
+        });
+        chunk.into_iter().for_each(&mut f);
+        match last {
+            Some(last) => after = Some(last),
+            None => return,
+        }
+    }
+}
+
+/// Replaces and deletes in batches (many netlink messages per send); returns the changes made.
+async fn program(
+    netlink: &KernelNetlink,
+    replace: Vec<Route>,
+    delete: Vec<Route>,
+) -> Result<usize> {
     let mut changes = 0;
     if !replace.is_empty() {
         let report = netlink.replace_routes_batch(&replace).await?;
@@ -341,4 +558,15 @@ async fn apply(
         changes += report.succeeded;
     }
     Ok(changes)
+}
+
+/// Every configured peer is Established and has sent End-of-RIB: the learned routes are
+/// complete, so a kernel route with no best path behind it is really gone.
+async fn peers_settled(speaker: &SpeakerHandle) -> bool {
+    match speaker.status().await {
+        Ok(peers) => peers
+            .iter()
+            .all(|p| p.state == crate::bgp::fsm::State::Established && p.end_of_rib_received),
+        Err(_) => false,
+    }
 }

@@ -607,7 +607,11 @@ impl TunnelManager {
         encap_tx: watch::Sender<Option<EncapView>>,
     ) {
         let (repair_tx, mut repair_rx) = mpsc::channel::<()>(16);
-        match self.netlink.watch_routes().await {
+        match self
+            .netlink
+            .watch_route_deletions(&[RouteProtocol::TUNNEL])
+            .await
+        {
             Ok(mut monitor) => {
                 tokio::spawn(async move {
                     while let Some(event) = monitor.next().await {

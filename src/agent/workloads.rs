@@ -239,7 +239,10 @@ pub async fn run(
 ) {
     let mut events = watch_with_resync(store, keys::BLOCKS.to_string());
     let (repair_tx, mut repair_rx) = mpsc::channel::<()>(16);
-    match netlink.watch_routes().await {
+    match netlink
+        .watch_route_deletions(&[RouteProtocol::WORKLOAD])
+        .await
+    {
         Ok(mut monitor) => {
             tokio::spawn(async move {
                 while let Some(event) = monitor.next().await {

@@ -37,9 +37,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::bgp::packet::{AsPath, MpNextHop, Origin, PathAttributes, Update};
 
@@ -55,6 +57,9 @@ impl std::fmt::Display for PeerId {
 
 /// LOCAL_PREF assumed when a path has none (and for every eBGP path).
 pub const DEFAULT_LOCAL_PREF: u32 = 100;
+
+/// Paths in one multipath group at most (the group is a bit mask over a prefix's paths).
+pub const MAX_MULTIPATH: usize = 64;
 
 /// What the RIB needs to know about an Established session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,16 +85,31 @@ pub struct ExportPolicy {
     pub learned_to_ebgp: bool,
 }
 
-/// One path in an Adj-RIB-In.
+impl ExportPolicy {
+    /// Whether any learned route can be exported at all.
+    fn exports_learned(self) -> bool {
+        self.ebgp_learned_to_ibgp || self.learned_to_ebgp
+    }
+}
+
+/// One path in the Adj-RIB-In of a peer. The attributes are shared by every prefix of the
+/// UPDATE that carried them; the next hop is read from them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Path {
-    pub attributes: PathAttributes,
-    pub next_hop: IpAddr,
+    pub attributes: Arc<PathAttributes>,
     /// Kept across a graceful restart of the peer, awaiting refresh.
     pub stale: bool,
 }
 
-/// The Loc-RIB entry for one prefix: the best path and the paths that tie with it.
+impl Path {
+    /// The next hop this path gives `prefix`.
+    pub fn next_hop(&self, prefix: &IpNetwork) -> Option<IpAddr> {
+        self.attributes.next_hop_for(prefix)
+    }
+}
+
+/// The Loc-RIB entry for one prefix, as callers see it: the best path and the paths that tie
+/// with it (built on demand; the table stores a compact form).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selected {
     /// The best path's peer.
@@ -117,6 +137,16 @@ pub enum RibEvent {
     Changed(BestRoute),
     /// No usable path left.
     Removed(IpNetwork),
+}
+
+impl RibEvent {
+    /// The prefix the event is about.
+    pub fn prefix(&self) -> IpNetwork {
+        match self {
+            RibEvent::Changed(route) => route.prefix,
+            RibEvent::Removed(prefix) => *prefix,
+        }
+    }
 }
 
 /// Announcements grouped by identical attributes, and withdrawals, for one peer.
@@ -153,29 +183,16 @@ pub struct RibOutput {
     pub outbound: BTreeMap<PeerId, Outbound>,
 }
 
-impl RibOutput {
-    fn merge(&mut self, other: RibOutput) {
-        self.events.extend(other.events);
-        for (peer, out) in other.outbound {
-            let entry = self.outbound.entry(peer).or_default();
-            entry.withdraw.extend(out.withdraw);
-            for (attrs, prefixes) in out.announce {
-                for prefix in prefixes {
-                    entry.push_announce(attrs.clone(), prefix);
-                }
-            }
-        }
-    }
-}
-
-/// Per-peer state.
+/// Per-peer state. The peer's paths live in the prefix table; here are its counters.
 #[derive(Debug, Default)]
 struct PeerRib {
     /// Set while the session is Established.
     info: Option<PeerInfo>,
     /// Kept from the last session for stale paths' tie-breaks.
     last_info: Option<PeerInfo>,
-    adj_in: BTreeMap<IpNetwork, Path>,
+    /// Paths of this peer in the table, and how many of them are stale.
+    received: usize,
+    stale: usize,
     adj_out: BTreeMap<IpNetwork, PathAttributes>,
 }
 
@@ -185,7 +202,67 @@ impl PeerRib {
     }
 }
 
+/// The selection stored per prefix: which of its paths are best and tie (bit i = path i).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Choice {
+    best: u16,
+    /// The other members of the multipath group among the first `MAX_MULTIPATH` paths.
+    group: u64,
+    ebgp: bool,
+}
+
+impl Choice {
+    /// Whether path `i` is in the multipath group.
+    fn contains(self, i: usize) -> bool {
+        i == usize::from(self.best) || (i < MAX_MULTIPATH && self.group & (1 << i) != 0)
+    }
+}
+
+/// Every peer's path for one prefix (the Adj-RIBs-In, by prefix) and the Loc-RIB choice.
+#[derive(Debug, Default)]
+struct Dest {
+    paths: SmallVec<[(PeerId, Path); 1]>,
+    choice: Option<Choice>,
+}
+
+impl Dest {
+    fn position(&self, peer: PeerId) -> Option<usize> {
+        self.paths.iter().position(|(p, _)| *p == peer)
+    }
+
+    /// The multipath group's distinct next hops, sorted.
+    fn next_hops(&self, prefix: &IpNetwork) -> Hops {
+        let mut hops = Hops::new();
+        let Some(choice) = self.choice else {
+            return hops;
+        };
+        for (i, (_, path)) in self.paths.iter().enumerate() {
+            if choice.contains(i) {
+                if let Some(hop) = path.next_hop(prefix) {
+                    hops.push(hop);
+                }
+            }
+        }
+        hops.sort_unstable();
+        hops.dedup();
+        hops
+    }
+
+    fn best_peer(&self) -> Option<PeerId> {
+        let choice = self.choice?;
+        self.paths.get(usize::from(choice.best)).map(|(p, _)| *p)
+    }
+}
+
+/// Next hops of one prefix, without a heap allocation for the usual one or two.
+pub type Hops = SmallVec<[IpAddr; 2]>;
+
 /// The three RIBs of one speaker.
+///
+/// Memory: one table keyed by prefix holds every peer's path for it (a peer id, a shared
+/// pointer to the UPDATE's attributes and a stale flag) and the compact Loc-RIB choice, so a
+/// learned prefix costs one table entry however many structures look at it; the Adj-RIB-In of
+/// one peer is a view over the table (`adj_in`), the Loc-RIB another (`best_routes`).
 #[derive(Debug)]
 pub struct Rib {
     local_asn: u32,
@@ -193,8 +270,13 @@ pub struct Rib {
     policy: ExportPolicy,
     peers: BTreeMap<PeerId, PeerRib>,
     originated: BTreeSet<IpNetwork>,
-    loc: BTreeMap<IpNetwork, Selected>,
+    table: BTreeMap<IpNetwork, Dest>,
+    /// Prefixes with a selection that we do not originate (the reconciler's view).
+    visible: usize,
 }
+
+/// A prefix touched by an operation and its next hops before it.
+type Touched = (IpNetwork, Hops);
 
 impl Rib {
     /// An empty RIB.
@@ -205,7 +287,8 @@ impl Rib {
             policy,
             peers: BTreeMap::new(),
             originated: BTreeSet::new(),
-            loc: BTreeMap::new(),
+            table: BTreeMap::new(),
+            visible: 0,
         }
     }
 
@@ -216,11 +299,9 @@ impl Rib {
 
     /// Forget a peer: its paths are withdrawn from the Loc-RIB.
     pub fn remove_peer(&mut self, peer: PeerId) -> RibOutput {
-        let Some(state) = self.peers.remove(&peer) else {
-            return RibOutput::default();
-        };
-        let prefixes: Vec<IpNetwork> = state.adj_in.into_keys().collect();
-        self.reselect(&prefixes)
+        let touched = self.drop_paths(peer, false);
+        self.peers.remove(&peer);
+        self.reselect(touched)
     }
 
     /// The session came up: returns the full Adj-RIB-Out for the peer (and nothing else
@@ -231,7 +312,14 @@ impl Rib {
         state.info = Some(info);
         state.adj_out.clear();
         let mut prefixes: BTreeSet<IpNetwork> = self.originated.clone();
-        prefixes.extend(self.loc.keys().copied());
+        if self.policy.exports_learned() {
+            prefixes.extend(
+                self.table
+                    .iter()
+                    .filter(|(_, d)| d.choice.is_some())
+                    .map(|(p, _)| *p),
+            );
+        }
         let mut out = Outbound::default();
         for prefix in prefixes {
             if let Some(attrs) = self.export(peer, &prefix) {
@@ -258,38 +346,63 @@ impl Rib {
         state.info = None;
         state.adj_out.clear();
         if graceful {
-            for path in state.adj_in.values_mut() {
-                path.stale = true;
+            let mut stale = 0;
+            for dest in self.table.values_mut() {
+                for (p, path) in dest.paths.iter_mut() {
+                    if *p == peer {
+                        path.stale = true;
+                        stale += 1;
+                    }
+                }
+            }
+            if let Some(state) = self.peers.get_mut(&peer) {
+                state.stale = stale;
             }
             return RibOutput::default();
         }
-        let prefixes: Vec<IpNetwork> = std::mem::take(&mut state.adj_in).into_keys().collect();
-        self.reselect(&prefixes)
+        let touched = self.drop_paths(peer, false);
+        self.reselect(touched)
     }
 
     /// Drop the peer's paths still marked stale (End-of-RIB received, or the restart or
     /// stale-path timer expired).
     pub fn purge_stale(&mut self, peer: PeerId) -> RibOutput {
-        let Some(state) = self.peers.get_mut(&peer) else {
+        if self.stale_count(peer) == 0 {
             return RibOutput::default();
-        };
-        let stale: Vec<IpNetwork> = state
-            .adj_in
-            .iter()
-            .filter(|(_, p)| p.stale)
-            .map(|(prefix, _)| *prefix)
-            .collect();
-        for prefix in &stale {
-            state.adj_in.remove(prefix);
         }
-        self.reselect(&stale)
+        let touched = self.drop_paths(peer, true);
+        self.reselect(touched)
+    }
+
+    /// Remove the peer's paths (only the stale ones with `stale_only`) from the table;
+    /// returns the prefixes touched with their next hops before.
+    fn drop_paths(&mut self, peer: PeerId, stale_only: bool) -> Vec<Touched> {
+        let mut touched = Vec::new();
+        let mut removed = 0;
+        let mut removed_stale = 0;
+        for (prefix, dest) in self.table.iter_mut() {
+            let Some(i) = dest.position(peer) else {
+                continue;
+            };
+            let stale = dest.paths.get(i).is_some_and(|(_, p)| p.stale);
+            if stale_only && !stale {
+                continue;
+            }
+            touched.push((*prefix, dest.next_hops(prefix)));
+            dest.paths.remove(i);
+            removed += 1;
+            removed_stale += usize::from(stale);
+        }
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.received = state.received.saturating_sub(removed);
+            state.stale = state.stale.saturating_sub(removed_stale);
+        }
+        touched
     }
 
     /// How many of the peer's paths are stale.
     pub fn stale_count(&self, peer: PeerId) -> usize {
-        self.peers
-            .get(&peer)
-            .map_or(0, |s| s.adj_in.values().filter(|p| p.stale).count())
+        self.peers.get(&peer).map_or(0, |s| s.stale)
     }
 
     /// Apply an UPDATE from an Established peer. End-of-RIB purges stale paths.
@@ -297,17 +410,22 @@ impl Rib {
         if update.end_of_rib.is_some() {
             return self.purge_stale(peer);
         }
-        let Some(state) = self.peers.get_mut(&peer) else {
-            return RibOutput::default();
-        };
-        let Some(info) = state.info.clone() else {
+        let Some(info) = self.peers.get(&peer).and_then(|s| s.info.clone()) else {
             return RibOutput::default();
         };
         let ibgp = info.peer_asn == self.local_asn;
-        let mut touched = Vec::new();
+        let mut touched: Vec<Touched> =
+            Vec::with_capacity(update.withdrawn.len() + update.nlri.len());
+        let mut received: isize = 0;
+        let mut stale_dropped = 0;
         for prefix in &update.withdrawn {
-            if state.adj_in.remove(prefix).is_some() {
-                touched.push(*prefix);
+            if let Some(dest) = self.table.get_mut(prefix) {
+                if let Some(i) = dest.position(peer) {
+                    touched.push((*prefix, dest.next_hops(prefix)));
+                    let (_, old) = dest.paths.remove(i);
+                    received -= 1;
+                    stale_dropped += usize::from(old.stale);
+                }
             }
         }
         let looped = if ibgp {
@@ -324,40 +442,66 @@ impl Rib {
             // RFC 4271 §5.1.5 / RFC 7606 §7.5: LOCAL_PREF from an eBGP peer is ignored.
             attributes.local_pref = None;
         }
+        // One copy of the attributes for every prefix of the UPDATE.
+        let attributes = Arc::new(attributes);
         for prefix in &update.nlri {
-            let next_hop = update.next_hop_for(prefix);
-            let usable = match next_hop {
+            let usable = match update.next_hop_for(prefix) {
                 Some(nh) => !looped && nh_family_matches(prefix, nh) && !is_unusable(nh),
                 None => false,
             };
-            let removed = match (usable, next_hop) {
-                (true, Some(next_hop)) => {
-                    let path = Path {
-                        attributes: attributes.clone(),
-                        next_hop,
-                        stale: false,
-                    };
-                    state.adj_in.insert(*prefix, path);
-                    false
+            if usable {
+                let dest = self.table.entry(*prefix).or_default();
+                touched.push((*prefix, dest.next_hops(prefix)));
+                let path = Path {
+                    attributes: attributes.clone(),
+                    stale: false,
+                };
+                match dest.position(peer) {
+                    Some(i) => {
+                        if let Some((_, old)) = dest.paths.get_mut(i) {
+                            stale_dropped += usize::from(old.stale);
+                            *old = path;
+                        }
+                    }
+                    None => {
+                        dest.paths.push((peer, path));
+                        received += 1;
+                    }
                 }
-                _ => state.adj_in.remove(prefix).is_some(),
-            };
-            if usable || removed {
-                touched.push(*prefix);
+            } else if let Some(dest) = self.table.get_mut(prefix) {
+                if let Some(i) = dest.position(peer) {
+                    touched.push((*prefix, dest.next_hops(prefix)));
+                    let (_, old) = dest.paths.remove(i);
+                    received -= 1;
+                    stale_dropped += usize::from(old.stale);
+                }
             }
         }
-        self.reselect(&touched)
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.received = state.received.saturating_add_signed(received);
+            state.stale = state.stale.saturating_sub(stale_dropped);
+        }
+        self.reselect(touched)
     }
 
     /// Replace the set of prefixes we originate (the node's confirmed blocks).
     pub fn set_originated(&mut self, originated: BTreeSet<IpNetwork>) -> RibOutput {
-        let changed: Vec<IpNetwork> = self
+        let changed: Vec<Touched> = self
             .originated
             .symmetric_difference(&originated)
-            .copied()
+            .map(|prefix| {
+                let before = if self.originated.contains(prefix) {
+                    Hops::new() // not visible before
+                } else {
+                    self.next_hops(prefix)
+                };
+                (*prefix, before)
+            })
             .collect();
         self.originated = originated;
-        self.reselect(&changed)
+        let out = self.reselect(changed);
+        self.recount();
+        out
     }
 
     /// The prefixes we originate.
@@ -368,24 +512,91 @@ impl Rib {
     /// The Loc-RIB as the reconciler sees it: learned best routes, prefixes we originate
     /// excluded.
     pub fn best_routes(&self) -> Vec<BestRoute> {
-        self.loc
-            .iter()
-            .filter(|(prefix, _)| !self.originated.contains(prefix))
-            .map(|(prefix, selected)| BestRoute {
-                prefix: *prefix,
-                next_hops: selected.next_hops.clone(),
-            })
-            .collect()
+        let mut out = Vec::with_capacity(self.visible);
+        self.for_each_best(None, usize::MAX, |prefix, hops| {
+            out.push(BestRoute {
+                prefix,
+                next_hops: hops.to_vec(),
+            });
+        });
+        out
+    }
+
+    /// Calls `f` with up to `limit` learned best routes (prefixes we originate excluded) in
+    /// prefix order, starting after `after`; returns the last prefix visited, for the next call.
+    pub fn for_each_best(
+        &self,
+        after: Option<IpNetwork>,
+        limit: usize,
+        mut f: impl FnMut(IpNetwork, &[IpAddr]),
+    ) -> Option<IpNetwork> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut last = None;
+        let mut seen = 0;
+        for (prefix, dest) in self.table.range((start, Bound::Unbounded)) {
+            if seen == limit {
+                break;
+            }
+            last = Some(*prefix);
+            seen += 1;
+            if dest.choice.is_none() || self.originated.contains(prefix) {
+                continue;
+            }
+            f(*prefix, &dest.next_hops(prefix));
+        }
+        last
+    }
+
+    /// How many learned best routes there are (prefixes we originate excluded).
+    pub fn best_len(&self) -> usize {
+        self.visible
+    }
+
+    /// The next hops of the learned best route for `prefix` (empty when there is none, or
+    /// when we originate it).
+    pub fn next_hops(&self, prefix: &IpNetwork) -> Hops {
+        if self.originated.contains(prefix) {
+            return Hops::new();
+        }
+        self.table
+            .get(prefix)
+            .map_or_else(Hops::new, |d| d.next_hops(prefix))
     }
 
     /// The Loc-RIB entry for a prefix.
-    pub fn selected(&self, prefix: &IpNetwork) -> Option<&Selected> {
-        self.loc.get(prefix)
+    pub fn selected(&self, prefix: &IpNetwork) -> Option<Selected> {
+        let dest = self.table.get(prefix)?;
+        let choice = dest.choice?;
+        let best = dest.best_peer()?;
+        let mut multipath = vec![best];
+        multipath.extend(
+            dest.paths
+                .iter()
+                .enumerate()
+                .filter(|(i, (p, _))| choice.contains(*i) && *p != best)
+                .map(|(_, (p, _))| *p),
+        );
+        Some(Selected {
+            best,
+            multipath,
+            next_hops: dest.next_hops(prefix).to_vec(),
+            ebgp: choice.ebgp,
+        })
     }
 
-    /// A peer's Adj-RIB-In.
-    pub fn adj_in(&self, peer: PeerId) -> Option<&BTreeMap<IpNetwork, Path>> {
-        self.peers.get(&peer).map(|s| &s.adj_in)
+    /// A peer's Adj-RIB-In (a copy, built from the table).
+    pub fn adj_in(&self, peer: PeerId) -> Option<BTreeMap<IpNetwork, Path>> {
+        self.peers.get(&peer)?;
+        Some(
+            self.table
+                .iter()
+                .filter_map(|(prefix, dest)| {
+                    let i = dest.position(peer)?;
+                    Some((*prefix, dest.paths.get(i)?.1.clone()))
+                })
+                .collect(),
+        )
     }
 
     /// A peer's Adj-RIB-Out.
@@ -397,33 +608,48 @@ impl Rib {
     pub fn counts(&self, peer: PeerId) -> (usize, usize) {
         self.peers
             .get(&peer)
-            .map_or((0, 0), |s| (s.adj_in.len(), s.adj_out.len()))
+            .map_or((0, 0), |s| (s.received, s.adj_out.len()))
     }
 
-    /// Re-run selection for `prefixes`, then export what changed to every Established peer.
-    fn reselect(&mut self, prefixes: &[IpNetwork]) -> RibOutput {
+    /// Re-run selection for the touched prefixes, then export what changed to every
+    /// Established peer.
+    fn reselect(&mut self, mut touched: Vec<Touched>) -> RibOutput {
+        // Keep the first "before" of a prefix touched twice.
+        touched.sort_by(|a, b| a.0.cmp(&b.0));
+        touched.dedup_by(|later, first| later.0 == first.0);
         let mut out = RibOutput::default();
-        let unique: BTreeSet<IpNetwork> = prefixes.iter().copied().collect();
-        for prefix in &unique {
-            let before = self.loc.get(prefix).cloned();
-            let after = self.select_best(prefix);
-            match &after {
-                Some(selected) => {
-                    self.loc.insert(*prefix, selected.clone());
+        for (prefix, before) in &touched {
+            let visible = !self.originated.contains(prefix);
+            let (had, has, after) = match self.table.get_mut(prefix) {
+                Some(dest) => {
+                    let had = dest.choice.is_some();
+                    dest.choice = choose(dest, &self.peers, self.local_asn);
+                    let has = dest.choice.is_some();
+                    let after = dest.next_hops(prefix);
+                    if dest.paths.is_empty() {
+                        self.table.remove(prefix);
+                    }
+                    (had, has, after)
                 }
-                None => {
-                    self.loc.remove(prefix);
+                None => (false, false, Hops::new()),
+            };
+            // `visible` counts selections of prefixes we do not originate (origination
+            // changes recount it in `set_originated`).
+            if visible {
+                match (had, has) {
+                    (false, true) => self.visible += 1,
+                    (true, false) => self.visible = self.visible.saturating_sub(1),
+                    _ => {}
                 }
             }
-            let visible = !self.originated.contains(prefix);
-            let hops = |s: &Option<Selected>| s.as_ref().map(|s| s.next_hops.clone());
-            if visible && hops(&before) != hops(&after) {
-                out.events.push(match after {
-                    Some(selected) => RibEvent::Changed(BestRoute {
+            if visible && *before != after {
+                out.events.push(if after.is_empty() {
+                    RibEvent::Removed(*prefix)
+                } else {
+                    RibEvent::Changed(BestRoute {
                         prefix: *prefix,
-                        next_hops: selected.next_hops,
-                    }),
-                    None => RibEvent::Removed(*prefix),
+                        next_hops: after.to_vec(),
+                    })
                 });
             }
         }
@@ -434,22 +660,33 @@ impl Rib {
             .map(|(id, _)| *id)
             .collect();
         for peer in established {
-            let outbound = self.update_adj_out(peer, &unique);
+            let outbound = self.update_adj_out(peer, &touched);
             if !outbound.is_empty() {
-                out.merge(RibOutput {
-                    events: Vec::new(),
-                    outbound: BTreeMap::from([(peer, outbound)]),
-                });
+                out.outbound.insert(peer, outbound);
             }
         }
         out
     }
 
+    /// Count the visible selections again (origination changed which prefixes are visible).
+    fn recount(&mut self) {
+        self.visible = self
+            .table
+            .iter()
+            .filter(|(p, d)| d.choice.is_some() && !self.originated.contains(p))
+            .count();
+    }
+
     /// Diff the export of `prefixes` to `peer` against its Adj-RIB-Out.
-    fn update_adj_out(&mut self, peer: PeerId, prefixes: &BTreeSet<IpNetwork>) -> Outbound {
+    fn update_adj_out(&mut self, peer: PeerId, prefixes: &[Touched]) -> Outbound {
         let mut out = Outbound::default();
-        for prefix in prefixes {
-            let wanted = self.export(peer, prefix);
+        let exports_learned = self.policy.exports_learned();
+        for (prefix, _) in prefixes {
+            let wanted = if exports_learned || self.originated.contains(prefix) {
+                self.export(peer, prefix)
+            } else {
+                None
+            };
             let Some(state) = self.peers.get_mut(&peer) else {
                 break;
             };
@@ -496,22 +733,24 @@ impl Rib {
             };
             return with_next_hop(attrs, prefix, info.local_address);
         }
-        let selected = self.loc.get(prefix)?;
-        if selected.best == peer {
+        let dest = self.table.get(prefix)?;
+        let choice = dest.choice?;
+        let (best, path) = dest.paths.get(usize::from(choice.best))?;
+        if *best == peer {
             return None;
         }
-        let path = self.peers.get(&selected.best)?.adj_in.get(prefix)?;
-        let mut attrs = path.attributes.clone();
         if to_ibgp {
-            if !selected.ebgp || !self.policy.ebgp_learned_to_ibgp {
+            if !choice.ebgp || !self.policy.ebgp_learned_to_ibgp {
                 return None;
             }
+            let mut attrs = PathAttributes::clone(&path.attributes);
             attrs.local_pref = Some(attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF));
-            return with_next_hop(attrs, prefix, path.next_hop);
+            return with_next_hop(attrs, prefix, path.next_hop(prefix)?);
         }
         if !self.policy.learned_to_ebgp {
             return None;
         }
+        let mut attrs = PathAttributes::clone(&path.attributes);
         let mut asns = vec![self.local_asn];
         let mut as_path = attrs.as_path.take().unwrap_or_default();
         match as_path.segments.first_mut() {
@@ -530,27 +769,53 @@ impl Rib {
         attrs.cluster_list.clear();
         with_next_hop(attrs, prefix, info.local_address)
     }
+}
 
-    /// RFC 4271 §9.1.2.2 over the usable paths for `prefix`.
-    fn select_best(&self, prefix: &IpNetwork) -> Option<Selected> {
-        let mut candidates: Vec<Candidate<'_>> = self
-            .peers
-            .iter()
-            .filter_map(|(id, state)| {
-                let path = state.adj_in.get(prefix)?;
-                let info = state.known()?;
-                Some(Candidate {
-                    peer: *id,
-                    path,
-                    ebgp: info.peer_asn != self.local_asn,
-                    router_id: path.attributes.originator_id.unwrap_or(info.router_id),
-                    address: info.address,
-                })
+/// The RIB shared between the speaker task (the only writer) and readers such as the route
+/// reconciler, which looks up the best routes it programs instead of keeping a copy of them.
+/// Readers hold the lock briefly (one lookup, or one chunk of `for_each_best`).
+#[derive(Debug, Clone)]
+pub struct SharedRib(Arc<std::sync::RwLock<Rib>>);
+
+impl SharedRib {
+    pub fn new(rib: Rib) -> Self {
+        SharedRib(Arc::new(std::sync::RwLock::new(rib)))
+    }
+
+    /// Read access. A writer that panicked leaves the RIB as it was between operations.
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Rib> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Write access, for the speaker task.
+    pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, Rib> {
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// RFC 4271 §9.1.2.2 over the usable paths of one prefix.
+fn choose(dest: &Dest, peers: &BTreeMap<PeerId, PeerRib>, local_asn: u32) -> Option<Choice> {
+    let mut candidates: Candidates<'_> = dest
+        .paths
+        .iter()
+        .enumerate()
+        .filter_map(|(index, (id, path))| {
+            let info = peers.get(id)?.known()?;
+            Some(Candidate {
+                index,
+                peer: *id,
+                path,
+                ebgp: info.peer_asn != local_asn,
+                router_id: path.attributes.originator_id.unwrap_or(info.router_id),
+                address: info.address,
             })
-            .collect();
-        if candidates.is_empty() {
-            return None;
-        }
+        })
+        .collect();
+    if candidates.len() > 1 {
         keep_min_by_key(&mut candidates, |c| {
             std::cmp::Reverse(c.path.attributes.local_pref.unwrap_or(DEFAULT_LOCAL_PREF))
         });
@@ -567,19 +832,23 @@ impl Rib {
             candidates.retain(|c| c.ebgp);
         }
         candidates.sort_by_key(|c| (u32::from(c.router_id), c.address, c.peer));
-        let best = candidates.first()?;
-        let next_hops: BTreeSet<IpAddr> = candidates.iter().map(|c| c.path.next_hop).collect();
-        Some(Selected {
-            best: best.peer,
-            multipath: candidates.iter().map(|c| c.peer).collect(),
-            next_hops: next_hops.into_iter().collect(),
-            ebgp: best.ebgp,
-        })
     }
+    let best = candidates.first()?;
+    let group = candidates
+        .iter()
+        .filter(|c| c.index < MAX_MULTIPATH)
+        .fold(0u64, |mask, c| mask | (1 << c.index));
+    Some(Choice {
+        best: u16::try_from(best.index).ok()?,
+        group,
+        ebgp: best.ebgp,
+    })
 }
 
 /// A path under selection.
 struct Candidate<'a> {
+    /// Position of the path in its `Dest`.
+    index: usize,
     peer: PeerId,
     path: &'a Path,
     ebgp: bool,
@@ -587,8 +856,11 @@ struct Candidate<'a> {
     address: IpAddr,
 }
 
+/// The paths under selection; most prefixes have one or two.
+type Candidates<'a> = SmallVec<[Candidate<'a>; 4]>;
+
 /// Keep only the candidates with the smallest key.
-fn keep_min_by_key<K: Ord>(candidates: &mut Vec<Candidate<'_>>, key: impl Fn(&Candidate<'_>) -> K) {
+fn keep_min_by_key<K: Ord>(candidates: &mut Candidates<'_>, key: impl Fn(&Candidate<'_>) -> K) {
     let Some(min) = candidates.iter().map(&key).min() else {
         return;
     };
@@ -597,7 +869,7 @@ fn keep_min_by_key<K: Ord>(candidates: &mut Vec<Candidate<'_>>, key: impl Fn(&Ca
 
 /// §9.1.2.2 (c): drop a path when another path from the same neighbouring AS has a lower
 /// MED (a missing MED counts as 0).
-fn eliminate_by_med(candidates: &mut Vec<Candidate<'_>>) {
+fn eliminate_by_med(candidates: &mut Candidates<'_>) {
     let neighbour = |c: &Candidate<'_>| {
         c.path
             .attributes

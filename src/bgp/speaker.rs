@@ -15,8 +15,9 @@
 //!                                                            └──┬──────────┬──────────┬─┘
 //!   session tasks <── mpsc<SessionCommand> (Incoming stream,    │          │          │
 //!                       Advertise, Stop) ───────────────────────┘          │          │
-//!   route reconciler <── watch<Arc<Vec<BestRoute>>> (snapshot) ────────────┘          │
-//!   route reconciler <── broadcast<RibEvent> (incremental changes) ───────────────────┘
+//!   route reconciler <── mpsc<Vec<IpNetwork>> (prefixes whose best route changed) ──┘          │
+//!   tests, tools     <── broadcast<RibEvent> (when someone listens) ────────────────────────┘
+//!   route reconciler, status ── SharedRib (read lock: lookups, chunked walks of the Loc-RIB)
 //! ```
 //!
 //! `Speaker` is the service: dropping it stops the speaker task, which drops every
@@ -40,19 +41,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::bgp::fsm::{GracefulRestartConfig, PeerConfig, State};
 use crate::bgp::packet::Family;
-use crate::bgp::rib::{BestRoute, ExportPolicy, PeerId, PeerInfo, Rib, RibEvent, RibOutput};
+use crate::bgp::rib::{
+    BestRoute, ExportPolicy, PeerId, PeerInfo, Rib, RibEvent, RibOutput, SharedRib,
+};
 use crate::bgp::session::{
     set_tcp_md5, spawn_session, SessionCommand, SessionConfig, SessionEvent, SessionHandle,
     SessionMessage,
@@ -187,6 +189,7 @@ enum Request {
     SetPeers(Vec<PeerSpec>),
     SetOriginated(BTreeSet<IpNetwork>),
     Status(oneshot::Sender<Vec<PeerStatus>>),
+    Subscribe(mpsc::UnboundedSender<Vec<IpNetwork>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -194,7 +197,7 @@ enum Request {
 #[derive(Debug, Clone)]
 pub struct SpeakerHandle {
     requests: mpsc::UnboundedSender<Request>,
-    best: watch::Receiver<Arc<Vec<BestRoute>>>,
+    rib: SharedRib,
     events: broadcast::Sender<RibEvent>,
 }
 
@@ -204,6 +207,7 @@ impl std::fmt::Debug for Request {
             Request::SetPeers(_) => "SetPeers",
             Request::SetOriginated(_) => "SetOriginated",
             Request::Status(_) => "Status",
+            Request::Subscribe(_) => "Subscribe",
             Request::Shutdown(_) => "Shutdown",
         })
     }
@@ -235,12 +239,23 @@ impl SpeakerHandle {
 
     /// The learned best routes now (prefixes we originate excluded).
     pub fn best_routes(&self) -> Vec<BestRoute> {
-        self.best.borrow().as_ref().clone()
+        self.rib.read().best_routes()
     }
 
-    /// A receiver that sees every new snapshot of the best routes.
-    pub fn watch_best_routes(&self) -> watch::Receiver<Arc<Vec<BestRoute>>> {
-        self.best.clone()
+    /// Read access to the RIB.
+    pub fn rib(&self) -> &SharedRib {
+        &self.rib
+    }
+
+    /// From now on, the prefixes whose learned best route changed, one batch per RIB
+    /// operation (read their routes from `rib()`). Unbounded: a slow reader delays nothing
+    /// and misses nothing.
+    pub fn changes(&self) -> Result<mpsc::UnboundedReceiver<Vec<IpNetwork>>, SpeakerStopped> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.requests
+            .send(Request::Subscribe(tx))
+            .map_err(|_| SpeakerStopped)?;
+        Ok(rx)
     }
 
     /// Incremental changes of the best routes from now on.
@@ -269,15 +284,15 @@ impl Speaker {
             None => None,
         };
         let (requests, request_rx) = mpsc::unbounded_channel();
-        let (best_tx, best) = watch::channel(Arc::new(Vec::new()));
+        let rib = SharedRib::new(Rib::new(config.local_as, config.router_id, config.export));
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let state = SpeakerTask::new(config, listener, best_tx, events.clone());
+        let state = SpeakerTask::new(config, listener, rib.clone(), events.clone());
         let span = tracing::info_span!("bgp_speaker", router_id = %state.config.router_id);
         let task = tokio::spawn(state.run(request_rx).instrument(span));
         Ok(Speaker {
             handle: SpeakerHandle {
                 requests,
-                best,
+                rib,
                 events,
             },
             task: Some(task),
@@ -355,7 +370,7 @@ struct StaleExpired {
 struct SpeakerTask {
     config: SpeakerConfig,
     listener: Option<TcpListener>,
-    rib: Rib,
+    rib: SharedRib,
     peers: BTreeMap<PeerId, PeerEntry>,
     by_name: BTreeMap<String, PeerId>,
     next_peer: u64,
@@ -363,28 +378,22 @@ struct SpeakerTask {
     session_rx: mpsc::UnboundedReceiver<SessionMessage>,
     stale_tx: mpsc::UnboundedSender<StaleExpired>,
     stale_rx: mpsc::UnboundedReceiver<StaleExpired>,
-    best_tx: watch::Sender<Arc<Vec<BestRoute>>>,
-    /// The Loc-RIB changed since `best_tx` last got a snapshot.
-    best_dirty: bool,
-    best_published: Instant,
+    /// Subscribers to the changed prefixes.
+    feeds: Vec<mpsc::UnboundedSender<Vec<IpNetwork>>>,
     events: broadcast::Sender<RibEvent>,
 }
-
-/// While UPDATEs keep arriving, the best-route snapshot (a copy of the whole Loc-RIB) is
-/// published at most this often; it is published at once when the session queue is empty.
-const BEST_PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 impl SpeakerTask {
     fn new(
         config: SpeakerConfig,
         listener: Option<TcpListener>,
-        best_tx: watch::Sender<Arc<Vec<BestRoute>>>,
+        rib: SharedRib,
         events: broadcast::Sender<RibEvent>,
     ) -> Self {
         let (session_tx, session_rx) = mpsc::unbounded_channel();
         let (stale_tx, stale_rx) = mpsc::unbounded_channel();
         SpeakerTask {
-            rib: Rib::new(config.local_as, config.router_id, config.export),
+            rib,
             config,
             listener,
             peers: BTreeMap::new(),
@@ -394,9 +403,7 @@ impl SpeakerTask {
             session_rx,
             stale_tx,
             stale_rx,
-            best_tx,
-            best_dirty: false,
-            best_published: Instant::now(),
+            feeds: Vec::new(),
             events,
         }
     }
@@ -427,23 +434,7 @@ impl SpeakerTask {
                 Some(message) = self.session_rx.recv() => self.handle_session(message),
                 Some(expired) = self.stale_rx.recv() => self.expire_stale(expired),
             }
-            self.publish_best();
         }
-    }
-
-    /// Hand the reconciler a new Loc-RIB snapshot if it changed: at once when no UPDATE is
-    /// waiting, else at most every `BEST_PUBLISH_EVERY`. A snapshot per UPDATE would copy the
-    /// whole Loc-RIB once per message while a peer sends its table (quadratic in its size).
-    fn publish_best(&mut self) {
-        if !self.best_dirty {
-            return;
-        }
-        if !self.session_rx.is_empty() && self.best_published.elapsed() < BEST_PUBLISH_EVERY {
-            return;
-        }
-        self.best_tx.send_replace(Arc::new(self.rib.best_routes()));
-        self.best_dirty = false;
-        self.best_published = Instant::now();
     }
 
     fn handle_request(&mut self, request: Request) {
@@ -451,12 +442,13 @@ impl SpeakerTask {
             Request::SetPeers(specs) => self.set_peers(specs),
             Request::SetOriginated(prefixes) => {
                 info!(count = prefixes.len(), "originated prefixes");
-                let output = self.rib.set_originated(prefixes);
+                let output = self.rib.write().set_originated(prefixes);
                 self.apply(output);
             }
             Request::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            Request::Subscribe(feed) => self.feeds.push(feed),
             Request::Shutdown(_) => {}
         }
     }
@@ -505,7 +497,7 @@ impl SpeakerTask {
             }
         }
         let session = spawn_session(self.session_config(id, &spec), self.session_tx.clone());
-        self.rib.add_peer(id);
+        self.rib.write().add_peer(id);
         self.by_name.insert(spec.name.clone(), id);
         self.peers.insert(
             id,
@@ -541,7 +533,7 @@ impl SpeakerTask {
         {
             let _ = set_listener_md5(listener.as_raw_fd(), listener, entry.spec.address, None);
         }
-        let output = self.rib.remove_peer(id);
+        let output = self.rib.write().remove_peer(id);
         self.apply(output);
         Some(entry.session.task)
     }
@@ -629,7 +621,7 @@ impl SpeakerTask {
                     ipv4: negotiated.families.contains(&Family::IPV4_UNICAST),
                     ipv6: negotiated.families.contains(&Family::IPV6_UNICAST),
                 };
-                let outbound = self.rib.peer_up(id, info);
+                let outbound = self.rib.write().peer_up(id, info);
                 let _ = entry.session.commands.send(SessionCommand::Advertise {
                     epoch,
                     outbound,
@@ -638,12 +630,12 @@ impl SpeakerTask {
                 // RFC 4724 §4.2: stale routes survive only if the peer kept forwarding state.
                 let preserved =
                     peer_gr.is_some_and(|g| g.families.iter().any(|f| f.forwarding_state));
-                if self.rib.stale_count(id) > 0 {
+                if self.rib.write().stale_count(id) > 0 {
                     if preserved {
                         self.arm_stale_timer(id, STALE_PATH_TIME);
                     } else {
                         self.cancel_stale_timer(id);
-                        let output = self.rib.purge_stale(id);
+                        let output = self.rib.write().purge_stale(id);
                         self.apply(output);
                     }
                 }
@@ -661,13 +653,13 @@ impl SpeakerTask {
                 entry.end_of_rib = false;
                 entry.info = reason;
                 let cap = entry.spec.max_restart_time;
-                let output = self.rib.peer_down(id, graceful);
+                let output = self.rib.write().peer_down(id, graceful);
                 self.apply(output);
                 if graceful {
                     let keep = restart_time.unwrap_or_default();
                     let keep = cap.map_or(keep, |c| keep.min(c));
                     info!(
-                        stale = self.rib.stale_count(id),
+                        stale = self.rib.write().stale_count(id),
                         ?keep,
                         "peer restarting; keeping its routes as stale"
                     );
@@ -680,9 +672,9 @@ impl SpeakerTask {
                 }
                 let end_of_rib = update.end_of_rib.is_some();
                 entry.end_of_rib |= end_of_rib;
-                let output = self.rib.receive_update(id, &update);
+                let output = self.rib.write().receive_update(id, &update);
                 self.apply(output);
-                if end_of_rib && self.rib.stale_count(id) == 0 {
+                if end_of_rib && self.rib.write().stale_count(id) == 0 {
                     self.cancel_stale_timer(id);
                 }
             }
@@ -690,9 +682,9 @@ impl SpeakerTask {
                 if entry.epoch != Some(epoch) {
                     return;
                 }
-                let info = self.rib.peer_info(id).cloned();
+                let info = self.rib.write().peer_info(id).cloned();
                 if let Some(info) = info {
-                    let outbound = self.rib.peer_up(id, info);
+                    let outbound = self.rib.write().peer_up(id, info);
                     if let Some(entry) = self.peers.get(&id) {
                         let _ = entry.session.commands.send(SessionCommand::Advertise {
                             epoch,
@@ -735,11 +727,11 @@ impl SpeakerTask {
         if !current {
             return;
         }
-        let stale = self.rib.stale_count(expired.peer);
+        let stale = self.rib.write().stale_count(expired.peer);
         if stale > 0 {
             info!(peer = %expired.peer, stale, "graceful-restart timer expired; dropping stale routes");
         }
-        let output = self.rib.purge_stale(expired.peer);
+        let output = self.rib.write().purge_stale(expired.peer);
         self.apply(output);
     }
 
@@ -760,14 +752,21 @@ impl SpeakerTask {
         if output.events.is_empty() {
             return;
         }
-        for event in &output.events {
-            debug!(?event, "best route");
-            let _ = self.events.send(event.clone());
+        debug!(changes = output.events.len(), "best routes changed");
+        if self.events.receiver_count() > 0 {
+            for event in &output.events {
+                let _ = self.events.send(event.clone());
+            }
         }
-        self.best_dirty = true;
+        if !self.feeds.is_empty() {
+            let prefixes: Vec<IpNetwork> = output.events.iter().map(RibEvent::prefix).collect();
+            self.feeds
+                .retain(|feed| feed.send(prefixes.clone()).is_ok());
+        }
     }
 
     fn status(&self) -> Vec<PeerStatus> {
+        let rib = self.rib.read();
         let mut out: Vec<PeerStatus> = self
             .peers
             .values()
@@ -776,7 +775,7 @@ impl SpeakerTask {
                     .since
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                let (received, advertised) = self.rib.counts(entry.id);
+                let (received, advertised) = rib.counts(entry.id);
                 PeerStatus {
                     name: entry.spec.name.clone(),
                     address: entry.spec.address,

@@ -27,8 +27,12 @@ use rtnetlink::sys::protocols::NETLINK_ROUTE;
 use rtnetlink::sys::{Socket, SocketAddr};
 
 use super::error::{NetlinkError, Operation, Result};
-use super::message::{ext_ack_message, request_message, route_delete_message, route_message};
-use super::types::{BatchFailure, BatchReport, Route};
+use super::message::{
+    ext_ack_message, request_message, route_delete_message, route_dump_message, route_from_message,
+    route_message,
+};
+use super::types::{BatchFailure, BatchReport, Family, Route, RouteFilter};
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP};
 
 /// Requests per datagram are capped by size; 64 KiB is well under the default socket send
 /// buffer and holds ~1,400 simple routes.
@@ -38,6 +42,7 @@ const RECEIVE_BUFFER_BYTES: libc::c_int = 8 * 1024 * 1024;
 /// How long to wait for the kernel's answers to one chunk.
 const RECEIVE_TIMEOUT_SECONDS: libc::time_t = 10;
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
 const NLMSG_HEADER_LEN: usize = 16;
 
 /// What a batch does with each route.
@@ -70,6 +75,10 @@ impl BatchSocket {
         socket.set_cap_ack(true)?;
         set_receive_buffer(&socket)?;
         set_receive_timeout(&socket)?;
+        // Strict checking makes the kernel filter `scan_routes` dumps by table and protocol.
+        if let Err(error) = socket.set_netlink_get_strict_chk(true) {
+            tracing::debug!(%error, "NETLINK_GET_STRICT_CHK unavailable on the batch socket");
+        }
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
         Ok(BatchSocket {
@@ -132,6 +141,134 @@ pub async fn run_batch(
         target: "batch".into(),
         message: join.to_string(),
     })?
+}
+
+/// Runs a streaming route dump on the blocking pool: `visit` sees each route `filter` selects,
+/// one datagram at a time, so a table of a million routes is never held in memory; `state`
+/// (what the visitor gathered) is handed back.
+pub async fn run_scan<S, F>(
+    socket: Arc<Mutex<BatchSocket>>,
+    filter: RouteFilter,
+    mut state: S,
+    mut visit: F,
+) -> Result<S>
+where
+    S: Send + 'static,
+    F: FnMut(&mut S, Route) + Send + 'static,
+{
+    let op = Operation::ListRoutes;
+    tokio::task::spawn_blocking(move || {
+        let mut guard = socket.lock().map_err(|_| NetlinkError::Protocol {
+            op,
+            target: "batch socket".into(),
+            message: "a previous batch panicked".into(),
+        })?;
+        let families = match filter.family {
+            Some(family) => vec![family],
+            None => vec![Family::V4, Family::V6],
+        };
+        for family in families {
+            scan_family(&mut guard, family, &filter, &mut |route| {
+                visit(&mut state, route)
+            })?;
+        }
+        Ok(state)
+    })
+    .await
+    .map_err(|join| NetlinkError::Protocol {
+        op,
+        target: "scan".into(),
+        message: join.to_string(),
+    })?
+}
+
+/// One family's dump: request, then datagrams until NLMSG_DONE.
+fn scan_family(
+    socket: &mut BatchSocket,
+    family: Family,
+    filter: &RouteFilter,
+    visit: &mut dyn FnMut(Route),
+) -> Result<()> {
+    let op = Operation::ListRoutes;
+    let target = || format!("{filter:?}");
+    let sequence = socket.next_sequence;
+    socket.next_sequence = sequence.wrapping_add(1);
+    let request = request_message(
+        RouteNetlinkMessage::GetRoute(route_dump_message(family, filter)),
+        NLM_F_DUMP,
+        sequence,
+    );
+    let mut bytes = vec![0; request.buffer_len()];
+    request.serialize(&mut bytes);
+    socket
+        .socket
+        .send(&bytes, 0)
+        .map_err(|source| NetlinkError::from_io(op, target(), source))?;
+    let mut buffer: Vec<u8> = Vec::with_capacity(256 * 1024);
+    loop {
+        buffer.clear();
+        let length = socket
+            .socket
+            .recv(&mut buffer, 0)
+            .map_err(|source| NetlinkError::from_io(op, target(), source))?;
+        let datagram = &buffer[..length.min(buffer.len())];
+        let mut offset = 0;
+        while let Some(header) = datagram.get(offset..offset + NLMSG_HEADER_LEN) {
+            let message_length =
+                u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            let message_type = u16::from_ne_bytes([header[4], header[5]]);
+            let answer_sequence =
+                u32::from_ne_bytes([header[8], header[9], header[10], header[11]]);
+            let Some(message) = datagram.get(offset..offset + message_length) else {
+                return Err(NetlinkError::Protocol {
+                    op,
+                    target: target(),
+                    message: format!("truncated netlink message of {message_length} bytes"),
+                });
+            };
+            if message_length < NLMSG_HEADER_LEN {
+                return Err(NetlinkError::Protocol {
+                    op,
+                    target: target(),
+                    message: format!("netlink message of {message_length} bytes"),
+                });
+            }
+            offset += (message_length + 3) & !3;
+            if answer_sequence != sequence {
+                continue; // a late answer to an earlier request
+            }
+            match message_type {
+                NLMSG_DONE => return Ok(()),
+                NLMSG_ERROR => {
+                    let body = &message[NLMSG_HEADER_LEN..];
+                    let code = body
+                        .get(..4)
+                        .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                    if code != 0 {
+                        let text = ext_ack_message(
+                            u16::from_ne_bytes([header[6], header[7]]),
+                            body.get(4..).unwrap_or_default(),
+                        );
+                        return Err(NetlinkError::from_errno(op, target(), -code, text));
+                    }
+                }
+                _ => {
+                    if let Ok(parsed) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(message)
+                    {
+                        if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route)) =
+                            parsed.payload
+                        {
+                            if let Some(route) = route_from_message(&route) {
+                                if filter.matches(&route) {
+                                    visit(route);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Serializes one route request into `buffer`.

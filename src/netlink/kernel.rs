@@ -31,20 +31,20 @@ use rtnetlink::sys::{Socket, TokioSocket};
 use rtnetlink::{Handle, LinkIpIp, LinkMessageBuilder, LinkUnspec, LinkVxlan};
 use tokio::task::JoinHandle;
 
-use super::batch::{run_batch, BatchKind, BatchSocket};
+use super::batch::{run_batch, run_scan, BatchKind, BatchSocket};
 use super::error::{NetlinkError, Operation, Result};
 use super::message::{
     address_from_message, address_message, ext_ack_message, fdb_from_message, fdb_message,
     link_from_message, neighbour_from_message, neighbour_message, request_message,
     route_delete_message, route_dump_message, route_from_message, route_message,
 };
-use super::monitor::{open_monitor_socket, start_watch, RouteWatch};
+use super::monitor::{attach_deletion_filter, open_monitor_socket, start_watch, RouteWatch};
 use super::netns::{run_in_netns_async, NetnsRef};
 use super::sysctl;
 use super::types::{
     BatchReport, Family, FdbEntry, LinkInfo, MacAddr, Neighbour, Route, RouteFilter, VxlanSpec,
 };
-use super::Netlink;
+use super::{Netlink, RouteProtocol};
 
 /// The real backend. Not `Clone`: share it behind an `Arc`.
 pub struct KernelNetlink {
@@ -114,6 +114,17 @@ impl KernelNetlink {
             batch: Arc::new(Mutex::new(batch)),
             connection,
         })
+    }
+
+    /// Visits every route `filter` selects without collecting them (a streaming dump on the
+    /// batch socket); returns what the visitor gathered in `state`. For tables too big to
+    /// copy, like a full BGP table.
+    pub async fn scan_routes<S, F>(&self, filter: RouteFilter, state: S, visit: F) -> Result<S>
+    where
+        S: Send + 'static,
+        F: FnMut(&mut S, Route) + Send + 'static,
+    {
+        run_scan(self.batch.clone(), filter, state, visit).await
     }
 
     /// The namespace this handle operates in; `None` for the caller's own.
@@ -545,6 +556,26 @@ impl Netlink for KernelNetlink {
         let socket = match &self.netns {
             Some(netns) => run_in_netns_async(netns, open_monitor_socket).await?,
             None => open_monitor_socket(),
+        }
+        .map_err(|source| NetlinkError::from_io(op, target.clone(), source))?;
+        start_watch(socket).map_err(|source| NetlinkError::from_io(op, target, source))
+    }
+
+    async fn watch_route_deletions(&self, protocols: &[RouteProtocol]) -> Result<RouteWatch> {
+        let op = Operation::WatchRoutes;
+        let target = self
+            .netns
+            .as_ref()
+            .map_or("current namespace".into(), |n| n.to_string());
+        let protocols: Vec<u8> = protocols.iter().map(|p| p.0).collect();
+        let open = move || {
+            let socket = open_monitor_socket()?;
+            attach_deletion_filter(&socket, &protocols)?;
+            Ok::<_, std::io::Error>(socket)
+        };
+        let socket = match &self.netns {
+            Some(netns) => run_in_netns_async(netns, open).await?,
+            None => open(),
         }
         .map_err(|source| NetlinkError::from_io(op, target.clone(), source))?;
         start_watch(socket).map_err(|source| NetlinkError::from_io(op, target, source))

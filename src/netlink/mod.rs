@@ -140,6 +140,15 @@ pub trait Netlink: Send + Sync {
     /// Subscribes to route changes in this namespace (RTM_NEWROUTE / RTM_DELROUTE), from now on.
     async fn watch_routes(&self) -> Result<RouteWatch>;
 
+    /// Like [`Netlink::watch_routes`], for repair loops that only care about deletions of
+    /// their own protocols: the kernel backend drops every other notification in the kernel
+    /// (a socket filter), so installing a million routes costs a repair loop nothing. Other
+    /// events may still arrive; callers filter.
+    async fn watch_route_deletions(&self, protocols: &[RouteProtocol]) -> Result<RouteWatch> {
+        let _ = protocols;
+        self.watch_routes().await
+    }
+
     /// `ip neigh replace <ip> lladdr <mac> dev <ifindex> [nud permanent]`.
     async fn replace_neighbour(&self, neighbour: &Neighbour) -> Result<()>;
 

@@ -87,6 +87,69 @@ pub fn open_monitor_socket() -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// Makes the kernel deliver to `socket` only RTM_DELROUTE notifications of `protocols` (a
+/// classic BPF socket filter over the netlink header and `rtmsg`): everything else is dropped
+/// before it is queued, so a repair loop is not woken a million times while a full table is
+/// installed.
+pub fn attach_deletion_filter(socket: &Socket, protocols: &[u8]) -> io::Result<()> {
+    const RTM_DELROUTE: u16 = 25;
+    // `ldh` loads in network byte order; nlmsg_type is in host order.
+    let delroute = u32::from(u16::from_be_bytes(RTM_DELROUTE.to_ne_bytes()));
+    let count = u8::try_from(protocols.len())
+        .ok()
+        .filter(|n| *n < 200)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "too many protocols"))?;
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let (ld_h, ld_b, jeq, ret) = (
+        libc::BPF_LD | libc::BPF_H | libc::BPF_ABS,
+        libc::BPF_LD | libc::BPF_B | libc::BPF_ABS,
+        libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+        libc::BPF_RET | libc::BPF_K,
+    );
+    // nlmsg_type at offset 4; rtm_protocol at 16 (nlmsghdr) + 5.
+    let mut program = vec![
+        stmt(ld_h, 4),
+        jump(jeq, delroute, 0, count + 1), // not a deletion: to "drop"
+        stmt(ld_b, 21),
+    ];
+    for (i, protocol) in protocols.iter().enumerate() {
+        // Match: jump over the remaining comparisons and "drop" to "accept".
+        let left = count - 1 - i as u8;
+        program.push(jump(jeq, u32::from(*protocol), left + 1, 0));
+    }
+    program.push(stmt(ret, 0)); // drop
+    program.push(stmt(ret, u32::MAX)); // accept
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points to `program`, alive for the call; the kernel copies it.
+    let result = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(socket),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Starts the reading task on an opened monitor socket (must run inside a tokio runtime).
 pub fn start_watch(socket: Socket) -> io::Result<RouteWatch> {
     // SAFETY: `Socket` owns its fd and closes it only when dropped, which happens when the

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use ipnetwork::IpNetwork;
+use ipnetwork::{IpNetwork, Ipv4Network};
 
 use super::sysctl::{
     accept_ra_key, ipv4_forwarding_key, proxy_arp_key, proxy_delay_key, route_localnet_key,
@@ -393,6 +393,77 @@ async fn e2e_route_monitor_sees_an_external_delete() {
         }
     }
     assert!(seen_add, "the add came before the delete");
+}
+
+#[tokio::test]
+async fn e2e_deletion_monitor_sees_only_deletions_of_its_protocols() {
+    if !e2e_enabled("e2e_deletion_monitor_sees_only_deletions_of_its_protocols") {
+        return;
+    }
+    let ns = TestNetns::create();
+    let netlink = ns.netlink().await;
+    let dev = ns.device(&netlink, "d0").await;
+    let mut watch = netlink
+        .watch_route_deletions(&[RouteProtocol::WORKLOAD, RouteProtocol::BGP])
+        .await
+        .unwrap();
+    let other = Route::link_scope(net("10.65.1.1/32"), dev, RouteProtocol::TUNNEL);
+    let ours = Route::link_scope(net("10.65.1.2/32"), dev, RouteProtocol::WORKLOAD);
+    netlink.add_route(&other).await.unwrap();
+    netlink.add_route(&ours).await.unwrap();
+    ns.ip(&["route", "del", "10.65.1.1/32", "dev", "d0"]);
+    ns.ip(&["route", "del", "10.65.1.2/32", "dev", "d0"]);
+    // The filter drops both adds and the other protocol's delete: the first event is ours.
+    let event = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("route event within 5 s")
+        .expect("monitor still running");
+    match event {
+        RouteEvent::Deleted(route) => assert_eq!(route.key(), ours.key()),
+        other => panic!("expected only the deletion of ours, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn e2e_streaming_scan_visits_every_route_of_a_protocol() {
+    if !e2e_enabled("e2e_streaming_scan_visits_every_route_of_a_protocol") {
+        return;
+    }
+    const COUNT: usize = 5_000;
+    let ns = TestNetns::create();
+    let netlink = ns.netlink().await;
+    let dev = ns.device(&netlink, "d0").await;
+    let routes: Vec<Route> = (0..COUNT)
+        .map(|i| {
+            let ip = std::net::Ipv4Addr::new(10, 129, (i >> 8) as u8, i as u8);
+            Route::link_scope(
+                IpNetwork::V4(Ipv4Network::new(ip, 32).unwrap()),
+                dev,
+                RouteProtocol::BGP,
+            )
+        })
+        .collect();
+    netlink.replace_routes_batch(&routes).await.unwrap();
+    let decoy = Route::link_scope(net("10.130.0.1/32"), dev, RouteProtocol::WORKLOAD);
+    netlink.add_route(&decoy).await.unwrap();
+    let seen = netlink
+        .scan_routes(
+            RouteFilter::protocol(RouteProtocol::BGP),
+            Vec::new(),
+            |seen: &mut Vec<Route>, route| seen.push(route),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.len(),
+        COUNT,
+        "every route of the protocol, nothing else"
+    );
+    let mut seen: Vec<IpNetwork> = seen.into_iter().map(|r| r.destination).collect();
+    seen.sort();
+    let mut want: Vec<IpNetwork> = routes.iter().map(|r| r.destination).collect();
+    want.sort();
+    assert_eq!(seen, want);
 }
 
 #[tokio::test]

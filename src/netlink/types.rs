@@ -222,6 +222,11 @@ impl Route {
         .normalized()
     }
 
+    /// A unicast route with nothing but its key: what a delete of a `via` route needs.
+    pub fn unicast_key(destination: IpNetwork, protocol: RouteProtocol) -> Route {
+        Route::base(destination, protocol).normalized()
+    }
+
     /// `blackhole <destination> proto <protocol>`.
     pub fn blackhole(destination: IpNetwork, protocol: RouteProtocol) -> Route {
         Route {

@@ -17,7 +17,7 @@
 //! - LOCAL_PREF from an eBGP peer is kept; the session layer, which knows the peer type,
 //!   drops it (RFC 7606 §7.5).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
@@ -214,6 +214,21 @@ pub struct PathAttributes {
     pub originator_id: Option<Ipv4Addr>,
     pub cluster_list: Vec<Ipv4Addr>,
     pub other: Vec<RawAttribute>,
+}
+
+impl PathAttributes {
+    /// The next hop that applies to `prefix`: NEXT_HOP for IPv4 (MP_REACH's when there is
+    /// no NEXT_HOP), the MP_REACH next hop for IPv6.
+    pub fn next_hop_for(&self, prefix: &IpNetwork) -> Option<IpAddr> {
+        let mp = self.mp_next_hop.map(|nh| match nh {
+            MpNextHop::Ipv4(v4) => IpAddr::V4(v4),
+            MpNextHop::Ipv6 { global, .. } => IpAddr::V6(global),
+        });
+        match prefix {
+            IpNetwork::V4(_) => self.next_hop.map(IpAddr::V4).or(mp),
+            IpNetwork::V6(_) => mp,
+        }
+    }
 }
 
 /// Prefixes reached or withdrawn through MP_REACH / MP_UNREACH.

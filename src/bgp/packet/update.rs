@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
-use super::attribute::{decode_attributes, type_code, MpNextHop, PathAttributes};
+use super::attribute::{decode_attributes, type_code, PathAttributes};
 use super::capability::{read_u16, Family};
 use super::error::{AttributeAction, AttributeFinding, DecodeError, UpdateError};
 use super::prefix::{decode_prefixes, PrefixFamily};
@@ -37,14 +37,7 @@ impl Update {
     /// The next hop that applies to `prefix`: NEXT_HOP for IPv4 (MP_REACH's when there is
     /// no NEXT_HOP), the MP_REACH next hop for IPv6.
     pub fn next_hop_for(&self, prefix: &IpNetwork) -> Option<IpAddr> {
-        let mp = self.attributes.mp_next_hop.map(|nh| match nh {
-            MpNextHop::Ipv4(v4) => IpAddr::V4(v4),
-            MpNextHop::Ipv6 { global, .. } => IpAddr::V6(global),
-        });
-        match prefix {
-            IpNetwork::V4(_) => self.attributes.next_hop.map(IpAddr::V4).or(mp),
-            IpNetwork::V6(_) => mp,
-        }
+        self.attributes.next_hop_for(prefix)
     }
 }
 
