@@ -42,6 +42,8 @@ use tracing::{debug, info, warn};
 
 const RESYNC_EVERY: Duration = Duration::from_secs(10);
 const DELETE_GRACE_MAX: Duration = Duration::from_secs(120);
+/// Pause after a failed kernel update before trying again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Loads everything calc needs for `node`.
 pub async fn load_state(store: &dyn Datastore, node: &str) -> Result<ClusterState> {
@@ -291,10 +293,11 @@ pub async fn reconcile_routes(
                 full_due = true;
             }
         }
-        let result = if full_due {
-            // The scan reads the RIB as it is now: what is queued is covered by it.
-            pending.clear();
-            while changes.try_recv().is_ok() {}
+        // A full resync waits until the incremental backlog is applied: the kernel then
+        // matches the RIB but for what the resync is for, and a scan finds little to do
+        // (during a full table's arrival it would find most routes "missing" instead).
+        let full_now = full_due && pending.is_empty() && changes.is_empty();
+        let result = if full_now {
             let began = Instant::now();
             let result = resync(&netlink, &rib, &local, &encap, learned_settled).await;
             // A scan of a big table is not free: keep its share of the time small.
@@ -307,6 +310,8 @@ pub async fn reconcile_routes(
                 pending = fix;
                 deleted
             })
+        } else if pending.is_empty() {
+            Ok(0)
         } else {
             // A chunk at a time: the routes built for one batch stay small, and the rest
             // waits in the channel as bare prefixes.
@@ -319,10 +324,12 @@ pub async fn reconcile_routes(
         match result {
             Ok(changes) => {
                 if changes > 0 {
-                    debug!(changes, full = full_due, "kernel routes reconciled");
+                    debug!(changes, full = full_now, "kernel routes reconciled");
                 }
-                first_full_done |= full_due;
-                full_due = false;
+                if full_now {
+                    first_full_done = true;
+                    full_due = false;
+                }
                 if first_full_done && pending.is_empty() {
                     programmed.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -330,10 +337,11 @@ pub async fn reconcile_routes(
             Err(e) => {
                 warn!(error = %format!("{e:#}"), "route reconcile failed; retrying");
                 full_due = true;
+                tokio::time::sleep(RETRY_AFTER).await;
             }
         }
-        if !pending.is_empty() && !full_due {
-            // More of a burst to apply: go round again without waiting.
+        if !pending.is_empty() || (full_due && !changes.is_empty()) {
+            // More of a burst to apply (or a resync waiting for it): go round again.
             drain_changes(&mut changes, &mut pending, APPLY_CHUNK);
             drain_repairs(&mut repair_rx, &mut pending, &mut full_due);
             continue;

@@ -16,6 +16,13 @@ pub enum ClientError {
         socket: PathBuf,
         source: std::io::Error,
     },
+    /// The agent accepted the connection but did not answer in time: it is running, busy.
+    #[error("routed agent at {socket} is running but did not answer within {after:?}: {source}")]
+    Slow {
+        socket: PathBuf,
+        after: std::time::Duration,
+        source: std::io::Error,
+    },
     #[error("routed agent at {socket} answered {status}: {error}")]
     Api {
         socket: PathBuf,
@@ -99,6 +106,18 @@ impl Client {
         stream
             .set_write_timeout(Some(self.timeout))
             .map_err(unreachable)?;
+        // Connected: from here a timeout means a busy agent, not a missing one.
+        let unreachable = |source: std::io::Error| match source.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => ClientError::Slow {
+                socket: self.socket.clone(),
+                after: self.timeout,
+                source,
+            },
+            _ => ClientError::Unreachable {
+                socket: self.socket.clone(),
+                source,
+            },
+        };
         let body = body.unwrap_or_default();
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: routed\r\nContent-Type: application/json\r\n\
@@ -166,5 +185,22 @@ mod tests {
         assert_eq!((status, body), (200, &b"{}"[..]));
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}").is_err());
         assert!(parse_response(b"garbage").is_err());
+    }
+
+    #[test]
+    fn a_silent_agent_is_slow_and_a_missing_one_unreachable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routed.sock");
+        let missing = Client::new(&path).get::<serde_json::Value>("/v1/bgp/status");
+        assert!(
+            matches!(missing, Err(ClientError::Unreachable { .. })),
+            "{missing:?}"
+        );
+        // Accepts the connection (the backlog does), never answers.
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let busy = Client::new(&path)
+            .with_timeout(Duration::from_millis(200))
+            .get::<serde_json::Value>("/v1/bgp/status");
+        assert!(matches!(busy, Err(ClientError::Slow { .. })), "{busy:?}");
     }
 }

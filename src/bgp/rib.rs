@@ -47,7 +47,7 @@ use crate::bgp::packet::{AsPath, MpNextHop, Origin, PathAttributes, Update};
 
 /// A peer, as the RIB knows it: an opaque number the speaker assigns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct PeerId(pub u64);
+pub struct PeerId(pub u32);
 
 impl std::fmt::Display for PeerId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -59,7 +59,7 @@ impl std::fmt::Display for PeerId {
 pub const DEFAULT_LOCAL_PREF: u32 = 100;
 
 /// Paths in one multipath group at most (the group is a bit mask over a prefix's paths).
-pub const MAX_MULTIPATH: usize = 64;
+pub const MAX_MULTIPATH: usize = 32;
 
 /// What the RIB needs to know about an Established session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,7 +207,7 @@ impl PeerRib {
 struct Choice {
     best: u16,
     /// The other members of the multipath group among the first `MAX_MULTIPATH` paths.
-    group: u64,
+    group: u32,
     ebgp: bool,
 }
 
@@ -218,16 +218,38 @@ impl Choice {
     }
 }
 
-/// Every peer's path for one prefix (the Adj-RIBs-In, by prefix) and the Loc-RIB choice.
+/// One peer's path as the table holds it (16 bytes).
+#[derive(Debug, Clone)]
+struct Held {
+    attributes: Arc<PathAttributes>,
+    peer: PeerId,
+    stale: bool,
+}
+
+impl Held {
+    fn next_hop(&self, prefix: &IpNetwork) -> Option<IpAddr> {
+        self.attributes.next_hop_for(prefix)
+    }
+
+    fn path(&self) -> Path {
+        Path {
+            attributes: self.attributes.clone(),
+            stale: self.stale,
+        }
+    }
+}
+
+/// Every peer's path for one prefix (the Adj-RIBs-In, by prefix) and the Loc-RIB choice:
+/// 32 bytes, no heap allocation while one peer has the prefix.
 #[derive(Debug, Default)]
 struct Dest {
-    paths: SmallVec<[(PeerId, Path); 1]>,
+    paths: SmallVec<[Held; 1]>,
     choice: Option<Choice>,
 }
 
 impl Dest {
     fn position(&self, peer: PeerId) -> Option<usize> {
-        self.paths.iter().position(|(p, _)| *p == peer)
+        self.paths.iter().position(|h| h.peer == peer)
     }
 
     /// The multipath group's distinct next hops, sorted.
@@ -236,7 +258,7 @@ impl Dest {
         let Some(choice) = self.choice else {
             return hops;
         };
-        for (i, (_, path)) in self.paths.iter().enumerate() {
+        for (i, path) in self.paths.iter().enumerate() {
             if choice.contains(i) {
                 if let Some(hop) = path.next_hop(prefix) {
                     hops.push(hop);
@@ -250,7 +272,7 @@ impl Dest {
 
     fn best_peer(&self) -> Option<PeerId> {
         let choice = self.choice?;
-        self.paths.get(usize::from(choice.best)).map(|(p, _)| *p)
+        self.paths.get(usize::from(choice.best)).map(|h| h.peer)
     }
 }
 
@@ -348,9 +370,9 @@ impl Rib {
         if graceful {
             let mut stale = 0;
             for dest in self.table.values_mut() {
-                for (p, path) in dest.paths.iter_mut() {
-                    if *p == peer {
-                        path.stale = true;
+                for held in dest.paths.iter_mut() {
+                    if held.peer == peer {
+                        held.stale = true;
                         stale += 1;
                     }
                 }
@@ -384,7 +406,7 @@ impl Rib {
             let Some(i) = dest.position(peer) else {
                 continue;
             };
-            let stale = dest.paths.get(i).is_some_and(|(_, p)| p.stale);
+            let stale = dest.paths.get(i).is_some_and(|h| h.stale);
             if stale_only && !stale {
                 continue;
             }
@@ -422,7 +444,7 @@ impl Rib {
             if let Some(dest) = self.table.get_mut(prefix) {
                 if let Some(i) = dest.position(peer) {
                     touched.push((*prefix, dest.next_hops(prefix)));
-                    let (_, old) = dest.paths.remove(i);
+                    let old = dest.paths.remove(i);
                     received -= 1;
                     stale_dropped += usize::from(old.stale);
                 }
@@ -452,26 +474,27 @@ impl Rib {
             if usable {
                 let dest = self.table.entry(*prefix).or_default();
                 touched.push((*prefix, dest.next_hops(prefix)));
-                let path = Path {
+                let held = Held {
                     attributes: attributes.clone(),
+                    peer,
                     stale: false,
                 };
                 match dest.position(peer) {
                     Some(i) => {
-                        if let Some((_, old)) = dest.paths.get_mut(i) {
+                        if let Some(old) = dest.paths.get_mut(i) {
                             stale_dropped += usize::from(old.stale);
-                            *old = path;
+                            *old = held;
                         }
                     }
                     None => {
-                        dest.paths.push((peer, path));
+                        dest.paths.push(held);
                         received += 1;
                     }
                 }
             } else if let Some(dest) = self.table.get_mut(prefix) {
                 if let Some(i) = dest.position(peer) {
                     touched.push((*prefix, dest.next_hops(prefix)));
-                    let (_, old) = dest.paths.remove(i);
+                    let old = dest.paths.remove(i);
                     received -= 1;
                     stale_dropped += usize::from(old.stale);
                 }
@@ -533,13 +556,8 @@ impl Rib {
         use std::ops::Bound;
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut last = None;
-        let mut seen = 0;
-        for (prefix, dest) in self.table.range((start, Bound::Unbounded)) {
-            if seen == limit {
-                break;
-            }
+        for (prefix, dest) in self.table.range((start, Bound::Unbounded)).take(limit) {
             last = Some(*prefix);
-            seen += 1;
             if dest.choice.is_none() || self.originated.contains(prefix) {
                 continue;
             }
@@ -574,8 +592,8 @@ impl Rib {
             dest.paths
                 .iter()
                 .enumerate()
-                .filter(|(i, (p, _))| choice.contains(*i) && *p != best)
-                .map(|(_, (p, _))| *p),
+                .filter(|(i, h)| choice.contains(*i) && h.peer != best)
+                .map(|(_, h)| h.peer),
         );
         Some(Selected {
             best,
@@ -593,7 +611,7 @@ impl Rib {
                 .iter()
                 .filter_map(|(prefix, dest)| {
                     let i = dest.position(peer)?;
-                    Some((*prefix, dest.paths.get(i)?.1.clone()))
+                    Some((*prefix, dest.paths.get(i)?.path()))
                 })
                 .collect(),
         )
@@ -615,7 +633,7 @@ impl Rib {
     /// Established peer.
     fn reselect(&mut self, mut touched: Vec<Touched>) -> RibOutput {
         // Keep the first "before" of a prefix touched twice.
-        touched.sort_by(|a, b| a.0.cmp(&b.0));
+        touched.sort_by_key(|t| t.0); // stable: the first "before" stays first
         touched.dedup_by(|later, first| later.0 == first.0);
         let mut out = RibOutput::default();
         for (prefix, before) in &touched {
@@ -735,8 +753,8 @@ impl Rib {
         }
         let dest = self.table.get(prefix)?;
         let choice = dest.choice?;
-        let (best, path) = dest.paths.get(usize::from(choice.best))?;
-        if *best == peer {
+        let path = dest.paths.get(usize::from(choice.best))?;
+        if path.peer == peer {
             return None;
         }
         if to_ibgp {
@@ -803,11 +821,11 @@ fn choose(dest: &Dest, peers: &BTreeMap<PeerId, PeerRib>, local_asn: u32) -> Opt
         .paths
         .iter()
         .enumerate()
-        .filter_map(|(index, (id, path))| {
-            let info = peers.get(id)?.known()?;
+        .filter_map(|(index, path)| {
+            let info = peers.get(&path.peer)?.known()?;
             Some(Candidate {
                 index,
-                peer: *id,
+                peer: path.peer,
                 path,
                 ebgp: info.peer_asn != local_asn,
                 router_id: path.attributes.originator_id.unwrap_or(info.router_id),
@@ -837,7 +855,7 @@ fn choose(dest: &Dest, peers: &BTreeMap<PeerId, PeerRib>, local_asn: u32) -> Opt
     let group = candidates
         .iter()
         .filter(|c| c.index < MAX_MULTIPATH)
-        .fold(0u64, |mask, c| mask | (1 << c.index));
+        .fold(0u32, |mask, c| mask | (1 << c.index));
     Some(Choice {
         best: u16::try_from(best.index).ok()?,
         group,
@@ -850,7 +868,7 @@ struct Candidate<'a> {
     /// Position of the path in its `Dest`.
     index: usize,
     peer: PeerId,
-    path: &'a Path,
+    path: &'a Held,
     ebgp: bool,
     router_id: Ipv4Addr,
     address: IpAddr,

@@ -35,7 +35,7 @@ fn info(n: u8, asn: u32) -> PeerInfo {
 
 /// Bring peer `n` up with `asn`; returns its id.
 fn up(rib: &mut Rib, n: u8, asn: u32) -> PeerId {
-    let id = PeerId(u64::from(n));
+    let id = PeerId(u32::from(n));
     rib.add_peer(id);
     rib.peer_up(id, info(n, asn));
     id
@@ -507,4 +507,111 @@ fn mixed_attribute_sets_make_separate_groups() {
     let out = rib.peer_up(mesh, info(3, LOCAL_AS));
     assert_eq!(out.announce.len(), 2);
     assert_eq!(out.announced_len(), 2);
+}
+
+#[test]
+fn a_table_entry_stays_small() {
+    // What one learned prefix costs besides the map's own key and node overhead.
+    assert!(
+        std::mem::size_of::<Dest>() <= 32,
+        "{}",
+        std::mem::size_of::<Dest>()
+    );
+    assert!(std::mem::size_of::<Held>() <= 16);
+}
+
+#[test]
+fn prefixes_of_one_update_share_one_copy_of_the_attributes() {
+    let mut rib = rib();
+    let a = up(&mut rib, 2, TOR_AS);
+    rib.receive_update(
+        a,
+        &announce(
+            attrs(&[TOR_AS], "10.0.0.2"),
+            &["192.0.2.0/24", "198.51.100.0/24"],
+        ),
+    );
+    let adj = rib.adj_in(a).unwrap();
+    let paths: Vec<&Path> = adj.values().collect();
+    assert_eq!(paths.len(), 2);
+    assert!(Arc::ptr_eq(&paths[0].attributes, &paths[1].attributes));
+}
+
+#[test]
+fn an_identical_reannouncement_changes_nothing_the_reconciler_sees() {
+    let mut rib = rib();
+    let a = up(&mut rib, 2, TOR_AS);
+    let update = announce(attrs(&[TOR_AS], "10.0.0.2"), &["192.0.2.0/24"]);
+    assert_eq!(rib.receive_update(a, &update).events.len(), 1);
+    assert!(rib.receive_update(a, &update).events.is_empty());
+    // A new next hop is a change.
+    let moved = announce(attrs(&[TOR_AS], "10.0.0.9"), &["192.0.2.0/24"]);
+    assert_eq!(
+        rib.receive_update(a, &moved).events,
+        vec![RibEvent::Changed(BestRoute {
+            prefix: net("192.0.2.0/24"),
+            next_hops: vec![ip("10.0.0.9")],
+        })]
+    );
+}
+
+#[test]
+fn counters_follow_announcements_withdrawals_and_graceful_restart() {
+    let mut rib = rib();
+    let a = up(&mut rib, 2, TOR_AS);
+    let b = up(&mut rib, 3, TOR_AS);
+    rib.receive_update(
+        a,
+        &announce(
+            attrs(&[TOR_AS], "10.0.0.2"),
+            &["192.0.2.0/24", "198.51.100.0/24"],
+        ),
+    );
+    rib.receive_update(
+        b,
+        &announce(attrs(&[TOR_AS], "10.0.0.3"), &["192.0.2.0/24"]),
+    );
+    assert_eq!(rib.counts(a).0, 2);
+    assert_eq!(rib.counts(b).0, 1);
+    assert_eq!(rib.best_len(), 2);
+    rib.receive_update(a, &withdraw(&["198.51.100.0/24"]));
+    assert_eq!((rib.counts(a).0, rib.best_len()), (1, 1));
+    // Graceful restart of b: its path is stale, still counted and still usable.
+    rib.peer_down(b, true);
+    assert_eq!((rib.stale_count(b), rib.counts(b).0), (1, 1));
+    rib.peer_up(b, info(3, TOR_AS));
+    rib.receive_update(
+        b,
+        &announce(attrs(&[TOR_AS], "10.0.0.3"), &["192.0.2.0/24"]),
+    );
+    assert_eq!(rib.stale_count(b), 0, "a refreshed path is no longer stale");
+    // Our own block is never a learned best route, and counts follow origination.
+    rib.set_originated(BTreeSet::from([net("192.0.2.0/24")]));
+    assert_eq!(rib.best_len(), 0);
+    assert!(rib.best_routes().is_empty());
+    rib.set_originated(BTreeSet::new());
+    assert_eq!(rib.best_len(), 1);
+    rib.remove_peer(a);
+    rib.remove_peer(b);
+    assert_eq!(rib.best_len(), 0);
+    assert_eq!(rib.next_hops(&net("192.0.2.0/24")).len(), 0);
+}
+
+#[test]
+fn for_each_best_walks_in_chunks_without_gaps() {
+    let mut rib = rib();
+    let a = up(&mut rib, 2, TOR_AS);
+    let prefixes: Vec<String> = (0..100).map(|i| format!("203.0.{i}.0/24")).collect();
+    let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+    rib.receive_update(a, &announce(attrs(&[TOR_AS], "10.0.0.2"), &refs));
+    let mut seen = Vec::new();
+    let mut after = None;
+    while let Some(last) = rib.for_each_best(after, 7, |p, hops| {
+        assert_eq!(hops, [ip("10.0.0.2")]);
+        seen.push(p);
+    }) {
+        after = Some(last);
+    }
+    assert_eq!(seen.len(), 100);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
 }

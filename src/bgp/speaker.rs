@@ -373,7 +373,7 @@ struct SpeakerTask {
     rib: SharedRib,
     peers: BTreeMap<PeerId, PeerEntry>,
     by_name: BTreeMap<String, PeerId>,
-    next_peer: u64,
+    next_peer: u32,
     session_tx: mpsc::UnboundedSender<SessionMessage>,
     session_rx: mpsc::UnboundedReceiver<SessionMessage>,
     stale_tx: mpsc::UnboundedSender<StaleExpired>,
@@ -487,8 +487,9 @@ impl SpeakerTask {
     }
 
     fn add_peer(&mut self, spec: PeerSpec) {
+        // Ids are never reused while the speaker runs (4 billion peer changes would wrap).
         let id = PeerId(self.next_peer);
-        self.next_peer += 1;
+        self.next_peer = self.next_peer.wrapping_add(1).max(1);
         info!(peer = %spec.name, address = %spec.address, passive = spec.passive, "adding peer");
         if let (Some(listener), Some(password)) = (&self.listener, &spec.password) {
             let fd = listener.as_raw_fd();

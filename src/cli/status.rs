@@ -19,6 +19,14 @@ pub fn status(socket: &Path, out: Output) -> Result<ExitCode> {
                 socket.display()
             )
         }
+        Err(ClientError::Slow { after, .. }) => {
+            bail!(
+                "routed is running but did not answer within {} s at {} (busy, e.g. loading a \
+                 large routing table); try again",
+                after.as_secs(),
+                socket.display()
+            )
+        }
         Err(e) => return Err(e.into()),
     };
     print(out, &peers, || render(&peers))?;
