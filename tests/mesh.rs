@@ -177,6 +177,35 @@ async fn three_node_mesh_exchanges_blocks_and_carries_pod_traffic() {
     ipam.allocate(&req).await.unwrap();
     let blocks = ipam.show(None).await.unwrap();
     assert!(blocks_of(&blocks, "node-1").len() >= 2);
+    expect_routes(blocks.clone());
+
+    // A learned route deleted by hand comes back (the route monitor's repair path).
+    let block = blocks_of(&blocks, "node-1")[0].clone();
+    nodes[1].exec_ok(&["ip", "route", "del", &block, "proto", "232"]);
+    expect_routes(blocks.clone());
+
+    // Mesh off: every session ends and every learned route leaves the kernel (withdrawals take
+    // the incremental path); mesh on: they all come back.
+    let routectl = common::routectl();
+    let routectl = routectl.to_str().unwrap();
+    run_ok(
+        routectl,
+        &["--datastore", &url, "config", "set", "--mesh", "off"],
+    );
+    for (i, node) in nodes.iter().enumerate() {
+        wait_for(&format!("node-{} drops its learned routes", i + 1), || {
+            let learned = node.exec(&["ip", "-4", "route", "show", "proto", "232"]).1;
+            if learned.trim().is_empty() {
+                Ok(())
+            } else {
+                Err(learned)
+            }
+        });
+    }
+    run_ok(
+        routectl,
+        &["--datastore", &url, "config", "set", "--mesh", "on"],
+    );
     expect_routes(blocks);
     drop(agents);
 }
