@@ -42,6 +42,8 @@ use tracing::{debug, info, warn};
 
 const RESYNC_EVERY: Duration = Duration::from_secs(10);
 const DELETE_GRACE_MAX: Duration = Duration::from_secs(120);
+/// Longest a due full resync waits for the incremental backlog to drain.
+const FULL_WAIT_MAX: Duration = Duration::from_secs(30);
 /// Pause after a failed kernel update before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -273,6 +275,7 @@ pub async fn reconcile_routes(
     let mut resync_every = RESYNC_EVERY;
     let mut pending: Vec<IpNetwork> = Vec::new();
     let mut first_full_done = false;
+    let mut full_due_since: Option<Instant> = None;
     loop {
         if let Some(now) = local_rx.borrow_and_update().clone() {
             if *local != now {
@@ -296,7 +299,14 @@ pub async fn reconcile_routes(
         // A full resync waits until the incremental backlog is applied: the kernel then
         // matches the RIB but for what the resync is for, and a scan finds little to do
         // (during a full table's arrival it would find most routes "missing" instead).
-        let full_now = full_due && pending.is_empty() && changes.is_empty();
+        // Never longer than `FULL_WAIT_MAX`, so endless churn cannot starve it.
+        if !full_due {
+            full_due_since = None;
+        } else if full_due_since.is_none() {
+            full_due_since = Some(Instant::now());
+        }
+        let waited_too_long = full_due_since.is_some_and(|t| t.elapsed() > FULL_WAIT_MAX);
+        let full_now = full_due && ((pending.is_empty() && changes.is_empty()) || waited_too_long);
         let result = if full_now {
             let began = Instant::now();
             let result = resync(&netlink, &rib, &local, &encap, learned_settled).await;
@@ -307,7 +317,7 @@ pub async fn reconcile_routes(
                 if !fix.is_empty() {
                     debug!(routes = fix.len(), "resync: routes to fix");
                 }
-                pending = fix;
+                pending.extend(fix);
                 deleted
             })
         } else if pending.is_empty() {
