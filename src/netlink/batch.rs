@@ -120,20 +120,19 @@ fn set_receive_timeout(socket: &Socket) -> io::Result<()> {
     set_socket_option(socket, libc::SO_RCVTIMEO, &timeout)
 }
 
-/// Runs a batch on the blocking pool.
-pub async fn run_batch(
+/// Runs `work` with the socket locked on tokio's blocking pool.
+async fn on_blocking_pool<T: Send + 'static>(
     socket: Arc<Mutex<BatchSocket>>,
-    routes: Vec<Route>,
-    kind: BatchKind,
-) -> Result<BatchReport> {
-    let op = kind.operation();
+    op: Operation,
+    work: impl FnOnce(&mut BatchSocket) -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(move || {
         let mut guard = socket.lock().map_err(|_| NetlinkError::Protocol {
             op,
             target: "batch socket".into(),
             message: "a previous batch panicked".into(),
         })?;
-        apply_batch(&mut guard, &routes, kind)
+        work(&mut guard)
     })
     .await
     .map_err(|join| NetlinkError::Protocol {
@@ -141,6 +140,18 @@ pub async fn run_batch(
         target: "batch".into(),
         message: join.to_string(),
     })?
+}
+
+/// Runs a batch on the blocking pool.
+pub async fn run_batch(
+    socket: Arc<Mutex<BatchSocket>>,
+    routes: Vec<Route>,
+    kind: BatchKind,
+) -> Result<BatchReport> {
+    on_blocking_pool(socket, kind.operation(), move |socket| {
+        apply_batch(socket, &routes, kind)
+    })
+    .await
 }
 
 /// Runs a streaming route dump on the blocking pool: `visit` sees each route `filter` selects,
@@ -156,30 +167,19 @@ where
     S: Send + 'static,
     F: FnMut(&mut S, Route) + Send + 'static,
 {
-    let op = Operation::ListRoutes;
-    tokio::task::spawn_blocking(move || {
-        let mut guard = socket.lock().map_err(|_| NetlinkError::Protocol {
-            op,
-            target: "batch socket".into(),
-            message: "a previous batch panicked".into(),
-        })?;
+    on_blocking_pool(socket, Operation::ListRoutes, move |socket| {
         let families = match filter.family {
             Some(family) => vec![family],
             None => vec![Family::V4, Family::V6],
         };
         for family in families {
-            scan_family(&mut guard, family, &filter, &mut |route| {
+            scan_family(socket, family, &filter, &mut |route| {
                 visit(&mut state, route)
             })?;
         }
         Ok(state)
     })
     .await
-    .map_err(|join| NetlinkError::Protocol {
-        op,
-        target: "scan".into(),
-        message: join.to_string(),
-    })?
 }
 
 /// One family's dump: request, then datagrams until NLMSG_DONE.

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::IpNetwork;
 
 use super::sysctl::{
     accept_ra_key, ipv4_forwarding_key, proxy_arp_key, proxy_delay_key, route_localnet_key,
@@ -424,6 +424,16 @@ async fn e2e_deletion_monitor_sees_only_deletions_of_its_protocols() {
     }
 }
 
+/// `count` /32 routes from 10.128.0.0 on, `dev scope link`.
+fn host_routes(count: usize, dev: u32, protocol: RouteProtocol) -> Vec<Route> {
+    (0..count)
+        .map(|i| {
+            let ip = std::net::Ipv4Addr::new(10, 128 + (i >> 16) as u8, (i >> 8) as u8, i as u8);
+            Route::link_scope(IpNetwork::new(IpAddr::V4(ip), 32).unwrap(), dev, protocol)
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn e2e_streaming_scan_visits_every_route_of_a_protocol() {
     if !e2e_enabled("e2e_streaming_scan_visits_every_route_of_a_protocol") {
@@ -433,16 +443,7 @@ async fn e2e_streaming_scan_visits_every_route_of_a_protocol() {
     let ns = TestNetns::create();
     let netlink = ns.netlink().await;
     let dev = ns.device(&netlink, "d0").await;
-    let routes: Vec<Route> = (0..COUNT)
-        .map(|i| {
-            let ip = std::net::Ipv4Addr::new(10, 129, (i >> 8) as u8, i as u8);
-            Route::link_scope(
-                IpNetwork::V4(Ipv4Network::new(ip, 32).unwrap()),
-                dev,
-                RouteProtocol::BGP,
-            )
-        })
-        .collect();
+    let routes = host_routes(COUNT, dev, RouteProtocol::BGP);
     netlink.replace_routes_batch(&routes).await.unwrap();
     let decoy = Route::link_scope(net("10.130.0.1/32"), dev, RouteProtocol::WORKLOAD);
     netlink.add_route(&decoy).await.unwrap();
@@ -475,16 +476,7 @@ async fn e2e_batch_install_of_20k_routes() {
     let ns = TestNetns::create();
     let netlink = ns.netlink().await;
     let dev = ns.device(&netlink, "d0").await;
-    let routes: Vec<Route> = (0..COUNT)
-        .map(|i| {
-            let ip = std::net::Ipv4Addr::new(10, 128 + (i >> 16) as u8, (i >> 8) as u8, i as u8);
-            Route::link_scope(
-                IpNetwork::new(IpAddr::V4(ip), 32).unwrap(),
-                dev,
-                RouteProtocol::WORKLOAD,
-            )
-        })
-        .collect();
+    let routes = host_routes(COUNT, dev, RouteProtocol::WORKLOAD);
     let started = Instant::now();
     let report = netlink.replace_routes_batch(&routes).await.unwrap();
     let elapsed = started.elapsed();
