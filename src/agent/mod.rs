@@ -262,12 +262,16 @@ async fn start_routing(
             .context("netlink")?,
     );
     // Routes of ours already in the kernel: the agent restarted with forwarding state kept.
+    // Counted by a streaming scan: after a restart with a full table in the kernel, a list
+    // would copy a million routes just to see that there is one.
     let kept = netlink
-        .list_routes(&crate::netlink::RouteFilter::protocol(
-            crate::netlink::RouteProtocol::BGP,
-        ))
+        .scan_routes(
+            crate::netlink::RouteFilter::protocol(crate::netlink::RouteProtocol::BGP),
+            0usize,
+            |count, _| *count += 1,
+        )
         .await
-        .map(|r| !r.is_empty())
+        .map(|count| count > 0)
         .unwrap_or(false);
     let mut config =
         SpeakerConfig::new(router_id, me.as_number.unwrap_or(snapshot.config.as_number));
