@@ -205,13 +205,29 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         }
     }
     tokio::spawn(nat::follow_pools(state.clone()));
+    // One route-deletion monitor for every repair loop (each socket on the route groups costs
+    // the kernel work per route change while a full BGP table is installed).
+    let mut deletions = None;
     match crate::netlink::KernelNetlink::new().await {
         Ok(netlink) => {
+            use crate::netlink::{Netlink, RouteProtocol as P};
+            match netlink
+                .watch_route_deletions(&[P::WORKLOAD, P::BLACKHOLE, P::BGP, P::TUNNEL])
+                .await
+            {
+                Ok(watch) => deletions = Some(crate::netlink::SharedDeletions::start(watch)),
+                Err(e) => {
+                    warn!(error = %e, "no shared route monitor; each repair loop opens its own")
+                }
+            }
             tokio::spawn(workloads::run(
                 store.clone(),
                 state.node_name.clone(),
                 Arc::new(netlink),
                 state.workloads_programmed.clone(),
+                deletions
+                    .as_ref()
+                    .map(|d| d.subscribe(&[crate::netlink::RouteProtocol::WORKLOAD])),
             ));
         }
         Err(e) => warn!(error = %e, "no netlink: workload routes are not reconciled"),
@@ -222,7 +238,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     register_until_done(&state, &detected).await;
     state.ready.store(true, Ordering::Relaxed);
     let speaker = if config.bgp {
-        Some(start_routing(&state, &detected).await?)
+        Some(start_routing(&state, &detected, deletions.as_ref()).await?)
     } else {
         None
     };
@@ -242,6 +258,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
 async fn start_routing(
     state: &Arc<AgentState>,
     detected: &node::Detected,
+    deletions: Option<&crate::netlink::SharedDeletions>,
 ) -> Result<crate::bgp::speaker::Speaker> {
     use crate::bgp::speaker::{Speaker, SpeakerConfig};
     use crate::netlink::Netlink;
@@ -307,7 +324,11 @@ async fn start_routing(
             .await
             .context("netlink")?,
     );
-    let manager = tunnels::TunnelManager::new(state.clone(), tunnel_netlink, detected);
+    use crate::netlink::RouteProtocol as P;
+    let mut manager = tunnels::TunnelManager::new(state.clone(), tunnel_netlink, detected);
+    if let Some(deletions) = deletions {
+        manager = manager.with_deletions(deletions.subscribe(&[P::TUNNEL]));
+    }
     tokio::spawn(manager.run(cluster_rx, encap_tx));
     tokio::spawn(routing::reconcile_routes(
         handle,
@@ -315,6 +336,7 @@ async fn start_routing(
         encap_rx,
         netlink,
         state.routes_programmed.clone(),
+        deletions.map(|d| d.subscribe(&[P::BGP, P::BLACKHOLE])),
     ));
     Ok(speaker)
 }

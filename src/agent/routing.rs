@@ -29,7 +29,7 @@ use crate::datastore::sync::{watch_with_resync, SyncEvent};
 use crate::datastore::{decode_json, Datastore};
 use crate::model::{keys, BgpConfiguration, BgpPeer, BlockAffinity, IpPool, Node};
 use crate::netlink::{
-    KernelNetlink, Netlink, Route, RouteEvent, RouteFilter, RouteKind, RouteProtocol,
+    KernelNetlink, Netlink, Route, RouteEvent, RouteFilter, RouteKind, RouteProtocol, RouteWatch,
 };
 use anyhow::Result;
 use ipnetwork::IpNetwork;
@@ -213,6 +213,7 @@ pub async fn reconcile_routes(
     mut encap_rx: watch::Receiver<Option<calc::EncapView>>,
     netlink: Arc<KernelNetlink>,
     programmed: Arc<std::sync::atomic::AtomicBool>,
+    deletions: Option<RouteWatch>,
 ) {
     let mut changes = match speaker.changes() {
         Ok(changes) => changes,
@@ -220,10 +221,15 @@ pub async fn reconcile_routes(
     };
     let rib = speaker.rib().clone();
     let (repair_tx, mut repair_rx) = mpsc::unbounded_channel::<Repair>();
-    match netlink
-        .watch_route_deletions(&[RouteProtocol::BGP, RouteProtocol::BLACKHOLE])
-        .await
-    {
+    let monitor = match deletions {
+        Some(watch) => Ok(watch),
+        None => {
+            netlink
+                .watch_route_deletions(&[RouteProtocol::BGP, RouteProtocol::BLACKHOLE])
+                .await
+        }
+    };
+    match monitor {
         Ok(mut monitor) => {
             tokio::spawn(async move {
                 while let Some(event) = monitor.next().await {

@@ -30,7 +30,8 @@ use super::AgentState;
 use crate::ipam::{AllocateRequest, Ipam};
 use crate::model::{EncapMode, IpPool, Node};
 use crate::netlink::{
-    LinkInfo, MacAddr, Netlink, Route, RouteEvent, RouteFilter, RouteProtocol, VxlanSpec,
+    LinkInfo, MacAddr, Netlink, Route, RouteEvent, RouteFilter, RouteProtocol, RouteWatch,
+    VxlanSpec,
 };
 use anyhow::{Context, Result};
 use ipnetwork::IpNetwork;
@@ -388,6 +389,8 @@ pub struct TunnelManager {
     node_mtu: u32,
     /// Tunnel addresses known to be held by their handle (checked once).
     verified: BTreeMap<&'static str, IpAddr>,
+    /// Deletions of tunnel routes from the agent's shared monitor (else `run` opens its own).
+    deletions: Option<RouteWatch>,
 }
 
 impl TunnelManager {
@@ -406,6 +409,7 @@ impl TunnelManager {
             },
             node_mtu: detected.mtu,
             verified: BTreeMap::new(),
+            deletions: None,
         }
     }
 
@@ -601,17 +605,27 @@ impl TunnelManager {
     }
 
     /// Runs passes on every snapshot, on deletions of routes of protocol 233, and every 5 s.
+    /// Take tunnel-route deletions from the agent's shared monitor.
+    pub fn with_deletions(mut self, deletions: RouteWatch) -> TunnelManager {
+        self.deletions = Some(deletions);
+        self
+    }
+
     pub async fn run(
         mut self,
         mut cluster_rx: watch::Receiver<Option<Arc<ClusterState>>>,
         encap_tx: watch::Sender<Option<EncapView>>,
     ) {
         let (repair_tx, mut repair_rx) = mpsc::channel::<()>(16);
-        match self
-            .netlink
-            .watch_route_deletions(&[RouteProtocol::TUNNEL])
-            .await
-        {
+        let monitor = match self.deletions.take() {
+            Some(watch) => Ok(watch),
+            None => {
+                self.netlink
+                    .watch_route_deletions(&[RouteProtocol::TUNNEL])
+                    .await
+            }
+        };
+        match monitor {
             Ok(mut monitor) => {
                 tokio::spawn(async move {
                     while let Some(event) = monitor.next().await {

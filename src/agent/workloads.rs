@@ -33,7 +33,9 @@
 use crate::datastore::sync::{watch_with_resync, SyncEvent};
 use crate::datastore::{decode_json, Datastore, KeyValue};
 use crate::model::{keys, Block};
-use crate::netlink::{LinkInfo, Netlink, Route, RouteEvent, RouteFilter, RouteProtocol};
+use crate::netlink::{
+    LinkInfo, Netlink, Route, RouteEvent, RouteFilter, RouteProtocol, RouteWatch,
+};
 use anyhow::{Context, Result};
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, HashMap};
@@ -236,13 +238,19 @@ pub async fn run(
     node: String,
     netlink: Arc<dyn Netlink>,
     programmed: Arc<AtomicBool>,
+    deletions: Option<RouteWatch>,
 ) {
     let mut events = watch_with_resync(store, keys::BLOCKS.to_string());
     let (repair_tx, mut repair_rx) = mpsc::channel::<()>(16);
-    match netlink
-        .watch_route_deletions(&[RouteProtocol::WORKLOAD])
-        .await
-    {
+    let monitor = match deletions {
+        Some(watch) => Ok(watch),
+        None => {
+            netlink
+                .watch_route_deletions(&[RouteProtocol::WORKLOAD])
+                .await
+        }
+    };
+    match monitor {
         Ok(mut monitor) => {
             tokio::spawn(async move {
                 while let Some(event) = monitor.next().await {

@@ -47,7 +47,7 @@ use ipnetwork::IpNetwork;
 pub use error::{NetlinkError, Operation, Result};
 pub use fake::FakeNetlink;
 pub use kernel::KernelNetlink;
-pub use monitor::RouteWatch;
+pub use monitor::{RouteWatch, SharedDeletions};
 pub use netns::{run_in_netns, run_in_netns_async, NetnsRef};
 pub use proto::RouteProtocol;
 pub use types::{

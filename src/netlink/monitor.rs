@@ -56,6 +56,57 @@ impl RouteWatch {
     }
 }
 
+/// One kernel deletion monitor shared by several repair loops of one process: every extra
+/// socket on the route groups costs the kernel a filter run per route change, on the hot path
+/// of a full-table install. Each subscriber gets the deletions of its own protocols (and
+/// `Overflow` when the shared socket lost events or the subscriber fell behind).
+#[derive(Clone)]
+pub struct SharedDeletions {
+    events: tokio::sync::broadcast::Sender<RouteEvent>,
+}
+
+impl SharedDeletions {
+    /// Fans out `watch` (a monitor of the deletions of every protocol any subscriber wants).
+    pub fn start(mut watch: RouteWatch) -> SharedDeletions {
+        let (events, _) = tokio::sync::broadcast::channel(CHANNEL_CAPACITY);
+        let sender = events.clone();
+        tokio::spawn(async move {
+            while let Some(event) = watch.next().await {
+                // No subscriber yet is fine: nothing of theirs can be lost before they start.
+                let _ = sender.send(event);
+            }
+        });
+        SharedDeletions { events }
+    }
+
+    /// The deletions of `protocols`, and every `Overflow`.
+    pub fn subscribe(&self, protocols: &[super::RouteProtocol]) -> RouteWatch {
+        use tokio::sync::broadcast::error::RecvError;
+        let mut events = self.events.subscribe();
+        let protocols = protocols.to_vec();
+        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        let task = tokio::spawn(async move {
+            loop {
+                let event = match events.recv().await {
+                    Ok(RouteEvent::Deleted(route)) if protocols.contains(&route.protocol) => {
+                        RouteEvent::Deleted(route)
+                    }
+                    Ok(RouteEvent::Overflow) | Err(RecvError::Lagged(_)) => RouteEvent::Overflow,
+                    Ok(_) => continue,
+                    Err(RecvError::Closed) => return,
+                };
+                if sender.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        RouteWatch {
+            receiver,
+            task: Some(task),
+        }
+    }
+}
+
 impl Drop for RouteWatch {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
@@ -254,5 +305,32 @@ mod unit_tests {
             vec![RouteEvent::Added(route.clone()), RouteEvent::Deleted(route)]
         );
         assert!(decode_datagram(&datagram[..10]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn shared_deletions_give_each_subscriber_its_protocols_and_every_overflow() {
+        let (feed, receiver) = mpsc::channel(16);
+        let shared = SharedDeletions::start(RouteWatch::from_receiver(receiver));
+        let mut bgp = shared.subscribe(&[RouteProtocol::BGP]);
+        let mut workloads = shared.subscribe(&[RouteProtocol::WORKLOAD]);
+        let route = |p| Route::blackhole("10.9.0.0/26".parse().unwrap(), p);
+        for event in [
+            RouteEvent::Deleted(route(RouteProtocol::WORKLOAD)),
+            RouteEvent::Added(route(RouteProtocol::BGP)),
+            RouteEvent::Deleted(route(RouteProtocol::BGP)),
+            RouteEvent::Overflow,
+        ] {
+            feed.send(event).await.unwrap();
+        }
+        assert_eq!(
+            bgp.next().await,
+            Some(RouteEvent::Deleted(route(RouteProtocol::BGP)))
+        );
+        assert_eq!(bgp.next().await, Some(RouteEvent::Overflow));
+        assert_eq!(
+            workloads.next().await,
+            Some(RouteEvent::Deleted(route(RouteProtocol::WORKLOAD)))
+        );
+        assert_eq!(workloads.next().await, Some(RouteEvent::Overflow));
     }
 }
