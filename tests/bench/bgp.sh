@@ -203,7 +203,7 @@ run_target() { # run_target TARGET P N -> one result line in $work/results
         ;;
     esac
     pids+=("$pid")
-    local deadline=$((SECONDS + TIMEOUT)) rib=0 kern=0 t_est="" t_rib="" t_kern="" t_k0="" cpu_rib="" hwm_rib="" cpu_kern="" hwm_kern=""
+    local deadline=$((SECONDS + TIMEOUT)) rib=0 kern=0 t_est="" t_rib="" t_kern="" cpu_rib="" hwm_rib="" cpu_kern="" hwm_kern=""
     local want_kernel=0
     [ "$t" = routed ] || [ "$t" = bird-kernel ] && want_kernel=1
     while :; do
@@ -221,7 +221,6 @@ run_target() { # run_target TARGET P N -> one result line in $work/results
         if [ "$want_kernel" = 1 ] && [ -z "$t_kern" ]; then
             kern=$(kernel_count "$t" || true)
             kern=${kern:-0}
-            [ -z "$t_k0" ] && [ "$kern" -gt 0 ] && t_k0=$(now)
             if [ "$kern" -ge "$total" ]; then
                 t_kern=$(now)
                 cpu_kern=$(cpu_s "$pid")
@@ -253,11 +252,9 @@ run_target() { # run_target TARGET P N -> one result line in $work/results
     wait "$pid" 2>/dev/null || true
     ip netns del "$TNS"
     f() { [ -n "$1" ] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a - b }' || echo "-"; }
-    local rate="-" kspan="-"
+    local rate="-"
     if [ -n "$t_kern" ]; then
         rate=$(awk -v n="$total" -v a="$t_kern" -v b="$t_est" 'BEGIN { printf "%.0f", n / (a - b > 0 ? a - b : 1e-9) }')
-        # Install phase: from the first route seen in the kernel to the last.
-        kspan=$(awk -v n="$total" -v a="$t_kern" -v b="$t_k0" 'BEGIN { printf "%.0f", n / (a - b > 0 ? a - b : 1e-9) }')
     fi
     # target P N rib_s cpu_rib hwm_rib kern_s kern_rate kern_span cpu_end hwm_end est_s
     [ -z "$t_est" ] && t_est=$t0
@@ -267,7 +264,7 @@ run_target() { # run_target TARGET P N -> one result line in $work/results
     [ -z "$t_rib" ] && rib_s=">${TIMEOUT}($rib)"
     kern_s=$(f "$t_kern" "$t_est")
     [ -z "$t_kern" ] && [ "$want_kernel" = 1 ] && kern_s=">${TIMEOUT}($kern)"
-    echo "$t $P $N $rib_s ${cpu_rib:--} ${hwm_rib:--} $kern_s $rate $kspan $cpu_end $hwm_end $(f "$t_est" "$t0")" \
+    echo "$t $P $N $rib_s ${cpu_rib:--} ${hwm_rib:--} $kern_s $rate - $cpu_end $hwm_end $(f "$t_est" "$t0")" \
         >>"$work/results"
 }
 
@@ -287,19 +284,18 @@ echo "Times in seconds from the moment the last injector session was Established
 echo "own timestamp; \"start → up\": from the target process's start to that moment), polled every"
 echo "~0.2 s plus the time a count takes (the kernel count reads /proc/net/fib_triestat). CPU ="
 echo "target's utime+stime; RSS = target's VmHWM. Kernel routes/s is end to end (BGP in + install:"
-echo "all routes / time from Established to the last route in the kernel); install routes/s is all"
-echo "routes / time from the first route seen in the kernel to the last."
+echo "all routes / time from Established to the last route in the kernel)."
 echo
-echo "| peers x prefixes | target | start → up | Loc-RIB full | CPU at Loc-RIB | peak RSS at Loc-RIB (MB) | kernel full | kernel routes/s (end to end) | install routes/s | CPU at end | peak RSS at end (MB) |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| peers x prefixes | target | start → up | Loc-RIB full | CPU at Loc-RIB | peak RSS at Loc-RIB (MB) | kernel full | kernel routes/s (end to end) | CPU at end | peak RSS at end (MB) |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 while read -r t P N rib cpu hwm kern rate kspan cpu_end hwm_end est; do
-    echo "| $P x $N | $t | $est | $rib | $cpu | $hwm | $kern | $rate | $kspan | $cpu_end | $hwm_end |"
+    echo "| $P x $N | $t | $est | $rib | $cpu | $hwm | $kern | $rate | $cpu_end | $hwm_end |"
 done <"$work/results"
 echo
 echo "Ratios (routed / reference; Loc-RIB time and peak RSS at Loc-RIB complete; kernel routes/s vs bird-kernel):"
 echo
-echo "| peers x prefixes | reference | time ratio | peak RSS ratio | CPU ratio | kernel routes/s ratio (end to end) | install routes/s ratio |"
-echo "|---|---|---|---|---|---|---|"
+echo "| peers x prefixes | reference | time ratio | peak RSS ratio | CPU ratio | kernel routes/s ratio (end to end) |"
+echo "|---|---|---|---|---|---|"
 for size in "${SIZES[@]}"; do
     P=${size%x*}
     N=${size#*x}
@@ -310,7 +306,7 @@ for size in "${SIZES[@]}"; do
         [ -z "$x" ] && continue
         awk -v r="$r" -v x="$x" -v ref="$ref" -v p="$P" -v n="$N" 'function q(a, b) { return (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b == 0) ? "-" : sprintf("%.2f", a / b) }
         BEGIN { split(r, a, " "); split(x, b, " ");
-            printf "| %s x %s | %s | %s | %s | %s | %s | %s |\n", p, n, ref, q(a[4], b[4]), q(a[6], b[6]), q(a[5], b[5]),
-                (ref == "bird-kernel" ? q(a[8], b[8]) : "-"), (ref == "bird-kernel" ? q(a[9], b[9]) : "-") }'
+            printf "| %s x %s | %s | %s | %s | %s | %s |\n", p, n, ref, q(a[4], b[4]), q(a[6], b[6]), q(a[5], b[5]),
+                (ref == "bird-kernel" ? q(a[8], b[8]) : "-") }'
     done
 done
