@@ -64,6 +64,7 @@ until_ok() {
   done
 }
 WAIT=${ROUTED_LAB_WAIT:-180} # seconds for each convergence step (software emulation is slow)
+progress() { echo "---- $(date +%T) $*" >&2; } # on stderr: the table stays clean on stdout
 
 # IPIP only where the kernel has it (not this CI machine's kernel: the VM's).
 ipip=""
@@ -104,6 +105,7 @@ for i in "${nodes[@]}"; do
     --ip "${node_ip[$i]}/24" --socket "$work/n$i.sock" --no-forward-rules >"$work/n$i.log" 2>&1 &
   pids+=($!)
 done
+progress "agents started: ${node_name[*]:0:${#nodes[@]}}"
 for i in "${nodes[@]}"; do
   until_ok "$WAIT" test -S "$work/n$i.sock" || { echo "agent $i has no socket" >&2; cat "$work/n$i.log" >&2; exit 1; }
 done
@@ -124,6 +126,7 @@ paths=(same plain vxlan)
 [ -z "$ipip" ] || { add_pod 3 e; add_pod 4 f; paths+=(ipip); }
 # Which pod sends to which for each row.
 declare -A src=([same]=a [plain]=a [vxlan]=a [ipip]=e) dst=([same]=b [plain]=c [vxlan]=d [ipip]=f)
+progress "pods wired; waiting for each path"
 # Wait until each row's sender reaches its receiver (routes, VTEPs, tunnel addresses).
 for path in "${paths[@]}"; do
   s=${src[$path]} d=${dst[$path]}
@@ -148,7 +151,9 @@ tx_packets() {
 # R rounds, all paths interleaved in each, so background load hits them alike; medians.
 R=${ROUNDS:-3}
 : >"$work/runs"
+progress "measuring: $R rounds of ceiling ${paths[*]}, ${T}s each"
 for r in $(seq 1 "$R"); do
+  progress "round $r"
   echo "ceiling $(measure "rtp-cb-$tag" "rtp-ca-$tag" 10.99.0.2)" >>"$work/runs"
   for path in "${paths[@]}"; do
     echo "$path $(measure "rtp-${dst[$path]}-$tag" "rtp-${src[$path]}-$tag" "${pod_ip[${dst[$path]}]}")" >>"$work/runs"
@@ -197,3 +202,8 @@ for i in "${nodes[@]}"; do
 done
 echo "nft ruleset lines per node:$nft_lines; router=$(ip netns exec "$rtr" nft list ruleset 2>/dev/null | grep -c . || true)"
 echo "iperf3, one TCP stream, ${T}s per run, median of $R interleaved rounds; agents: $B; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "${ROUTED_VM:-}" = 1 ]; then
+  # What else had the guest's CPUs: the agents' idle work costs far more under emulation.
+  echo "guest's busiest processes (CPU time, whole run of $SECONDS s):"
+  ps -eo time,comm --sort=-time | head -8 | sed 's/^/  /'
+fi
