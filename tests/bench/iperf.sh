@@ -12,7 +12,7 @@
 # ipip_mode CrossSubnet): ipip-a on subnet A, ipip-b on subnet B. Agents run with
 # --no-forward-rules, so no netfilter rule of routed's sits in the path (the script prints every
 # node's nftables ruleset size and the route each row took): what is measured is routing plus the
-# encapsulation.
+# encapsulation. The agents are paused (SIGSTOP) while iperf3 runs: they are not in the data path.
 #
 # Usage: [ROUNDS=3] tests/bench/iperf.sh [--vm] [SECONDS]   (root; prints a markdown table)
 #   (host)  the debug build of the agents (they are not in the data path); ROUTED_BIN_DIR=DIR
@@ -46,7 +46,9 @@ work=$(mktemp -d)
 tag=$(printf '%x' $$)
 nses=()
 pids=()
+agents=()
 cleanup() {
+  for p in "${agents[@]}"; do kill -CONT "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   for n in "${nses[@]}"; do ip netns del "$n" 2>/dev/null || true; done
@@ -104,6 +106,7 @@ for i in "${nodes[@]}"; do
   ip netns exec "$n" "$B/routed" --node-name "${node_name[$i]}" --datastore "${node_ds[$i]}" \
     --ip "${node_ip[$i]}/24" --socket "$work/n$i.sock" --no-forward-rules >"$work/n$i.log" 2>&1 &
   pids+=($!)
+  agents+=($!)
 done
 progress "agents started: ${node_name[*]:0:${#nodes[@]}}"
 for i in "${nodes[@]}"; do
@@ -148,6 +151,10 @@ measure() {
 tx_packets() {
   ip -n "rtp-n$1-$tag" -s -j link show "$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["stats64"]["tx"]["packets"])'
 }
+# The agents are not in the data path: once every path works they are stopped (SIGSTOP) for the
+# measurements, so their own work (timers, datastore polling) takes no CPU from the rows; under
+# software emulation it would take most of it. They continue (SIGCONT) before the checks below.
+kill -STOP "${agents[@]}"
 # R rounds, all paths interleaved in each, so background load hits them alike; medians.
 R=${ROUNDS:-3}
 : >"$work/runs"
@@ -159,6 +166,7 @@ for r in $(seq 1 "$R"); do
     echo "$path $(measure "rtp-${dst[$path]}-$tag" "rtp-${src[$path]}-$tag" "${pod_ip[${dst[$path]}]}")" >>"$work/runs"
   done
 done
+kill -CONT "${agents[@]}"
 median() { grep "^$1 " "$work/runs" | awk '{print $2}' | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 all() { grep "^$1 " "$work/runs" | awk '{print $2}' | paste -sd' '; }
 ceiling=$(median ceiling)
