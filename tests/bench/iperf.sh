@@ -6,10 +6,10 @@
 #   vxlan        pod -> pod across subnets through vxlan.routed and a forwarding router
 #   ipip         pod -> pod across subnets through tunl0 and the same router (needs the ipip
 #                module: in the VM, `--vm`; on a kernel without it the row says so)
-# The lab is tests/vxlan.rs's: node-1 and node-2 on subnet A, node-3 on subnet B, a router
-# namespace joining the two, a BGP mesh, one pool with vxlan_mode CrossSubnet. The IPIP row is a
-# second, independent cluster on the same underlay (its own datastore, BGP mesh and pool with
-# ipip_mode CrossSubnet): ipip-a on subnet A, ipip-b on subnet B. Agents run with
+# The lab is tests/vxlan.rs's: node-0 and node-1 on subnet A (a bridge), node-2 on subnet B, a
+# router namespace joining them, a BGP mesh, one pool with vxlan_mode CrossSubnet. The IPIP row is
+# a second, independent cluster on the same underlay (its own datastore, BGP mesh and pool with
+# ipip_mode CrossSubnet): ipip-a on subnet A, ipip-b on subnet C. Agents run with
 # --no-forward-rules, so no netfilter rule of routed's sits in the path (the script prints every
 # node's nftables ruleset size and the route each row took): what is measured is routing plus the
 # encapsulation. The agents are paused (SIGSTOP) while iperf3 runs: they are not in the data path.
@@ -89,18 +89,24 @@ if [ -n "$ipip" ]; then
 fi
 rtr="rtp-r-$tag"; mkns "$rtr"
 ip netns exec "$rtr" sysctl -qw net.ipv4.ip_forward=1
-for br in A:10.110.1.254/24 B:10.110.2.254/24; do
-  ip -n "$rtr" link add "br${br%%:*}" type bridge
-  ip -n "$rtr" addr add "${br#*:}" dev "br${br%%:*}"; ip -n "$rtr" link set "br${br%%:*}" up
-done
-node_ip=(10.110.1.1 10.110.1.2 10.110.2.3 10.110.1.4 10.110.2.5)
+# Subnet A is a bridge in the router (node-0, node-1, ipip-a); node-2 (subnet B) and ipip-b
+# (subnet C) each have a routed port of their own. The receiving side of the tunnel rows has no
+# bridge on purpose: a Linux bridge device has no hw_enc_features, so the router, transmitting an
+# encapsulated GSO packet on a bridge, segments it in software and the receiving node
+# decapsulates every segment on its own (measured: 2.5-3x slower for VXLAN; docs/benchmarks.md).
+ip -n "$rtr" link add brA type bridge
+ip -n "$rtr" addr add 10.110.1.254/24 dev brA; ip -n "$rtr" link set brA up
+node_ip=(10.110.1.1 10.110.1.2 10.110.2.3 10.110.1.4 10.110.3.5)
 node_name=(node-0 node-1 node-2 ipip-a ipip-b)
 node_ds=("$DS" "$DS" "$DS" "$DS_IPIP" "$DS_IPIP")
 for i in "${nodes[@]}"; do
   n="rtp-n$i-$tag"; mkns "$n"
-  case "${node_ip[$i]}" in 10.110.1.*) br=brA; gw=10.110.1.254 ;; *) br=brB; gw=10.110.2.254 ;; esac
+  gw=${node_ip[$i]%.*}.254
   ip -n "$n" link add eth0 type veth peer name "p$i" netns "$rtr"
-  ip -n "$rtr" link set "p$i" master "$br" up
+  case "${node_ip[$i]}" in
+  10.110.1.*) ip -n "$rtr" link set "p$i" master brA up ;;
+  *) ip -n "$rtr" addr add "$gw/24" dev "p$i"; ip -n "$rtr" link set "p$i" up ;;
+  esac
   ip -n "$n" addr add "${node_ip[$i]}/24" dev eth0; ip -n "$n" link set eth0 up
   ip -n "$n" route add default via "$gw"
   ip netns exec "$n" "$B/routed" --node-name "${node_name[$i]}" --datastore "${node_ds[$i]}" \
