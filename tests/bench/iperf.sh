@@ -91,9 +91,10 @@ rtr="rtp-r-$tag"; mkns "$rtr"
 ip netns exec "$rtr" sysctl -qw net.ipv4.ip_forward=1
 # Subnet A is a bridge in the router (node-0, node-1, ipip-a); node-2 (subnet B) and ipip-b
 # (subnet C) each have a routed port of their own. The receiving side of the tunnel rows has no
-# bridge on purpose: a Linux bridge device has no hw_enc_features, so the router, transmitting an
-# encapsulated GSO packet on a bridge, segments it in software and the receiving node
-# decapsulates every segment on its own (measured: 2.5-3x slower for VXLAN; docs/benchmarks.md).
+# bridge on purpose: with a bridge there the encapsulated rows (not the plain one) measured about
+# 3x slower, most likely because the router segments encapsulated GSO packets in software when it
+# transmits them on a bridge (no hw_enc_features), and the receiver then decapsulates every
+# segment on its own (docs/benchmarks.md).
 ip -n "$rtr" link add brA type bridge
 ip -n "$rtr" addr add 10.110.1.254/24 dev brA; ip -n "$rtr" link set brA up
 node_ip=(10.110.1.1 10.110.1.2 10.110.2.3 10.110.1.4 10.110.3.5)
