@@ -14,7 +14,8 @@
 # node's nftables ruleset size and the route each row took): what is measured is routing plus the
 # encapsulation. The agents are paused (SIGSTOP) while iperf3 runs: they are not in the data path.
 #
-# Usage: [ROUNDS=3] tests/bench/iperf.sh [--vm] [SECONDS]   (root; prints a markdown table)
+# Usage: [ROUNDS=3] tests/bench/iperf.sh [--vm] [SECONDS]   (root; prints a markdown table;
+#        SECONDS per iperf3 run: 5 by default, 15 with --vm)
 #   (host)  the debug build of the agents (they are not in the data path); ROUTED_BIN_DIR=DIR
 #           uses binaries already built there instead.
 #   --vm    builds release binaries (the agents' idle work costs far more under emulation) and
@@ -24,7 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [ "${1:-}" = --vm ]; then
   shift
-  T=${1:-5}
+  T=${1:-15} # under emulation 5-s runs are too noisy (docs/benchmarks.md)
   target=${CARGO_TARGET_DIR:-$PWD/target}
   case "$target" in /*) ;; *) target=$PWD/$target ;; esac
   if [ -z "${ROUTED_BIN_DIR:-}" ]; then
