@@ -3,8 +3,9 @@
 # the host. It loads the modules listed in /modules.preload, mounts the host's / read-only (9p tag
 # "hostroot") on /mnt/host, lays writable tmpfs over the places tests write to, mounts the per-run
 # share (9p tag "routedvm": the command) on /run/routed-vm and the output share (tag "routedout",
-# read-write) on /run/routed-vm/out, runs /run/routed-vm/cmd with bash in a
-# chroot of the host tree, prints "ROUTED-VM-EXIT <status>" and powers the VM off.
+# read-write) on /run/routed-vm/out and the extra read-only shares listed in
+# /run/routed-vm/mounts at their own paths, runs /run/routed-vm/cmd with bash in a chroot of the
+# host tree, prints "ROUTED-VM-EXIT <status>" and powers the VM off.
 export PATH=/bin:/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -61,6 +62,14 @@ mount -t 9p -o rw,trans=virtio,version=9p2000.L,msize=262144 routedvm "$H/run/ro
 [ -f "$H/run/routed-vm/cmd" ] || fail "no command in the run share"
 mount -t 9p -o rw,trans=virtio,version=9p2000.L,msize=262144 routedout "$H/run/routed-vm/out" ||
     fail "cannot mount the output share (tag routedout)"
+# The extra shares (lines "TAG PATH" in the run share): the repository, the target directory and
+# the like, each at its own path, over whatever the tmpfs layers hid.
+while read -r tag path; do
+    [ -n "$tag" ] || continue
+    mkdir -p "$H$path" 2>/dev/null
+    mount -t 9p -o ro,trans=virtio,version=9p2000.L,msize=262144,cache=loose "$tag" "$H$path" ||
+        fail "cannot mount the share $tag on $path"
+done <"$H/run/routed-vm/mounts"
 
 echo "ROUTED-VM-RUN"
 chroot "$H" /bin/bash /run/routed-vm/cmd

@@ -2,7 +2,9 @@
 # Runs one command inside a throw-away qemu VM that boots Debian's linux-image-amd64 kernel, for
 # the tests this machine's kernel cannot run (it has no ipip module). The VM sees this machine's
 # whole filesystem read-only (9p), so the built routed binaries, iproute2, BIRD, etcd and tcpdump
-# are the host's own; /tmp, /run, /var/lib are fresh tmpfs inside the VM.
+# are the host's own; /tmp, /run, /var/lib are fresh tmpfs inside the VM. The repository, the
+# current directory, ROUTED_BIN_DIR and CARGO_TARGET_DIR are also shared on their own (read-only,
+# at the same paths), so they are visible even when they live under /tmp.
 #
 #   tests/vm/run.sh [--mem MiB] [--smp N] [--timeout SECONDS] [--out DIR] [--] CMD [ARG...]
 #
@@ -19,6 +21,7 @@
 #   ROUTED_VM_KERNEL  a kernel package to use instead of linux-image-amd64's dependency
 #   ROUTED_VM_MODULES extra modules to load at boot (space separated)
 #   ROUTED_VM_TIMEOUT default for --timeout (900 s)
+#   ROUTED_VM_SHARE   more host directories to share at the same paths (space separated)
 #
 # Packages it installs when missing (apt-get): qemu-system-x86, busybox-static; the kernel package
 # is only downloaded and unpacked into the cache, never installed on the host.
@@ -40,7 +43,7 @@ while [ $# -gt 0 ]; do
     *) break ;;
     esac
 done
-[ $# -gt 0 ] || { sed -n '2,25p' "$0" >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,/^set -e/p' "$0" | grep '^#' >&2; exit 2; }
 
 log() { echo "routed-vm: $*" >&2; }
 cache=${ROUTED_VM_CACHE:-/var/cache/routed-vm}
@@ -158,6 +161,28 @@ else
     out=$run/out
     mkdir -p "$out"
 fi
+# Extra read-only shares, each mounted inside the VM at its own absolute path after the tmpfs
+# layers, so a working tree or a target directory under /tmp (a CI clone) is visible there: the
+# repository holding this script, the current directory, ROUTED_BIN_DIR, CARGO_TARGET_DIR and
+# ROUTED_VM_SHARE (space-separated paths). A path inside another one is not shared twice.
+abspath() { case "$1" in /*) printf '%s' "$1" ;; *) printf '%s/%s' "$PWD" "$1" ;; esac; }
+candidates=("$(cd "$here/../.." && pwd)" "$PWD")
+[ -n "${ROUTED_BIN_DIR:-}" ] && candidates+=("$(abspath "$ROUTED_BIN_DIR")")
+[ -n "${CARGO_TARGET_DIR:-}" ] && candidates+=("$(abspath "$CARGO_TARGET_DIR")")
+for p in ${ROUTED_VM_SHARE:-}; do candidates+=("$(abspath "$p")"); done
+extra=() # absolute paths, shortest first
+while read -r p; do
+    [ -d "$p" ] || continue
+    [ "$p" = / ] && continue
+    covered=""
+    for q in "${extra[@]}"; do case "$p/" in "$q"/*) covered=1 ;; esac; done
+    [ -n "$covered" ] || extra+=("$p")
+done < <(for p in "${candidates[@]}"; do
+    # Normalise (no trailing slash, no /./ or /../) without resolving symlinks.
+    p=$(realpath -s -m "$p") && printf '%s\t%s\n' "${#p}" "$p"
+done | sort -n -u | cut -f2-)
+: >"$share/mounts"
+for i in "${!extra[@]}"; do printf 'x%d %s\n' "$i" "${extra[$i]}" >>"$share/mounts"; done
 {
     echo "cd $(printf '%q' "$PWD") || exit 125"
     echo "export HOME=/root ROUTED_VM=1 ROUTED_VM_OUT=/run/routed-vm/out"
@@ -176,6 +201,12 @@ if [ "$accel" = auto ]; then
     if [ -r /dev/kvm ] && [ -w /dev/kvm ] && [ ! -f "$cache/kvm-broken.$boot_id" ]; then accel=kvm; fi
 fi
 
+extra_args=()
+for i in "${!extra[@]}"; do
+    # qemu's option syntax: a comma inside a value is written twice.
+    extra_args+=(-virtfs "local,path=${extra[$i]//,/,,},mount_tag=x$i,security_model=none,readonly=on,multidevs=remap")
+done
+
 # Boots the VM with accelerator $1 in the background; the console goes to $run/console.
 boot() {
     local cpu=max
@@ -188,7 +219,7 @@ boot() {
         -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
         -virtfs "local,path=$share,mount_tag=routedvm,security_model=none,multidevs=remap" \
         -virtfs "local,path=$out,mount_tag=routedout,security_model=none,multidevs=remap" \
-        </dev/null >"$run/console" 2>&1 &
+        "${extra_args[@]}" </dev/null >"$run/console" 2>&1 &
     qpid=$!
     shown=0
     started=$(date +%s)
