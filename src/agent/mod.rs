@@ -15,6 +15,7 @@ pub mod forward;
 pub mod health;
 pub mod nat;
 pub mod node;
+pub mod repair;
 pub mod routing;
 pub mod server;
 pub mod tunnels;

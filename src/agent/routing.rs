@@ -221,25 +221,13 @@ pub async fn reconcile_routes(
     };
     let rib = speaker.rib().clone();
     let (repair_tx, mut repair_rx) = mpsc::unbounded_channel::<Repair>();
-    let monitor = match deletions {
-        Some(watch) => Ok(watch),
-        None => {
-            netlink
-                .watch_route_deletions(&[RouteProtocol::BGP, RouteProtocol::BLACKHOLE])
-                .await
-        }
-    };
-    match monitor {
+    let ours = [RouteProtocol::BGP, RouteProtocol::BLACKHOLE];
+    match super::repair::deletions(netlink.as_ref(), deletions, &ours).await {
         Ok(mut monitor) => {
             tokio::spawn(async move {
                 while let Some(event) = monitor.next().await {
                     let repair = match event {
-                        RouteEvent::Deleted(r)
-                            if r.protocol == RouteProtocol::BGP
-                                || r.protocol == RouteProtocol::BLACKHOLE =>
-                        {
-                            Some(r.destination)
-                        }
+                        RouteEvent::Deleted(r) if ours.contains(&r.protocol) => Some(r.destination),
                         RouteEvent::Overflow => None,
                         _ => continue,
                     };
@@ -369,10 +357,7 @@ pub async fn reconcile_routes(
                 Some(batch) => pending.extend(batch),
                 None => return,
             },
-            Some(repair) = repair_rx.recv() => match repair {
-                Some(prefix) => pending.push(prefix),
-                None => full_due = true,
-            },
+            Some(repair) = repair_rx.recv() => note_repair(repair, &mut pending, &mut full_due),
             _ = ticker.tick() => {
                 if last_full.elapsed() >= resync_every {
                     full_due = true;
@@ -409,10 +394,15 @@ fn drain_repairs(
     full_due: &mut bool,
 ) {
     while let Ok(repair) = repairs.try_recv() {
-        match repair {
-            Some(prefix) => pending.push(prefix),
-            None => *full_due = true,
-        }
+        note_repair(repair, pending, full_due);
+    }
+}
+
+/// A deleted prefix is re-checked; lost monitor messages ask for a full resync.
+fn note_repair(repair: Repair, pending: &mut Vec<IpNetwork>, full_due: &mut bool) {
+    match repair {
+        Some(prefix) => pending.push(prefix),
+        None => *full_due = true,
     }
 }
 

@@ -30,8 +30,7 @@ use super::AgentState;
 use crate::ipam::{AllocateRequest, Ipam};
 use crate::model::{EncapMode, IpPool, Node};
 use crate::netlink::{
-    LinkInfo, MacAddr, Netlink, Route, RouteEvent, RouteFilter, RouteProtocol, RouteWatch,
-    VxlanSpec,
+    LinkInfo, MacAddr, Netlink, Route, RouteFilter, RouteProtocol, RouteWatch, VxlanSpec,
 };
 use anyhow::{Context, Result};
 use ipnetwork::IpNetwork;
@@ -39,7 +38,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 pub const IPIP_DEVICE: &str = "tunl0";
@@ -616,32 +615,13 @@ impl TunnelManager {
         mut cluster_rx: watch::Receiver<Option<Arc<ClusterState>>>,
         encap_tx: watch::Sender<Option<EncapView>>,
     ) {
-        let (repair_tx, mut repair_rx) = mpsc::channel::<()>(16);
-        let monitor = match self.deletions.take() {
-            Some(watch) => Ok(watch),
-            None => {
-                self.netlink
-                    .watch_route_deletions(&[RouteProtocol::TUNNEL])
-                    .await
-            }
-        };
-        match monitor {
-            Ok(mut monitor) => {
-                tokio::spawn(async move {
-                    while let Some(event) = monitor.next().await {
-                        let ours = match &event {
-                            RouteEvent::Deleted(r) => r.protocol == RouteProtocol::TUNNEL,
-                            RouteEvent::Overflow => true,
-                            RouteEvent::Added(_) => false,
-                        };
-                        if ours && repair_tx.send(()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-            Err(e) => warn!(error = %e, "no route monitor; VXLAN routes come back on the timer"),
-        }
+        let mut repair_rx = super::repair::signal(
+            self.netlink.as_ref(),
+            self.deletions.take(),
+            &[RouteProtocol::TUNNEL],
+            "deleted VXLAN routes",
+        )
+        .await;
         let mut ticker = tokio::time::interval(RESYNC_EVERY);
         loop {
             let snapshot = cluster_rx.borrow_and_update().clone();
@@ -660,7 +640,7 @@ impl TunnelManager {
             }
             tokio::select! {
                 r = cluster_rx.changed() => if r.is_err() { return },
-                _ = repair_rx.recv() => {}
+                Some(()) = repair_rx.recv() => {}
                 _ = ticker.tick() => {}
             }
         }

@@ -33,9 +33,7 @@
 use crate::datastore::sync::{watch_with_resync, SyncEvent};
 use crate::datastore::{decode_json, Datastore, KeyValue};
 use crate::model::{keys, Block};
-use crate::netlink::{
-    LinkInfo, Netlink, Route, RouteEvent, RouteFilter, RouteProtocol, RouteWatch,
-};
+use crate::netlink::{LinkInfo, Netlink, Route, RouteFilter, RouteProtocol, RouteWatch};
 use anyhow::{Context, Result};
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, HashMap};
@@ -43,7 +41,6 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 /// How long a proto-230 route nobody wants stays before it is removed.
@@ -241,35 +238,13 @@ pub async fn run(
     deletions: Option<RouteWatch>,
 ) {
     let mut events = watch_with_resync(store, keys::BLOCKS.to_string());
-    let (repair_tx, mut repair_rx) = mpsc::channel::<()>(16);
-    let monitor = match deletions {
-        Some(watch) => Ok(watch),
-        None => {
-            netlink
-                .watch_route_deletions(&[RouteProtocol::WORKLOAD])
-                .await
-        }
-    };
-    match monitor {
-        Ok(mut monitor) => {
-            tokio::spawn(async move {
-                while let Some(event) = monitor.next().await {
-                    let ours = match &event {
-                        RouteEvent::Deleted(r) => r.protocol == RouteProtocol::WORKLOAD,
-                        RouteEvent::Overflow => true,
-                        RouteEvent::Added(_) => false,
-                    };
-                    // A full channel already holds a pending repair: dropping this one is fine.
-                    if ours && repair_tx.try_send(()).is_err() && repair_tx.is_closed() {
-                        return;
-                    }
-                }
-            });
-        }
-        Err(e) => {
-            warn!(error = %e, "no route monitor; deleted workload routes come back on the next resync")
-        }
-    }
+    let mut repair_rx = super::repair::signal(
+        netlink.as_ref(),
+        deletions,
+        &[RouteProtocol::WORKLOAD],
+        "deleted workload routes",
+    )
+    .await;
     let mut blocks: BTreeMap<String, Block> = BTreeMap::new();
     let mut synced = false;
     let mut stale_since = HashMap::new();
@@ -285,8 +260,7 @@ pub async fn run(
                     apply_event(&mut blocks, more);
                 }
             }
-            _ = repair_rx.recv() => {
-                while repair_rx.try_recv().is_ok() {}
+            Some(()) = repair_rx.recv() => {
             }
             _ = ticker.tick() => {}
         }

@@ -204,6 +204,29 @@ impl KernelNetlink {
             .collect())
     }
 
+    /// A route monitor in this handle's namespace; with `deletions_of`, filtered in the kernel
+    /// to RTM_DELROUTE of those protocol numbers.
+    async fn open_watch(&self, deletions_of: Option<Vec<u8>>) -> Result<RouteWatch> {
+        let op = Operation::WatchRoutes;
+        let target = self
+            .netns
+            .as_ref()
+            .map_or("current namespace".into(), |n| n.to_string());
+        let open = move || {
+            let socket = open_monitor_socket()?;
+            if let Some(protocols) = &deletions_of {
+                attach_deletion_filter(&socket, protocols)?;
+            }
+            Ok::<_, std::io::Error>(socket)
+        };
+        let socket = match &self.netns {
+            Some(netns) => run_in_netns_async(netns, open).await?,
+            None => open(),
+        }
+        .map_err(|source| NetlinkError::from_io(op, target.clone(), source))?;
+        start_watch(socket).map_err(|source| NetlinkError::from_io(op, target, source))
+    }
+
     /// Runs `work` in this handle's namespace (sysctls), or right here when it has none.
     async fn in_namespace<T: Send + 'static>(
         &self,
@@ -548,37 +571,12 @@ impl Netlink for KernelNetlink {
     }
 
     async fn watch_routes(&self) -> Result<RouteWatch> {
-        let op = Operation::WatchRoutes;
-        let target = self
-            .netns
-            .as_ref()
-            .map_or("current namespace".into(), |n| n.to_string());
-        let socket = match &self.netns {
-            Some(netns) => run_in_netns_async(netns, open_monitor_socket).await?,
-            None => open_monitor_socket(),
-        }
-        .map_err(|source| NetlinkError::from_io(op, target.clone(), source))?;
-        start_watch(socket).map_err(|source| NetlinkError::from_io(op, target, source))
+        self.open_watch(None).await
     }
 
     async fn watch_route_deletions(&self, protocols: &[RouteProtocol]) -> Result<RouteWatch> {
-        let op = Operation::WatchRoutes;
-        let target = self
-            .netns
-            .as_ref()
-            .map_or("current namespace".into(), |n| n.to_string());
-        let protocols: Vec<u8> = protocols.iter().map(|p| p.0).collect();
-        let open = move || {
-            let socket = open_monitor_socket()?;
-            attach_deletion_filter(&socket, &protocols)?;
-            Ok::<_, std::io::Error>(socket)
-        };
-        let socket = match &self.netns {
-            Some(netns) => run_in_netns_async(netns, open).await?,
-            None => open(),
-        }
-        .map_err(|source| NetlinkError::from_io(op, target.clone(), source))?;
-        start_watch(socket).map_err(|source| NetlinkError::from_io(op, target, source))
+        self.open_watch(Some(protocols.iter().map(|p| p.0).collect()))
+            .await
     }
 
     async fn replace_neighbour(&self, neighbour: &Neighbour) -> Result<()> {
