@@ -358,32 +358,19 @@ async fn vxlan_always_cross_subnet_never_switched_live() {
     lab.ping_all_pairs("CrossSubnet");
     let pings = 10;
     let count = pings.to_string();
+    let ping_from_pod0 = |to: usize| {
+        let target = &lab.pods[to].ip;
+        let args = ["ping", "-c", &count, "-i", "0.2", "-W", "1", target];
+        lab.pods[0].netns.exec_ok(&args);
+    };
     let (tx0, rx0) = lab.vxlan_counters(0);
-    lab.pods[0].netns.exec_ok(&[
-        "ping",
-        "-c",
-        &count,
-        "-i",
-        "0.2",
-        "-W",
-        "1",
-        &lab.pods[2].ip,
-    ]);
+    ping_from_pod0(2);
     let (tx1, rx1) = lab.vxlan_counters(0);
     assert!(
         tx1 - tx0 < 3 && rx1 - rx0 < 3,
         "CrossSubnet: same-subnet traffic must not be encapsulated (tx {tx0}->{tx1}, rx {rx0}->{rx1})"
     );
-    lab.pods[0].netns.exec_ok(&[
-        "ping",
-        "-c",
-        &count,
-        "-i",
-        "0.2",
-        "-W",
-        "1",
-        &lab.pods[4].ip,
-    ]);
+    ping_from_pod0(4);
     let (tx2, rx2) = lab.vxlan_counters(0);
     assert!(
         tx2 - tx1 >= pings && rx2 - rx1 >= pings,

@@ -203,7 +203,7 @@ run_target() { # run_target TARGET P N -> one result line in $work/results
         ;;
     esac
     pids+=("$pid")
-    local deadline=$((SECONDS + TIMEOUT)) rib=0 kern=0 t_est="" t_rib="" t_kern="" cpu_rib="" hwm_rib="" cpu_kern="" hwm_kern=""
+    local deadline=$((SECONDS + TIMEOUT)) rib=0 kern=0 t_est="" t_rib="" t_kern="" cpu_rib="" hwm_rib=""
     local want_kernel=0
     [ "$t" = routed ] || [ "$t" = bird-kernel ] && want_kernel=1
     while :; do
@@ -223,8 +223,6 @@ run_target() { # run_target TARGET P N -> one result line in $work/results
             kern=${kern:-0}
             if [ "$kern" -ge "$total" ]; then
                 t_kern=$(now)
-                cpu_kern=$(cpu_s "$pid")
-                hwm_kern=$(hwm_mb "$pid")
                 log "$t ${P}x$N: kernel complete"
             fi
         fi

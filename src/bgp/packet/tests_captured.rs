@@ -51,6 +51,14 @@ fn assert_encodes_to(message: &Message, wire: &[u8]) {
     assert_eq!(hex_string(&encoded[0]), hex_string(wire));
 }
 
+/// A captured NOTIFICATION both ways: it decodes to `expected` and encodes back to the bytes.
+fn assert_notification(wire: &[u8], expected: Notification) -> Message {
+    let message = decoded(wire);
+    assert_eq!(message, Message::Notification(expected));
+    assert_encodes_to(&message, wire);
+    message
+}
+
 /// Encode, decode again: the same message (for layouts our encoder does not reproduce).
 fn assert_round_trips(message: &Message) {
     let encoded = encode_message(message, &session()).unwrap();
@@ -184,12 +192,7 @@ fn bird_update_captured_both_ways() {
 fn bird_notification_captured_both_ways() {
     // Bad marker: Message Header Error / Connection Not Synchronized, no data.
     let wire = hex("ffffffffffffffffffffffffffffffff 0015 03 01 01");
-    let message = decoded(&wire);
-    assert_eq!(
-        message,
-        Message::Notification(Notification::new(1, 1, vec![]))
-    );
-    assert_encodes_to(&message, &wire);
+    assert_notification(&wire, Notification::new(1, 1, vec![]));
 }
 
 // ---------------------------------------------------------------- FRR 8.4.4
@@ -273,12 +276,7 @@ fn frr_update_captured() {
 fn frr_notification_captured_both_ways() {
     // KEEPALIVE of length 20: Message Header Error / Bad Message Length, data = the length.
     let wire = hex("ffffffffffffffffffffffffffffffff 0017 03 01 02 0014");
-    let message = decoded(&wire);
-    assert_eq!(
-        message,
-        Message::Notification(Notification::new(1, 2, vec![0x00, 0x14]))
-    );
-    assert_encodes_to(&message, &wire);
+    let message = assert_notification(&wire, Notification::new(1, 2, vec![0x00, 0x14]));
     // And our decoder answers that same KEEPALIVE with the same NOTIFICATION.
     let bad = hex("ffffffffffffffffffffffffffffffff 0014 04 00");
     let ours = decode_message(&bad, &session())
@@ -349,12 +347,7 @@ fn gobgp_update_captured_both_ways() {
 fn gobgp_notification_captured_both_ways() {
     // UPDATE "0000 ffff": UPDATE Message Error / Malformed Attribute List, no data.
     let wire = hex("ffffffffffffffffffffffffffffffff 0015 03 03 01");
-    let message = decoded(&wire);
-    assert_eq!(
-        message,
-        Message::Notification(Notification::new(3, 1, vec![]))
-    );
-    assert_encodes_to(&message, &wire);
+    let message = assert_notification(&wire, Notification::new(3, 1, vec![]));
     // Our decoder gives the same answer to the same UPDATE.
     let bad = hex("ffffffffffffffffffffffffffffffff 0017 02 0000 ffff");
     let ours = decode_message(&bad, &session())
