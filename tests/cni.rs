@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{cni, Agent, Netns};
+use common::{cni, pod_ip, Agent, Netns};
 use routed::ipam::Ipam;
 use routed::model::IpPool;
 
@@ -90,16 +90,6 @@ fn add_env<'a>(
         ("CNI_ARGS", args),
         ("CNI_PATH", "/opt/cni/bin"),
     ]
-}
-
-fn pod_ip(result: &str) -> String {
-    let v: serde_json::Value =
-        serde_json::from_str(result).unwrap_or_else(|e| panic!("{e}: {result}"));
-    v["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .trim_end_matches("/32")
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{cni, run_ok, Agent, Netns};
+use common::{run_ok, Agent, Netns};
 use routed::ipam::Ipam;
 use routed::model::IpPool;
 use std::time::{Duration, Instant};
@@ -19,15 +19,6 @@ fn wait_for(what: &str, mut check: impl FnMut() -> Result<(), String>) {
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
-}
-
-fn pod_ip(result: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(result).unwrap();
-    v["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .trim_end_matches("/32")
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,22 +39,14 @@ async fn three_node_mesh_exchanges_blocks_and_carries_pod_traffic() {
     let mut nodes = Vec::new();
     let mut agents = Vec::new();
     for i in 1..=3 {
-        let node = Netns::new("rt-mn");
-        let port = format!("p{i}");
-        node.exec_ok(&[
-            "ip", "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns", &rack.name,
-        ]);
-        rack.exec_ok(&["ip", "link", "set", &port, "master", "br0", "up"]);
-        node.exec_ok(&[
-            "ip",
-            "addr",
-            "add",
+        let node = Netns::node_on_bridge(
+            "rt-mn",
+            &rack,
+            &format!("p{i}"),
+            "br0",
             &format!("10.100.0.{i}/24"),
-            "dev",
-            "eth0",
-        ]);
-        node.exec_ok(&["ip", "link", "set", "eth0", "up"]);
-        node.exec_ok(&["ip", "route", "add", "default", "via", "10.100.0.254"]);
+            "10.100.0.254",
+        );
         agents.push(Agent::start(
             &node,
             &format!("node-{i}"),
@@ -77,21 +60,8 @@ async fn three_node_mesh_exchanges_blocks_and_carries_pod_traffic() {
     let mut pods = Vec::new();
     let mut ips = Vec::new();
     for (i, (node, agent)) in nodes.iter().zip(&agents).enumerate() {
-        let pod = Netns::new("rt-mp");
-        let conf = format!(
-            r#"{{"cniVersion":"1.0.0","name":"r","type":"routed-cni","socket":"{}"}}"#,
-            agent.socket.display()
-        );
-        let cid = format!("mesh-{i}");
-        let env = [
-            ("CNI_COMMAND", "ADD"),
-            ("CNI_CONTAINERID", cid.as_str()),
-            ("CNI_NETNS", &pod.path()),
-            ("CNI_IFNAME", "eth0"),
-        ];
-        let (code, out) = cni(node, &env, &conf);
-        assert_eq!(code, 0, "{out}");
-        ips.push(pod_ip(&out));
+        let (pod, ip) = common::new_pod("rt-mp", node, agent, &format!("mesh-{i}"));
+        ips.push(ip);
         pods.push(pod);
     }
     let ipam = Ipam::new(common::open(&url).await);

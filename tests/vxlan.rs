@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{cni, run_routectl, Agent, Netns};
+use common::{run_routectl, Agent, Netns};
 use routed::ipam::Ipam;
 use routed::model::{EncapMode, IpPool, Node};
 use std::time::{Duration, Instant};
@@ -73,31 +73,14 @@ impl Lab {
         let mut nodes = Vec::new();
         let mut agents = Vec::new();
         for i in 0..3 {
-            let node = Netns::new("rt-vxn");
-            let port = format!("p{}", i + 1);
             let (bridge, gateway) = if i < 2 {
                 ("brA", "10.110.1.254")
             } else {
                 ("brB", "10.110.2.254")
             };
-            node.exec_ok(&[
-                "ip",
-                "link",
-                "add",
-                "eth0",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &port,
-                "netns",
-                &router.name,
-            ]);
-            router.exec_ok(&["ip", "link", "set", &port, "master", bridge, "up"]);
             let cidr = format!("{}/24", node_ip(i));
-            node.exec_ok(&["ip", "addr", "add", &cidr, "dev", "eth0"]);
-            node.exec_ok(&["ip", "link", "set", "eth0", "up"]);
-            node.exec_ok(&["ip", "route", "add", "default", "via", gateway]);
+            let port = format!("p{}", i + 1);
+            let node = Netns::node_on_bridge("rt-vxn", &router, &port, bridge, &cidr, gateway);
             agents.push(Agent::start(
                 &node,
                 &format!("node-{}", i + 1),
@@ -110,26 +93,7 @@ impl Lab {
         let mut pods = Vec::new();
         for (i, (node, agent)) in nodes.iter().zip(&agents).enumerate() {
             for k in 0..2 {
-                let netns = Netns::new("rt-vxp");
-                let conf = format!(
-                    r#"{{"cniVersion":"1.0.0","name":"r","type":"routed-cni","socket":"{}"}}"#,
-                    agent.socket.display()
-                );
-                let cid = format!("vx-{i}-{k}");
-                let env = [
-                    ("CNI_COMMAND", "ADD"),
-                    ("CNI_CONTAINERID", cid.as_str()),
-                    ("CNI_NETNS", &netns.path()),
-                    ("CNI_IFNAME", "eth0"),
-                ];
-                let (code, out) = cni(node, &env, &conf);
-                assert_eq!(code, 0, "{out}");
-                let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-                let ip = v["ips"][0]["address"]
-                    .as_str()
-                    .unwrap()
-                    .trim_end_matches("/32")
-                    .to_string();
+                let (netns, ip) = common::new_pod("rt-vxp", node, agent, &format!("vx-{i}-{k}"));
                 pods.push(Pod { netns, ip, node: i });
             }
         }

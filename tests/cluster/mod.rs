@@ -4,7 +4,7 @@
 //! continuous ping inside a pod and `ip monitor route` inside a node.
 #![allow(dead_code)]
 
-use crate::common::{self, cni, Agent, Netns};
+use crate::common::{self, Agent, Netns};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -24,15 +24,7 @@ pub fn wait_for(what: &str, mut check: impl FnMut() -> Result<(), String>) {
     }
 }
 
-/// The address of the first IP of a CNI ADD result.
-pub fn pod_ip(result: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(result).expect("CNI result is JSON");
-    v["ips"][0]["address"]
-        .as_str()
-        .expect("CNI result has an address")
-        .trim_end_matches("/32")
-        .to_string()
-}
+pub use common::pod_ip;
 
 /// The rack: a namespace with bridge br0 at 10.100.0.254/24.
 pub fn rack() -> Netns {
@@ -66,26 +58,14 @@ impl Lab {
         };
         lab.routectl_ok(&["pool", "create", "lab-pods", "--cidr", "10.90.0.0/16"]);
         for i in 1..=n {
-            let node = Netns::new("rt-rn");
-            let port = format!("p{i}");
-            node.exec_ok(&[
-                "ip",
-                "link",
-                "add",
-                "eth0",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &port,
-                "netns",
-                &lab.rack.name,
-            ]);
-            lab.rack
-                .exec_ok(&["ip", "link", "set", &port, "master", "br0", "up"]);
-            node.exec_ok(&["ip", "addr", "add", &Lab::address(i), "dev", "eth0"]);
-            node.exec_ok(&["ip", "link", "set", "eth0", "up"]);
-            node.exec_ok(&["ip", "route", "add", "default", "via", "10.100.0.254"]);
+            let node = Netns::node_on_bridge(
+                "rt-rn",
+                &lab.rack,
+                &format!("p{i}"),
+                "br0",
+                &Lab::address(i),
+                "10.100.0.254",
+            );
             lab.nodes.push(node);
         }
         for i in 1..=n {
@@ -150,18 +130,7 @@ impl Lab {
 
     /// CNI ADD of a pod named `cid` on node `i`; the pod namespace and the plugin's answer.
     pub fn add_pod(&self, i: usize, pod: &Netns, cid: &str) -> (i32, String) {
-        let conf = format!(
-            r#"{{"cniVersion":"1.0.0","name":"r","type":"routed-cni","socket":"{}"}}"#,
-            self.agent(i).socket.display()
-        );
-        let path = pod.path();
-        let env = [
-            ("CNI_COMMAND", "ADD"),
-            ("CNI_CONTAINERID", cid),
-            ("CNI_NETNS", path.as_str()),
-            ("CNI_IFNAME", "eth0"),
-        ];
-        cni(self.node(i), &env, &conf)
+        common::cni_add(self.node(i), self.agent(i), pod, cid)
     }
 
     /// A new pod on node `i` (ADD must succeed): its namespace and address.

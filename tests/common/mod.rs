@@ -250,6 +250,27 @@ impl Netns {
         Netns { name }
     }
 
+    /// A node namespace wired into `hub`'s bridge: `eth0` (a veth whose other end, `port`, is a
+    /// port of `bridge` in `hub`) with `cidr`, and a default route via `gateway`.
+    pub fn node_on_bridge(
+        prefix: &str,
+        hub: &Netns,
+        port: &str,
+        bridge: &str,
+        cidr: &str,
+        gateway: &str,
+    ) -> Netns {
+        let node = Netns::new(prefix);
+        node.exec_ok(&[
+            "ip", "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", &hub.name,
+        ]);
+        hub.exec_ok(&["ip", "link", "set", port, "master", bridge, "up"]);
+        node.exec_ok(&["ip", "addr", "add", cidr, "dev", "eth0"]);
+        node.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+        node.exec_ok(&["ip", "route", "add", "default", "via", gateway]);
+        node
+    }
+
     pub fn path(&self) -> String {
         format!("/var/run/netns/{}", self.name)
     }
@@ -378,6 +399,43 @@ impl Drop for Agent {
 
 /// Calls routed-cni as libcni does: inside `node`, with the CNI_* environment and the
 /// configuration on stdin. Returns (exit code, stdout).
+/// CNI ADD of pod `cid` (namespace `pod`) through `agent`, run in `node`: (exit code, output).
+pub fn cni_add(node: &Netns, agent: &Agent, pod: &Netns, cid: &str) -> (i32, String) {
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"r","type":"routed-cni","socket":"{}"}}"#,
+        agent.socket.display()
+    );
+    let path = pod.path();
+    let env = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", cid),
+        ("CNI_NETNS", path.as_str()),
+        ("CNI_IFNAME", "eth0"),
+    ];
+    cni(node, &env, &conf)
+}
+
+/// A new pod namespace named from `prefix`, added through `agent` on `node` (ADD must
+/// succeed): the namespace and the pod's address.
+pub fn new_pod(prefix: &str, node: &Netns, agent: &Agent, cid: &str) -> (Netns, String) {
+    let pod = Netns::new(prefix);
+    let (code, out) = cni_add(node, agent, &pod, cid);
+    assert_eq!(code, 0, "ADD of {cid}: {out}");
+    let ip = pod_ip(&out);
+    (pod, ip)
+}
+
+/// The address of the first IP of a CNI ADD result.
+pub fn pod_ip(result: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(result).unwrap_or_else(|e| panic!("{e}: {result}"));
+    v["ips"][0]["address"]
+        .as_str()
+        .expect("CNI result has an address")
+        .trim_end_matches("/32")
+        .to_string()
+}
+
 pub fn cni(node: &Netns, env: &[(&str, &str)], conf: &str) -> (i32, String) {
     use std::io::Write;
     let mut cmd = Command::new("ip");
