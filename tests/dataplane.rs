@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{cni, run_ok, Agent, Netns};
+use common::{cni, run_ok, Agent, Netns, WAIT};
 use routed::ipam::Ipam;
 use routed::model::IpPool;
 use std::process::{Command, Stdio};
@@ -14,17 +14,10 @@ use std::time::{Duration, Instant};
 
 const NODE_IP: &str = "192.0.2.1";
 const EXTERNAL_IP: &str = "192.0.2.254";
-const WAIT: Duration = Duration::from_secs(60);
 
-fn wait_for(what: &str, deadline: Duration, mut check: impl FnMut() -> Result<(), String>) {
-    let until = Instant::now() + deadline;
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(e) if Instant::now() > until => panic!("{what}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
+/// Polls every 20 ms: the repairs these tests wait for are quick.
+fn poll(what: &str, deadline: Duration, check: impl FnMut() -> Result<(), String>) {
+    common::poll_until(what, deadline, Duration::from_millis(20), check)
 }
 
 struct Lab {
@@ -158,7 +151,7 @@ fn delete_and_time_repair(node: &Netns, del: &[&str], present: impl Fn() -> bool
     std::thread::sleep(Duration::from_millis(300));
     let start = Instant::now();
     node.exec_ok(del);
-    wait_for(
+    poll(
         &format!("{del:?} repaired"),
         Duration::from_secs(10),
         || {
@@ -274,7 +267,7 @@ async fn deleted_workload_and_blackhole_routes_come_back_and_foreign_routes_stay
     eprintln!("blackhole {blackhole} repaired {took:?} after `ip route del`");
 
     // The stale proto-230 route goes after the grace period (30 s; resync every 10 s) ...
-    wait_for(
+    poll(
         "stale proto-230 route removed",
         Duration::from_secs(90),
         || {
@@ -310,7 +303,7 @@ async fn deleted_workload_and_blackhole_routes_come_back_and_foreign_routes_stay
 
 fn wait_for_blackhole(node: &Netns) -> String {
     let mut found = String::new();
-    wait_for("a blackhole for the local block", WAIT, || {
+    poll("a blackhole for the local block", WAIT, || {
         let bh = routes(node, "231");
         match bh.lines().find_map(|l| {
             l.strip_prefix("blackhole ")
@@ -380,7 +373,7 @@ async fn nat_outgoing_masquerades_only_traffic_leaving_the_pools() {
     ]);
     let (pod_a, ip_a, _) = add_pod(&lab, "dp-nat-a");
     let (pod_b, ip_b, _) = add_pod(&lab, "dp-nat-b");
-    wait_for("the NAT pool in nftables", WAIT, || {
+    poll("the NAT pool in nftables", WAIT, || {
         let sets = lab
             .node
             .exec(&["nft", "list", "set", "inet", "routed", "nat_pools_v4"])
@@ -419,7 +412,7 @@ async fn nat_outgoing_masquerades_only_traffic_leaving_the_pools() {
         &["pool", "set", "natpods", "--nat-outgoing", "false"],
     );
     assert_eq!(code, 0, "{err}");
-    wait_for("the NAT pool removed from nftables", WAIT, || {
+    poll("the NAT pool removed from nftables", WAIT, || {
         let sets = lab
             .node
             .exec(&["nft", "list", "set", "inet", "routed", "nat_pools_v4"])
@@ -524,7 +517,7 @@ async fn can_reach_detection_picks_the_address_towards_the_target_and_readyz_rep
         ],
     );
     assert_eq!(code, 0, "{err}");
-    wait_for("pod MTU minus VXLAN", WAIT, || {
+    poll("pod MTU minus VXLAN", WAIT, || {
         let info: serde_json::Value = client.get("/v1/node").map_err(|e| e.to_string())?;
         if info["pod_mtu"] == 8950 {
             Ok(())

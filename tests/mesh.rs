@@ -3,23 +3,9 @@
 
 mod common;
 
-use common::{run_ok, Agent, Netns};
+use common::{run_ok, wait_for, Agent, Netns};
 use routed::ipam::Ipam;
 use routed::model::IpPool;
-use std::time::{Duration, Instant};
-
-const WAIT: Duration = Duration::from_secs(60);
-
-fn wait_for(what: &str, mut check: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_node_mesh_exchanges_blocks_and_carries_pod_traffic() {

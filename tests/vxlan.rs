@@ -10,24 +10,12 @@
 
 mod common;
 
-use common::{run_routectl, Agent, Netns};
+use common::{run_routectl, wait_for, Agent, Netns, WAIT};
 use routed::ipam::Ipam;
 use routed::model::{EncapMode, IpPool, Node};
 use std::time::{Duration, Instant};
 
-const WAIT: Duration = Duration::from_secs(60);
 const POOL: &str = "vx-pods";
-
-fn wait_for(what: &str, mut check: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
-}
 
 struct Pod {
     netns: Netns,

@@ -8,21 +8,8 @@ use crate::common::{self, Agent, Netns};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-pub const WAIT: Duration = Duration::from_secs(60);
-
-/// Polls `check` every 100 ms until it passes; panics with its last error after `WAIT`.
-pub fn wait_for(what: &str, mut check: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
+pub use common::wait_for;
 
 pub use common::pod_ip;
 

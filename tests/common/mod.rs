@@ -242,6 +242,31 @@ pub struct Netns {
     pub name: String,
 }
 
+/// How long the multi-node tests wait for convergence.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Polls `check` every `every` until it passes; panics with its last error after `deadline`.
+pub fn poll_until(
+    what: &str,
+    deadline: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Result<(), String>,
+) {
+    let until = Instant::now() + deadline;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(e) if Instant::now() > until => panic!("{what}: {e}"),
+            Err(_) => std::thread::sleep(every),
+        }
+    }
+}
+
+/// `poll_until` with `WAIT`, every 100 ms.
+pub fn wait_for(what: &str, check: impl FnMut() -> Result<(), String>) {
+    poll_until(what, WAIT, Duration::from_millis(100), check)
+}
+
 impl Netns {
     pub fn new(prefix: &str) -> Netns {
         let name = format!("{prefix}-{:x}", rand_suffix());
