@@ -14,6 +14,7 @@ pub mod calc;
 pub mod forward;
 pub mod health;
 pub mod nat;
+pub mod nexthops;
 pub mod node;
 pub mod repair;
 pub mod routing;

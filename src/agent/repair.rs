@@ -37,6 +37,7 @@ pub async fn signal(
                 while let Some(event) = monitor.next().await {
                     let ours = match &event {
                         RouteEvent::Deleted(r) => protocols.contains(&r.protocol),
+                        RouteEvent::NexthopDeleted(p) => protocols.contains(p),
                         RouteEvent::Overflow => true,
                         RouteEvent::Added(_) => false,
                     };

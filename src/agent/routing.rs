@@ -22,6 +22,7 @@
 //! removed because a read failed.
 
 use super::calc::{self, ClusterState};
+use super::nexthops::{Nexthops, Want};
 use super::AgentState;
 use crate::bgp::rib::SharedRib;
 use crate::bgp::speaker::{PeerSpec, SpeakerHandle};
@@ -33,7 +34,7 @@ use crate::netlink::{
 };
 use anyhow::Result;
 use ipnetwork::IpNetwork;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -228,6 +229,8 @@ pub async fn reconcile_routes(
                 while let Some(event) = monitor.next().await {
                     let repair = match event {
                         RouteEvent::Deleted(r) if ours.contains(&r.protocol) => Some(r.destination),
+                        // Routes that used a removed nexthop object went without a word each.
+                        RouteEvent::NexthopDeleted(p) if ours.contains(&p) => None,
                         RouteEvent::Overflow => None,
                         _ => continue,
                     };
@@ -261,6 +264,7 @@ pub async fn reconcile_routes(
             return;
         }
     };
+    let mut nexthops = Nexthops::start(&netlink, RouteProtocol::BGP).await;
     let started = Instant::now();
     let mut learned_settled = false;
     let mut ticker = tokio::time::interval(RESYNC_EVERY);
@@ -303,7 +307,15 @@ pub async fn reconcile_routes(
         let full_now = full_due && ((pending.is_empty() && changes.is_empty()) || waited_too_long);
         let result = if full_now {
             let began = Instant::now();
-            let result = resync(&netlink, &rib, &local, &encap, learned_settled).await;
+            let result = resync(
+                &netlink,
+                &mut nexthops,
+                &rib,
+                &local,
+                &encap,
+                learned_settled,
+            )
+            .await;
             // A scan of a big table is not free: keep its share of the time small.
             resync_every = RESYNC_EVERY.max(began.elapsed() * 50);
             last_full = Instant::now();
@@ -323,7 +335,7 @@ pub async fn reconcile_routes(
             pending.dedup();
             let rest = pending.split_off(pending.len().min(APPLY_CHUNK));
             let chunk = std::mem::replace(&mut pending, rest);
-            apply_prefixes(&netlink, &rib, &local, &encap, chunk).await
+            apply_prefixes(&netlink, &mut nexthops, &rib, &local, &encap, chunk).await
         };
         match result {
             Ok(changes) => {
@@ -421,9 +433,11 @@ fn desired_for(
     calc::learned_route(prefix, &hops, local, encap)
 }
 
-/// Programs the current desired route of each prefix (replace), or removes ours (delete).
+/// Programs the current desired route of each prefix (replace, with its nexthop object when
+/// it can have one), or removes ours (delete).
 async fn apply_prefixes(
     netlink: &KernelNetlink,
+    nexthops: &mut Nexthops,
     rib: &SharedRib,
     local: &BTreeSet<IpNetwork>,
     encap: &calc::EncapView,
@@ -437,6 +451,7 @@ async fn apply_prefixes(
             None => delete.push(any_kind(Route::unicast_key(prefix, RouteProtocol::BGP))),
         }
     }
+    nexthops.assign(netlink, &mut replace).await;
     program(netlink, replace, delete).await
 }
 
@@ -449,39 +464,56 @@ struct Scan {
     delete: Vec<(IpNetwork, RouteProtocol)>,
     /// Desired prefixes the kernel has a route of ours for (right or wrong).
     present: usize,
+    /// Nexthop objects our routes in the kernel use.
+    in_use: HashSet<u32>,
+}
+
+/// Whether the kernel's route is the one wanted: the same object, or (written without one)
+/// the same gateways. A route that could have an object but lacks it is rewritten.
+fn is_wanted(wanted: &Route, want: Want, actual: &Route) -> bool {
+    wanted.protocol == actual.protocol
+        && match want {
+            Want::Object(id) => actual.nexthop_id == Some(id),
+            Want::Missing => false,
+            Want::Plain => actual.nexthop_id.is_none() && signature(wanted) == signature(actual),
+        }
 }
 
 /// Diffs the kernel's routes of our protocols against the desired ones, without copying
 /// either table: the dump is compared route by route with the RIB, and desired routes the
 /// kernel lacks are looked for only when the counts say some are missing. Deletes what
-/// nothing wants (in chunks); returns the prefixes to re-apply, for the chunked incremental
-/// path, and the number of deletions.
+/// nothing wants (in chunks), then the nexthop objects no route uses; returns the prefixes to
+/// re-apply, for the chunked incremental path, and the number of deletions.
 async fn resync(
     netlink: &KernelNetlink,
+    nexthops: &mut Nexthops,
     rib: &SharedRib,
     local: &Arc<BTreeSet<IpNetwork>>,
     encap: &Arc<calc::EncapView>,
     allow_delete_learned: bool,
 ) -> Result<(Vec<IpNetwork>, usize)> {
     let mut scan = Scan::default();
+    nexthops.refresh(netlink).await;
     for protocol in [RouteProtocol::BLACKHOLE, RouteProtocol::BGP] {
         let (rib, local, encap) = (rib.clone(), local.clone(), encap.clone());
+        let view = nexthops.view();
         scan = netlink
             .scan_routes(
                 RouteFilter::protocol(protocol),
                 scan,
-                move |scan, actual| match desired_for(actual.destination, &rib, &local, &encap) {
-                    Some(wanted) => {
-                        scan.present += 1;
-                        if wanted.protocol != actual.protocol
-                            || signature(&wanted) != signature(&actual)
-                        {
-                            scan.fix.push(actual.destination);
+                move |scan, actual| {
+                    scan.in_use.extend(actual.nexthop_id);
+                    match desired_for(actual.destination, &rib, &local, &encap) {
+                        Some(wanted) => {
+                            scan.present += 1;
+                            if !is_wanted(&wanted, view.want(&wanted), &actual) {
+                                scan.fix.push(actual.destination);
+                            }
                         }
-                    }
-                    None => {
-                        if actual.protocol != RouteProtocol::BGP || allow_delete_learned {
-                            scan.delete.push((actual.destination, actual.protocol));
+                        None => {
+                            if actual.protocol != RouteProtocol::BGP || allow_delete_learned {
+                                scan.delete.push((actual.destination, actual.protocol));
+                            }
                         }
                     }
                 },
@@ -514,6 +546,7 @@ async fn resync(
             .collect();
         deleted += program(netlink, Vec::new(), keys).await?;
     }
+    nexthops.collect_garbage(netlink, &scan.in_use).await;
     Ok((scan.fix, deleted))
 }
 

@@ -22,6 +22,7 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
 use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE};
+use rtnetlink::packet_route::route::RouteFlags;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
 use rtnetlink::sys::{Socket, SocketAddr};
@@ -29,10 +30,13 @@ use rtnetlink::sys::{Socket, SocketAddr};
 use super::error::{NetlinkError, Operation, Result};
 use super::message::{
     ext_ack_message, request_message, route_delete_message, route_dump_message, route_from_message,
-    route_message,
+    route_get_message, route_message,
 };
+use super::nexthop::{self, Nexthop, NexthopSpec};
+use super::proto::RouteProtocol;
 use super::types::{BatchFailure, BatchReport, Family, Route, RouteFilter};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP};
+use std::net::IpAddr;
 
 /// Requests per datagram are capped by size; 64 KiB is well under the default socket send
 /// buffer and holds ~1,400 simple routes.
@@ -68,6 +72,13 @@ pub struct BatchSocket {
 }
 
 impl BatchSocket {
+    /// The next request's sequence number.
+    fn take_sequence(&mut self) -> u32 {
+        let sequence = self.next_sequence;
+        self.next_sequence = sequence.wrapping_add(1);
+        sequence
+    }
+
     /// Opens the socket in the calling thread's namespace (call inside `run_in_netns`).
     pub fn open() -> io::Result<BatchSocket> {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
@@ -189,10 +200,7 @@ fn scan_family(
     filter: &RouteFilter,
     visit: &mut dyn FnMut(Route),
 ) -> Result<()> {
-    let op = Operation::ListRoutes;
-    let target = || format!("{filter:?}");
-    let sequence = socket.next_sequence;
-    socket.next_sequence = sequence.wrapping_add(1);
+    let sequence = socket.take_sequence();
     let request = request_message(
         RouteNetlinkMessage::GetRoute(route_dump_message(family, filter)),
         NLM_F_DUMP,
@@ -200,9 +208,53 @@ fn scan_family(
     );
     let mut bytes = vec![0; request.buffer_len()];
     request.serialize(&mut bytes);
+    let target = || format!("{filter:?}");
+    exchange(
+        socket,
+        &bytes,
+        Operation::ListRoutes,
+        &target,
+        &mut |message| {
+            if let Some(route) = parse_route(message, false) {
+                if filter.matches(&route) {
+                    visit(route);
+                }
+            }
+        },
+    )
+}
+
+/// The route an RTM_NEWROUTE message (header included) describes. A lookup's answer is
+/// flagged as a cache clone: `lookup` takes it anyway.
+fn parse_route(message: &[u8], lookup: bool) -> Option<Route> {
+    let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(message).ok()?;
+    match parsed.payload {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(mut route)) => {
+            if lookup {
+                route.header.flags.remove(RouteFlags::Cloned);
+            }
+            route_from_message(&route)
+        }
+        _ => None,
+    }
+}
+
+/// Sends one request (its sequence number already in it) and reads the answers until
+/// NLMSG_DONE (a dump) or the request's acknowledgement, handing every other message of that
+/// sequence, header included, to `visit`. A kernel error ends the exchange as an error.
+fn exchange(
+    socket: &mut BatchSocket,
+    request: &[u8],
+    op: Operation,
+    target: &dyn Fn() -> String,
+    visit: &mut dyn FnMut(&[u8]),
+) -> Result<()> {
+    let sequence = request
+        .get(8..12)
+        .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
     socket
         .socket
-        .send(&bytes, 0)
+        .send(request, 0)
         .map_err(|source| NetlinkError::from_io(op, target(), source))?;
     let mut buffer: Vec<u8> = Vec::with_capacity(256 * 1024);
     loop {
@@ -251,24 +303,98 @@ fn scan_family(
                         );
                         return Err(NetlinkError::from_errno(op, target(), -code, text));
                     }
+                    return Ok(()); // the acknowledgement
                 }
-                _ => {
-                    if let Ok(parsed) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(message)
-                    {
-                        if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route)) =
-                            parsed.payload
-                        {
-                            if let Some(route) = route_from_message(&route) {
-                                if filter.matches(&route) {
-                                    visit(route);
-                                }
-                            }
-                        }
-                    }
-                }
+                _ => visit(message),
             }
         }
     }
+}
+
+/// Every nexthop object of the namespace (an empty list on a kernel without them is an error:
+/// the dump request itself fails).
+pub async fn run_nexthop_dump(socket: Arc<Mutex<BatchSocket>>) -> Result<Vec<Nexthop>> {
+    on_blocking_pool(socket, Operation::ListNexthops, |socket| {
+        let request = nexthop::dump_request(socket.take_sequence());
+        let mut found = Vec::new();
+        exchange(
+            socket,
+            &request,
+            Operation::ListNexthops,
+            &|| "all".into(),
+            &mut |message| found.extend(nexthop::parse(message)),
+        )?;
+        Ok(found)
+    })
+    .await
+}
+
+/// Creates nexthop object `id` (AlreadyExists when the id is taken).
+pub async fn run_nexthop_create(
+    socket: Arc<Mutex<BatchSocket>>,
+    id: u32,
+    protocol: RouteProtocol,
+    spec: NexthopSpec,
+) -> Result<()> {
+    on_blocking_pool(socket, Operation::CreateNexthop, move |socket| {
+        let request = nexthop::create_request(id, protocol, &spec, socket.take_sequence());
+        let target = || format!("id {id} {spec:?}");
+        exchange(
+            socket,
+            &request,
+            Operation::CreateNexthop,
+            &target,
+            &mut |_| {},
+        )
+    })
+    .await
+}
+
+/// Deletes nexthop object `id` (and, in the kernel, every route that uses it).
+pub async fn run_nexthop_delete(socket: Arc<Mutex<BatchSocket>>, id: u32) -> Result<()> {
+    on_blocking_pool(socket, Operation::DeleteNexthop, move |socket| {
+        let request = nexthop::delete_request(id, socket.take_sequence());
+        let target = || format!("id {id}");
+        exchange(
+            socket,
+            &request,
+            Operation::DeleteNexthop,
+            &target,
+            &mut |_| {},
+        )
+    })
+    .await
+}
+
+/// The route the kernel would use towards `address` (`ip route get`), with its output device.
+pub async fn run_route_get(
+    socket: Arc<Mutex<BatchSocket>>,
+    address: IpAddr,
+) -> Result<Option<Route>> {
+    on_blocking_pool(socket, Operation::GetRoute, move |socket| {
+        let request = request_message(
+            RouteNetlinkMessage::GetRoute(route_get_message(address)),
+            NLM_F_ACK,
+            socket.take_sequence(),
+        );
+        let mut bytes = vec![0; request.buffer_len()];
+        request.serialize(&mut bytes);
+        let mut found = None;
+        let target = || address.to_string();
+        exchange(
+            socket,
+            &bytes,
+            Operation::GetRoute,
+            &target,
+            &mut |message| {
+                if found.is_none() {
+                    found = parse_route(message, true);
+                }
+            },
+        )?;
+        Ok(found)
+    })
+    .await
 }
 
 /// Serializes one route request into `buffer`.

@@ -11,8 +11,9 @@
 use std::fmt;
 use std::path::PathBuf;
 
-/// Every operation of the [`Netlink`](super::Netlink) trait, by name. Errors carry one, and the
-/// fake injects failures per operation (tests loop over [`Operation::ALL`]).
+/// Every operation of the [`Netlink`](super::Netlink) trait, by name, and the kernel-only ones
+/// of [`KernelNetlink`](super::KernelNetlink) (nexthop objects, route lookup). Errors carry one,
+/// and the fake injects failures per trait operation (tests loop over [`Operation::ALL`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Operation {
     LinkByName,
@@ -44,10 +45,23 @@ pub enum Operation {
     SetLinkDown,
     SetLinkMtu,
     DeleteAddress,
+    ListNexthops,
+    CreateNexthop,
+    DeleteNexthop,
+    GetRoute,
 }
 
 impl Operation {
-    /// All operations, for tests that inject a failure into each in turn.
+    /// Operations of [`KernelNetlink`](super::KernelNetlink) only (not in the trait, so not in
+    /// the fake).
+    pub const KERNEL_ONLY: [Operation; 4] = [
+        Operation::ListNexthops,
+        Operation::CreateNexthop,
+        Operation::DeleteNexthop,
+        Operation::GetRoute,
+    ];
+
+    /// All operations of the trait, for tests that inject a failure into each in turn.
     pub const ALL: [Operation; 29] = [
         Operation::LinkByName,
         Operation::CreateVeth,
@@ -112,6 +126,10 @@ impl Operation {
             Operation::SetLinkDown => "set_link_down",
             Operation::SetLinkMtu => "set_link_mtu",
             Operation::DeleteAddress => "delete_address",
+            Operation::ListNexthops => "list_nexthops",
+            Operation::CreateNexthop => "create_nexthop",
+            Operation::DeleteNexthop => "delete_nexthop",
+            Operation::GetRoute => "get_route",
         }
     }
 }
@@ -285,9 +303,13 @@ mod unit_tests {
 
     #[test]
     fn every_operation_has_a_distinct_name() {
-        let mut names: Vec<_> = Operation::ALL.iter().map(|op| op.name()).collect();
+        let all = Operation::ALL.iter().chain(&Operation::KERNEL_ONLY);
+        let mut names: Vec<_> = all.map(|op| op.name()).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), Operation::ALL.len());
+        assert_eq!(
+            names.len(),
+            Operation::ALL.len() + Operation::KERNEL_ONLY.len()
+        );
     }
 }

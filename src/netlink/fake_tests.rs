@@ -88,6 +88,11 @@ async fn call(netlink: &dyn Netlink, op: Operation, ifindex: u32) -> Option<Netl
             .delete_address(ifindex, net("10.9.9.9/32"))
             .await
             .err(),
+        // Kernel-only operations: not in the trait, not in `Operation::ALL`.
+        Operation::ListNexthops
+        | Operation::CreateNexthop
+        | Operation::DeleteNexthop
+        | Operation::GetRoute => unreachable!("{op} is not a trait operation"),
     }
 }
 

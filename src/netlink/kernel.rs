@@ -31,7 +31,10 @@ use rtnetlink::sys::{Socket, TokioSocket};
 use rtnetlink::{Handle, LinkIpIp, LinkMessageBuilder, LinkUnspec, LinkVxlan};
 use tokio::task::JoinHandle;
 
-use super::batch::{run_batch, run_scan, BatchKind, BatchSocket};
+use super::batch::{
+    run_batch, run_nexthop_create, run_nexthop_delete, run_nexthop_dump, run_route_get, run_scan,
+    BatchKind, BatchSocket,
+};
 use super::error::{NetlinkError, Operation, Result};
 use super::message::{
     address_from_message, address_message, ext_ack_message, fdb_from_message, fdb_message,
@@ -40,6 +43,7 @@ use super::message::{
 };
 use super::monitor::{attach_deletion_filter, open_monitor_socket, start_watch, RouteWatch};
 use super::netns::{run_in_netns_async, NetnsRef};
+use super::nexthop::{Nexthop, NexthopSpec};
 use super::sysctl;
 use super::types::{
     BatchReport, Family, FdbEntry, LinkInfo, MacAddr, Neighbour, Route, RouteFilter, VxlanSpec,
@@ -125,6 +129,33 @@ impl KernelNetlink {
         F: FnMut(&mut S, Route) + Send + 'static,
     {
         run_scan(self.batch.clone(), filter, state, visit).await
+    }
+
+    /// Every kernel nexthop object of the namespace (fails on a kernel without them).
+    pub async fn nexthops(&self) -> Result<Vec<Nexthop>> {
+        run_nexthop_dump(self.batch.clone()).await
+    }
+
+    /// Creates nexthop object `id` of `protocol` ([`NetlinkError::AlreadyExists`] when the id
+    /// is taken; an existing object is never overwritten).
+    pub async fn create_nexthop(
+        &self,
+        id: u32,
+        protocol: RouteProtocol,
+        spec: NexthopSpec,
+    ) -> Result<()> {
+        run_nexthop_create(self.batch.clone(), id, protocol, spec).await
+    }
+
+    /// Deletes nexthop object `id`; the kernel removes the routes using it, silently.
+    pub async fn delete_nexthop(&self, id: u32) -> Result<()> {
+        run_nexthop_delete(self.batch.clone(), id).await
+    }
+
+    /// The route the kernel would take to `address` (`ip route get`); `None` when it answered
+    /// with nothing routable.
+    pub async fn route_get(&self, address: IpAddr) -> Result<Option<Route>> {
+        run_route_get(self.batch.clone(), address).await
     }
 
     /// The namespace this handle operates in; `None` for the caller's own.
@@ -213,7 +244,7 @@ impl KernelNetlink {
             .as_ref()
             .map_or("current namespace".into(), |n| n.to_string());
         let open = move || {
-            let socket = open_monitor_socket()?;
+            let socket = open_monitor_socket(deletions_of.is_some())?;
             if let Some(protocols) = &deletions_of {
                 attach_deletion_filter(&socket, protocols)?;
             }

@@ -192,6 +192,12 @@ pub fn route_message(route: &Route) -> RouteMessage {
     if route.onlink {
         message.header.flags |= RouteFlags::Onlink;
     }
+    if let Some(id) = route.nexthop_id {
+        // The object carries gateway, device and flags; the kernel refuses them beside it.
+        message.header.flags = RouteFlags::empty();
+        message.attributes.push(RouteAttribute::NhId(id));
+        return message;
+    }
     if let Some(gateway) = route.gateway {
         message
             .attributes
@@ -229,6 +235,21 @@ fn packet_next_hop(hop: &NextHop) -> RouteNextHop {
     packet
 }
 
+/// RTM_GETROUTE for one address (`ip route get`): the kernel answers with the route it would
+/// use, output device included.
+pub fn route_get_message(address: IpAddr) -> RouteMessage {
+    let mut message = RouteMessage::default();
+    message.header.address_family = address_family(match address {
+        IpAddr::V4(_) => Family::V4,
+        IpAddr::V6(_) => Family::V6,
+    });
+    message.header.destination_prefix_length = if address.is_ipv4() { 32 } else { 128 };
+    message
+        .attributes
+        .push(RouteAttribute::Destination(route_address(address)));
+    message
+}
+
 /// RTM_GETROUTE dump request for one family, carrying the filter so a strict-checking kernel
 /// filters on its side (the caller filters again: older kernels ignore the header).
 pub fn route_dump_message(family: Family, filter: &RouteFilter) -> RouteMessage {
@@ -260,6 +281,7 @@ pub fn route_from_message(message: &RouteMessage) -> Option<Route> {
     let mut gateway = None;
     let mut output_ifindex = None;
     let mut multipath = Vec::new();
+    let mut nexthop_id = None;
     for attribute in &message.attributes {
         match attribute {
             RouteAttribute::Table(t) => table = *t,
@@ -268,6 +290,7 @@ pub fn route_from_message(message: &RouteMessage) -> Option<Route> {
             RouteAttribute::Gateway(address) => gateway = ip_of_route_address(address),
             RouteAttribute::Oif(index) => output_ifindex = Some(*index),
             RouteAttribute::MultiPath(hops) => multipath = hops.iter().map(next_hop).collect(),
+            RouteAttribute::NhId(id) => nexthop_id = Some(*id),
             _ => {}
         }
     }
@@ -293,6 +316,7 @@ pub fn route_from_message(message: &RouteMessage) -> Option<Route> {
         gateway,
         onlink: header.flags.contains(RouteFlags::Onlink),
         multipath,
+        nexthop_id,
     })
 }
 

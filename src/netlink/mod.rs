@@ -10,6 +10,7 @@
 //!  │   requests ── rtnetlink Handle (one socket, acked, async)               │
 //!  │   batches ─── batch.rs: raw socket, many RTM_NEWROUTE per sendmsg       │
 //!  │   events ──── monitor.rs: RTNLGRP_IPV4/IPV6_ROUTE multicast socket       │
+//!  │   nexthops ── nexthop.rs: kernel nexthop objects (on the batch socket)   │
 //!  │   sysctls ─── sysctl.rs (/proc/sys/net, in the handle's namespace)      │
 //!  └──────────────────────────┬─────────────────────────────────────────────┘
 //!                             ▼  sockets opened inside the target netns (netns.rs)
@@ -32,6 +33,7 @@ mod kernel;
 mod message;
 mod monitor;
 pub mod netns;
+mod nexthop;
 pub mod proto;
 pub mod sysctl;
 mod types;
@@ -49,6 +51,7 @@ pub use fake::FakeNetlink;
 pub use kernel::KernelNetlink;
 pub use monitor::{RouteWatch, SharedDeletions};
 pub use netns::{run_in_netns, run_in_netns_async, NetnsRef};
+pub use nexthop::{Nexthop, NexthopSpec};
 pub use proto::RouteProtocol;
 pub use types::{
     BatchFailure, BatchReport, Family, FdbEntry, LinkInfo, MacAddr, Neighbour, NextHop, Route,

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::message::route_from_message;
+use super::nexthop::{self, RTM_DELNEXTHOP, RTNLGRP_NEXTHOP};
 use super::types::RouteEvent;
 
 const RTNLGRP_IPV4_ROUTE: u32 = 7;
@@ -91,6 +92,9 @@ impl SharedDeletions {
                     Ok(RouteEvent::Deleted(route)) if protocols.contains(&route.protocol) => {
                         RouteEvent::Deleted(route)
                     }
+                    Ok(RouteEvent::NexthopDeleted(protocol)) if protocols.contains(&protocol) => {
+                        RouteEvent::NexthopDeleted(protocol)
+                    }
                     Ok(RouteEvent::Overflow) | Err(RecvError::Lagged(_)) => RouteEvent::Overflow,
                     Ok(_) => continue,
                     Err(RecvError::Closed) => return,
@@ -115,11 +119,18 @@ impl Drop for RouteWatch {
     }
 }
 
-/// Opens the multicast socket in the calling thread's namespace (call inside `run_in_netns`).
-pub fn open_monitor_socket() -> io::Result<Socket> {
+/// Opens the multicast socket in the calling thread's namespace (call inside `run_in_netns`);
+/// with `nexthops`, it also joins the nexthop-object group (a kernel without nexthop objects
+/// just has no such group to join).
+pub fn open_monitor_socket(nexthops: bool) -> io::Result<Socket> {
     let mut socket = Socket::new(NETLINK_ROUTE)?;
     let groups = (1 << (RTNLGRP_IPV4_ROUTE - 1)) | (1 << (RTNLGRP_IPV6_ROUTE - 1));
     socket.bind(&SocketAddr::new(0, groups))?;
+    if nexthops {
+        if let Err(error) = socket.add_membership(RTNLGRP_NEXTHOP) {
+            tracing::debug!(%error, "no nexthop notifications on this kernel");
+        }
+    }
     let size = RECEIVE_BUFFER_BYTES;
     // SAFETY: `size` is a live c_int and its size is passed alongside.
     let forced = unsafe {
@@ -138,17 +149,17 @@ pub fn open_monitor_socket() -> io::Result<Socket> {
     Ok(socket)
 }
 
-/// Makes the kernel deliver to `socket` only RTM_DELROUTE notifications of `protocols` (a
-/// classic BPF socket filter over the netlink header and `rtmsg`): everything else is dropped
-/// before it is queued, so a repair loop is not woken a million times while a full table is
-/// installed.
+/// Makes the kernel deliver to `socket` only RTM_DELROUTE and RTM_DELNEXTHOP notifications of
+/// `protocols` (a classic BPF socket filter over the netlink header and `rtmsg` / `nhmsg`):
+/// everything else is dropped before it is queued, so a repair loop is not woken a million
+/// times while a full table is installed.
 pub fn attach_deletion_filter(socket: &Socket, protocols: &[u8]) -> io::Result<()> {
     const RTM_DELROUTE: u16 = 25;
     // `ldh` loads in network byte order; nlmsg_type is in host order.
-    let delroute = u32::from(u16::from_be_bytes(RTM_DELROUTE.to_ne_bytes()));
+    let wire = |message_type: u16| u32::from(u16::from_be_bytes(message_type.to_ne_bytes()));
     let count = u8::try_from(protocols.len())
         .ok()
-        .filter(|n| *n < 200)
+        .filter(|n| *n < 100)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "too many protocols"))?;
     let stmt = |code: u32, k: u32| libc::sock_filter {
         code: code as u16,
@@ -168,19 +179,28 @@ pub fn attach_deletion_filter(socket: &Socket, protocols: &[u8]) -> io::Result<(
         libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
         libc::BPF_RET | libc::BPF_K,
     );
-    // nlmsg_type at offset 4; rtm_protocol at 16 (nlmsghdr) + 5.
+    // Loads the protocol byte at `offset`, accepts when it is one of `protocols`, else drops.
+    let protocol_block = |offset: u32| {
+        let mut block = vec![stmt(ld_b, offset)];
+        for (i, protocol) in protocols.iter().enumerate() {
+            // Match: jump over the remaining comparisons and "drop" to "accept".
+            block.push(jump(jeq, u32::from(*protocol), count - i as u8, 0));
+        }
+        block.push(stmt(ret, 0)); // drop
+        block.push(stmt(ret, u32::MAX)); // accept
+        block
+    };
+    // rtm_protocol at 16 (nlmsghdr) + 5; nh_protocol at 16 + 2.
+    let routes = protocol_block(21);
+    let nexthops = protocol_block(18);
     let mut program = vec![
-        stmt(ld_h, 4),
-        jump(jeq, delroute, 0, count + 1), // not a deletion: to "drop"
-        stmt(ld_b, 21),
+        stmt(ld_h, 4),                                              // nlmsg_type
+        jump(jeq, wire(RTM_DELROUTE), 2, 0),                        // → routes
+        jump(jeq, wire(RTM_DELNEXTHOP), 1 + routes.len() as u8, 0), // → nexthops
+        stmt(ret, 0),                                               // anything else: drop
     ];
-    for (i, protocol) in protocols.iter().enumerate() {
-        // Match: jump over the remaining comparisons and "drop" to "accept".
-        let left = count - 1 - i as u8;
-        program.push(jump(jeq, u32::from(*protocol), left + 1, 0));
-    }
-    program.push(stmt(ret, 0)); // drop
-    program.push(stmt(ret, u32::MAX)); // accept
+    program.extend(routes);
+    program.extend(nexthops);
     let fprog = libc::sock_fprog {
         len: program.len() as u16,
         filter: program.as_mut_ptr(),
@@ -259,6 +279,11 @@ pub fn decode_datagram(datagram: &[u8]) -> Vec<RouteEvent> {
             tracing::warn!(length, "route monitor: truncated message");
             break;
         };
+        offset += (length + 3) & !3;
+        if u16::from_ne_bytes([bytes[4], bytes[5]]) == RTM_DELNEXTHOP {
+            events.extend(nexthop::parse(bytes).map(|n| RouteEvent::NexthopDeleted(n.protocol)));
+            continue;
+        }
         match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
             Ok(message) => {
                 if let NetlinkPayload::InnerMessage(inner) = message.payload {
@@ -275,7 +300,6 @@ pub fn decode_datagram(datagram: &[u8]) -> Vec<RouteEvent> {
             }
             Err(error) => tracing::warn!(%error, "route monitor: undecodable message"),
         }
-        offset += (length + 3) & !3;
     }
     events
 }

@@ -658,3 +658,90 @@ async fn e2e_missing_netns_is_netns_not_found() {
         "nothing left behind"
     );
 }
+
+#[tokio::test]
+async fn e2e_nexthop_objects_carry_routes_and_their_deletion_is_reported() {
+    if !e2e_enabled("e2e_nexthop_objects_carry_routes_and_their_deletion_is_reported") {
+        return;
+    }
+    let ns = TestNetns::create();
+    let netlink = ns.netlink().await;
+    let dev = ns.device(&netlink, "d0").await;
+    ns.ip(&["addr", "add", "10.66.0.1/24", "dev", "d0"]);
+    let gateway: IpAddr = "10.66.0.2".parse().unwrap();
+    // `ip route get`: the gateway is on d0, directly.
+    let found = netlink.route_get(gateway).await.unwrap().unwrap();
+    assert_eq!((found.output_ifindex, found.gateway), (Some(dev), None));
+    let spec = NexthopSpec::Gateway {
+        gateway,
+        ifindex: dev,
+        onlink: false,
+    };
+    netlink
+        .create_nexthop(500, RouteProtocol::BGP, spec.clone())
+        .await
+        .unwrap();
+    // An id in use is refused, never overwritten.
+    let again = netlink
+        .create_nexthop(500, RouteProtocol::BGP, spec.clone())
+        .await
+        .unwrap_err();
+    assert!(again.is_already_exists(), "{again}");
+    let group = NexthopSpec::Group(vec![(500, 1)]);
+    netlink
+        .create_nexthop(501, RouteProtocol::BGP, group.clone())
+        .await
+        .unwrap();
+    let listed = netlink.nexthops().await.unwrap();
+    let find = |id| listed.iter().find(|n| n.id == id).cloned();
+    assert_eq!(find(500).and_then(|n| n.spec), Some(spec));
+    assert_eq!(
+        find(501).map(|n| (n.protocol, n.spec)),
+        Some((RouteProtocol::BGP, Some(group)))
+    );
+    let shown = ns.ip(&["nexthop", "show", "id", "500"]);
+    assert!(shown.contains("via 10.66.0.2 dev d0"), "{shown}");
+
+    // A route written with the object: the kernel reports the id and, for compatibility, the
+    // gateway and device it stands for.
+    let mut route = Route::via(net("10.67.0.0/26"), gateway, None, RouteProtocol::BGP);
+    route.nexthop_id = Some(500);
+    let report = netlink
+        .replace_routes_batch(&[route.clone()])
+        .await
+        .unwrap();
+    assert_eq!(report.succeeded, 1, "{:?}", report.failures);
+    let text = ns.ip(&["route", "show", "10.67.0.0/26"]);
+    assert!(
+        text.contains("nhid 500") && text.contains("via 10.66.0.2 dev d0"),
+        "{text}"
+    );
+    let scanned = netlink
+        .scan_routes(
+            RouteFilter::protocol(RouteProtocol::BGP),
+            Vec::new(),
+            |all, r| all.push(r),
+        )
+        .await
+        .unwrap();
+    assert_eq!(scanned.len(), 1);
+    assert_eq!(scanned[0].nexthop_id, Some(500));
+    assert_eq!(scanned[0].gateway, Some(gateway));
+
+    // Deleting the object takes the route with it, with no RTM_DELROUTE: the deletion monitor
+    // reports the object of our protocol instead (after the group that used it).
+    let mut watch = netlink
+        .watch_route_deletions(&[RouteProtocol::BGP])
+        .await
+        .unwrap();
+    netlink.delete_nexthop(500).await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("nexthop event within 5 s")
+        .expect("monitor still running");
+    assert_eq!(event, RouteEvent::NexthopDeleted(RouteProtocol::BGP));
+    let text = ns.ip(&["route", "show", "10.67.0.0/26"]);
+    assert!(text.trim().is_empty(), "{text}");
+    let gone = netlink.delete_nexthop(500).await.unwrap_err();
+    assert!(gone.is_not_found(), "{gone}");
+}

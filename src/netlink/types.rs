@@ -193,6 +193,10 @@ pub struct Route {
     pub onlink: bool,
     /// ECMP next hops; when non-empty, `gateway` and `output_ifindex` are `None`.
     pub multipath: Vec<NextHop>,
+    /// A kernel nexthop object (`nhid N`). When set, a route is written with it instead of its
+    /// gateway, device and multipath hops (which then only describe it); the kernel reports
+    /// both.
+    pub nexthop_id: Option<u32>,
 }
 
 impl Route {
@@ -208,6 +212,7 @@ impl Route {
             gateway: None,
             onlink: false,
             multipath: Vec::new(),
+            nexthop_id: None,
         }
     }
 
@@ -383,6 +388,9 @@ pub enum RouteEvent {
     Added(Route),
     /// RTM_DELROUTE: a route went away (by anyone, including the link going down).
     Deleted(Route),
+    /// RTM_DELNEXTHOP of a nexthop object of this protocol: the kernel removed every route using
+    /// it without an RTM_DELROUTE each, so the owner must resync.
+    NexthopDeleted(RouteProtocol),
     /// The kernel dropped notifications (ENOBUFS): the receiver must resync from a full list.
     Overflow,
 }
