@@ -299,11 +299,12 @@ converged() {
     for i in $(seq 1 $NODES); do
         local routes
         routes=$(ip -n "$(node_ns "$i")" -4 route show proto 232)
-        grep -q "^$EXT_NET.0/24 via $RACK.254" <<<"$routes" || return 1
+        # Learned routes use kernel nexthop objects: "PREFIX nhid N via GW dev IF ...".
+        grep -Eq "^$EXT_NET.0/24 (nhid [0-9]+ )?via $RACK.254 " <<<"$routes" || return 1
         for j in $(seq 1 $NODES); do
             [ "$i" = "$j" ] && continue
             for b in $(jq -r ".[] | select(.affinity == \"node-$j\") | .cidr" <<<"$blocks"); do
-                grep -q "^$b via $RACK.$j " <<<"$routes" || return 1
+                grep -Eq "^$b (nhid [0-9]+ )?via $RACK.$j " <<<"$routes" || return 1
             done
         done
     done

@@ -69,8 +69,8 @@ async fn three_node_mesh_exchanges_blocks_and_carries_pod_traffic() {
                             continue;
                         }
                         for block in blocks_of(&blocks, &format!("node-{}", j + 1)) {
-                            let want = format!("{block} via 10.100.0.{} dev eth0", j + 1);
-                            if !routes.contains(&want) {
+                            let want = format!("via 10.100.0.{} dev eth0", j + 1);
+                            if !common::routes_via(&routes, &block, &want) {
                                 return Err(format!("missing {want:?} in:\n{routes}"));
                             }
                         }
@@ -140,6 +140,34 @@ async fn three_node_mesh_exchanges_blocks_and_carries_pod_traffic() {
     nodes[1].exec_ok(&["ip", "route", "del", &block, "proto", "232"]);
     expect_routes(blocks.clone());
 
+    // Learned routes are written with kernel nexthop objects of routed's BGP protocol, one per
+    // next hop (node-2 learns from node-1 and node-3). Flushing the objects by hand drops their
+    // routes without an RTM_DELROUTE each; the RTM_DELNEXTHOP brings objects and routes back.
+    let objects = |node: &Netns| node.exec(&["ip", "nexthop", "show", "protocol", "232"]).1;
+    let learned = nodes[1]
+        .exec(&["ip", "-4", "route", "show", "proto", "232"])
+        .1;
+    assert!(
+        !learned.trim().is_empty() && learned.lines().all(|l| l.contains(" nhid ")),
+        "{learned}"
+    );
+    let before = objects(&nodes[1]);
+    assert_eq!(before.lines().count(), 2, "{before}");
+    for gateway in ["10.100.0.1", "10.100.0.3"] {
+        assert!(
+            before.contains(&format!("via {gateway} dev eth0")),
+            "{before}"
+        );
+    }
+    nodes[1].exec_ok(&["ip", "nexthop", "flush"]);
+    expect_routes(blocks.clone());
+    wait_for("node-2 recreates its nexthop objects", || {
+        match objects(&nodes[1]).lines().count() {
+            2 => Ok(()),
+            n => Err(format!("{n} objects")),
+        }
+    });
+
     // Mesh off: every session ends and every learned route leaves the kernel (withdrawals take
     // the incremental path); mesh on: they all come back.
     let routectl = common::routectl();
@@ -158,6 +186,11 @@ async fn three_node_mesh_exchanges_blocks_and_carries_pod_traffic() {
             }
         });
     }
+    // Objects no route uses go at the next full resync.
+    wait_for("node-2 deletes its unused nexthop objects", || {
+        let left = objects(&nodes[1]);
+        left.trim().is_empty().then_some(()).ok_or(left)
+    });
     run_ok(
         routectl,
         &["--datastore", &url, "config", "set", "--mesh", "on"],

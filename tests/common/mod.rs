@@ -267,6 +267,16 @@ pub fn wait_for(what: &str, check: impl FnMut() -> Result<(), String>) {
     poll_until(what, WAIT, Duration::from_millis(100), check)
 }
 
+/// True when `ip route` output has a route for `prefix` whose next hop reads `via` ("via GW dev
+/// IF"). Learned routes are written with kernel nexthop objects, shown as
+/// "PREFIX nhid N via GW dev IF ...", so the check does not depend on the `nhid` part.
+pub fn routes_via(routes: &str, prefix: &str, via: &str) -> bool {
+    let start = format!("{prefix} ");
+    routes
+        .lines()
+        .any(|line| line.starts_with(&start) && line.contains(&format!(" {via}")))
+}
+
 impl Netns {
     pub fn new(prefix: &str) -> Netns {
         let name = format!("{prefix}-{:x}", rand_suffix());
