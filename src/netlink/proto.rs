@@ -9,7 +9,7 @@
 //! |--------|--------------|----------------------------------------------------------|--------------|
 //! | 230    | `routed-wl`  | workload `/32` (`/128`) to a pod's host veth, scope link | CNI plugin, route reconciler |
 //! | 231    | `routed-bh`  | blackhole for each local IPAM block                      | route reconciler |
-//! | 232    | `routed-bgp` | prefixes learned over BGP: `via NH`, or `via NH dev tunl0 onlink` (IPIP) | route reconciler (from the BGP RIB) |
+//! | 232    | `routed-bgp` | prefixes learned over BGP: `nhid N` (a nexthop object `via NH dev IF`, same protocol), or `via NH dev tunl0 onlink` (IPIP) | route reconciler (from the BGP RIB) |
 //! | 233    | `routed-tun` | VXLAN pools' blocks from the datastore: `via VTEP dev vxlan.routed onlink`, or `via NH` (CrossSubnet, same subnet) | tunnel manager |
 //!
 //! Why 230–233: they collide with nothing in iproute2's `/etc/iproute2/rt_protos` (0–4 kernel
