@@ -96,12 +96,16 @@ impl Ipam {
     ) -> Result<(), IpamError> {
         self.warm_cache(cache, &req.node).await?;
         let mut refreshed = false;
+        // Rounds that were not lost races (claims, refreshes, progress); lost races have their
+        // own budget.
         let mut attempts = 0;
+        let mut races = super::Races::new();
+        let what = || format!("allocation for {}", req.handle);
         while got.len() < req.count {
             attempts += 1;
             if attempts > MAX_ATTEMPTS {
                 return Err(IpamError::TooManyRetries {
-                    what: format!("allocation for {}", req.handle),
+                    what: what(),
                     attempts,
                 });
             }
@@ -110,7 +114,10 @@ impl Ipam {
             if let Some(cidr) = affine_block_with_room(cache, &req.node, &pools) {
                 match self.assign(cache, cidr, req, remaining, false).await? {
                     Assign::Done(mut new) => got.append(&mut new),
-                    Assign::Retry => {}
+                    Assign::Retry => {
+                        attempts -= 1;
+                        races.lost(what).await?;
+                    }
                 }
                 continue;
             }
@@ -144,7 +151,10 @@ impl Ipam {
             match self.borrowable_block(cache, &req.node, &pools).await? {
                 Some(cidr) => match self.assign(cache, cidr, req, remaining, true).await? {
                     Assign::Done(mut new) => got.append(&mut new),
-                    Assign::Retry => {}
+                    Assign::Retry => {
+                        attempts -= 1;
+                        races.lost(what).await?;
+                    }
                 },
                 None => {
                     return Err(IpamError::Exhausted {
@@ -372,7 +382,8 @@ impl Ipam {
         let confirmed = encode_json(&BlockAffinity {
             state: AffinityState::Confirmed,
         });
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            super::contention_pause(attempt).await;
             let result = if revision == 0 {
                 self.store.create(key, confirmed.clone(), 0).await
             } else {

@@ -45,6 +45,74 @@ use std::sync::Arc;
 /// Attempts per operation before giving up ([`IpamError::TooManyRetries`]), as Calico.
 pub const MAX_ATTEMPTS: usize = 100;
 
+/// Longest pause after a lost compare-and-swap race, in microseconds.
+const CONTENTION_PAUSE_MAX_US: u64 = 1_000;
+/// How long an allocation keeps retrying lost races once it has lost `MAX_ATTEMPTS` of them.
+const RACE_BUDGET: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits after losing compare-and-swap race number `lost` (1, 2, ...) of one operation: the first
+/// retry goes at once, later ones after a random pause of up to 1 ms, so contenders that share
+/// no allocator (several processes for one node) fall out of lockstep. The pause stays short on
+/// purpose: a new request of the winner does not wait, so a long back-off would only make the
+/// loser lose again (starvation).
+pub(crate) async fn contention_pause(lost: usize) {
+    let ceiling = pause_ceiling_us(lost);
+    if ceiling == 0 {
+        return;
+    }
+    let pause = rand::Rng::gen_range(&mut rand::thread_rng(), 0..=ceiling);
+    tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
+}
+
+/// The longest pause after `lost` lost races: none after the first, then 1 ms.
+fn pause_ceiling_us(lost: usize) -> u64 {
+    if lost <= 1 {
+        0
+    } else {
+        CONTENTION_PAUSE_MAX_US
+    }
+}
+
+/// The lost races of one allocation. Losing a race is not a failure of the allocation: under
+/// heavy contention (allocators that share nothing, racing for one block) it may lose many in a
+/// row while every round makes progress for someone. It gives up only after `MAX_ATTEMPTS`
+/// lost races *and* `RACE_BUDGET` of trying.
+pub(crate) struct Races {
+    began: std::time::Instant,
+    lost: usize,
+}
+
+impl Races {
+    pub(crate) fn new() -> Races {
+        Races {
+            began: std::time::Instant::now(),
+            lost: 0,
+        }
+    }
+
+    /// Counts a lost race and pauses; [`IpamError::TooManyRetries`] when out of budget.
+    pub(crate) async fn lost(&mut self, what: impl FnOnce() -> String) -> Result<(), IpamError> {
+        self.lost += 1;
+        if self.lost > MAX_ATTEMPTS && self.began.elapsed() > RACE_BUDGET {
+            return Err(IpamError::TooManyRetries {
+                what: what(),
+                attempts: self.lost,
+            });
+        }
+        contention_pause(self.lost).await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod pause_tests {
+    #[test]
+    fn pauses_start_after_the_first_lost_race_and_stay_short() {
+        let ceilings: Vec<u64> = (0..5).map(super::pause_ceiling_us).collect();
+        assert_eq!(ceilings, [0, 0, 1_000, 1_000, 1_000]);
+    }
+}
+
 /// Address family of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Family {
@@ -160,7 +228,8 @@ impl Ipam {
     pub async fn set_config(&self, config: &IpamConfig) -> Result<(), IpamError> {
         let key = crate::model::keys::IPAM_CONFIG;
         let value = crate::datastore::encode_json(config);
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            contention_pause(attempt).await;
             let current = self.store.get(key).await?.map_or(0, |kv| kv.mod_revision);
             match self.store.update(key, value.clone(), current).await {
                 Ok(_) => {

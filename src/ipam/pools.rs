@@ -100,7 +100,8 @@ impl Ipam {
         name: &str,
         change: impl Fn(&mut IpPool),
     ) -> Result<IpPool, PoolError> {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            super::contention_pause(attempt).await;
             let Some(kv) = self.store.get(&keys::pool(name)).await? else {
                 return Err(PoolError::NotFound(name.to_string()));
             };
@@ -188,7 +189,8 @@ impl Ipam {
 
     async fn drop_block_from_handle(&self, id: &str, cidr: &str) -> Result<(), IpamError> {
         let key = keys::handle(id);
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            super::contention_pause(attempt).await;
             let Some(kv) = self.store.get(&key).await? else {
                 return Ok(());
             };

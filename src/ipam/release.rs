@@ -36,7 +36,8 @@ impl Ipam {
     ) -> Result<Released, IpamError> {
         let mut cache = self.cache.lock().await;
         let cidr = self.block_of(&mut cache, ip).await?;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            super::contention_pause(attempt).await;
             let Some((block, block_rev)) = cache.blocks.get(&cidr).cloned() else {
                 return Err(IpamError::UnknownAddress { ip });
             };
@@ -121,7 +122,8 @@ impl Ipam {
         // A handle this allocator wrote is cached with its revision: trust it (a stale entry
         // fails the compare and is re-read). An unknown or absent one is read first.
         let mut fresh = cache.handles.get(id).is_none_or(|(_, rev)| *rev == 0);
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            super::contention_pause(attempt).await;
             let (handle, handle_rev) = if fresh {
                 fresh = false;
                 let found = decode_handle(self.store.get(&handle_key).await?.as_ref())?;
