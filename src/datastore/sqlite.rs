@@ -10,9 +10,12 @@
 //! processes. WAL mode lets readers and watchers proceed during writes; `synchronous=FULL` makes a
 //! committed allocation survive a power cut, as etcd's fsync does.
 //!
-//! Watches poll the `events` table (every 20 ms, and at once after a write by this process), so
-//! a write in another process is seen within one poll interval. Expired leases are swept by any
-//! reader, writer or watcher that notices them.
+//! Watches poll the `events` table at once after a write by this process, and when another
+//! connection (another process) has committed: while a store has watches, one task per store
+//! asks its own connection `PRAGMA data_version` every 20 ms (no table read, no blocking-pool
+//! hop) and wakes the watches when it moved, so a write elsewhere is seen within one interval
+//! while an idle store costs next to nothing. A watch also polls at least every second
+//! regardless, which sweeps expired leases; readers and writers sweep them too.
 //!
 //! History is trimmed automatically: every 1,000 revisions, events older than `history` (default
 //! 10,000 revisions) are compacted, as etcd's auto-compaction does.
@@ -25,6 +28,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// A watch reads the `events` table at least this often, changes or not (lease expiry).
+const FULL_POLL_EVERY: Duration = Duration::from_secs(1);
 const DEFAULT_HISTORY: i64 = 10_000;
 const AUTO_COMPACT_EVERY: i64 = 1_000;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,6 +41,8 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     notify: Arc<Notify>,
     history: i64,
+    /// Whether the external-change ticker runs (started by the first watch).
+    ticker: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SqliteStore {
@@ -70,7 +77,56 @@ impl SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             notify: Arc::new(Notify::new()),
             history,
+            ticker: Arc::default(),
         })
+    }
+
+    /// Starts the task that wakes this store's watches when another connection commits (once;
+    /// it ends, and may start again, when the store and all its watches are gone or it fails).
+    fn start_ticker(&self) {
+        use std::sync::atomic::Ordering;
+        if self.ticker.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let conn = match open_connection(&self.path) {
+            Ok(conn) => conn,
+            Err(error) => {
+                tracing::warn!(store = %self.path, %error, "no change ticker; watches poll every second");
+                self.ticker.store(false, Ordering::Release);
+                return;
+            }
+        };
+        let notify = Arc::downgrade(&self.notify);
+        let running = self.ticker.clone();
+        tokio::spawn(async move {
+            let mut last = None;
+            let mut interval = tokio::time::interval(POLL_INTERVAL);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                // The store and every watch hold the Notify: when it is gone, so are they.
+                let Some(notify) = notify.upgrade() else {
+                    break;
+                };
+                let version = conn
+                    .prepare_cached("PRAGMA data_version")
+                    .and_then(|mut statement| statement.query_row([], |r| r.get::<_, i64>(0)));
+                match version {
+                    Ok(version) if last != Some(version) => {
+                        if last.is_some() {
+                            notify.notify_waiters();
+                        }
+                        last = Some(version);
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "change ticker failed; watches poll every second");
+                        break;
+                    }
+                }
+            }
+            running.store(false, std::sync::atomic::Ordering::Release);
+        });
     }
 
     fn full_key(&self, key: &str) -> String {
@@ -324,11 +380,8 @@ fn row_to_kv(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeyValue> {
 }
 
 fn has_expired_leases(conn: &Connection) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT EXISTS(SELECT 1 FROM leases WHERE expires_at_ms < ?1)",
-        [now_ms()],
-        |r| r.get(0),
-    )
+    conn.prepare_cached("SELECT EXISTS(SELECT 1 FROM leases WHERE expires_at_ms < ?1)")?
+        .query_row([now_ms()], |r| r.get(0))
 }
 
 /// Sweeps expired leases in a write transaction when there are any; true if it wrote.
@@ -454,6 +507,7 @@ impl Datastore for SqliteStore {
             history: self.history,
             notify: self.notify.clone(),
         };
+        self.start_ticker();
         tokio::spawn(poller.run(tx));
         Ok(Watch { rx, _guard: None })
     }
@@ -655,8 +709,10 @@ enum Poll {
 
 impl WatchPoller {
     async fn run(mut self, tx: mpsc::Sender<Result<WatchEvent, DatastoreError>>) {
+        let notify = self.notify.clone();
         loop {
-            let notified = self.notify.notified();
+            let mut notified = std::pin::pin!(notify.notified());
+            let polled = std::time::Instant::now();
             match self.poll().await {
                 Ok(Poll::Compacted(compact_revision)) => {
                     let _ = tx
@@ -680,9 +736,11 @@ impl WatchPoller {
                     tracing::warn!(store = %self.path, error = %e, "watch poll failed; retrying");
                 }
             }
+            // Until this process writes, another connection commits (the ticker), or a second
+            // passes.
             tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(FULL_POLL_EVERY.saturating_sub(polled.elapsed())) => {}
                 _ = tx.closed() => return,
             }
         }
@@ -708,15 +766,13 @@ fn read_events(
     next: Revision,
 ) -> rusqlite::Result<Poll> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-    let compacted: Revision = tx.query_row(
-        "SELECT value FROM meta WHERE name='compact_revision'",
-        [],
-        |r| r.get(0),
-    )?;
+    let compacted: Revision = tx
+        .prepare_cached("SELECT value FROM meta WHERE name='compact_revision'")?
+        .query_row([], |r| r.get(0))?;
     if next < compacted {
         return Ok(Poll::Compacted(compacted));
     }
-    let mut stmt = tx.prepare(
+    let mut stmt = tx.prepare_cached(
         "SELECT revision, key, deleted, value, create_revision, version, lease FROM events
          WHERE revision >= ?1 AND revision < ?2 AND key >= ?3 AND (?4 IS NULL OR key < ?4)
          ORDER BY revision, seq",
@@ -744,10 +800,9 @@ fn read_events(
     let events = rows.collect::<rusqlite::Result<Vec<_>>>()?;
     drop(stmt);
     // Everything in [next, window end) up to the snapshot's revision has been read.
-    let current: Revision =
-        tx.query_row("SELECT value FROM meta WHERE name='revision'", [], |r| {
-            r.get(0)
-        })?;
+    let current: Revision = tx
+        .prepare_cached("SELECT value FROM meta WHERE name='revision'")?
+        .query_row([], |r| r.get(0))?;
     Ok(Poll::Events(
         events,
         (current + 1).min(next + 1000).max(next),
