@@ -745,3 +745,77 @@ async fn e2e_nexthop_objects_carry_routes_and_their_deletion_is_reported() {
     let gone = netlink.delete_nexthop(500).await.unwrap_err();
     assert!(gone.is_not_found(), "{gone}");
 }
+
+#[tokio::test]
+async fn e2e_reconciler_nexthop_table_creates_adopts_and_collects_objects() {
+    use crate::agent::nexthops::{Nexthops, Want};
+    use std::collections::HashSet;
+    if !e2e_enabled("e2e_reconciler_nexthop_table_creates_adopts_and_collects_objects") {
+        return;
+    }
+    let ns = TestNetns::create();
+    let netlink = ns.netlink().await;
+    let dev = ns.device(&netlink, "d0").await;
+    ns.ip(&["addr", "add", "10.66.0.1/24", "dev", "d0"]);
+    let (gw2, gw3): (IpAddr, IpAddr) = ("10.66.0.2".parse().unwrap(), "10.66.0.3".parse().unwrap());
+    let hop = |gateway| NextHop {
+        gateway: Some(gateway),
+        output_ifindex: None,
+        weight: 1,
+        onlink: false,
+    };
+    let plain = vec![
+        Route::via(net("10.70.0.0/26"), gw2, None, RouteProtocol::BGP),
+        Route::via(net("10.70.0.64/26"), gw2, None, RouteProtocol::BGP)
+            .with_multipath(vec![hop(gw2), hop(gw3)]),
+        // A tunnel-style route names its device and is onlink: it keeps its own form.
+        Route::via(net("10.70.0.128/26"), gw3, Some(dev), RouteProtocol::BGP).with_onlink(),
+        // Not on any link: no object (the kernel would refuse the route as well).
+        Route::via(
+            net("10.70.0.192/26"),
+            "192.0.2.1".parse().unwrap(),
+            None,
+            RouteProtocol::BGP,
+        ),
+    ];
+    let mut table = Nexthops::start(&netlink, RouteProtocol::BGP).await;
+    let mut routes = plain.clone();
+    table.assign(&netlink, &mut routes).await;
+    let single = routes[0].nexthop_id.expect("an object for a plain gateway");
+    let group = routes[1].nexthop_id.expect("a group for an ECMP set");
+    assert_ne!(single, group);
+    assert_eq!((routes[2].nexthop_id, routes[3].nexthop_id), (None, None));
+    let report = netlink.replace_routes_batch(&routes[..3]).await.unwrap();
+    assert_eq!(report.succeeded, 3, "{:?}", report.failures);
+    let objects = ns.ip(&["nexthop", "show", "protocol", "232"]);
+    assert_eq!(objects.lines().count(), 3, "{objects}");
+    assert!(
+        objects.contains(&format!("id {single} via 10.66.0.2 dev d0")),
+        "{objects}"
+    );
+    let ecmp = ns.ip(&["route", "show", "10.70.0.64/26"]);
+    assert!(ecmp.contains(&format!("nhid {group}")), "{ecmp}");
+    assert!(
+        ecmp.contains("nexthop via 10.66.0.2 dev d0")
+            && ecmp.contains("nexthop via 10.66.0.3 dev d0"),
+        "{ecmp}"
+    );
+
+    // A restarted reconciler adopts the objects: the same routes map to the same ids.
+    let adopted = Nexthops::start(&netlink, RouteProtocol::BGP).await;
+    assert_eq!(adopted.view().want(&plain[0]), Want::Object(single));
+    assert_eq!(adopted.view().want(&plain[1]), Want::Object(group));
+    assert_eq!(adopted.view().want(&plain[2]), Want::Plain);
+
+    // The ECMP route goes: its group and the member nobody else uses are collected, the object
+    // a route still uses stays.
+    netlink.delete_routes_batch(&routes[1..2]).await.unwrap();
+    table
+        .collect_garbage(&netlink, &HashSet::from([single]))
+        .await;
+    let left = ns.ip(&["nexthop", "show", "protocol", "232"]);
+    assert_eq!(left.lines().count(), 1, "{left}");
+    assert!(left.contains(&format!("id {single} ")), "{left}");
+    let kept = ns.ip(&["route", "show", "10.70.0.0/26"]);
+    assert!(kept.contains(&format!("nhid {single}")), "{kept}");
+}
