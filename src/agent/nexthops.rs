@@ -134,6 +134,8 @@ pub struct Nexthops {
     owned: HashSet<u32>,
     /// Objects the kernel refused since the last refresh (not retried per batch).
     refused: HashSet<NexthopSpec>,
+    /// Objects whose refusal was logged at warn level (once, until one is created again).
+    warned: HashSet<NexthopSpec>,
     next_id: u32,
 }
 
@@ -146,6 +148,7 @@ impl Nexthops {
             view: Arc::default(),
             owned: HashSet::new(),
             refused: HashSet::new(),
+            warned: HashSet::new(),
             next_id: FIRST_ID,
         };
         nexthops.refresh(netlink).await;
@@ -256,13 +259,20 @@ impl Nexthops {
             {
                 Ok(()) => {
                     debug!(id, ?spec, "nexthop object created");
+                    self.warned.remove(&spec);
                     Arc::make_mut(&mut self.view).ids.insert(spec, id);
                     self.owned.insert(id);
                     return Some(id);
                 }
                 Err(error) if error.is_already_exists() => continue,
                 Err(error) => {
-                    warn!(%error, "kernel refused a nexthop object; its routes keep their gateways");
+                    // Retried after each refresh (a device without carrier, say, comes back);
+                    // said once.
+                    if self.warned.insert(spec.clone()) {
+                        warn!(%error, "kernel refused a nexthop object; its routes keep their gateways");
+                    } else {
+                        debug!(%error, "kernel refused a nexthop object again");
+                    }
                     self.refused.insert(spec);
                     return None;
                 }

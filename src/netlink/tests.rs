@@ -818,4 +818,28 @@ async fn e2e_reconciler_nexthop_table_creates_adopts_and_collects_objects() {
     assert!(left.contains(&format!("id {single} ")), "{left}");
     let kept = ns.ip(&["route", "show", "10.70.0.0/26"]);
     assert!(kept.contains(&format!("nhid {single}")), "{kept}");
+
+    // A device without carrier: the kernel refuses an object on it, so its route keeps its
+    // gateway; once the carrier is back, the next refresh lets the object be created.
+    ns.ip(&["link", "add", "d1", "type", "veth", "peer", "name", "d1p"]);
+    ns.ip(&["link", "set", "d1", "up"]);
+    ns.ip(&["addr", "add", "10.68.0.1/24", "dev", "d1"]);
+    let dark = vec![Route::via(
+        net("10.71.0.0/26"),
+        "10.68.0.2".parse().unwrap(),
+        None,
+        RouteProtocol::BGP,
+    )];
+    let mut first = dark.clone();
+    table.assign(&netlink, &mut first).await;
+    assert_eq!(first[0].nexthop_id, None, "no object without carrier");
+    ns.ip(&["link", "set", "d1p", "up"]);
+    table.refresh(&netlink).await;
+    let mut second = dark.clone();
+    table.assign(&netlink, &mut second).await;
+    let lit = second[0]
+        .nexthop_id
+        .expect("an object once the carrier is up");
+    let shown = ns.ip(&["nexthop", "show", "id", &lit.to_string()]);
+    assert!(shown.contains("via 10.68.0.2 dev d1"), "{shown}");
 }
