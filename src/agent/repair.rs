@@ -4,7 +4,7 @@
 //! (`netlink::SharedDeletions`); without it (no netlink at start, or tests) a loop opens a
 //! monitor of its own. Loops that repair with a whole pass only need to be woken: `signal`.
 
-use crate::netlink::{Netlink, NetlinkError, RouteEvent, RouteProtocol, RouteWatch};
+use crate::netlink::{Netlink, NetlinkError, RouteProtocol, RouteWatch};
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -35,14 +35,11 @@ pub async fn signal(
             let protocols = protocols.to_vec();
             tokio::spawn(async move {
                 while let Some(event) = monitor.next().await {
-                    let ours = match &event {
-                        RouteEvent::Deleted(r) => protocols.contains(&r.protocol),
-                        RouteEvent::NexthopDeleted(p) => protocols.contains(p),
-                        RouteEvent::Overflow => true,
-                        RouteEvent::Added(_) => false,
-                    };
                     // A full channel already holds a pending wake-up: dropping this one is fine.
-                    if ours && wake.try_send(()).is_err() && wake.is_closed() {
+                    if event.needs_repair_by(&protocols)
+                        && wake.try_send(()).is_err()
+                        && wake.is_closed()
+                    {
                         return;
                     }
                 }

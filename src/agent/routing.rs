@@ -227,12 +227,14 @@ pub async fn reconcile_routes(
         Ok(mut monitor) => {
             tokio::spawn(async move {
                 while let Some(event) = monitor.next().await {
+                    if !event.needs_repair_by(&ours) {
+                        continue;
+                    }
+                    // One deleted route: that prefix. Lost notifications, or a removed nexthop
+                    // object (its routes went without a word each): everything.
                     let repair = match event {
-                        RouteEvent::Deleted(r) if ours.contains(&r.protocol) => Some(r.destination),
-                        // Routes that used a removed nexthop object went without a word each.
-                        RouteEvent::NexthopDeleted(p) if ours.contains(&p) => None,
-                        RouteEvent::Overflow => None,
-                        _ => continue,
+                        RouteEvent::Deleted(r) => Some(r.destination),
+                        _ => None,
                     };
                     if repair_tx.send(repair).is_err() {
                         return;

@@ -89,14 +89,9 @@ impl SharedDeletions {
         let task = tokio::spawn(async move {
             loop {
                 let event = match events.recv().await {
-                    Ok(RouteEvent::Deleted(route)) if protocols.contains(&route.protocol) => {
-                        RouteEvent::Deleted(route)
-                    }
-                    Ok(RouteEvent::NexthopDeleted(protocol)) if protocols.contains(&protocol) => {
-                        RouteEvent::NexthopDeleted(protocol)
-                    }
-                    Ok(RouteEvent::Overflow) | Err(RecvError::Lagged(_)) => RouteEvent::Overflow,
+                    Ok(event) if event.needs_repair_by(&protocols) => event,
                     Ok(_) => continue,
+                    Err(RecvError::Lagged(_)) => RouteEvent::Overflow,
                     Err(RecvError::Closed) => return,
                 };
                 if sender.send(event).await.is_err() {

@@ -395,6 +395,19 @@ pub enum RouteEvent {
     Overflow,
 }
 
+impl RouteEvent {
+    /// Whether an owner of `protocols` must repair something: a deletion of a route or nexthop
+    /// object of one of them, or lost notifications.
+    pub fn needs_repair_by(&self, protocols: &[RouteProtocol]) -> bool {
+        match self {
+            RouteEvent::Deleted(route) => protocols.contains(&route.protocol),
+            RouteEvent::NexthopDeleted(protocol) => protocols.contains(protocol),
+            RouteEvent::Overflow => true,
+            RouteEvent::Added(_) => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod unit_tests {
     use super::*;
