@@ -19,6 +19,7 @@
 //! `via GW`, as before.
 
 use crate::netlink::{KernelNetlink, NexthopSpec, Route, RouteKind, RouteProtocol};
+use smallvec::SmallVec;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -56,7 +57,7 @@ impl NexthopView {
         let Some(members) = members(route) else {
             return Want::Plain;
         };
-        let mut ids = Vec::with_capacity(members.len());
+        let mut ids = Ids::new();
         let mut missing = false;
         for (gateway, weight) in members {
             let Some(Some(ifindex)) = self.devices.get(&gateway) else {
@@ -88,20 +89,25 @@ fn gateway_spec(gateway: IpAddr, ifindex: u32) -> NexthopSpec {
     }
 }
 
+/// A route's gateways with their weights, and the ids of their objects: inline for the usual
+/// one or two, so the per-route work of a full table allocates nothing.
+type Members = SmallVec<[(IpAddr, u16); 2]>;
+type Ids = SmallVec<[(u32, u16); 2]>;
+
 /// One member: that object itself (`Ok`); several: the group over them (`Err`).
-fn group_of(mut ids: Vec<(u32, u16)>) -> Result<u32, NexthopSpec> {
+fn group_of(mut ids: Ids) -> Result<u32, NexthopSpec> {
     ids.sort_unstable();
     // The same next hop learned twice (two peers, one next hop) is one member.
     ids.dedup_by_key(|(id, _)| *id);
     match ids.as_slice() {
         [(single, _)] => Ok(*single),
-        _ => Err(NexthopSpec::Group(ids)),
+        _ => Err(NexthopSpec::Group(ids.into_vec())),
     }
 }
 
 /// The gateways (and weights) of a route written with an object: a unicast route via plain
 /// gateways, no device named and no onlink. `None`: the route keeps its own form.
-fn members(route: &Route) -> Option<Vec<(IpAddr, u16)>> {
+fn members(route: &Route) -> Option<Members> {
     if route.kind != RouteKind::Unicast {
         return None;
     }
@@ -109,7 +115,7 @@ fn members(route: &Route) -> Option<Vec<(IpAddr, u16)>> {
         if route.onlink || route.output_ifindex.is_some() {
             return None;
         }
-        return Some(vec![(route.gateway?, 1)]);
+        return Some(smallvec::smallvec![(route.gateway?, 1)]);
     }
     route
         .multipath
@@ -216,12 +222,8 @@ impl Nexthops {
     }
 
     /// The object for these gateways, created (members first) when missing.
-    async fn object_for(
-        &mut self,
-        netlink: &KernelNetlink,
-        members: Vec<(IpAddr, u16)>,
-    ) -> Option<u32> {
-        let mut ids = Vec::with_capacity(members.len());
+    async fn object_for(&mut self, netlink: &KernelNetlink, members: Members) -> Option<u32> {
+        let mut ids = Ids::new();
         for (gateway, weight) in members {
             let ifindex = match self.view.devices.get(&gateway) {
                 Some(known) => *known,
@@ -290,20 +292,15 @@ impl Nexthops {
     /// our routes) needs, groups before their members. Call only right after that scan.
     pub async fn collect_garbage(&mut self, netlink: &KernelNetlink, in_use: &HashSet<u32>) {
         let mut keep = in_use.clone();
+        let mut groups = HashSet::new();
         for (spec, id) in &self.view.ids {
             if let NexthopSpec::Group(members) = spec {
+                groups.insert(*id);
                 if in_use.contains(id) {
                     keep.extend(members.iter().map(|(member, _)| *member));
                 }
             }
         }
-        let groups: HashSet<u32> = self
-            .view
-            .ids
-            .iter()
-            .filter(|(spec, _)| matches!(spec, NexthopSpec::Group(_)))
-            .map(|(_, id)| *id)
-            .collect();
         let mut unused: Vec<u32> = self.owned.difference(&keep).copied().collect();
         // Groups first (false sorts before true), then by id.
         unused.sort_unstable_by_key(|id| (!groups.contains(id), *id));
