@@ -96,28 +96,16 @@ impl Ipam {
     ) -> Result<(), IpamError> {
         self.warm_cache(cache, &req.node).await?;
         let mut refreshed = false;
-        // Rounds that were not lost races (claims, refreshes, progress); lost races have their
-        // own budget.
-        let mut attempts = 0;
-        let mut races = super::Races::new();
+        let mut rounds = super::Rounds::new();
         let what = || format!("allocation for {}", req.handle);
         while got.len() < req.count {
-            attempts += 1;
-            if attempts > MAX_ATTEMPTS {
-                return Err(IpamError::TooManyRetries {
-                    what: what(),
-                    attempts,
-                });
-            }
+            rounds.next(what)?;
             let pools = candidate_pools(cache, req)?;
             let remaining = req.count - got.len();
             if let Some(cidr) = affine_block_with_room(cache, &req.node, &pools) {
                 match self.assign(cache, cidr, req, remaining, false).await? {
                     Assign::Done(mut new) => got.append(&mut new),
-                    Assign::Retry => {
-                        attempts -= 1;
-                        races.lost(what).await?;
-                    }
+                    Assign::Retry => rounds.lost(what).await?,
                 }
                 continue;
             }
@@ -151,10 +139,7 @@ impl Ipam {
             match self.borrowable_block(cache, &req.node, &pools).await? {
                 Some(cidr) => match self.assign(cache, cidr, req, remaining, true).await? {
                     Assign::Done(mut new) => got.append(&mut new),
-                    Assign::Retry => {
-                        attempts -= 1;
-                        races.lost(what).await?;
-                    }
+                    Assign::Retry => rounds.lost(what).await?,
                 },
                 None => {
                     return Err(IpamError::Exhausted {

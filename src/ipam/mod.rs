@@ -73,25 +73,42 @@ fn pause_ceiling_us(lost: usize) -> u64 {
     }
 }
 
-/// The lost races of one allocation. Losing a race is not a failure of the allocation: under
-/// heavy contention (allocators that share nothing, racing for one block) it may lose many in a
-/// row while every round makes progress for someone. It gives up only after `MAX_ATTEMPTS`
-/// lost races *and* `RACE_BUDGET` of trying.
-pub(crate) struct Races {
+/// The rounds of one allocation. At most `MAX_ATTEMPTS` rounds that are not lost races (claims,
+/// refreshes, progress). Losing a race is not a failure of the allocation: under heavy
+/// contention (allocators that share nothing, racing for one block) it may lose many in a row
+/// while every round makes progress for someone, so lost races have their own budget: the
+/// allocation gives up on them only after `MAX_ATTEMPTS` of them *and* `RACE_BUDGET` of trying.
+pub(crate) struct Rounds {
+    attempts: usize,
     began: std::time::Instant,
     lost: usize,
 }
 
-impl Races {
-    pub(crate) fn new() -> Races {
-        Races {
+impl Rounds {
+    pub(crate) fn new() -> Rounds {
+        Rounds {
+            attempts: 0,
             began: std::time::Instant::now(),
             lost: 0,
         }
     }
 
-    /// Counts a lost race and pauses; [`IpamError::TooManyRetries`] when out of budget.
+    /// Starts a round; [`IpamError::TooManyRetries`] after `MAX_ATTEMPTS` of them.
+    pub(crate) fn next(&mut self, what: impl FnOnce() -> String) -> Result<(), IpamError> {
+        self.attempts += 1;
+        if self.attempts > MAX_ATTEMPTS {
+            return Err(IpamError::TooManyRetries {
+                what: what(),
+                attempts: self.attempts,
+            });
+        }
+        Ok(())
+    }
+
+    /// The round was a lost race: it is not counted as one; counts the race and pauses
+    /// ([`IpamError::TooManyRetries`] when the races are out of budget).
     pub(crate) async fn lost(&mut self, what: impl FnOnce() -> String) -> Result<(), IpamError> {
+        self.attempts -= 1;
         self.lost += 1;
         if self.lost > MAX_ATTEMPTS && self.began.elapsed() > RACE_BUDGET {
             return Err(IpamError::TooManyRetries {
