@@ -200,14 +200,11 @@ fn scan_family(
     filter: &RouteFilter,
     visit: &mut dyn FnMut(Route),
 ) -> Result<()> {
-    let sequence = socket.take_sequence();
-    let request = request_message(
+    let bytes = request_bytes(
         RouteNetlinkMessage::GetRoute(route_dump_message(family, filter)),
         NLM_F_DUMP,
-        sequence,
+        socket.take_sequence(),
     );
-    let mut bytes = vec![0; request.buffer_len()];
-    request.serialize(&mut bytes);
     let target = || format!("{filter:?}");
     exchange(
         socket,
@@ -222,6 +219,14 @@ fn scan_family(
             }
         },
     )
+}
+
+/// One request, serialized.
+fn request_bytes(payload: RouteNetlinkMessage, flags: u16, sequence: u32) -> Vec<u8> {
+    let request = request_message(payload, flags, sequence);
+    let mut bytes = vec![0; request.buffer_len()];
+    request.serialize(&mut bytes);
+    bytes
 }
 
 /// The route an RTM_NEWROUTE message (header included) describes. A lookup's answer is
@@ -372,13 +377,11 @@ pub async fn run_route_get(
     address: IpAddr,
 ) -> Result<Option<Route>> {
     on_blocking_pool(socket, Operation::GetRoute, move |socket| {
-        let request = request_message(
+        let bytes = request_bytes(
             RouteNetlinkMessage::GetRoute(route_get_message(address)),
             NLM_F_ACK,
             socket.take_sequence(),
         );
-        let mut bytes = vec![0; request.buffer_len()];
-        request.serialize(&mut bytes);
         let mut found = None;
         let target = || address.to_string();
         exchange(

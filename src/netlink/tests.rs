@@ -65,6 +65,15 @@ impl TestNetns {
         KernelNetlink::open_in_netns(&self.netns).await.unwrap()
     }
 
+    /// A new namespace, a handle in it, and device `d0` holding `cidr` (its ifindex).
+    async fn with_addressed_device(cidr: &str) -> (TestNetns, KernelNetlink, u32) {
+        let ns = TestNetns::create();
+        let netlink = ns.netlink().await;
+        let dev = ns.device(&netlink, "d0").await;
+        ns.ip(&["addr", "add", cidr, "dev", "d0"]);
+        (ns, netlink, dev)
+    }
+
     /// A veth pair inside this namespace, both ends up; returns the ifindex of `name`.
     async fn device(&self, netlink: &KernelNetlink, name: &str) -> u32 {
         let peer = format!("{name}p");
@@ -254,10 +263,7 @@ async fn e2e_list_routes_by_protocol_never_touches_foreign_routes() {
     if !e2e_enabled("e2e_list_routes_by_protocol_never_touches_foreign_routes") {
         return;
     }
-    let ns = TestNetns::create();
-    let netlink = ns.netlink().await;
-    let dev = ns.device(&netlink, "d0").await;
-    ns.ip(&["addr", "add", "10.0.0.1/24", "dev", "d0"]);
+    let (ns, netlink, dev) = TestNetns::with_addressed_device("10.0.0.1/24").await;
     ns.ip(&[
         "route",
         "add",
@@ -664,10 +670,7 @@ async fn e2e_nexthop_objects_carry_routes_and_their_deletion_is_reported() {
     if !e2e_enabled("e2e_nexthop_objects_carry_routes_and_their_deletion_is_reported") {
         return;
     }
-    let ns = TestNetns::create();
-    let netlink = ns.netlink().await;
-    let dev = ns.device(&netlink, "d0").await;
-    ns.ip(&["addr", "add", "10.66.0.1/24", "dev", "d0"]);
+    let (ns, netlink, dev) = TestNetns::with_addressed_device("10.66.0.1/24").await;
     let gateway: IpAddr = "10.66.0.2".parse().unwrap();
     // `ip route get`: the gateway is on d0, directly.
     let found = netlink.route_get(gateway).await.unwrap().unwrap();
@@ -753,10 +756,7 @@ async fn e2e_reconciler_nexthop_table_creates_adopts_and_collects_objects() {
     if !e2e_enabled("e2e_reconciler_nexthop_table_creates_adopts_and_collects_objects") {
         return;
     }
-    let ns = TestNetns::create();
-    let netlink = ns.netlink().await;
-    let dev = ns.device(&netlink, "d0").await;
-    ns.ip(&["addr", "add", "10.66.0.1/24", "dev", "d0"]);
+    let (ns, netlink, dev) = TestNetns::with_addressed_device("10.66.0.1/24").await;
     let (gw2, gw3): (IpAddr, IpAddr) = ("10.66.0.2".parse().unwrap(), "10.66.0.3".parse().unwrap());
     let hop = |gateway| NextHop {
         gateway: Some(gateway),
