@@ -25,8 +25,14 @@ pub const RTNLGRP_NEXTHOP: u32 = 32;
 
 const NHA_ID: u16 = 1;
 const NHA_GROUP: u16 = 2;
+const NHA_GROUP_TYPE: u16 = 3;
+const NHA_BLACKHOLE: u16 = 4;
 const NHA_OIF: u16 = 5;
 const NHA_GATEWAY: u16 = 6;
+const NHA_ENCAP_TYPE: u16 = 7;
+const NHA_ENCAP: u16 = 8;
+const NHA_FDB: u16 = 11;
+const NHA_RES_GROUP: u16 = 12;
 const RTNH_F_ONLINK: u32 = 4;
 const NHMSG_LEN: usize = 8;
 const NLMSG_HEADER_LEN: usize = 16;
@@ -209,8 +215,8 @@ pub fn parse(message: &[u8]) -> Option<Nexthop> {
             }
             // NHA_GROUP_TYPE 0 is the plain multipath group; anything else (resilient, blackhole,
             // FDB, encapsulation) is a kind routed does not create.
-            3 => other |= value.iter().any(|b| *b != 0),
-            4 | 7 | 8 | 11 | 13 => other = true,
+            NHA_GROUP_TYPE => other |= value.iter().any(|b| *b != 0),
+            NHA_BLACKHOLE | NHA_ENCAP_TYPE | NHA_ENCAP | NHA_FDB | NHA_RES_GROUP => other = true,
             _ => {}
         }
         let step = (length + 3) & !3;
