@@ -11,6 +11,7 @@
 //! in nftables (`nat`, `forward`); `health` says when the node is ready.
 
 pub mod calc;
+pub mod follower;
 pub mod forward;
 pub mod health;
 pub mod nat;
@@ -313,7 +314,7 @@ async fn start_routing(
     let (cluster_tx, cluster_rx) = tokio::sync::watch::channel(None);
     // `None` until the tunnel manager's first pass: tunl0 routes are adopted until then.
     let (encap_tx, encap_rx) = tokio::sync::watch::channel(None);
-    tokio::spawn(routing::follow_datastore(
+    tokio::spawn(follower::follow_datastore(
         state.clone(),
         me,
         handle.clone(),
@@ -347,7 +348,7 @@ async fn start_routing(
 async fn load_state_until_done(state: &AgentState) -> calc::ClusterState {
     let mut delay = std::time::Duration::from_millis(200);
     loop {
-        match routing::load_state(state.store.as_ref(), &state.node_name).await {
+        match follower::load_state(state.store.as_ref(), &state.node_name).await {
             Ok(snapshot) => return snapshot,
             Err(e) => {
                 warn!(error = %format!("{e:#}"), "cannot read cluster state; retrying in {delay:?}");

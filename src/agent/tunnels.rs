@@ -1,7 +1,7 @@
 //! Encapsulation: the agent's IPIP device (`tunl0`) and VXLAN device (`vxlan.routed`).
 //!
 //! ```text
-//!  follow_datastore ──snapshot──> tunnel manager ──EncapView──> route reconciler (tunl0 routes)
+//!  follower ──snapshot──> tunnel manager ──EncapView──> route reconciler (tunl0 routes)
 //!                                   │  every pass (snapshot change, route monitor, 5 s timer):
 //!                                   │  1. calc::encapsulation_needed(pools) → (ipip, vxlan)
 //!                                   │  2. needed: tunnel address (IPAM handle, Node record),

@@ -1,0 +1,137 @@
+//! The one datastore follower of the agent: reads everything calc needs (config, nodes, peers,
+//! pools, every node's affinities), re-reads it after any relevant change (queued events are
+//! drained first, so a burst is one read), and hands the result to the speaker (peers,
+//! originated blocks), the route reconciler (local blocks) and the tunnel manager (snapshot).
+//! A failed read keeps the last state in force: nothing downstream changes because the
+//! datastore cannot be read.
+
+use super::calc::{self, ClusterState};
+use super::AgentState;
+use crate::bgp::speaker::{PeerSpec, SpeakerHandle};
+use crate::datastore::sync::{watch_with_resync, SyncEvent};
+use crate::datastore::{decode_json, Datastore};
+use crate::model::{keys, BgpConfiguration, BgpPeer, BlockAffinity, IpPool, Node};
+use anyhow::Result;
+use ipnetwork::IpNetwork;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// Loads everything calc needs for `node`.
+pub async fn load_state(store: &dyn Datastore, node: &str) -> Result<ClusterState> {
+    let config = match store.get(keys::BGP_CONFIG).await? {
+        Some(kv) => decode_json::<BgpConfiguration>(&kv)?,
+        None => BgpConfiguration::default(),
+    };
+    let nodes = store
+        .list(keys::NODES)
+        .await?
+        .kvs
+        .iter()
+        .map(decode_json::<Node>)
+        .collect::<Result<_, _>>()?;
+    let peers = store
+        .list(keys::PEERS)
+        .await?
+        .kvs
+        .iter()
+        .map(decode_json::<BgpPeer>)
+        .collect::<Result<_, _>>()?;
+    let pools = store
+        .list(keys::POOLS)
+        .await?
+        .kvs
+        .iter()
+        .map(decode_json::<IpPool>)
+        .collect::<Result<_, _>>()?;
+    let mut all_affinities = Vec::new();
+    for kv in store.list(keys::AFFINITIES).await?.kvs {
+        if let Some((owner, cidr)) = keys::parse_affinity_key(&kv.key) {
+            all_affinities.push((owner, cidr, decode_json::<BlockAffinity>(&kv)?.state));
+        }
+    }
+    let affinities = all_affinities
+        .iter()
+        .filter(|(owner, _, _)| owner == node)
+        .map(|(_, cidr, state)| (*cidr, *state))
+        .collect();
+    Ok(ClusterState {
+        config,
+        nodes,
+        peers,
+        pools,
+        affinities,
+        all_affinities,
+    })
+}
+
+/// Every node's affinities matter: VXLAN routes follow other nodes' blocks.
+fn relevant(key: &str, _node: &str) -> bool {
+    key.starts_with(keys::NODES)
+        || key.starts_with(keys::PEERS)
+        || key.starts_with("config/")
+        || key.starts_with(keys::POOLS)
+        || key.starts_with(keys::AFFINITIES)
+}
+
+/// Follows the datastore and keeps the speaker's peers and originated blocks, the local
+/// blocks for the reconciler, and the snapshot for the tunnel manager up to date.
+pub async fn follow_datastore(
+    state: Arc<AgentState>,
+    me: Node,
+    speaker: SpeakerHandle,
+    local_tx: watch::Sender<Option<BTreeSet<IpNetwork>>>,
+    cluster_tx: watch::Sender<Option<Arc<ClusterState>>>,
+) {
+    let mut events = watch_with_resync(state.store.clone(), String::new());
+    let mut last_peers: Vec<PeerSpec> = Vec::new();
+    let mut synced = false;
+    while let Some(first) = events.recv().await {
+        let mut dirty = is_relevant(&first, &me.name);
+        while let Ok(more) = events.try_recv() {
+            dirty |= is_relevant(&more, &me.name);
+        }
+        if !dirty {
+            continue;
+        }
+        let snapshot = match load_state(state.store.as_ref(), &me.name).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "cannot read cluster state; keeping the current routing");
+                continue;
+            }
+        };
+        let me_now = snapshot
+            .nodes
+            .iter()
+            .find(|n| n.name == me.name)
+            .cloned()
+            .unwrap_or_else(|| me.clone());
+        // Originated blocks first: a restarting speaker's End-of-RIB must not go out before
+        // its blocks are in the RIB, or its peers would drop the stale routes to them.
+        let _ = speaker.set_originated(calc::originated_blocks(&snapshot));
+        let peers = calc::desired_peers(&me_now, &snapshot);
+        if peers != last_peers || !synced {
+            info!(peers = peers.len(), "BGP peers changed");
+            let _ = speaker.set_peers(peers.clone());
+            last_peers = peers;
+        }
+        synced = true;
+        local_tx.send_if_modified(|current| {
+            let next = Some(calc::local_blocks(&snapshot));
+            let changed = *current != next;
+            *current = next;
+            changed
+        });
+        let _ = cluster_tx.send(Some(Arc::new(snapshot)));
+    }
+}
+
+fn is_relevant(event: &SyncEvent, node: &str) -> bool {
+    match event {
+        SyncEvent::Snapshot { .. } => true,
+        SyncEvent::Put(kv) => relevant(&kv.key, node),
+        SyncEvent::Delete { key, .. } => relevant(key, node),
+    }
+}
