@@ -1,4 +1,5 @@
-//! routed-cni: the CNI plugin. What the seeds do by hand for every pod, as a program.
+//! routed-cni: the CNI plugin. Every `ip link`/`ip addr`/`ip route`/sysctl step of wiring a pod
+//! into a pure-L3 network (veth pair, /32, proxy-ARP gateway, host route), as a program.
 //!
 //! ```text
 //!  runtime ──env + stdin──> run() ──┬─ VERSION / STATUS / GC

@@ -1,7 +1,8 @@
 //! Pipelined route installation: many RTM_NEWROUTE (or RTM_DELROUTE) messages per `sendmsg`.
 //!
 //! Waiting for an ACK after every route caps a netlink client at roughly 130k routes/s on the
-//! machines here (shared/notes/performance.md); BIRD does exactly that. This path instead packs
+//! 2-vCPU machines routed is developed on (1M /24 routes: 7.6 s, 131k/s, measured in a netns);
+//! BIRD's kernel protocol does exactly that. This path instead packs
 //! up to [`CHUNK_BYTES`] of requests into one datagram, sets `NLM_F_ACK` on the last message of
 //! the chunk only, and reads the answers once per chunk:
 //!

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Pod-to-pod TCP throughput (iperf3), the way shared/seeds/003 measures it, all in one run:
+# Pod-to-pod TCP throughput (iperf3 between two pods, a raw veth pair as the ceiling), all in one run:
 #   ceiling      a raw veth pair between two namespaces (nothing else in the path)
 #   same node    pod -> pod on one node (veth -> host routing -> veth)
 #   plain        pod -> pod across nodes on one subnet, plain route (VXLAN CrossSubnet, same subnet)

@@ -5,8 +5,9 @@
 //! (a header or a value running past the block) and malformed MP_REACH/MP_UNREACH reset the
 //! session; every other malformed attribute becomes an `AttributeFinding` with the RFC 7606
 //! action (treat-as-withdraw or discard) and decoding goes on. zettabgp 0.6 never sees an
-//! attribute: its attribute decoders panic on several malformed inputs (see
-//! shared/notes/zettabgp.md) and reject the whole UPDATE on any error.
+//! attribute: its attribute decoders panic on several malformed inputs (COMMUNITIES not a
+//! multiple of 4, short MP_REACH/MP_UNREACH, ORIGINATOR_ID under 4 bytes, AS_PATH `[2,1,0]`; the
+//! full list is in docs/bgp.md) and reject the whole UPDATE on any error.
 //!
 //! Departures from RFC 7606:
 //! - §4 lets a receiver treat an attribute-length overrun as treat-as-withdraw when no

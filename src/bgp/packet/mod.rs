@@ -21,7 +21,7 @@
 //!
 //! Every call into zettabgp runs inside `guard_zettabgp` (`catch_unwind`): a panic in the
 //! codec becomes `DecodeError::Codec` and a NOTIFICATION for that peer, never an unwinding
-//! task. Inputs that make zettabgp 0.6.0 panic (shared/notes/zettabgp.md) are rejected
+//! task. Inputs that make zettabgp 0.6.0 panic (listed in docs/bgp.md) are rejected
 //! before it is called; the tests prove each one yields a typed error.
 //!
 //! RFCs: 4271, 4760, 5492, 6793, 2918, 7313, 4724, 7606, 8654, 9003, 9072, 1997, 4360,

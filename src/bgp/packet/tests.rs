@@ -1,5 +1,5 @@
-//! Byte-vector tests, both directions, and one test per zettabgp 0.6.0 panic from
-//! shared/notes/zettabgp.md showing that a typed error comes back instead.
+//! Byte-vector tests, both directions, and one test per known zettabgp 0.6.0 panic (listed in
+//! docs/bgp.md, "zettabgp 0.6 departures") showing that a typed error comes back instead.
 //!
 //! Vectors are written by hand from the RFCs; each says which implementation's layout it
 //! follows. A mismatch prints both buffers as hex with the first differing byte marked.
