@@ -451,6 +451,102 @@ async fn bad_inputs_get_the_spec_codes_and_leak_nothing() {
     assert_eq!(rd_links(&lab.node), Vec::<String>::new());
 }
 
+/// Where [`AllocationHold`] stops the plugin's address allocation.
+#[derive(Clone, Copy, Debug)]
+enum Hold {
+    /// The request never reaches the agent: the ADD wires its veth and allocates nothing.
+    Request,
+    /// The agent allocates and answers; the answer never reaches the plugin.
+    Response,
+}
+
+/// A unix socket between routed-cni and the agent that forwards every request except the
+/// address allocation, which it holds (see [`Hold`]). A held plugin blocks reading the answer
+/// while its veth is wired, so the test can SIGKILL it at a known step with no hook in the
+/// plugin. The held connection gets a byte of a never-ending header every few seconds, so the
+/// plugin's read timeout (which would roll the ADD back) never fires.
+struct AllocationHold {
+    socket: std::path::PathBuf,
+    held: std::sync::mpsc::Receiver<Hold>,
+}
+
+impl AllocationHold {
+    fn start(agent: &std::path::Path, dir: &std::path::Path, hold: Hold) -> AllocationHold {
+        let socket = dir.join(format!("hold-{hold:?}.sock"));
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let (tx, held) = std::sync::mpsc::channel();
+        let agent = agent.to_path_buf();
+        std::thread::spawn(move || {
+            for plugin in listener.incoming() {
+                let (agent, tx) = (agent.clone(), tx.clone());
+                std::thread::spawn(move || hold_or_forward(plugin.unwrap(), &agent, hold, &tx));
+            }
+        });
+        AllocationHold { socket, held }
+    }
+
+    fn conf(&self) -> String {
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"routed","type":"routed-cni","socket":"{}"}}"#,
+            self.socket.display()
+        )
+    }
+}
+
+/// One HTTP request (the client sends one per connection, with Content-Length).
+fn read_request(stream: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if request.len() >= end + 4 + length {
+                return request;
+            }
+        }
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the plugin closed before sending its whole request");
+        request.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn hold_or_forward(
+    mut plugin: std::os::unix::net::UnixStream,
+    agent: &std::path::Path,
+    hold: Hold,
+    held: &std::sync::mpsc::Sender<Hold>,
+) {
+    use std::io::{Read, Write};
+    let request = read_request(&mut plugin);
+    let allocation = request.starts_with(b"POST /v1/ipam/allocate ");
+    if !allocation || matches!(hold, Hold::Response) {
+        let mut upstream = std::os::unix::net::UnixStream::connect(agent).unwrap();
+        upstream.write_all(&request).unwrap();
+        let mut answer = Vec::new();
+        upstream.read_to_end(&mut answer).unwrap();
+        if !allocation {
+            plugin.write_all(&answer).unwrap();
+            return;
+        }
+        let (status, _) = routed::api::client::parse_response(&answer).unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    }
+    held.send(hold).unwrap();
+    let _ = plugin.write_all(b"HTTP/1.1 200 OK\r\nX-Held: ");
+    // Ends when the killed plugin's end of the socket is gone.
+    while plugin.write_all(b"x").is_ok() {
+        std::thread::sleep(std::time::Duration::from_secs(5));
+    }
+}
+
+/// SIGKILLs two ADDs with their veth wired (pod default route in place) and no address on the
+/// pod: one whose allocation never reached the agent, one whose allocation the agent made. GC
+/// then removes both veths and the one leaked address, and keeps the valid attachment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_add_then_gc_leaves_nothing() {
     let Some(lab) = lab("killed_add_then_gc_leaves_nothing").await else {
@@ -464,39 +560,41 @@ async fn killed_add_then_gc_leaves_nothing() {
     );
     assert_eq!(code, 0, "{kept}");
     let mut victims = Vec::new();
-    for step in ["allocated", "veth"] {
+    for hold in [Hold::Request, Hold::Response] {
+        let proxy = AllocationHold::start(&lab.agent.socket, lab.dir.path(), hold);
         let pod = Netns::new("rt-pod");
-        let cid = format!("killed-{step}");
+        let cid = format!("killed-{hold:?}");
         let mut child = std::process::Command::new("ip")
             .args(["netns", "exec", &lab.node.name])
             .arg(env!("CARGO_BIN_EXE_routed-cni"))
             .env_clear()
             .envs(add_env("ADD", &cid, &pod.path(), "eth0", ""))
-            .env("ROUTED_CNI_TEST_PAUSE", step)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         {
-            use std::io::{BufRead, Write};
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(lab.conf.as_bytes())
-                .unwrap();
-            // Wait until the plugin says it reached the step, then SIGKILL it there.
-            let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-            let mut line = String::new();
-            while !line.contains("paused at") {
-                line.clear();
-                assert!(
-                    stderr.read_line(&mut line).unwrap() > 0,
-                    "plugin exited before pausing"
-                );
-            }
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(proxy.conf().as_bytes()).unwrap();
         }
+        proxy
+            .held
+            .recv_timeout(common::WAIT)
+            .unwrap_or_else(|e| panic!("the allocation of {cid} was never held: {e}"));
+        common::wait_for(&format!("{cid}'s pod default route"), || {
+            let routes = pod.exec_ok(&["ip", "-4", "route", "show", "default"]);
+            match routes.contains("via 169.254.1.1") {
+                true => Ok(()),
+                false => Err(routes),
+            }
+        });
+        assert_eq!(
+            child.try_wait().unwrap(),
+            None,
+            "the held plugin is still blocked on its allocation"
+        );
         // `ip netns exec` execs the plugin, so this pid is the plugin itself.
         child.kill().unwrap();
         child.wait().unwrap();
@@ -506,9 +604,10 @@ async fn killed_add_then_gc_leaves_nothing() {
         .check()
         .await
         .unwrap();
-    // Both stopped after their veth existed; the allocation runs alongside the wiring, so each
-    // killed ADD left its veth and (at most) its address.
-    assert!((1..=3).contains(&held.allocated), "{held:?}");
+    assert_eq!(
+        held.allocated, 2,
+        "the kept pod and the killed ADD whose allocation the agent made: {held:?}"
+    );
     assert_eq!(
         rd_links(&lab.node).len(),
         3,
@@ -534,7 +633,7 @@ async fn killed_add_then_gc_leaves_nothing() {
     assert_eq!(
         rd_links(&lab.node).len(),
         1,
-        "the leaked veth is gone, the valid one stays"
+        "the leaked veths are gone, the valid one stays"
     );
     lab.node
         .exec_ok(&["ping", "-c", "1", "-W", "2", &pod_ip(&kept)]);

@@ -9,7 +9,6 @@ use routed::ipam::Ipam;
 use routed::model::IpPool;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 const IMAGE: &str = "routed-test/busybox:1";
 
@@ -128,17 +127,18 @@ impl Containerd {
             .stderr(log)
             .spawn()
             .expect("containerd is not installed (apt-get install containerd)");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !Command::new("ctr")
-            .arg("-a")
-            .arg(&socket)
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            assert!(Instant::now() < deadline, "containerd did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        common::wait_for("containerd answers `ctr version`", || {
+            let out = Command::new("ctr")
+                .arg("-a")
+                .arg(&socket)
+                .arg("version")
+                .output()
+                .map_err(|e| e.to_string())?;
+            out.status
+                .success()
+                .then_some(())
+                .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+        });
         Containerd {
             child,
             socket,

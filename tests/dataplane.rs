@@ -137,18 +137,52 @@ fn monitor_seconds(line: &str) -> Option<f64> {
     Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
 }
 
-/// Deletes `route` by hand and waits until `present` sees it back; returns how long it took
-/// as the test saw it (process start-up included) and prints what `ip -ts monitor route` saw
-/// (deletion to re-add; its timestamps are taken when it reads each event).
-fn delete_and_time_repair(node: &Netns, del: &[&str], present: impl Fn() -> bool) -> Duration {
-    assert!(present(), "route must be present before the deletion");
+/// The route `start_route_monitor` adds and deletes to see that the monitor listens.
+const MONITOR_MARKER: &str = "100.64.0.99";
+
+/// `ip -ts monitor route` in `node`, its lines sent to the returned channel as it prints them.
+/// Returns once the monitor has reported a marker route (protocol 99, on lo): from then on it
+/// sees every route event.
+fn start_route_monitor(node: &Netns) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
     let mut monitor = Command::new("ip")
         .args(["netns", "exec", &node.name, "ip", "-ts", "monitor", "route"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("ip monitor");
-    std::thread::sleep(Duration::from_millis(300));
+    let stdout = std::io::BufReader::new(monitor.stdout.take().expect("monitor stdout"));
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let marker = |verb: &str| {
+        let marker = format!("{MONITOR_MARKER}/32");
+        node.exec(&["ip", "route", verb, &marker, "dev", "lo", "proto", "99"]);
+    };
+    let mut seen = Vec::new();
+    poll("ip monitor is listening", WAIT, || {
+        marker("add");
+        marker("del");
+        seen.extend(lines.try_iter());
+        match seen.iter().any(|l| l.contains(MONITOR_MARKER)) {
+            true => Ok(()),
+            false => Err(seen.join("\n")),
+        }
+    });
+    (monitor, lines)
+}
+
+/// Deletes `route` by hand and waits until `present` sees it back; returns how long it took
+/// as the test saw it (process start-up included) and prints what `ip -ts monitor route` saw
+/// (deletion to re-add; its timestamps are taken when it reads each event).
+fn delete_and_time_repair(node: &Netns, del: &[&str], present: impl Fn() -> bool) -> Duration {
+    assert!(present(), "route must be present before the deletion");
+    let (mut monitor, lines) = start_route_monitor(node);
     let start = Instant::now();
     node.exec_ok(del);
     poll(
@@ -163,10 +197,26 @@ fn delete_and_time_repair(node: &Netns, del: &[&str], present: impl Fn() -> bool
         },
     );
     let took = start.elapsed();
-    std::thread::sleep(Duration::from_millis(200));
+    // The monitor's view is printed, not asserted: read until it has reported the re-add (or,
+    // at worst, for WAIT), then stop it.
+    let mut seen: Vec<String> = Vec::new();
+    let readded = |seen: &[String]| {
+        seen.iter()
+            .skip_while(|l| !l.contains("Deleted"))
+            .any(|l| !l.contains("Deleted") && l.starts_with('['))
+    };
+    let until = Instant::now() + WAIT;
+    while !readded(&seen) {
+        match lines.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            // The marker's events still in flight are not of interest.
+            Ok(line) if line.contains(MONITOR_MARKER) => {}
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
     let _ = monitor.kill();
-    let out = monitor.wait_with_output().expect("ip monitor output");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let _ = monitor.wait();
+    let text = seen.join("\n");
     let deleted = text.lines().find(|l| l.contains("Deleted"));
     let readded = deleted.and_then(|d| {
         text.lines()

@@ -340,6 +340,48 @@ async fn warm_allocation_costs_at_most_two_round_trips() {
     );
 }
 
+/// Writes `block` and, when `claimed_by` names a node, that node's confirmed affinity for it.
+async fn put_block(store: &Arc<dyn Datastore>, block: &Block, claimed_by: Option<&str>) {
+    store
+        .create(&keys::block(&block.cidr), encode_json(block), 0)
+        .await
+        .unwrap();
+    if let Some(node) = claimed_by {
+        put_affinity(store, node, &block.cidr).await;
+    }
+}
+
+async fn put_affinity(store: &Arc<dyn Datastore>, node: &str, cidr: &ipnetwork::IpNetwork) {
+    let confirmed = BlockAffinity {
+        state: AffinityState::Confirmed,
+    };
+    store
+        .create(&keys::affinity(node, cidr), encode_json(&confirmed), 0)
+        .await
+        .unwrap();
+}
+
+async fn put_handle(store: &Arc<dyn Datastore>, handle: &str, blocks: &[(&str, u32)]) {
+    let mut record = Handle::new(handle);
+    for (cidr, count) in blocks {
+        record.add(&cidr.parse().unwrap(), *count);
+    }
+    store
+        .create(&keys::handle(handle), encode_json(&record), 0)
+        .await
+        .unwrap();
+}
+
+/// A block of `cidr` affine to `node` with `count` addresses assigned to `handle`.
+fn block_holding(cidr: &str, node: &str, handle: &str, count: usize) -> Block {
+    let mut block = Block::new(cidr.parse().unwrap(), Some(node));
+    block.assign(count, handle, &BTreeMap::new());
+    block
+}
+
+/// One inconsistency of each kind `check` knows, each built from records written straight into
+/// the store, each with its own block, node or handle: every kind is reported naming its record,
+/// and nothing else is reported.
 #[tokio::test]
 async fn check_reports_every_kind_of_inconsistency() {
     let (ipam, _dir) = sqlite_ipam().await;
@@ -348,76 +390,102 @@ async fn check_reports_every_kind_of_inconsistency() {
     alloc(&ipam, "n1", "good").await.unwrap();
     assert!(ipam.check().await.unwrap().is_clean());
 
-    let put = |key: String, value: Vec<u8>| {
-        let store = store.clone();
-        async move { store.create(&key, value, 0).await.unwrap() }
-    };
-    // A handle pointing at nothing.
-    let mut dangling = Handle::new("dangling");
-    dangling.add(&"10.5.200.0/26".parse().unwrap(), 1);
-    put(keys::handle("dangling"), encode_json(&dangling)).await;
-    // A block outside every pool.
-    let outside: ipnetwork::IpNetwork = "192.168.77.0/26".parse().unwrap();
-    put(
-        keys::block(&outside),
-        encode_json(&Block::new(outside, None)),
+    // HandleDangling: a handle recording an address in a block that does not exist.
+    put_handle(&store, "dangling", &[("10.5.200.0/26", 1)]).await;
+    // BlockOutsidePools.
+    put_block(
+        &store,
+        &Block::new("192.168.77.0/26".parse().unwrap(), None),
+        None,
     )
     .await;
-    // An affinity without a block.
-    let confirmed = encode_json(&BlockAffinity {
-        state: AffinityState::Confirmed,
-    });
-    put(
-        keys::affinity("n9", &"10.5.100.0/26".parse().unwrap()),
-        confirmed.clone(),
-    )
-    .await;
-    // A block claimed by two nodes.
-    let shared: ipnetwork::IpNetwork = "10.5.50.0/26".parse().unwrap();
-    put(
-        keys::block(&shared),
-        encode_json(&Block::new(shared, Some("n1"))),
-    )
-    .await;
-    put(keys::affinity("n1", &shared), confirmed.clone()).await;
-    put(keys::affinity("n2", &shared), confirmed.clone()).await;
-    // The same address held by two handles through overlapping blocks.
-    let wide: ipnetwork::IpNetwork = "10.5.60.0/25".parse().unwrap();
-    let narrow: ipnetwork::IpNetwork = "10.5.60.0/26".parse().unwrap();
-    for (cidr, handle) in [(wide, "x"), (narrow, "y")] {
-        let mut b = Block::new(cidr, Some("n3"));
-        b.assign(1, handle, &BTreeMap::new());
-        put(keys::block(&cidr), encode_json(&b)).await;
-        put(keys::affinity("n3", &cidr), confirmed.clone()).await;
-        let mut h = Handle::new(handle);
-        h.add(&cidr, 1);
-        put(keys::handle(handle), encode_json(&h)).await;
+    // AffinityWithoutBlock.
+    put_affinity(&store, "n9", &"10.5.100.0/26".parse().unwrap()).await;
+    // BlockClaimedTwice: a block affine to n1 that n1 and n2 both claim.
+    let shared = Block::new("10.5.50.0/26".parse().unwrap(), Some("n1"));
+    put_block(&store, &shared, Some("n1")).await;
+    put_affinity(&store, "n2", &shared.cidr).await;
+    // BlocksOverlap and AddressInTwoHandles: 10.5.60.0 held by x in a /25 and by y in a /26.
+    for (cidr, handle) in [("10.5.60.0/25", "x"), ("10.5.60.0/26", "y")] {
+        put_block(&store, &block_holding(cidr, "n3", handle, 1), Some("n3")).await;
+        put_handle(&store, handle, &[(cidr, 1)]).await;
     }
+    // BlockCorrupt: ordinal 5 is neither free nor allocated.
+    let mut corrupt = Block::new("10.5.70.0/26".parse().unwrap(), Some("n4"));
+    corrupt.free.retain(|&ordinal| ordinal != 5);
+    put_block(&store, &corrupt, Some("n4")).await;
+    // HandleCountMismatch: the handle records 3 addresses, the block holds 2.
+    let miscounted = block_holding("10.5.80.0/26", "n5", "miscounted", 2);
+    put_block(&store, &miscounted, Some("n5")).await;
+    put_handle(&store, "miscounted", &[("10.5.80.0/26", 3)]).await;
+    // AllocationWithoutHandle: the block holds an address for a handle with no record.
+    put_block(
+        &store,
+        &block_holding("10.5.90.0/26", "n6", "orphan", 1),
+        Some("n6"),
+    )
+    .await;
+    // BlockWithoutAffinity: affine to n7, which has no affinity record for it.
+    let unclaimed = Block::new("10.5.110.0/26".parse().unwrap(), Some("n7"));
+    put_block(&store, &unclaimed, None).await;
+
+    use FindingKind::*;
+    let expected: &[(FindingKind, &[&str])] = &[
+        (AddressInTwoHandles, &["10.5.60.0 ", "x, y"]),
+        (BlocksOverlap, &["10.5.60.0/25", "10.5.60.0/26"]),
+        (
+            BlockCorrupt,
+            &["10.5.70.0/26", "ordinal 5 is neither free nor allocated"],
+        ),
+        (HandleDangling, &["handle dangling", "10.5.200.0/26"]),
+        (
+            HandleCountMismatch,
+            &["handle miscounted records 3", "10.5.80.0/26", "holds 2"],
+        ),
+        (AllocationWithoutHandle, &["10.5.90.0/26", "handle orphan"]),
+        (
+            BlockClaimedTwice,
+            &["block 10.5.50.0/26 is claimed by n1, n2"],
+        ),
+        (
+            BlockClaimedTwice,
+            &["node n2 claims block 10.5.50.0/26", "affine to n1"],
+        ),
+        (AffinityWithoutBlock, &["node n9", "10.5.100.0/26"]),
+        (BlockWithoutAffinity, &["10.5.110.0/26", "affine to n7"]),
+        (BlockOutsidePools, &["192.168.77.0/26"]),
+    ];
     let report = ipam.check().await.unwrap();
-    let kinds: HashSet<FindingKind> = report.findings.iter().map(|f| f.kind).collect();
-    for kind in [
-        FindingKind::HandleDangling,
-        FindingKind::BlockOutsidePools,
-        FindingKind::AffinityWithoutBlock,
-        FindingKind::BlockClaimedTwice,
-        FindingKind::AddressInTwoHandles,
-        FindingKind::BlocksOverlap,
-    ] {
+    // A kind added to FindingKind breaks this match until it is listed here and planted above.
+    let all_kinds = |kind: FindingKind| match kind {
+        AddressInTwoHandles
+        | BlocksOverlap
+        | BlockCorrupt
+        | HandleDangling
+        | HandleCountMismatch
+        | AllocationWithoutHandle
+        | BlockClaimedTwice
+        | AffinityWithoutBlock
+        | BlockWithoutAffinity
+        | BlockOutsidePools => kind,
+    };
+    let planted: HashSet<FindingKind> = expected.iter().map(|(kind, _)| all_kinds(*kind)).collect();
+    assert_eq!(planted.len(), 10, "every kind is planted");
+    for (kind, words) in expected {
         assert!(
-            kinds.contains(&kind),
-            "{kind:?} not reported: {:#?}",
+            report
+                .findings
+                .iter()
+                .any(|f| f.kind == *kind && words.iter().all(|w| f.message.contains(w))),
+            "no {kind:?} finding naming {words:?}: {:#?}",
             report.findings
         );
     }
-    let two = report
-        .findings
-        .iter()
-        .find(|f| f.kind == FindingKind::AddressInTwoHandles)
-        .unwrap();
-    assert!(
-        two.message.contains("10.5.60.0") && two.message.contains("x, y"),
-        "{}",
-        two.message
+    assert_eq!(
+        report.findings.len(),
+        expected.len(),
+        "findings beyond the planted ones: {:#?}",
+        report.findings
     );
 }
 

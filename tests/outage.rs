@@ -97,7 +97,7 @@ fn etcd_outage_keeps_pod_traffic_and_fails_cni_add_with_code_11() {
     let veths_before = host_veths(&lab, 1);
     let workload_routes_before = lab.routes(1, 230);
     let mut ping = Ping::start(&pod_a, &ip_b, PING_COUNT);
-    std::thread::sleep(Duration::from_secs(1));
+    ping.wait_replies(20);
 
     // A partition first: node-1's packets to etcd vanish, so requests hang instead of being
     // refused. The agent answers within its datastore timeout, and the ADD fails cleanly.

@@ -11,7 +11,6 @@ mod common;
 
 use cluster::{block_of, deleted_routes_of_ours, wait_for, Lab, Ping, RouteMonitor};
 use common::Netns;
-use std::time::Duration;
 
 /// 20 packets a second for 40 s: spans the kill, the restart and the sessions coming back.
 const PING_COUNT: u32 = 800;
@@ -42,7 +41,7 @@ fn restart_loses_nothing(test: &str, signal: i32) {
         .map(|&i| RouteMonitor::start(lab.node(i), lab.dir.path().join(format!("monitor-{i}.txt"))))
         .collect();
     let mut ping = Ping::start(&pod_a, &ip_b, PING_COUNT);
-    std::thread::sleep(Duration::from_secs(1));
+    ping.wait_replies(20);
 
     // Down: node-2's agent goes away; its routes stay, and node-1 keeps node-2's block.
     let log_before = lab.log(2).len();
@@ -56,16 +55,18 @@ fn restart_loses_nothing(test: &str, signal: i32) {
             "{log}"
         );
     }
-    std::thread::sleep(Duration::from_secs(2));
+    // node-1 has handled the session's end (its peer left Established): node-2's block stays,
+    // and the route monitors below prove it was never deleted in between.
+    wait_for("node-1 notices node-2's agent going down", || {
+        let peers = lab.bgp_status(1)?;
+        (peers[0]["state"] != "Established")
+            .then_some(())
+            .ok_or(peers.to_string())
+    });
     let down_routes = lab.routes(1, 232);
     assert!(
         down_routes.contains(&block_of(&ip_b)),
         "node-1 dropped node-2's block while node-2's agent was down: {down_routes}"
-    );
-    let peers = lab.bgp_status(1).expect("node-1 status");
-    assert!(
-        peers[0]["state"] != "Established",
-        "node-1 did not notice node-2's agent going down: {peers}"
     );
 
     // Up again: the new agent finds its routes in the kernel and restarts gracefully.

@@ -289,12 +289,9 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
     let address = join_allocation();
     let allocation_refused = allocation_refused;
     let result = match (wired, address) {
-        (Ok((wired, mtu)), Ok(address)) => {
-            pause_for_tests("allocated");
-            wire_address(&host, pod.as_ref(), &wired, address)
-                .await
-                .map(|()| render_add(&conf.cni_version, &wired, &att, address, mtu))
-        }
+        (Ok((wired, mtu)), Ok(address)) => wire_address(&host, pod.as_ref(), &wired, address)
+            .await
+            .map(|()| render_add(&conf.cni_version, &wired, &att, address, mtu)),
         (Err(e), _) | (_, Err(e)) => Err(e),
     };
     if result.is_err() {
@@ -340,7 +337,6 @@ async fn wire_links(
             ),
             e => netlink_error("creating the veth pair", e),
         })?;
-    pause_for_tests("veth");
     for (key, value) in [
         (sysctl::proxy_arp_key(&att.veth), "1"),
         (sysctl::proxy_delay_key(&att.veth), "0"),
@@ -420,15 +416,6 @@ async fn wire_address(
     .await
     .map_err(|e| netlink_error("adding the host route to the pod", e))?;
     Ok(())
-}
-
-/// Crash-safety tests stop the plugin at a named step (`ROUTED_CNI_TEST_PAUSE=allocated|veth`)
-/// and SIGKILL it there, to prove that GC leaves nothing behind. Unset in production.
-fn pause_for_tests(step: &str) {
-    if std::env::var("ROUTED_CNI_TEST_PAUSE").is_ok_and(|s| s == step) {
-        eprintln!("routed-cni: paused at {step} (ROUTED_CNI_TEST_PAUSE)");
-        std::thread::sleep(std::time::Duration::from_secs(120));
-    }
 }
 
 fn render_add(

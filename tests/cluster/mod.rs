@@ -192,6 +192,27 @@ pub fn block_of(ip: &str) -> String {
 pub struct Ping {
     child: Child,
     count: u32,
+    pod: String,
+    replies_before: u64,
+}
+
+/// The IcmpInEchoReps counter of `netns` (/proc/net/snmp is per network namespace).
+fn echo_replies(netns: &str) -> u64 {
+    let snmp = common::run_ok("ip", &["netns", "exec", netns, "cat", "/proc/net/snmp"]);
+    let mut icmp = snmp.lines().filter(|l| l.starts_with("Icmp: "));
+    let (names, values) = (icmp.next(), icmp.next());
+    let (Some(names), Some(values)) = (names, values) else {
+        panic!("no Icmp lines in /proc/net/snmp of {netns}: {snmp}");
+    };
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "InEchoReps")
+        .expect("InEchoReps in /proc/net/snmp");
+    values
+        .split_whitespace()
+        .nth(at)
+        .and_then(|v| v.parse().ok())
+        .expect("an InEchoReps value")
 }
 
 /// What a finished ping reported.
@@ -205,6 +226,7 @@ pub struct PingResult {
 impl Ping {
     /// Starts pinging `destination` from `pod`, 20 packets a second.
     pub fn start(pod: &Netns, destination: &str, count: u32) -> Ping {
+        let replies_before = echo_replies(&pod.name);
         let child = Command::new("ip")
             .args(["netns", "exec", &pod.name, "ping", "-n", "-q", "-i", "0.05"])
             .args(["-c", &count.to_string(), destination])
@@ -212,7 +234,23 @@ impl Ping {
             .stderr(Stdio::piped())
             .spawn()
             .expect("ping is not installed: apt-get install iputils-ping");
-        Ping { child, count }
+        Ping {
+            child,
+            count,
+            pod: pod.name.clone(),
+            replies_before,
+        }
+    }
+
+    /// Waits until the pod has received `replies` echo replies since the ping started (the
+    /// kernel's IcmpInEchoReps counter), so what follows happens while traffic flows.
+    pub fn wait_replies(&self, replies: u64) {
+        wait_for(&format!("{replies} echo replies in {}", self.pod), || {
+            let got = echo_replies(&self.pod) - self.replies_before;
+            (got >= replies)
+                .then_some(())
+                .ok_or(format!("{got} so far"))
+        });
     }
 
     /// True while ping is still sending.
