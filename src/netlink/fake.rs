@@ -2,13 +2,18 @@
 //!
 //! One shared "world" holds namespaces (the host namespace plus any registered with
 //! [`FakeNetlink::add_netns`]), each with links, addresses, routes keyed by [`RouteKey`],
-//! neighbours, FDB entries, sysctls and route watchers. Handles returned by `for_netns` share the
+//! nexthop objects, neighbours, FDB entries, sysctls and route watchers. Handles returned by `for_netns` share the
 //! world, as real handles share one kernel.
 //!
 //! It keeps the kernel rules callers depend on: `add_*` of an existing key is `AlreadyExists`,
 //! a route or address on a missing ifindex is `NotFound`, deleting a link removes its veth peer,
 //! its addresses and the routes through it (and watchers see those deletions), deleting what is
-//! absent is `Ok`, and per-interface sysctls exist only for existing interfaces.
+//! absent is `Ok`, and per-interface sysctls exist only for existing interfaces. Nexthop
+//! objects as the kernel keeps them: a route written with `nhid N` reports the object's gateway
+//! and device (a group's members as multipath hops), an unknown id is refused, and deleting an
+//! object drops its routes silently (watchers see one `NexthopDeleted`). A route scan
+//! (`fold_routes`) visits a copy, so the visitor runs unlocked; `route_get` is a longest-prefix
+//! match over the main table (a local address answers a local route).
 //!
 //! Failure injection, per [`Operation`]: [`FakeNetlink::inject_failure`] makes every call fail
 //! with [`NetlinkError::Injected`] until cleared, [`FakeNetlink::inject_failure_once`] fails the
