@@ -21,7 +21,6 @@
 //! - Pod MTU: node MTU minus the largest overhead of the encapsulations in use (IPIP 20,
 //!   VXLAN 50).
 
-use crate::bgp::rib::BestRoute;
 use crate::bgp::speaker::{PeerKind, PeerSpec};
 use crate::model::{AffinityState, BgpConfiguration, BgpPeer, EncapMode, IpPool, Node};
 use crate::netlink::{FdbEntry, MacAddr, Neighbour, NextHop, Route, RouteProtocol};
@@ -208,22 +207,19 @@ pub fn originated_blocks(state: &ClusterState) -> BTreeSet<IpNetwork> {
         .collect()
 }
 
-/// Kernel routes: blackholes for local blocks, learned best routes via their next hops (through
-/// `tunl0` when the block's pool asks for IPIP and the device is up).
-pub fn desired_routes(
+/// The route routed wants in the kernel for `prefix`, whose best learned next hops are
+/// `next_hops`: the blackhole of a local block, else the learned route (`learned_route`).
+/// `None`: no route of ours belongs there. The route reconciler asks this per prefix.
+pub fn desired_route(
+    prefix: IpNetwork,
+    next_hops: &[IpAddr],
     local: &BTreeSet<IpNetwork>,
-    best: &[BestRoute],
     encap: &EncapView,
-) -> Vec<Route> {
-    let mut out: Vec<Route> = local
-        .iter()
-        .map(|b| Route::blackhole(*b, RouteProtocol::BLACKHOLE))
-        .collect();
-    out.extend(
-        best.iter()
-            .filter_map(|route| learned_route(route.prefix, &route.next_hops, local, encap)),
-    );
-    out
+) -> Option<Route> {
+    if local.contains(&prefix) {
+        return Some(Route::blackhole(prefix, RouteProtocol::BLACKHOLE));
+    }
+    learned_route(prefix, next_hops, local, encap)
 }
 
 /// The kernel route for one learned best route: via its next hops (through `tunl0` when the
@@ -347,6 +343,7 @@ pub fn desired_vxlan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bgp::rib::BestRoute;
 
     fn node(name: &str, ip: &str) -> Node {
         Node {
@@ -468,7 +465,7 @@ mod tests {
                 next_hops: vec!["10.0.0.253".parse().unwrap(), "10.0.0.254".parse().unwrap()],
             },
         ];
-        let routes = desired_routes(&local, &best, &EncapView::default());
+        let routes = routes_of(&local, &best, &EncapView::default());
         assert_eq!(routes.len(), 3);
         assert_eq!(routes[0].protocol, RouteProtocol::BLACKHOLE);
         assert_eq!(routes[1].gateway, Some("10.0.0.2".parse().unwrap()));
@@ -487,6 +484,18 @@ mod tests {
             prefix: prefix.parse().unwrap(),
             next_hops: hops.iter().map(|h| h.parse().unwrap()).collect(),
         }
+    }
+
+    /// The desired routes of local blocks and learned best routes, one `desired_route` each
+    /// (what the route reconciler asks per prefix).
+    fn routes_of(local: &BTreeSet<IpNetwork>, best: &[BestRoute], encap: &EncapView) -> Vec<Route> {
+        let learned = best.iter().filter(|r| !local.contains(&r.prefix));
+        local
+            .iter()
+            .map(|b| (*b, &[][..]))
+            .chain(learned.map(|r| (r.prefix, &r.next_hops[..])))
+            .filter_map(|(prefix, hops)| desired_route(prefix, hops, local, encap))
+            .collect()
     }
 
     fn find<'a>(routes: &'a [Route], prefix: &str) -> &'a Route {
@@ -516,7 +525,7 @@ mod tests {
             best("10.3.0.0/26", &["10.0.1.2"]), // Never: plain
             best("192.0.2.0/24", &["10.0.1.2"]), // in no pool: plain
         ];
-        let routes = desired_routes(&BTreeSet::new(), &learned, &encap);
+        let routes = routes_of(&BTreeSet::new(), &learned, &encap);
         let tunnelled = |r: &Route| r.output_ifindex == Some(7) && r.onlink;
         let plain = |r: &Route| r.output_ifindex.is_none() && !r.onlink;
         assert!(tunnelled(find(&routes, "10.1.0.0/26")));
@@ -538,13 +547,13 @@ mod tests {
             ipip_ifindex: None,
             ..encap.clone()
         };
-        let routes = desired_routes(&BTreeSet::new(), &learned, &no_device);
+        let routes = routes_of(&BTreeSet::new(), &learned, &no_device);
         assert!(routes.iter().all(plain));
 
         // A mode change is a new view: the same learned routes, reprogrammed.
         let mut now_never = encap.clone();
         now_never.pools[0].ipip_mode = Never;
-        let routes = desired_routes(&BTreeSet::new(), &learned, &now_never);
+        let routes = routes_of(&BTreeSet::new(), &learned, &now_never);
         assert!(plain(find(&routes, "10.1.0.0/26")));
     }
 
@@ -560,7 +569,7 @@ mod tests {
             local_subnets: vec!["10.0.0.0/24".parse().unwrap()],
             ipip_ifindex: Some(7),
         };
-        let routes = desired_routes(
+        let routes = routes_of(
             &BTreeSet::new(),
             &[best("10.2.0.0/26", &["10.0.0.2", "10.0.1.2"])],
             &encap,
@@ -582,7 +591,7 @@ mod tests {
             )],
             ..EncapView::default()
         };
-        let routes = desired_routes(
+        let routes = routes_of(
             &BTreeSet::new(),
             &[best("10.5.0.0/26", &["10.0.0.2"])],
             &encap,

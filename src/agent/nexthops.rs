@@ -18,7 +18,7 @@
 //! On a kernel without nexthop objects (before 5.3) the first dump fails and every route keeps
 //! `via GW`, as before.
 
-use crate::netlink::{KernelNetlink, NexthopSpec, Route, RouteKind, RouteProtocol};
+use crate::netlink::{Netlink, NexthopSpec, Route, RouteKind, RouteProtocol};
 use smallvec::SmallVec;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -147,7 +147,7 @@ pub struct Nexthops {
 
 impl Nexthops {
     /// Adopts the objects of `protocol` the kernel has.
-    pub async fn start(netlink: &KernelNetlink, protocol: RouteProtocol) -> Nexthops {
+    pub async fn start(netlink: &dyn Netlink, protocol: RouteProtocol) -> Nexthops {
         let mut nexthops = Nexthops {
             protocol,
             enabled: None,
@@ -168,7 +168,7 @@ impl Nexthops {
 
     /// Re-reads our objects from the kernel and re-resolves every known gateway's device (a
     /// moved gateway gets a new object; its routes are then rewritten by the resync).
-    pub async fn refresh(&mut self, netlink: &KernelNetlink) {
+    pub async fn refresh(&mut self, netlink: &dyn Netlink) {
         let all = match netlink.nexthops().await {
             Ok(all) => all,
             Err(error) => {
@@ -209,7 +209,7 @@ impl Nexthops {
     }
 
     /// Writes each route that can use an object with it, creating the objects it lacks.
-    pub async fn assign(&mut self, netlink: &KernelNetlink, routes: &mut [Route]) {
+    pub async fn assign(&mut self, netlink: &dyn Netlink, routes: &mut [Route]) {
         if self.enabled != Some(true) {
             return;
         }
@@ -222,7 +222,7 @@ impl Nexthops {
     }
 
     /// The object for these gateways, created (members first) when missing.
-    async fn object_for(&mut self, netlink: &KernelNetlink, members: Members) -> Option<u32> {
+    async fn object_for(&mut self, netlink: &dyn Netlink, members: Members) -> Option<u32> {
         let mut ids = Ids::new();
         for (gateway, weight) in members {
             let ifindex = match self.view.devices.get(&gateway) {
@@ -245,7 +245,7 @@ impl Nexthops {
     }
 
     /// The id of `spec`, creating the object when it does not exist.
-    async fn object(&mut self, netlink: &KernelNetlink, spec: NexthopSpec) -> Option<u32> {
+    async fn object(&mut self, netlink: &dyn Netlink, spec: NexthopSpec) -> Option<u32> {
         if let Some(id) = self.view.ids.get(&spec) {
             return Some(*id);
         }
@@ -290,7 +290,7 @@ impl Nexthops {
 
     /// Deletes the objects of ours that no route in `in_use` (ids the last full scan found on
     /// our routes) needs, groups before their members. Call only right after that scan.
-    pub async fn collect_garbage(&mut self, netlink: &KernelNetlink, in_use: &HashSet<u32>) {
+    pub async fn collect_garbage(&mut self, netlink: &dyn Netlink, in_use: &HashSet<u32>) {
         let mut keep = in_use.clone();
         let mut groups = HashSet::new();
         for (spec, id) in &self.view.ids {
@@ -327,7 +327,7 @@ impl Nexthops {
 
 /// The device the kernel reaches `gateway` on directly; `None` when it is not on a link (no
 /// route, a route via another gateway, or an address of this host).
-async fn resolve(netlink: &KernelNetlink, gateway: IpAddr) -> Option<u32> {
+async fn resolve(netlink: &dyn Netlink, gateway: IpAddr) -> Option<u32> {
     match netlink.route_get(gateway).await {
         Ok(Some(route)) if route.kind == RouteKind::Unicast && route.gateway.is_none() => {
             route.output_ifindex

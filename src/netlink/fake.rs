@@ -2,13 +2,18 @@
 //!
 //! One shared "world" holds namespaces (the host namespace plus any registered with
 //! [`FakeNetlink::add_netns`]), each with links, addresses, routes keyed by [`RouteKey`],
-//! neighbours, FDB entries, sysctls and route watchers. Handles returned by `for_netns` share the
+//! nexthop objects, neighbours, FDB entries, sysctls and route watchers. Handles returned by `for_netns` share the
 //! world, as real handles share one kernel.
 //!
 //! It keeps the kernel rules callers depend on: `add_*` of an existing key is `AlreadyExists`,
 //! a route or address on a missing ifindex is `NotFound`, deleting a link removes its veth peer,
 //! its addresses and the routes through it (and watchers see those deletions), deleting what is
-//! absent is `Ok`, and per-interface sysctls exist only for existing interfaces.
+//! absent is `Ok`, and per-interface sysctls exist only for existing interfaces. Nexthop
+//! objects as the kernel keeps them: a route written with `nhid N` reports the object's gateway
+//! and device (a group's members as multipath hops), an unknown id is refused, and deleting an
+//! object drops its routes silently (watchers see one `NexthopDeleted`). A route scan
+//! (`fold_routes`) visits a copy, so the visitor runs unlocked; `route_get` is a longest-prefix
+//! match over the main table (a local address answers a local route).
 //!
 //! Failure injection, per [`Operation`]: [`FakeNetlink::inject_failure`] makes every call fail
 //! with [`NetlinkError::Injected`] until cleared, [`FakeNetlink::inject_failure_once`] fails the
@@ -27,12 +32,14 @@ use tokio::sync::mpsc;
 use super::error::{NetlinkError, Operation, Result};
 use super::monitor::{RouteWatch, CHANNEL_CAPACITY};
 use super::netns::NetnsRef;
+use super::nexthop::{Nexthop, NexthopSpec};
+use super::proto::RouteProtocol;
 use super::sysctl::sysctl_path;
 use super::types::{
-    BatchFailure, BatchReport, FdbEntry, LinkInfo, MacAddr, Neighbour, Route, RouteEvent,
-    RouteFilter, RouteKey, VxlanSpec,
+    BatchFailure, BatchReport, FdbEntry, LinkInfo, MacAddr, Neighbour, NextHop, Route, RouteEvent,
+    RouteFilter, RouteKey, RouteKind, VxlanSpec,
 };
-use super::Netlink;
+use super::{Netlink, RouteFold};
 
 /// Name of the host namespace in the fake's world.
 const HOST: &str = "";
@@ -54,6 +61,7 @@ struct FakeNamespace {
     fdb: Vec<FdbEntry>,
     sysctls: BTreeMap<String, String>,
     watchers: Vec<mpsc::Sender<RouteEvent>>,
+    nexthops: BTreeMap<u32, Nexthop>,
 }
 
 impl FakeNamespace {
@@ -98,6 +106,74 @@ impl FakeNamespace {
             }
         }
         Ok(())
+    }
+
+    /// The route as the kernel stores it: one written with a nexthop object also reports the
+    /// object's gateway and device (a group: its members as multipath hops). An unknown id is
+    /// refused as the kernel does (EINVAL).
+    fn resolve_route(&self, op: Operation, route: &Route) -> Result<Route> {
+        let mut route = route.clone();
+        let Some(id) = route.nexthop_id else {
+            return Ok(route);
+        };
+        let unknown = || {
+            let target = format!("{} nhid {id}", route.destination);
+            NetlinkError::from_errno(op, target, libc::EINVAL, "Nexthop id does not exist".into())
+        };
+        let hop = |member: u32, weight: u16| match self.nexthops.get(&member)?.spec {
+            Some(NexthopSpec::Gateway {
+                gateway,
+                ifindex,
+                onlink,
+            }) => Some(NextHop {
+                gateway: Some(gateway),
+                output_ifindex: Some(ifindex),
+                weight,
+                onlink,
+            }),
+            _ => None,
+        };
+        match self.nexthops.get(&id).and_then(|n| n.spec.clone()) {
+            Some(NexthopSpec::Gateway { .. }) => {
+                let single = hop(id, 1).ok_or_else(unknown)?;
+                route.gateway = single.gateway;
+                route.output_ifindex = single.output_ifindex;
+                route.onlink = single.onlink;
+                route.multipath.clear();
+            }
+            Some(NexthopSpec::Group(members)) => {
+                route.multipath = members.iter().filter_map(|(m, w)| hop(*m, *w)).collect();
+                route.gateway = None;
+                route.output_ifindex = None;
+                route.onlink = false;
+            }
+            None => return Err(unknown()),
+        }
+        Ok(route)
+    }
+
+    /// Deletes nexthop object `id` as the kernel does: its routes go without an RTM_DELROUTE
+    /// each (watchers see one `NexthopDeleted`), it leaves the groups it was in, and a group
+    /// left empty goes too.
+    fn remove_nexthop(&mut self, id: u32) -> bool {
+        let Some(removed) = self.nexthops.remove(&id) else {
+            return false;
+        };
+        self.routes.retain(|_, route| route.nexthop_id != Some(id));
+        let mut emptied = Vec::new();
+        for nexthop in self.nexthops.values_mut() {
+            if let Some(NexthopSpec::Group(members)) = &mut nexthop.spec {
+                members.retain(|(member, _)| *member != id);
+                if members.is_empty() {
+                    emptied.push(nexthop.id);
+                }
+            }
+        }
+        self.notify(RouteEvent::NexthopDeleted(removed.protocol));
+        for group in emptied {
+            self.remove_nexthop(group);
+        }
+        true
     }
 
     fn put_route(&mut self, route: &Route) {
@@ -682,13 +758,14 @@ impl Netlink for FakeNetlink {
         self.with_namespace(op, &target, |world, ns| {
             let namespace = namespace(world, ns);
             namespace.check_route(op, route)?;
+            let route = namespace.resolve_route(op, route)?;
             if namespace.routes.contains_key(&route.key()) {
                 return Err(NetlinkError::AlreadyExists {
                     op,
                     target: target.clone(),
                 });
             }
-            namespace.put_route(route);
+            namespace.put_route(&route);
             Ok(())
         })
     }
@@ -698,7 +775,8 @@ impl Netlink for FakeNetlink {
         self.with_namespace(op, &route.key().to_string(), |world, ns| {
             let namespace = namespace(world, ns);
             namespace.check_route(op, route)?;
-            namespace.put_route(route);
+            let route = namespace.resolve_route(op, route)?;
+            namespace.put_route(&route);
             Ok(())
         })
     }
@@ -729,6 +807,97 @@ impl Netlink for FakeNetlink {
         )
     }
 
+    async fn fold_routes(
+        &self,
+        filter: RouteFilter,
+        mut fold: Box<dyn RouteFold>,
+    ) -> Result<Box<dyn RouteFold>> {
+        // Copied out first: the visitor runs without the world locked, as the kernel's dump
+        // runs while others write.
+        let routes = self.list_routes(&filter).await?;
+        for route in routes {
+            fold.visit(route);
+        }
+        Ok(fold)
+    }
+
+    async fn route_get(&self, address: IpAddr) -> Result<Option<Route>> {
+        let target = address.to_string();
+        self.with_namespace(Operation::GetRoute, &target, |world, ns| {
+            let namespace = namespace(world, ns);
+            if namespace.addresses.iter().any(|(_, a)| a.ip() == address) {
+                let host = IpNetwork::from(address);
+                let mut local = Route::blackhole(host, RouteProtocol::KERNEL);
+                local.kind = RouteKind::Other(2); // RTN_LOCAL
+                return Ok(Some(local));
+            }
+            // Longest prefix first, then the lowest metric, in the main table.
+            Ok(namespace
+                .routes
+                .values()
+                .filter(|r| r.table == super::TABLE_MAIN && r.destination.contains(address))
+                .max_by_key(|r| (r.destination.prefix(), std::cmp::Reverse(r.priority)))
+                .cloned())
+        })
+    }
+
+    async fn nexthops(&self) -> Result<Vec<Nexthop>> {
+        self.with_namespace(Operation::ListNexthops, "all", |world, ns| {
+            Ok(namespace(world, ns).nexthops.values().cloned().collect())
+        })
+    }
+
+    async fn create_nexthop(
+        &self,
+        id: u32,
+        protocol: RouteProtocol,
+        spec: NexthopSpec,
+    ) -> Result<()> {
+        let op = Operation::CreateNexthop;
+        let target = format!("id {id} {spec:?}");
+        self.with_namespace(op, &target, |world, ns| {
+            let namespace = namespace(world, ns);
+            if namespace.nexthops.contains_key(&id) {
+                return Err(NetlinkError::AlreadyExists {
+                    op,
+                    target: target.clone(),
+                });
+            }
+            let known = match &spec {
+                NexthopSpec::Gateway { ifindex, .. } => namespace.links.contains_key(ifindex),
+                NexthopSpec::Group(members) => members
+                    .iter()
+                    .all(|(member, _)| namespace.nexthops.contains_key(member)),
+            };
+            if !known {
+                return Err(NetlinkError::NotFound {
+                    op,
+                    target: target.clone(),
+                });
+            }
+            let spec = Some(spec);
+            namespace
+                .nexthops
+                .insert(id, Nexthop { id, protocol, spec });
+            Ok(())
+        })
+    }
+
+    async fn delete_nexthop(&self, id: u32) -> Result<()> {
+        let op = Operation::DeleteNexthop;
+        let target = format!("id {id}");
+        self.with_namespace(op, &target, |world, ns| {
+            if namespace(world, ns).remove_nexthop(id) {
+                Ok(())
+            } else {
+                Err(NetlinkError::NotFound {
+                    op,
+                    target: target.clone(),
+                })
+            }
+        })
+    }
+
     async fn replace_routes_batch(&self, routes: &[Route]) -> Result<BatchReport> {
         let op = Operation::ReplaceRoutesBatch;
         self.with_namespace(op, &format!("{} routes", routes.len()), |world, ns| {
@@ -745,11 +914,13 @@ impl Netlink for FakeNetlink {
                         target: route.destination.to_string(),
                     })
                 } else {
-                    namespace.check_route(op, route)
+                    namespace
+                        .check_route(op, route)
+                        .and_then(|()| namespace.resolve_route(op, route))
                 };
                 match outcome {
-                    Ok(()) => {
-                        namespace.put_route(route);
+                    Ok(route) => {
+                        namespace.put_route(&route);
                         report.succeeded += 1;
                     }
                     Err(error) => report.failures.push(BatchFailure {

@@ -40,6 +40,12 @@ async fn call(netlink: &dyn Netlink, op: Operation, ifindex: u32) -> Option<Netl
         destination: Some("10.0.0.1".parse().unwrap()),
     };
     let key = proxy_arp_key("rdhost");
+    let proto = RouteProtocol::BGP;
+    let gateway = NexthopSpec::Gateway {
+        gateway: neighbour.ip,
+        ifindex,
+        onlink: false,
+    };
     match op {
         Operation::LinkByName => netlink.link_by_name("rdhost").await.err(),
         Operation::CreateVeth => netlink
@@ -88,11 +94,16 @@ async fn call(netlink: &dyn Netlink, op: Operation, ifindex: u32) -> Option<Netl
             .delete_address(ifindex, net("10.9.9.9/32"))
             .await
             .err(),
-        // Kernel-only operations: not in the trait, not in `Operation::ALL`.
-        Operation::ListNexthops
-        | Operation::CreateNexthop
-        | Operation::DeleteNexthop
-        | Operation::GetRoute => unreachable!("{op} is not a trait operation"),
+        Operation::ListNexthops => netlink.nexthops().await.err(),
+        Operation::CreateNexthop => match netlink.create_nexthop(900, proto, gateway).await {
+            Err(e) if e.is_already_exists() => None,
+            other => other.err(),
+        },
+        Operation::DeleteNexthop => {
+            let _ = netlink.create_nexthop(901, proto, gateway).await;
+            netlink.delete_nexthop(901).await.err()
+        }
+        Operation::GetRoute => netlink.route_get(neighbour.ip).await.err(),
     }
 }
 
@@ -257,4 +268,120 @@ async fn route_on_missing_link_is_not_found() {
     let fake = FakeNetlink::new();
     let route = Route::link_scope(net("10.1.0.1/32"), 999, RouteProtocol::WORKLOAD);
     assert!(fake.replace_route(&route).await.unwrap_err().is_not_found());
+}
+
+#[tokio::test]
+async fn routes_with_a_nexthop_object_report_it_and_go_with_it() {
+    let (fake, host) = world_with_veth().await;
+    let proto = RouteProtocol::BGP;
+    let gateway = |ip: &str| NexthopSpec::Gateway {
+        gateway: ip.parse().unwrap(),
+        ifindex: host.index,
+        onlink: false,
+    };
+    fake.create_nexthop(10, proto, gateway("10.0.0.2"))
+        .await
+        .unwrap();
+    fake.create_nexthop(11, proto, gateway("10.0.0.3"))
+        .await
+        .unwrap();
+    fake.create_nexthop(12, proto, NexthopSpec::Group(vec![(10, 1), (11, 1)]))
+        .await
+        .unwrap();
+    let taken = fake.create_nexthop(10, proto, gateway("10.0.0.4")).await;
+    assert!(taken.unwrap_err().is_already_exists());
+    let missing = fake.create_nexthop(13, proto, NexthopSpec::Group(vec![(99, 1)]));
+    assert!(missing.await.unwrap_err().is_not_found());
+
+    let mut single = Route::via(
+        net("10.1.0.0/26"),
+        "192.0.2.1".parse().unwrap(),
+        None,
+        proto,
+    );
+    single.nexthop_id = Some(10);
+    let mut group = Route::via(
+        net("10.1.1.0/26"),
+        "192.0.2.1".parse().unwrap(),
+        None,
+        proto,
+    );
+    group.nexthop_id = Some(12);
+    let mut unknown = Route::via(
+        net("10.1.2.0/26"),
+        "192.0.2.1".parse().unwrap(),
+        None,
+        proto,
+    );
+    unknown.nexthop_id = Some(77);
+    let report = fake
+        .replace_routes_batch(&[single, group, unknown])
+        .await
+        .unwrap();
+    assert_eq!(report.succeeded, 2);
+    assert_eq!(
+        report.failures.len(),
+        1,
+        "a route with an unknown object is refused"
+    );
+    let routes = fake.routes();
+    let find = |p: &str| routes.iter().find(|r| r.destination == net(p)).unwrap();
+    assert_eq!(
+        find("10.1.0.0/26").gateway,
+        Some("10.0.0.2".parse().unwrap())
+    );
+    assert_eq!(find("10.1.0.0/26").output_ifindex, Some(host.index));
+    assert_eq!(find("10.1.1.0/26").multipath.len(), 2);
+
+    let mut watch = fake.watch_routes().await.unwrap();
+    fake.delete_nexthop(10).await.unwrap();
+    assert!(fake.delete_nexthop(10).await.unwrap_err().is_not_found());
+    let left: Vec<IpNetwork> = fake.routes().iter().map(|r| r.destination).collect();
+    assert_eq!(
+        left,
+        vec![net("10.1.1.0/26")],
+        "the object's route went with it"
+    );
+    assert_eq!(
+        watch.next().await,
+        Some(RouteEvent::NexthopDeleted(proto)),
+        "one notification for the object, none per route"
+    );
+    let ids: Vec<u32> = fake
+        .nexthops()
+        .await
+        .unwrap()
+        .iter()
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(ids, vec![11, 12]);
+}
+
+#[tokio::test]
+async fn route_get_takes_the_longest_prefix_and_a_scan_folds_every_route() {
+    let (fake, host) = world_with_veth().await;
+    let connected = Route::link_scope(net("10.0.0.0/24"), host.index, RouteProtocol::KERNEL);
+    fake.add_route(&connected).await.unwrap();
+    let wider = Route::via(
+        net("10.0.0.0/16"),
+        "10.0.0.1".parse().unwrap(),
+        None,
+        RouteProtocol::BGP,
+    );
+    fake.add_route(&wider).await.unwrap();
+    let found = fake.route_get("10.0.0.7".parse().unwrap()).await.unwrap();
+    assert_eq!(found.unwrap().output_ifindex, Some(host.index));
+    assert_eq!(
+        fake.route_get("192.0.2.1".parse().unwrap()).await.unwrap(),
+        None
+    );
+
+    let netlink: &dyn Netlink = &fake;
+    let count = netlink
+        .scan_routes(RouteFilter::protocol(RouteProtocol::BGP), 0usize, |n, _| {
+            *n += 1
+        })
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
 }

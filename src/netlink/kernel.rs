@@ -48,7 +48,7 @@ use super::sysctl;
 use super::types::{
     BatchReport, Family, FdbEntry, LinkInfo, MacAddr, Neighbour, Route, RouteFilter, VxlanSpec,
 };
-use super::{Netlink, RouteProtocol};
+use super::{Netlink, RouteFold, RouteProtocol};
 
 /// The real backend. Not `Clone`: share it behind an `Arc`.
 pub struct KernelNetlink {
@@ -129,33 +129,6 @@ impl KernelNetlink {
         F: FnMut(&mut S, Route) + Send + 'static,
     {
         run_scan(self.batch.clone(), filter, state, visit).await
-    }
-
-    /// Every kernel nexthop object of the namespace (fails on a kernel without them).
-    pub async fn nexthops(&self) -> Result<Vec<Nexthop>> {
-        run_nexthop_dump(self.batch.clone()).await
-    }
-
-    /// Creates nexthop object `id` of `protocol` ([`NetlinkError::AlreadyExists`] when the id
-    /// is taken; an existing object is never overwritten).
-    pub async fn create_nexthop(
-        &self,
-        id: u32,
-        protocol: RouteProtocol,
-        spec: NexthopSpec,
-    ) -> Result<()> {
-        run_nexthop_create(self.batch.clone(), id, protocol, spec).await
-    }
-
-    /// Deletes nexthop object `id`; the kernel removes the routes using it, silently.
-    pub async fn delete_nexthop(&self, id: u32) -> Result<()> {
-        run_nexthop_delete(self.batch.clone(), id).await
-    }
-
-    /// The route the kernel would take to `address` (`ip route get`); `None` when it answered
-    /// with nothing routable.
-    pub async fn route_get(&self, address: IpAddr) -> Result<Option<Route>> {
-        run_route_get(self.batch.clone(), address).await
     }
 
     /// The namespace this handle operates in; `None` for the caller's own.
@@ -563,6 +536,38 @@ impl Netlink for KernelNetlink {
             Err(error) if error.is_not_found() => Ok(()),
             other => other.map(|_| ()),
         }
+    }
+
+    async fn fold_routes(
+        &self,
+        filter: RouteFilter,
+        fold: Box<dyn RouteFold>,
+    ) -> Result<Box<dyn RouteFold>> {
+        run_scan(self.batch.clone(), filter, fold, |fold, route| {
+            fold.visit(route)
+        })
+        .await
+    }
+
+    async fn route_get(&self, address: IpAddr) -> Result<Option<Route>> {
+        run_route_get(self.batch.clone(), address).await
+    }
+
+    async fn nexthops(&self) -> Result<Vec<Nexthop>> {
+        run_nexthop_dump(self.batch.clone()).await
+    }
+
+    async fn create_nexthop(
+        &self,
+        id: u32,
+        protocol: RouteProtocol,
+        spec: NexthopSpec,
+    ) -> Result<()> {
+        run_nexthop_create(self.batch.clone(), id, protocol, spec).await
+    }
+
+    async fn delete_nexthop(&self, id: u32) -> Result<()> {
+        run_nexthop_delete(self.batch.clone(), id).await
     }
 
     async fn list_routes(&self, filter: &RouteFilter) -> Result<Vec<Route>> {

@@ -41,6 +41,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+use std::any::Any;
 use std::net::IpAddr;
 
 use async_trait::async_trait;
@@ -133,6 +134,35 @@ pub trait Netlink: Send + Sync {
     /// Reads routes back from the kernel.
     async fn list_routes(&self, filter: &RouteFilter) -> Result<Vec<Route>>;
 
+    /// Visits every route `filter` selects without collecting them (a streaming dump), and
+    /// hands the visitor back. For tables too big to copy, like a full BGP table; callers use
+    /// the typed [`scan_routes`](trait.Netlink.html#method.scan_routes) on `dyn Netlink`.
+    async fn fold_routes(
+        &self,
+        filter: RouteFilter,
+        fold: Box<dyn RouteFold>,
+    ) -> Result<Box<dyn RouteFold>>;
+
+    /// The route the kernel would take to `address` (`ip route get`); `None` when it answered
+    /// with nothing routable.
+    async fn route_get(&self, address: IpAddr) -> Result<Option<Route>>;
+
+    /// Every nexthop object of the namespace (fails on a kernel without them).
+    async fn nexthops(&self) -> Result<Vec<Nexthop>>;
+
+    /// Creates nexthop object `id` of `protocol` ([`NetlinkError::AlreadyExists`] when the id
+    /// is taken; an existing object is never overwritten).
+    async fn create_nexthop(
+        &self,
+        id: u32,
+        protocol: RouteProtocol,
+        spec: NexthopSpec,
+    ) -> Result<()>;
+
+    /// Deletes nexthop object `id`; the kernel removes the routes using it without an
+    /// RTM_DELROUTE each ([`NetlinkError::NotFound`] when there is no such object).
+    async fn delete_nexthop(&self, id: u32) -> Result<()>;
+
     /// Replaces many routes, pipelining the requests; every route is attempted and the report
     /// lists the ones the kernel refused. `Err` only when the batch could not run at all.
     async fn replace_routes_batch(&self, routes: &[Route]) -> Result<BatchReport>;
@@ -175,4 +205,54 @@ pub trait Netlink: Send + Sync {
 
     /// Reads a `net/...` sysctl in this handle's namespace.
     async fn get_sysctl(&self, key: &str) -> Result<String>;
+}
+
+/// The visitor of one streaming dump ([`Netlink::fold_routes`]): folds each route into itself.
+pub trait RouteFold: Send + 'static {
+    /// One route of the dump.
+    fn visit(&mut self, route: Route);
+    /// What was gathered, for [`Netlink::scan_routes`] to take back.
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+/// A state and the function folding routes into it.
+struct Fold<S, F> {
+    state: S,
+    visit: F,
+}
+
+impl<S, F> RouteFold for Fold<S, F>
+where
+    S: Send + 'static,
+    F: FnMut(&mut S, Route) + Send + 'static,
+{
+    fn visit(&mut self, route: Route) {
+        (self.visit)(&mut self.state, route)
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        Box::new(self.state)
+    }
+}
+
+impl dyn Netlink {
+    /// Visits every route `filter` selects without collecting them (a streaming dump); returns
+    /// what the visitor gathered in `state`.
+    pub async fn scan_routes<S, F>(&self, filter: RouteFilter, state: S, visit: F) -> Result<S>
+    where
+        S: Send + 'static,
+        F: FnMut(&mut S, Route) + Send + 'static,
+    {
+        let fold = self
+            .fold_routes(filter, Box::new(Fold { state, visit }))
+            .await?;
+        match fold.into_any().downcast::<S>() {
+            Ok(state) => Ok(*state),
+            Err(_) => Err(NetlinkError::Protocol {
+                op: Operation::ListRoutes,
+                target: format!("{filter:?}"),
+                message: "a route scan handed back another visitor".into(),
+            }),
+        }
+    }
 }
