@@ -373,6 +373,7 @@ pub fn desired_vxlan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bgp::speaker::PeerRole;
 
     fn node(name: &str, ip: &str) -> Node {
         Node {
@@ -395,9 +396,9 @@ mod tests {
         let peers = desired_peers(&state.nodes[1], &state);
         let names: Vec<(&str, bool)> = peers.iter().map(|p| (p.name.as_str(), p.passive)).collect();
         assert_eq!(names, [("Mesh_10_0_0_1", true), ("Mesh_10_0_0_3", false)]);
-        assert!(peers
-            .iter()
-            .all(|p| p.remote_as == 64512 && p.description == PeerKind::Mesh.label()));
+        assert!(peers.iter().all(|p| p.remote_as == 64512
+            && p.description == "node-to-node mesh"
+            && p.role == PeerRole::Internal));
         let off = ClusterState {
             config: BgpConfiguration {
                 node_to_node_mesh: false,
@@ -439,6 +440,10 @@ mod tests {
         let names: Vec<&str> = peers.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["Global_10_0_0_254", "Node_10_1_0_1"]);
         assert_eq!(peers[0].timers.hold_time, 9);
+        let labels: Vec<&str> = peers.iter().map(|p| p.description.as_str()).collect();
+        assert_eq!(labels, ["global", "node specific"]);
+        // The cluster's AS is 64512, these peers' 65001: eBGP.
+        assert!(peers.iter().all(|p| p.role == PeerRole::External));
     }
 
     #[test]

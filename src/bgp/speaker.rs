@@ -24,6 +24,12 @@
 //! session's command channel, so every session sends Cease and closes. `shutdown` does the
 //! same and waits for the sessions.
 //!
+//! Peers are neutral `PeerSpec`s in BGP's own terms (address, AS, role, timers, MD5
+//! password, export policy); where a peer comes from is an opaque `description` that status
+//! shows. Errors: a session reports `SessionError`s, logged here once in the peer's span
+//! (the session task's own span); status keeps the text of the last one. The speaker's own
+//! are `SpeakerError`.
+//!
 //! Peers are keyed by name. `set_peers` diffs: a peer whose spec changed is restarted
 //! (its routes withdrawn, a new session task started); unchanged peers are untouched. The
 //! listener accepts connections only from configured peer addresses (others are closed at

@@ -89,3 +89,34 @@ impl PartialEq for SessionError {
             && self.to_string() == other.to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_text_of_each_error_is_what_status_showed_before_typed_errors() {
+        let refused = || Arc::new(io::Error::from(io::ErrorKind::ConnectionRefused));
+        let connect = SessionError::Connect {
+            peer: "Global_x".into(),
+            source: refused(),
+        };
+        assert!(connect.to_string().starts_with("connect: "), "{connect}");
+        assert!(connect.shows_in_status() && connect.repeats());
+        let decode = SessionError::Decode {
+            peer: "Global_x".into(),
+            source: DecodeError::Header(crate::bgp::packet::HeaderError::BadLength { length: 16 }),
+            bytes: "ff".into(),
+        };
+        assert!(decode.to_string().starts_with("decode: "), "{decode}");
+        assert!(decode.shows_in_status() && !decode.repeats());
+        let local = SessionError::NoLocalAddress {
+            peer: "Global_x".into(),
+            source: refused(),
+        };
+        assert!(!local.shows_in_status());
+        assert_eq!(local.peer(), "Global_x");
+        assert_eq!(connect.clone(), connect);
+        assert_ne!(connect, local);
+    }
+}

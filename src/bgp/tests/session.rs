@@ -453,3 +453,43 @@ async fn graceful_restart_keeps_stale_routes_until_the_peer_returns() {
         .unwrap();
     assert!(status.end_of_rib_received, "{status:?}");
 }
+
+/// The peer's OPEN, KEEPALIVE and a first UPDATE in one TCP segment: the reader must decode
+/// the UPDATE with the 4-octet AS the FSM negotiated from the OPEN in front of it (read with
+/// 2-octet AS, its AS_PATH is malformed and the route treated as withdrawn).
+#[tokio::test]
+async fn update_right_behind_the_open_is_read_with_the_negotiated_wire_format() {
+    use crate::bgp::packet::{encode_keepalive, encode_open, Family, Open};
+    let speaker_addr = addr(8, 1);
+    let raw_addr = addr(8, 9);
+    let s = speaker(speaker_addr, AS).await;
+    let mut spec = PeerSpec::new("Global_raw", "global", raw_addr, AS, 65009);
+    spec.passive = true;
+    s.handle().set_peers(vec![spec]).unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(raw_addr, 0)).unwrap();
+    let mut stream = socket.connect(s.listen_addr().unwrap()).await.unwrap();
+    let open = Open {
+        asn: 65009,
+        hold_time: 90,
+        bgp_id: Ipv4Addr::new(9, 9, 9, 9),
+        capabilities: vec![
+            Capability::Multiprotocol(Family::IPV4_UNICAST),
+            Capability::FourOctetAs(65009),
+        ],
+    };
+    let mut bytes = encode_open(&open).unwrap();
+    bytes.extend(encode_keepalive());
+    // 10.8.0.0/16 via 127.42.8.9, AS_PATH [65009] as one 4-octet AS.
+    bytes.extend(message(
+        2,
+        "0000 0014 40 01 01 00 40 02 06 0201 0000fdf1 40 03 04 7f2a0809 10 0a08",
+    ));
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &bytes)
+        .await
+        .unwrap();
+    wait_route(&s.handle(), "10.8.0.0/16", &[raw_addr], WAIT).await;
+    let status = peer_status(&s.handle(), "Global_raw").await.unwrap();
+    assert_eq!(status.state, State::Established);
+    assert_eq!(status.prefixes_received, 1);
+}
