@@ -5,6 +5,7 @@
 //! - [`datastore`]: the revisioned key-value store contract, etcd and SQLite backends.
 //! - [`ipam`]: block-affinity address management with Calico's semantics.
 //! - [`cli`]: `routectl` commands and table rendering.
+//! - [`net`]: socket options the protocols need (TCP MD5 signatures).
 
 pub mod agent;
 pub mod api;
@@ -15,4 +16,5 @@ pub mod datastore;
 pub mod ipam;
 pub mod logging;
 pub mod model;
+pub mod net;
 pub mod netlink;

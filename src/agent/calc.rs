@@ -21,7 +21,7 @@
 //! - Pod MTU: node MTU minus the largest overhead of the encapsulations in use (IPIP 20,
 //!   VXLAN 50).
 
-use crate::bgp::speaker::{PeerKind, PeerSpec};
+use crate::bgp::speaker::PeerSpec;
 use crate::model::{AffinityState, BgpConfiguration, BgpPeer, EncapMode, IpPool, Node};
 use crate::netlink::{FdbEntry, MacAddr, Neighbour, NextHop, Route, RouteProtocol};
 use ipnetwork::IpNetwork;
@@ -113,7 +113,36 @@ fn peer_name(prefix: &str, ip: IpAddr, port: u16) -> String {
     }
 }
 
-/// The BGP sessions this node should have.
+/// Where a peer comes from (Calico's peer types); the speaker sees only its label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerKind {
+    Mesh,
+    Global,
+    NodeSpecific,
+}
+
+impl PeerKind {
+    /// How `routectl status` names it (the peer spec's description).
+    pub fn label(self) -> &'static str {
+        match self {
+            PeerKind::Mesh => "node-to-node mesh",
+            PeerKind::Global => "global",
+            PeerKind::NodeSpecific => "node specific",
+        }
+    }
+
+    /// The prefix of the peer's name (Calico's: `Mesh_10_0_0_2`, `Global_<ip>`, `Node_<ip>`).
+    fn name_prefix(self) -> &'static str {
+        match self {
+            PeerKind::Mesh => "Mesh",
+            PeerKind::Global => "Global",
+            PeerKind::NodeSpecific => "Node",
+        }
+    }
+}
+
+/// The BGP sessions this node should have: Calico's mesh, global and node-specific peers
+/// as the speaker's neutral peer specs.
 pub fn desired_peers(me: &Node, state: &ClusterState) -> Vec<PeerSpec> {
     let my_ip = me.ipv4_address.map(|a| a.ip());
     let my_as = me.as_number.unwrap_or(state.config.as_number);
@@ -127,10 +156,12 @@ pub fn desired_peers(me: &Node, state: &ClusterState) -> Vec<PeerSpec> {
                 continue;
             }
             let remote_as = node.as_number.unwrap_or(state.config.as_number);
+            let kind = PeerKind::Mesh;
             let mut spec = PeerSpec::new(
-                peer_name("Mesh", addr, 179),
-                PeerKind::Mesh,
+                peer_name(kind.name_prefix(), addr, 179),
+                kind.label(),
                 addr,
+                my_as,
                 remote_as,
             );
             spec.port = state.config.listen_port;
@@ -149,24 +180,20 @@ pub fn desired_peers(me: &Node, state: &ClusterState) -> Vec<PeerSpec> {
             continue; // a global peer list that includes this node itself
         }
         let port = peer.peer_port.unwrap_or(179);
-        let prefix = if kind == PeerKind::Global {
-            "Global"
-        } else {
-            "Node"
-        };
         let mut spec = PeerSpec::new(
-            peer_name(prefix, peer.peer_ip, port),
-            kind,
+            peer_name(kind.name_prefix(), peer.peer_ip, port),
+            kind.label(),
             peer.peer_ip,
+            my_as,
             peer.as_number,
         );
         spec.port = port;
         spec.password = peer.password.clone();
         spec.source_address = peer.source_address;
         if let Some(hold) = peer.hold_time {
-            spec.hold_time = hold;
+            spec.timers.hold_time = hold;
         }
-        spec.keepalive = peer
+        spec.timers.keepalive = peer
             .keepalive_time
             .map(|k| Duration::from_secs(u64::from(k)));
         spec.max_restart_time = peer
@@ -174,7 +201,6 @@ pub fn desired_peers(me: &Node, state: &ClusterState) -> Vec<PeerSpec> {
             .map(|t| Duration::from_secs(u64::from(t)));
         out.push(spec);
     }
-    let _ = my_as;
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out.dedup_by(|a, b| a.name == b.name);
     out
@@ -344,6 +370,7 @@ pub fn desired_vxlan(
 mod tests {
     use super::*;
     use crate::bgp::rib::BestRoute;
+    use crate::bgp::speaker::PeerRole;
 
     fn node(name: &str, ip: &str) -> Node {
         Node {
@@ -366,9 +393,9 @@ mod tests {
         let peers = desired_peers(&state.nodes[1], &state);
         let names: Vec<(&str, bool)> = peers.iter().map(|p| (p.name.as_str(), p.passive)).collect();
         assert_eq!(names, [("Mesh_10_0_0_1", true), ("Mesh_10_0_0_3", false)]);
-        assert!(peers
-            .iter()
-            .all(|p| p.remote_as == 64512 && p.kind == PeerKind::Mesh));
+        assert!(peers.iter().all(|p| p.remote_as == 64512
+            && p.description == "node-to-node mesh"
+            && p.role == PeerRole::Internal));
         let off = ClusterState {
             config: BgpConfiguration {
                 node_to_node_mesh: false,
@@ -409,7 +436,11 @@ mod tests {
         let peers = desired_peers(&state.nodes[0], &state);
         let names: Vec<&str> = peers.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["Global_10_0_0_254", "Node_10_1_0_1"]);
-        assert_eq!(peers[0].hold_time, 9);
+        assert_eq!(peers[0].timers.hold_time, 9);
+        let labels: Vec<&str> = peers.iter().map(|p| p.description.as_str()).collect();
+        assert_eq!(labels, ["global", "node specific"]);
+        // The cluster's AS is 64512, these peers' 65001: eBGP.
+        assert!(peers.iter().all(|p| p.role == PeerRole::External));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //!
 //! `packet` validates every byte before zettabgp sees it and maps every failure to a typed
 //! NOTIFICATION; `fsm` is the RFC 4271 §8 state machine with no I/O and no clock, driven by
-//! the session task (tokio; `session.rs`) that owns the socket and the timers. `rib.rs`
+//! the session task (tokio; `session/`) that owns the socket and the timers. `rib.rs`
 //! holds Adj-RIB-In / Loc-RIB / Adj-RIB-Out with best-path selection and export policy,
 //! sans-IO; `speaker.rs` owns the listener, one session task per peer and the RIB, and
 //! publishes best routes to the route reconciler.

@@ -24,8 +24,8 @@
 //! Export policy (Calico's): our originated prefixes (the node's confirmed blocks) go to
 //! every peer with next-hop self, ORIGIN IGP, AS_PATH empty (iBGP, with LOCAL_PREF 100) or
 //! our AS (eBGP). Learned routes are never sent to iBGP peers when learned over iBGP (no
-//! route reflection); other learned routes are sent only when `ExportPolicy` says so (off by
-//! default). A prefix we originate is never taken from a peer for the Loc-RIB view the
+//! route reflection); other learned routes are sent only when the peer's `ExportPolicy` says
+//! so (per peer, `set_export`; off by default). A prefix we originate is never taken from a peer for the Loc-RIB view the
 //! reconciler gets: the local block (a blackhole plus /32s) wins.
 //!
 //! Graceful restart (RFC 4724 §4.2): `peer_down(graceful)` keeps the peer's paths marked
@@ -76,7 +76,9 @@ pub struct PeerInfo {
     pub ipv6: bool,
 }
 
-/// Which learned routes are re-advertised. iBGP-learned routes never go to iBGP peers.
+/// Which learned routes are re-advertised to a peer (our originated prefixes always are).
+/// iBGP-learned routes never go to iBGP peers (no route reflection yet). Per peer
+/// (`Rib::set_export`), with the RIB's own as the default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportPolicy {
     /// Send routes learned from eBGP peers to iBGP peers (next hop unchanged).
@@ -194,6 +196,8 @@ struct PeerRib {
     received: usize,
     stale: usize,
     adj_out: BTreeMap<IpNetwork, PathAttributes>,
+    /// What this peer is sent; `None`: the RIB's default policy.
+    export: Option<ExportPolicy>,
 }
 
 impl PeerRib {
@@ -319,6 +323,19 @@ impl Rib {
         self.peers.entry(peer).or_default();
     }
 
+    /// Set what a peer is sent (before its session comes up; `peer_up` applies it).
+    pub fn set_export(&mut self, peer: PeerId, policy: ExportPolicy) {
+        self.peers.entry(peer).or_default().export = Some(policy);
+    }
+
+    /// The export policy of a peer.
+    fn policy_for(&self, peer: PeerId) -> ExportPolicy {
+        self.peers
+            .get(&peer)
+            .and_then(|p| p.export)
+            .unwrap_or(self.policy)
+    }
+
     /// Forget a peer: its paths are withdrawn from the Loc-RIB.
     pub fn remove_peer(&mut self, peer: PeerId) -> RibOutput {
         let touched = self.drop_paths(peer, false);
@@ -334,7 +351,7 @@ impl Rib {
         state.info = Some(info);
         state.adj_out.clear();
         let mut prefixes: BTreeSet<IpNetwork> = self.originated.clone();
-        if self.policy.exports_learned() {
+        if self.policy_for(peer).exports_learned() {
             prefixes.extend(
                 self.table
                     .iter()
@@ -698,7 +715,7 @@ impl Rib {
     /// Diff the export of `prefixes` to `peer` against its Adj-RIB-Out.
     fn update_adj_out(&mut self, peer: PeerId, prefixes: &[Touched]) -> Outbound {
         let mut out = Outbound::default();
-        let exports_learned = self.policy.exports_learned();
+        let exports_learned = self.policy_for(peer).exports_learned();
         for (prefix, _) in prefixes {
             let wanted = if exports_learned || self.originated.contains(prefix) {
                 self.export(peer, prefix)
@@ -737,6 +754,7 @@ impl Rib {
             return None;
         }
         let to_ibgp = info.peer_asn == self.local_asn;
+        let policy = self.policy_for(peer);
         if self.originated.contains(prefix) {
             let as_path = if to_ibgp {
                 AsPath::default()
@@ -758,14 +776,14 @@ impl Rib {
             return None;
         }
         if to_ibgp {
-            if !choice.ebgp || !self.policy.ebgp_learned_to_ibgp {
+            if !choice.ebgp || !policy.ebgp_learned_to_ibgp {
                 return None;
             }
             let mut attrs = PathAttributes::clone(&path.attributes);
             attrs.local_pref = Some(attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF));
             return with_next_hop(attrs, prefix, path.next_hop(prefix)?);
         }
-        if !self.policy.learned_to_ebgp {
+        if !policy.learned_to_ebgp {
             return None;
         }
         let mut attrs = PathAttributes::clone(&path.attributes);

@@ -24,6 +24,12 @@
 //! session's command channel, so every session sends Cease and closes. `shutdown` does the
 //! same and waits for the sessions.
 //!
+//! Peers are neutral `PeerSpec`s in BGP's own terms (address, AS, role, timers, MD5
+//! password, export policy); where a peer comes from is an opaque `description` that status
+//! shows. Errors: a session reports `SessionError`s, logged here once in the peer's span
+//! (the session task's own span); status keeps the text of the last one. The speaker's own
+//! are `SpeakerError`.
+//!
 //! Peers are keyed by name. `set_peers` diffs: a peer whose spec changed is restarted
 //! (its routes withdrawn, a new session task started); unchanged peers are untouched. The
 //! listener accepts connections only from configured peer addresses (others are closed at
@@ -40,7 +46,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnetwork::IpNetwork;
@@ -50,15 +56,16 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::bgp::fsm::{GracefulRestartConfig, PeerConfig, State};
+use crate::bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, PeerConfig, State};
 use crate::bgp::packet::Family;
 use crate::bgp::rib::{
     BestRoute, ExportPolicy, PeerId, PeerInfo, Rib, RibEvent, RibOutput, SharedRib,
 };
 use crate::bgp::session::{
-    set_tcp_md5, spawn_session, SessionCommand, SessionConfig, SessionEvent, SessionHandle,
-    SessionMessage,
+    describe_reason, spawn_session, SessionCommand, SessionConfig, SessionError, SessionEvent,
+    SessionHandle, SessionMessage,
 };
+use crate::net::set_tcp_md5;
 
 /// The standard BGP port.
 pub const BGP_PORT: u16 = 179;
@@ -78,9 +85,8 @@ pub struct SpeakerConfig {
     pub graceful_restart_time: u16,
     /// The agent restarted and the kernel kept its routes: set the R and F bits.
     pub restarting: bool,
-    /// First ConnectRetry interval.
+    /// First ConnectRetry interval, unless the peer's timers say otherwise.
     pub connect_retry: Duration,
-    pub export: ExportPolicy,
 }
 
 impl SpeakerConfig {
@@ -93,69 +99,106 @@ impl SpeakerConfig {
             graceful_restart_time: 120,
             restarting: false,
             connect_retry: Duration::from_secs(5),
-            export: ExportPolicy::default(),
         }
     }
 }
 
-/// Where a peer comes from (Calico's peer types).
+/// The peer's BGP role. Internal and External must agree with the AS numbers (the
+/// speaker warns when they do not; the AS numbers decide what the RIB does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum PeerKind {
-    Mesh,
-    Global,
-    NodeSpecific,
+pub enum PeerRole {
+    /// iBGP: the peer is in our AS.
+    Internal,
+    /// eBGP: the peer is in another AS.
+    External,
 }
 
-impl PeerKind {
-    /// How `routectl status` names it.
-    pub fn label(self) -> &'static str {
-        match self {
-            PeerKind::Mesh => "node-to-node mesh",
-            PeerKind::Global => "global",
-            PeerKind::NodeSpecific => "node specific",
+impl PeerRole {
+    /// The role the AS numbers give.
+    pub fn from_as(local_as: u32, remote_as: u32) -> Self {
+        if local_as == remote_as {
+            PeerRole::Internal
+        } else {
+            PeerRole::External
         }
     }
 }
 
-/// One peer, as the calc layer wants it.
+/// A peer's session timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerTimers {
+    /// Hold time we propose, seconds (0 or ≥ 3).
+    pub hold_time: u16,
+    /// Keepalive interval, when shorter than hold / 3.
+    pub keepalive: Option<Duration>,
+    /// First ConnectRetry interval; `None`: the speaker's `connect_retry`.
+    pub connect_retry: Option<Duration>,
+}
+
+impl Default for PeerTimers {
+    /// Hold 90 s (RFC 4271's suggestion), keepalive hold / 3, the speaker's ConnectRetry.
+    fn default() -> Self {
+        PeerTimers {
+            hold_time: 90,
+            keepalive: None,
+            connect_retry: None,
+        }
+    }
+}
+
+/// One peer, in BGP's own terms (the agent maps its resources to these).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerSpec {
-    /// Unique (Calico style: `Mesh_10_0_0_2`, `Global_<ip>`, `Node_<ip>`).
+    /// Unique among the peers; the key `set_peers` diffs by.
     pub name: String,
-    pub kind: PeerKind,
+    /// Where the peer comes from, for status (`routectl status` shows it); opaque here.
+    pub description: String,
     pub address: IpAddr,
     /// Remote port (179 by default).
     pub port: u16,
     pub remote_as: u32,
+    /// Our AS on this session when not the speaker's. Only the OPEN carries it: the RIB's
+    /// iBGP/eBGP decisions use the speaker's AS.
+    pub local_as: Option<u32>,
+    pub role: PeerRole,
+    pub timers: PeerTimers,
+    /// TCP MD5 key (RFC 2385).
     pub password: Option<String>,
     /// Local address to connect from.
     pub source_address: Option<IpAddr>,
     /// Never connect; wait for the peer.
     pub passive: bool,
-    /// Hold time we propose, seconds (0 or ≥ 3).
-    pub hold_time: u16,
-    /// Keepalive interval, when shorter than hold / 3.
-    pub keepalive: Option<Duration>,
     /// Restart time advertised to this peer, and the cap on how long its routes are kept
     /// stale; `None`: the speaker's `graceful_restart_time`.
     pub max_restart_time: Option<Duration>,
+    /// Which learned routes this peer is sent (our originated prefixes always are).
+    pub export: ExportPolicy,
 }
 
 impl PeerSpec {
-    /// A peer with defaults: port 179, hold 90 s, active.
-    pub fn new(name: impl Into<String>, kind: PeerKind, address: IpAddr, remote_as: u32) -> Self {
+    /// A peer with defaults: port 179, default timers, active, originated prefixes only.
+    /// The role follows the AS numbers.
+    pub fn new(
+        name: impl Into<String>,
+        description: impl Into<String>,
+        address: IpAddr,
+        local_as: u32,
+        remote_as: u32,
+    ) -> Self {
         PeerSpec {
             name: name.into(),
-            kind,
+            description: description.into(),
             address,
             port: BGP_PORT,
             remote_as,
+            local_as: None,
+            role: PeerRole::from_as(local_as, remote_as),
+            timers: PeerTimers::default(),
             password: None,
             source_address: None,
             passive: false,
-            hold_time: 90,
-            keepalive: None,
             max_restart_time: None,
+            export: ExportPolicy::default(),
         }
     }
 }
@@ -165,7 +208,8 @@ impl PeerSpec {
 pub struct PeerStatus {
     pub name: String,
     pub address: IpAddr,
-    pub kind: PeerKind,
+    /// The peer spec's `description` (where the peer comes from).
+    pub description: String,
     pub state: State,
     /// When `state` was entered, unix seconds.
     pub since: u64,
@@ -180,10 +224,27 @@ pub struct PeerStatus {
     pub end_of_rib_received: bool,
 }
 
-/// The speaker is gone.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the BGP speaker has stopped")]
-pub struct SpeakerStopped;
+/// What the speaker reports.
+#[derive(Debug, thiserror::Error)]
+pub enum SpeakerError {
+    /// The speaker is gone.
+    #[error("the BGP speaker has stopped")]
+    Stopped,
+    /// The listening socket could not be set up.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    /// A peer's TCP MD5 key could not be set (or cleared) on the listening socket.
+    #[error("cannot set the TCP MD5 key of {peer} on the listener: {source}")]
+    ListenerMd5 {
+        peer: String,
+        #[source]
+        source: io::Error,
+    },
+}
 
 enum Request {
     SetPeers(Vec<PeerSpec>),
@@ -215,26 +276,26 @@ impl std::fmt::Debug for Request {
 
 impl SpeakerHandle {
     /// Replace the peer set; changed peers restart, unchanged ones are untouched.
-    pub fn set_peers(&self, peers: Vec<PeerSpec>) -> Result<(), SpeakerStopped> {
+    pub fn set_peers(&self, peers: Vec<PeerSpec>) -> Result<(), SpeakerError> {
         self.requests
             .send(Request::SetPeers(peers))
-            .map_err(|_| SpeakerStopped)
+            .map_err(|_| SpeakerError::Stopped)
     }
 
     /// Replace the prefixes we originate (the node's confirmed blocks).
-    pub fn set_originated(&self, prefixes: BTreeSet<IpNetwork>) -> Result<(), SpeakerStopped> {
+    pub fn set_originated(&self, prefixes: BTreeSet<IpNetwork>) -> Result<(), SpeakerError> {
         self.requests
             .send(Request::SetOriginated(prefixes))
-            .map_err(|_| SpeakerStopped)
+            .map_err(|_| SpeakerError::Stopped)
     }
 
     /// Every peer's session state, sorted by name.
-    pub async fn status(&self) -> Result<Vec<PeerStatus>, SpeakerStopped> {
+    pub async fn status(&self) -> Result<Vec<PeerStatus>, SpeakerError> {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(Request::Status(reply))
-            .map_err(|_| SpeakerStopped)?;
-        answer.await.map_err(|_| SpeakerStopped)
+            .map_err(|_| SpeakerError::Stopped)?;
+        answer.await.map_err(|_| SpeakerError::Stopped)
     }
 
     /// The learned best routes now (prefixes we originate excluded).
@@ -250,11 +311,11 @@ impl SpeakerHandle {
     /// From now on, the prefixes whose learned best route changed, one batch per RIB
     /// operation (read their routes from `rib()`). Unbounded: a slow reader delays nothing
     /// and misses nothing.
-    pub fn changes(&self) -> Result<mpsc::UnboundedReceiver<Vec<IpNetwork>>, SpeakerStopped> {
+    pub fn changes(&self) -> Result<mpsc::UnboundedReceiver<Vec<IpNetwork>>, SpeakerError> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.requests
             .send(Request::Subscribe(tx))
-            .map_err(|_| SpeakerStopped)?;
+            .map_err(|_| SpeakerError::Stopped)?;
         Ok(rx)
     }
 
@@ -274,17 +335,22 @@ pub struct Speaker {
 
 impl Speaker {
     /// Bind the listener (when configured) and start the speaker task.
-    pub async fn start(config: SpeakerConfig) -> io::Result<Speaker> {
-        let listener = match config.listen_addr {
-            Some(addr) => Some(bind_listener(addr)?),
-            None => None,
-        };
-        let listen_addr = match &listener {
-            Some(l) => Some(l.local_addr()?),
-            None => None,
+    pub async fn start(config: SpeakerConfig) -> Result<Speaker, SpeakerError> {
+        let (listener, listen_addr) = match config.listen_addr {
+            Some(addr) => {
+                let bind = |source| SpeakerError::Bind { addr, source };
+                let listener = bind_listener(addr).map_err(bind)?;
+                let bound = listener.local_addr().map_err(bind)?;
+                (Some(listener), Some(bound))
+            }
+            None => (None, None),
         };
         let (requests, request_rx) = mpsc::unbounded_channel();
-        let rib = SharedRib::new(Rib::new(config.local_as, config.router_id, config.export));
+        let rib = SharedRib::new(Rib::new(
+            config.local_as,
+            config.router_id,
+            ExportPolicy::default(),
+        ));
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let state = SpeakerTask::new(config, listener, rib.clone(), events.clone());
         let span = tracing::info_span!("bgp_speaker", router_id = %state.config.router_id);
@@ -491,14 +557,19 @@ impl SpeakerTask {
         let id = PeerId(self.next_peer);
         self.next_peer = self.next_peer.wrapping_add(1).max(1);
         info!(peer = %spec.name, address = %spec.address, passive = spec.passive, "adding peer");
+        if spec.role != PeerRole::from_as(self.local_as_for(&spec), spec.remote_as) {
+            warn!(peer = %spec.name, role = ?spec.role, remote_as = spec.remote_as, "peer role disagrees with the AS numbers; the AS numbers decide");
+        }
         if let (Some(listener), Some(password)) = (&self.listener, &spec.password) {
-            let fd = listener.as_raw_fd();
-            if let Err(error) = set_listener_md5(fd, listener, spec.address, Some(password)) {
-                warn!(peer = %spec.name, %error, "cannot set TCP MD5 key on the listener");
+            if let Err(error) = set_listener_md5(listener, &spec, Some(password)) {
+                warn!(peer = %spec.name, %error, "listener MD5 key not set");
             }
         }
         let session = spawn_session(self.session_config(id, &spec), self.session_tx.clone());
-        self.rib.write().add_peer(id);
+        let mut rib = self.rib.write();
+        rib.add_peer(id);
+        rib.set_export(id, spec.export);
+        drop(rib);
         self.by_name.insert(spec.name.clone(), id);
         self.peers.insert(
             id,
@@ -532,18 +603,29 @@ impl SpeakerTask {
         if let (Some(listener), Some(_), false) =
             (&self.listener, &entry.spec.password, still_keyed)
         {
-            let _ = set_listener_md5(listener.as_raw_fd(), listener, entry.spec.address, None);
+            if let Err(error) = set_listener_md5(listener, &entry.spec, None) {
+                warn!(peer = %entry.spec.name, %error, "listener MD5 key not cleared");
+            }
         }
         let output = self.rib.write().remove_peer(id);
         self.apply(output);
         Some(entry.session.task)
     }
 
+    /// Our AS on a peer's session.
+    fn local_as_for(&self, spec: &PeerSpec) -> u32 {
+        spec.local_as.unwrap_or(self.config.local_as)
+    }
+
     fn session_config(&self, id: PeerId, spec: &PeerSpec) -> SessionConfig {
-        let mut fsm = PeerConfig::new(self.config.local_as, self.config.router_id, spec.remote_as);
-        fsm.hold_time = spec.hold_time;
+        let local_as = self.local_as_for(spec);
+        let mut fsm = PeerConfig::new(local_as, self.config.router_id, spec.remote_as);
+        fsm.hold_time = spec.timers.hold_time;
         fsm.passive = spec.passive;
-        fsm.connect_retry_time = self.config.connect_retry;
+        fsm.connect_retry_time = spec
+            .timers
+            .connect_retry
+            .unwrap_or(self.config.connect_retry);
         fsm.families = match spec.address {
             IpAddr::V4(_) => vec![Family::IPV4_UNICAST],
             IpAddr::V6(_) => vec![Family::IPV6_UNICAST],
@@ -565,7 +647,7 @@ impl SpeakerTask {
             remote: SocketAddr::new(spec.address, spec.port),
             source: spec.source_address.map(|ip| SocketAddr::new(ip, 0)),
             password: spec.password.clone(),
-            keepalive: spec.keepalive,
+            keepalive: spec.timers.keepalive,
             fsm,
         }
     }
@@ -594,6 +676,9 @@ impl SpeakerTask {
         let Some(entry) = self.peers.get_mut(&id) else {
             return;
         };
+        // Everything logged about a session's events is logged here, in the peer's span.
+        let span = entry.session.span.clone();
+        let _entered = span.enter();
         match message.event {
             SessionEvent::StateChanged(state) => {
                 if entry.state != state {
@@ -601,72 +686,18 @@ impl SpeakerTask {
                     entry.since = SystemTime::now();
                 }
             }
-            SessionEvent::Error(text) => entry.info = text,
+            SessionEvent::Error(error) => record_error(entry, &error),
             SessionEvent::Established {
                 epoch,
                 negotiated,
                 local_address,
-            } => {
-                entry.epoch = Some(epoch);
-                entry.end_of_rib = false;
-                entry.info = "Established".to_owned();
-                let peer_gr = negotiated.peer_graceful_restart.clone();
-                entry.peer_restart_time = peer_gr
-                    .as_ref()
-                    .map(|g| Duration::from_secs(u64::from(g.restart_time)));
-                let info = PeerInfo {
-                    address: entry.spec.address,
-                    peer_asn: negotiated.peer_asn,
-                    router_id: negotiated.peer_id,
-                    local_address,
-                    ipv4: negotiated.families.contains(&Family::IPV4_UNICAST),
-                    ipv6: negotiated.families.contains(&Family::IPV6_UNICAST),
-                };
-                let outbound = self.rib.write().peer_up(id, info);
-                let _ = entry.session.commands.send(SessionCommand::Advertise {
-                    epoch,
-                    outbound,
-                    end_of_rib: true,
-                });
-                // RFC 4724 §4.2: stale routes survive only if the peer kept forwarding state.
-                let preserved =
-                    peer_gr.is_some_and(|g| g.families.iter().any(|f| f.forwarding_state));
-                if self.rib.write().stale_count(id) > 0 {
-                    if preserved {
-                        self.arm_stale_timer(id, STALE_PATH_TIME);
-                    } else {
-                        self.cancel_stale_timer(id);
-                        let output = self.rib.write().purge_stale(id);
-                        self.apply(output);
-                    }
-                }
-            }
+            } => self.peer_established(id, epoch, &negotiated, local_address),
             SessionEvent::Down {
                 epoch,
                 graceful,
                 restart_time,
                 reason,
-            } => {
-                if entry.epoch != Some(epoch) {
-                    return;
-                }
-                entry.epoch = None;
-                entry.end_of_rib = false;
-                entry.info = reason;
-                let cap = entry.spec.max_restart_time;
-                let output = self.rib.write().peer_down(id, graceful);
-                self.apply(output);
-                if graceful {
-                    let keep = restart_time.unwrap_or_default();
-                    let keep = cap.map_or(keep, |c| keep.min(c));
-                    info!(
-                        stale = self.rib.write().stale_count(id),
-                        ?keep,
-                        "peer restarting; keeping its routes as stale"
-                    );
-                    self.arm_stale_timer(id, keep);
-                }
-            }
+            } => self.peer_down(id, epoch, graceful, restart_time, &reason),
             SessionEvent::Routes { epoch, update } => {
                 if entry.epoch != Some(epoch) {
                     return;
@@ -679,21 +710,103 @@ impl SpeakerTask {
                     self.cancel_stale_timer(id);
                 }
             }
-            SessionEvent::RouteRefresh { epoch } => {
-                if entry.epoch != Some(epoch) {
-                    return;
-                }
-                let info = self.rib.write().peer_info(id).cloned();
-                if let Some(info) = info {
-                    let outbound = self.rib.write().peer_up(id, info);
-                    if let Some(entry) = self.peers.get(&id) {
-                        let _ = entry.session.commands.send(SessionCommand::Advertise {
-                            epoch,
-                            outbound,
-                            end_of_rib: false,
-                        });
-                    }
-                }
+            SessionEvent::RouteRefresh { epoch } => self.refresh_peer(id, epoch),
+        }
+    }
+
+    /// A session came up: send the peer our routes, and settle its stale routes.
+    fn peer_established(
+        &mut self,
+        id: PeerId,
+        epoch: u64,
+        negotiated: &Negotiated,
+        local_address: IpAddr,
+    ) {
+        let Some(entry) = self.peers.get_mut(&id) else {
+            return;
+        };
+        entry.epoch = Some(epoch);
+        entry.end_of_rib = false;
+        entry.info = "Established".to_owned();
+        let peer_gr = negotiated.peer_graceful_restart.clone();
+        entry.peer_restart_time = peer_gr
+            .as_ref()
+            .map(|g| Duration::from_secs(u64::from(g.restart_time)));
+        let info = PeerInfo {
+            address: entry.spec.address,
+            peer_asn: negotiated.peer_asn,
+            router_id: negotiated.peer_id,
+            local_address,
+            ipv4: negotiated.families.contains(&Family::IPV4_UNICAST),
+            ipv6: negotiated.families.contains(&Family::IPV6_UNICAST),
+        };
+        let outbound = self.rib.write().peer_up(id, info);
+        let _ = entry.session.commands.send(SessionCommand::Advertise {
+            epoch,
+            outbound,
+            end_of_rib: true,
+        });
+        // RFC 4724 §4.2: stale routes survive only if the peer kept forwarding state.
+        let preserved = peer_gr.is_some_and(|g| g.families.iter().any(|f| f.forwarding_state));
+        if self.rib.write().stale_count(id) > 0 {
+            if preserved {
+                self.arm_stale_timer(id, STALE_PATH_TIME);
+            } else {
+                self.cancel_stale_timer(id);
+                let output = self.rib.write().purge_stale(id);
+                self.apply(output);
+            }
+        }
+    }
+
+    /// The Established session ended: withdraw the peer's routes, or keep them stale.
+    fn peer_down(
+        &mut self,
+        id: PeerId,
+        epoch: u64,
+        graceful: bool,
+        restart_time: Option<Duration>,
+        reason: &DownReason,
+    ) {
+        let Some(entry) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if entry.epoch != Some(epoch) {
+            return;
+        }
+        entry.epoch = None;
+        entry.end_of_rib = false;
+        entry.info = describe_reason(reason);
+        warn!(reason = %entry.info, graceful, "session down");
+        let cap = entry.spec.max_restart_time;
+        let output = self.rib.write().peer_down(id, graceful);
+        self.apply(output);
+        if graceful {
+            let keep = restart_time.unwrap_or_default();
+            let keep = cap.map_or(keep, |c| keep.min(c));
+            info!(
+                stale = self.rib.write().stale_count(id),
+                ?keep,
+                "peer restarting; keeping its routes as stale"
+            );
+            self.arm_stale_timer(id, keep);
+        }
+    }
+
+    /// The peer asked for our routes again (RFC 2918): send its whole Adj-RIB-Out.
+    fn refresh_peer(&mut self, id: PeerId, epoch: u64) {
+        if self.peers.get(&id).and_then(|e| e.epoch) != Some(epoch) {
+            return;
+        }
+        let info = self.rib.write().peer_info(id).cloned();
+        if let Some(info) = info {
+            let outbound = self.rib.write().peer_up(id, info);
+            if let Some(entry) = self.peers.get(&id) {
+                let _ = entry.session.commands.send(SessionCommand::Advertise {
+                    epoch,
+                    outbound,
+                    end_of_rib: false,
+                });
             }
         }
     }
@@ -780,7 +893,7 @@ impl SpeakerTask {
                 PeerStatus {
                     name: entry.spec.name.clone(),
                     address: entry.spec.address,
-                    kind: entry.spec.kind,
+                    description: entry.spec.description.clone(),
                     state: entry.state,
                     since,
                     since_human: format_unix_time(since),
@@ -800,6 +913,24 @@ impl SpeakerTask {
     }
 }
 
+/// Log a session's error once (in the peer's span, which the caller entered) and keep its
+/// text as the peer's last error when status shows it. An error that repeats on every
+/// retry (a peer that is down) is logged at debug level while it stays the same.
+fn record_error(entry: &mut PeerEntry, error: &SessionError) {
+    let text = error.to_string();
+    let known = entry.info == text;
+    if error.repeats() && known {
+        debug!(%error, "session error");
+    } else if let SessionError::Decode { bytes, .. } = error {
+        warn!(%error, %bytes, "session error");
+    } else {
+        warn!(%error, "session error");
+    }
+    if error.shows_in_status() {
+        entry.info = text;
+    }
+}
+
 /// Accept on the listener, or wait forever without one.
 async fn accept(listener: Option<&TcpListener>) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
     match listener {
@@ -810,13 +941,16 @@ async fn accept(listener: Option<&TcpListener>) -> io::Result<(tokio::net::TcpSt
 
 /// Set or clear a peer's MD5 key on the listening socket.
 fn set_listener_md5(
-    fd: RawFd,
     listener: &TcpListener,
-    peer: IpAddr,
+    peer: &PeerSpec,
     key: Option<&str>,
-) -> io::Result<()> {
-    let is_v6 = listener.local_addr()?.is_ipv6();
-    set_tcp_md5(fd, peer, key, is_v6)
+) -> Result<(), SpeakerError> {
+    let failed = |source| SpeakerError::ListenerMd5 {
+        peer: peer.name.clone(),
+        source,
+    };
+    let is_v6 = listener.local_addr().map_err(failed)?.is_ipv6();
+    set_tcp_md5(listener.as_raw_fd(), peer.address, key, is_v6).map_err(failed)
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS` (UTC), without a date library.

@@ -43,7 +43,7 @@ fn render(peers: &[PeerStatus]) -> String {
             .map(|p| {
                 vec![
                     p.address.to_string(),
-                    p.kind.label().to_string(),
+                    p.description.clone(),
                     if p.state == State::Established {
                         "up".into()
                     } else {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::harness::{init_tracing, peer_status, wait_for, wait_route, wait_state};
 use super::netns::{e2e_enabled, require, Topology};
 use crate::bgp::fsm::State;
-use crate::bgp::speaker::{PeerKind, PeerSpec, Speaker, SpeakerConfig, SpeakerHandle};
+use crate::bgp::speaker::{PeerSpec, Speaker, SpeakerConfig, SpeakerHandle};
 
 const OUR_AS: u32 = 64512;
 const WAIT: Duration = Duration::from_secs(40);
@@ -219,13 +219,14 @@ fn peer_name(topo: &Topology) -> String {
 fn spec(topo: &Topology, daemon: Daemon, password: Option<&str>) -> PeerSpec {
     let mut spec = PeerSpec::new(
         peer_name(topo),
-        PeerKind::Global,
+        "global",
         IpAddr::V4(topo.peer_ip),
+        OUR_AS,
         daemon.asn(),
     );
     spec.source_address = Some(IpAddr::V4(topo.node_ip));
-    spec.hold_time = 9;
-    spec.keepalive = Some(Duration::from_secs(3));
+    spec.timers.hold_time = 9;
+    spec.timers.keepalive = Some(Duration::from_secs(3));
     spec.password = password.map(str::to_owned);
     spec
 }

@@ -10,7 +10,7 @@ use ipnetwork::IpNetwork;
 use super::harness::{hex, message, peer_status, wait_for, wait_route, wait_state, RawPeer};
 use crate::bgp::fsm::State;
 use crate::bgp::packet::Capability;
-use crate::bgp::speaker::{PeerKind, PeerSpec, Speaker, SpeakerConfig};
+use crate::bgp::speaker::{PeerSpec, Speaker, SpeakerConfig};
 
 const AS: u32 = 64512;
 const WAIT: Duration = Duration::from_secs(15);
@@ -37,11 +37,17 @@ async fn speaker(address: IpAddr, asn: u32) -> Speaker {
 
 /// A mesh peer spec from `local` to the speaker `remote` listening on `port`.
 fn mesh_peer(local: IpAddr, remote: IpAddr, port: u16) -> PeerSpec {
-    let mut spec = PeerSpec::new(format!("Mesh_{remote}"), PeerKind::Mesh, remote, AS);
+    let mut spec = PeerSpec::new(
+        format!("Mesh_{remote}"),
+        "node-to-node mesh",
+        remote,
+        AS,
+        AS,
+    );
     spec.port = port;
     spec.source_address = Some(local);
     spec.passive = local > remote;
-    spec.hold_time = 9;
+    spec.timers.hold_time = 9;
     spec
 }
 
@@ -97,7 +103,7 @@ async fn two_speakers_establish_and_exchange_blocks() {
         (status.prefixes_received, status.prefixes_advertised),
         (1, 2)
     );
-    assert_eq!(status.kind, PeerKind::Mesh);
+    assert_eq!(status.description, "node-to-node mesh");
     // Our own blocks never show up as learned routes.
     assert!(a
         .handle()
@@ -157,9 +163,9 @@ async fn hold_timer_expiry_withdraws_routes() {
     let speaker_addr = addr(3, 1);
     let raw_addr = addr(3, 9);
     let s = speaker(speaker_addr, AS).await;
-    let mut spec = PeerSpec::new("Global_raw", PeerKind::Global, raw_addr, 65009);
+    let mut spec = PeerSpec::new("Global_raw", "global", raw_addr, AS, 65009);
     spec.passive = true;
-    spec.hold_time = 3;
+    spec.timers.hold_time = 3;
     s.handle().set_peers(vec![spec]).unwrap();
     let target = s.listen_addr().unwrap();
     let mut raw = RawPeer::establish(raw_addr, target, 65009, Ipv4Addr::new(9, 9, 9, 9), 3).await;
@@ -271,7 +277,7 @@ async fn malformed_updates_hit_only_the_bad_peer() {
         .unwrap();
 
     let raw_addr = addr(net, 9);
-    let mut spec = PeerSpec::new("Global_bad", PeerKind::Global, raw_addr, 65009);
+    let mut spec = PeerSpec::new("Global_bad", "global", raw_addr, AS, 65009);
     spec.passive = true;
     let mut peers = vec![mesh_peer(addr(net, 1), b_addr, port(&b)), spec];
     peers.sort_by(|x, y| x.name.cmp(&y.name));
@@ -336,7 +342,7 @@ async fn frr_style_open_with_fqdn_domain_establishes() {
     let net = 7;
     let s = speaker(addr(net, 1), AS).await;
     let raw_addr = addr(net, 9);
-    let mut spec = PeerSpec::new("Global_frr", PeerKind::Global, raw_addr, 65002);
+    let mut spec = PeerSpec::new("Global_frr", "global", raw_addr, AS, 65002);
     spec.passive = true;
     s.handle().set_peers(vec![spec]).unwrap();
     wait_for("peer configured", WAIT, || async {
@@ -446,4 +452,44 @@ async fn graceful_restart_keeps_stale_routes_until_the_peer_returns() {
         .await
         .unwrap();
     assert!(status.end_of_rib_received, "{status:?}");
+}
+
+/// The peer's OPEN, KEEPALIVE and a first UPDATE in one TCP segment: the reader must decode
+/// the UPDATE with the 4-octet AS the FSM negotiated from the OPEN in front of it (read with
+/// 2-octet AS, its AS_PATH is malformed and the route treated as withdrawn).
+#[tokio::test]
+async fn update_right_behind_the_open_is_read_with_the_negotiated_wire_format() {
+    use crate::bgp::packet::{encode_keepalive, encode_open, Family, Open};
+    let speaker_addr = addr(8, 1);
+    let raw_addr = addr(8, 9);
+    let s = speaker(speaker_addr, AS).await;
+    let mut spec = PeerSpec::new("Global_raw", "global", raw_addr, AS, 65009);
+    spec.passive = true;
+    s.handle().set_peers(vec![spec]).unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(raw_addr, 0)).unwrap();
+    let mut stream = socket.connect(s.listen_addr().unwrap()).await.unwrap();
+    let open = Open {
+        asn: 65009,
+        hold_time: 90,
+        bgp_id: Ipv4Addr::new(9, 9, 9, 9),
+        capabilities: vec![
+            Capability::Multiprotocol(Family::IPV4_UNICAST),
+            Capability::FourOctetAs(65009),
+        ],
+    };
+    let mut bytes = encode_open(&open).unwrap();
+    bytes.extend(encode_keepalive());
+    // 10.8.0.0/16 via 127.42.8.9, AS_PATH [65009] as one 4-octet AS.
+    bytes.extend(message(
+        2,
+        "0000 0014 40 01 01 00 40 02 06 0201 0000fdf1 40 03 04 7f2a0809 10 0a08",
+    ));
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &bytes)
+        .await
+        .unwrap();
+    wait_route(&s.handle(), "10.8.0.0/16", &[raw_addr], WAIT).await;
+    let status = peer_status(&s.handle(), "Global_raw").await.unwrap();
+    assert_eq!(status.state, State::Established);
+    assert_eq!(status.prefixes_received, 1);
 }
