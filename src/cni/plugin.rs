@@ -6,8 +6,8 @@ use super::spec::{
     ResultRoute, LATEST_VERSION, SUPPORTED_VERSIONS,
 };
 use crate::api::client::{Client, ClientError};
-use crate::api::{
-    AllocateRequest, AllocateResponse, GcRequest, GcResponse, NodeInfo, ReleaseRequest,
+use crate::api::v1::{
+    AllocateRequest, AllocateResponse, ErrorKind, GcRequest, GcResponse, NodeInfo, ReleaseRequest,
     ReleaseResponse,
 };
 use crate::netlink::{
@@ -105,12 +105,20 @@ fn agent_error(e: ClientError, what: &str) -> CniError {
             e.to_string(),
         ),
         // The agent's message names the datastore ("datastore etcd://h:p unavailable: ...").
-        ClientError::Api { kind, error, .. } if kind == "unavailable" => CniError::new(
+        ClientError::Api {
+            kind: ErrorKind::Unavailable,
+            error,
+            ..
+        } => CniError::new(
             code::TRY_AGAIN_LATER,
             format!("{what}: {error}"),
             "the datastore is unreachable; existing pods keep their traffic, retry later",
         ),
-        ClientError::Api { kind, error, .. } if kind == "exhausted" => CniError::new(
+        ClientError::Api {
+            kind: ErrorKind::Exhausted,
+            error,
+            ..
+        } => CniError::new(
             code::NO_ADDRESS,
             format!("{what}: no address available"),
             error.clone(),
@@ -265,7 +273,7 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
             )
         })?;
         allocation_refused =
-            matches!(&answer, Err(ClientError::Api { kind, .. }) if kind != "internal");
+            matches!(&answer, Err(ClientError::Api { kind, .. }) if *kind != ErrorKind::Internal);
         let allocated = answer.map_err(|e| agent_error(e, "address allocation"))?;
         allocated
             .addresses
