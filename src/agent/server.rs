@@ -705,8 +705,9 @@ mod tests {
             "datastore etcd://10.0.0.10:2379 unreachable: no answer to the allocation within 10 s"
         );
         assert_eq!(body_of(timeout.into_response()).0, 503);
-        let no_bgp = body_of(ServeError::BgpNotRunning.into_response());
-        assert_eq!((no_bgp.0, &no_bgp.1["kind"]), (404, &"not-found".into()));
+        let (status, body) = body_of(ServeError::BgpNotRunning.into_response());
+        assert_eq!(status, 404);
+        golden::check("error-bgp-not-running", &body);
         let bad = parse::<v1::ReleaseRequest>("release", b"{").unwrap_err();
         let (status, body) = body_of(bad.into_response());
         assert_eq!((status, &body["kind"]), (400, &"invalid".into()));

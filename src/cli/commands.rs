@@ -1,28 +1,28 @@
 //! The routectl commands: each reads or writes the datastore through the library and prints
-//! in the chosen output format.
+//! in the chosen output format. Errors come back as [`CliError`] (their exit code), printed once
+//! by `cli::run`.
 
+use super::error::CliError;
 use super::{
     table, BenchCommand, Cli, Command, IpamCommand, NodeCommand, OnOff, Output, PoolCommand,
 };
 use crate::datastore::{self, decode_json, Datastore};
 use crate::ipam::{bench, AllocateRequest, Family, Ipam};
 use crate::model::{keys, parse_cidr, EncapMode, IpPool, Node};
-use anyhow::{Context, Result};
 use serde::Serialize;
 use std::process::ExitCode;
 use std::sync::Arc;
+
+pub(super) type Result<T, E = CliError> = std::result::Result<T, E>;
 
 pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
     if let Command::Status { socket } = &cli.command {
         return super::status::status(socket, cli.global.output);
     }
     let config = cli.global.datastore_config();
-    let store = datastore::open(&config).await.with_context(|| {
-        format!(
-            "cannot open datastore {} (set --datastore or ROUTED_DATASTORE)",
-            config.url
-        )
-    })?;
+    let store = datastore::open(&config)
+        .await
+        .map_err(|e| CliError::datastore_open(&config.url, e))?;
     let out = cli.global.output;
     match &cli.command {
         Command::Pool(cmd) => pool(store, cmd, out).await,
@@ -53,6 +53,11 @@ pub(super) fn ok() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// An encapsulation mode given to `flag`.
+fn parse_mode(flag: &str, mode: &str) -> Result<EncapMode> {
+    mode.parse().map_err(|e| CliError::invalid(flag, e))
+}
+
 async fn pool(store: Arc<dyn Datastore>, cmd: &PoolCommand, out: Output) -> Result<ExitCode> {
     let ipam = Ipam::new(store);
     match cmd {
@@ -66,12 +71,13 @@ async fn pool(store: Arc<dyn Datastore>, cmd: &PoolCommand, out: Output) -> Resu
             disabled,
             disable_bgp_export,
         } => {
-            let mut pool = IpPool::new(name, parse_cidr(cidr)?);
+            let cidr = parse_cidr(cidr).map_err(|e| CliError::invalid("--cidr", e))?;
+            let mut pool = IpPool::new(name, cidr);
             if let Some(size) = block_size {
                 pool.block_size = *size;
             }
-            pool.ipip_mode = ipip_mode.parse()?;
-            pool.vxlan_mode = vxlan_mode.parse()?;
+            pool.ipip_mode = parse_mode("--ipip-mode", ipip_mode)?;
+            pool.vxlan_mode = parse_mode("--vxlan-mode", vxlan_mode)?;
             pool.nat_outgoing = *nat_outgoing;
             pool.disabled = *disabled;
             pool.disable_bgp_export = *disable_bgp_export;
@@ -122,8 +128,14 @@ async fn pool(store: Arc<dyn Datastore>, cmd: &PoolCommand, out: Output) -> Resu
             disabled,
             disable_bgp_export,
         } => {
-            let ipip: Option<EncapMode> = ipip_mode.as_deref().map(str::parse).transpose()?;
-            let vxlan: Option<EncapMode> = vxlan_mode.as_deref().map(str::parse).transpose()?;
+            let ipip = ipip_mode
+                .as_deref()
+                .map(|m| parse_mode("--ipip-mode", m))
+                .transpose()?;
+            let vxlan = vxlan_mode
+                .as_deref()
+                .map(|m| parse_mode("--vxlan-mode", m))
+                .transpose()?;
             let pool = ipam
                 .update_pool(name, |p| {
                     if let Some(m) = ipip {
