@@ -20,20 +20,7 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
             hold_time,
             source_address,
         } => {
-            let password = match password_file {
-                Some(path) => Some(
-                    std::fs::read_to_string(path)
-                        .map_err(|e| {
-                            CliError::invalid(
-                                "--password-file",
-                                format!("cannot read the password file {}: {e}", path.display()),
-                            )
-                        })?
-                        .trim_end_matches(['\n', '\r'])
-                        .to_string(),
-                ),
-                None => None,
-            };
+            let password = password_file.as_deref().map(read_password).transpose()?;
             let peer = BgpPeer {
                 name: name.clone(),
                 peer_ip: *peer_ip,
@@ -114,6 +101,17 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
         }
     }
     ok()
+}
+
+/// The MD5 password in `path`, without its trailing newline.
+fn read_password(path: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::invalid(
+            "--password-file",
+            format!("cannot read the password file {}: {e}", path.display()),
+        )
+    })?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
 pub async fn config(

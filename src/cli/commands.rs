@@ -7,7 +7,7 @@ use super::{
     table, BenchCommand, Cli, Command, IpamCommand, NodeCommand, OnOff, Output, PoolCommand,
 };
 use crate::datastore::{self, decode_json, Datastore};
-use crate::ipam::{bench, AllocateRequest, Family, Ipam};
+use crate::ipam::{bench, AllocateRequest, BlockSummary, CheckReport, Family, Ipam};
 use crate::model::{keys, parse_cidr, EncapMode, IpPool, Node};
 use serde::Serialize;
 use std::process::ExitCode;
@@ -91,34 +91,7 @@ async fn pool(store: Arc<dyn Datastore>, cmd: &PoolCommand, out: Output) -> Resu
         }
         PoolCommand::List => {
             let pools = ipam.list_pools().await?;
-            print(out, &pools, || {
-                let rows = pools
-                    .iter()
-                    .map(|p| {
-                        vec![
-                            p.name.clone(),
-                            p.cidr.to_string(),
-                            p.block_size.to_string(),
-                            p.ipip_mode.to_string(),
-                            p.vxlan_mode.to_string(),
-                            p.nat_outgoing.to_string(),
-                            p.disabled.to_string(),
-                        ]
-                    })
-                    .collect::<Vec<_>>();
-                table::render(
-                    &[
-                        "NAME",
-                        "CIDR",
-                        "BLOCK SIZE",
-                        "IPIP",
-                        "VXLAN",
-                        "NAT OUTGOING",
-                        "DISABLED",
-                    ],
-                    &rows,
-                )
-            })?;
+            print(out, &pools, || render_pools(&pools))?;
         }
         PoolCommand::Set {
             name,
@@ -221,50 +194,13 @@ async fn ipam(store: Arc<dyn Datastore>, cmd: &IpamCommand, out: Output) -> Resu
         }
         IpamCommand::Show { node } => {
             let blocks = ipam.show(node.as_deref()).await?;
-            print(out, &blocks, || {
-                let rows = blocks
-                    .iter()
-                    .map(|b| {
-                        vec![
-                            b.cidr.to_string(),
-                            b.affinity.clone().unwrap_or_else(|| "-".into()),
-                            b.pool.clone().unwrap_or_else(|| "(none)".into()),
-                            b.used.to_string(),
-                            b.free.to_string(),
-                        ]
-                    })
-                    .collect::<Vec<_>>();
-                let used: usize = blocks.iter().map(|b| b.used).sum();
-                let free: usize = blocks.iter().map(|b| b.free).sum();
-                table::render(&["BLOCK", "NODE", "POOL", "USED", "FREE"], &rows)
-                    + &format!(
-                        "{} block(s), {used} address(es) in use, {free} free\n",
-                        blocks.len()
-                    )
-            })?;
+            print(out, &blocks, || render_blocks(&blocks))?;
         }
         IpamCommand::Check => {
             let report = ipam.check().await?;
-            print(out, &report, || {
-                let mut text = format!(
-                    "checked {} pool(s), {} block(s), {} affinity record(s), {} handle(s), {} allocated address(es)\n",
-                    report.pools, report.blocks, report.affinities, report.handles, report.allocated
-                );
-                if report.is_clean() {
-                    text.push_str("no inconsistency found\n");
-                } else {
-                    for f in &report.findings {
-                        text.push_str(&format!("- {f}\n"));
-                    }
-                    text.push_str(&format!(
-                        "{} inconsistency(ies) found\n",
-                        report.findings.len()
-                    ));
-                }
-                text
-            })?;
+            print(out, &report, || render_check(&report))?;
             if !report.is_clean() {
-                return Ok(ExitCode::from(1));
+                return Ok(ExitCode::from(super::error::exit::FAILED));
             }
         }
         IpamCommand::Config {
@@ -291,6 +227,76 @@ async fn ipam(store: Arc<dyn Datastore>, cmd: &IpamCommand, out: Output) -> Resu
         }
     }
     ok()
+}
+
+fn render_pools(pools: &[IpPool]) -> String {
+    let rows = pools
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.cidr.to_string(),
+                p.block_size.to_string(),
+                p.ipip_mode.to_string(),
+                p.vxlan_mode.to_string(),
+                p.nat_outgoing.to_string(),
+                p.disabled.to_string(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    table::render(
+        &[
+            "NAME",
+            "CIDR",
+            "BLOCK SIZE",
+            "IPIP",
+            "VXLAN",
+            "NAT OUTGOING",
+            "DISABLED",
+        ],
+        &rows,
+    )
+}
+
+fn render_blocks(blocks: &[BlockSummary]) -> String {
+    let rows = blocks
+        .iter()
+        .map(|b| {
+            vec![
+                b.cidr.to_string(),
+                b.affinity.clone().unwrap_or_else(|| "-".into()),
+                b.pool.clone().unwrap_or_else(|| "(none)".into()),
+                b.used.to_string(),
+                b.free.to_string(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    let used: usize = blocks.iter().map(|b| b.used).sum();
+    let free: usize = blocks.iter().map(|b| b.free).sum();
+    table::render(&["BLOCK", "NODE", "POOL", "USED", "FREE"], &rows)
+        + &format!(
+            "{} block(s), {used} address(es) in use, {free} free\n",
+            blocks.len()
+        )
+}
+
+fn render_check(report: &CheckReport) -> String {
+    let mut text = format!(
+            "checked {} pool(s), {} block(s), {} affinity record(s), {} handle(s), {} allocated address(es)\n",
+            report.pools, report.blocks, report.affinities, report.handles, report.allocated
+        );
+    if report.is_clean() {
+        text.push_str("no inconsistency found\n");
+    } else {
+        for f in &report.findings {
+            text.push_str(&format!("- {f}\n"));
+        }
+        text.push_str(&format!(
+            "{} inconsistency(ies) found\n",
+            report.findings.len()
+        ));
+    }
+    text
 }
 
 async fn node_list(store: Arc<dyn Datastore>, out: Output) -> Result<ExitCode> {

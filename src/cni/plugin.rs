@@ -665,6 +665,35 @@ fn status(client: &Client) -> Result<(), CniError> {
 mod tests {
     use super::*;
 
+    /// The agent's error bodies (the golden files its server produces) map to CNI codes: 503
+    /// `unavailable` to 11 (decision 19), 409 `exhausted` to 101.
+    #[test]
+    fn agent_error_bodies_map_to_cni_codes() {
+        use crate::api::v1::{golden, ApiError};
+        for (name, status, expected) in [
+            ("error-unavailable", 503, code::TRY_AGAIN_LATER),
+            ("error-exhausted", 409, code::NO_ADDRESS),
+            ("error-bgp-not-running", 404, code::NETWORK_SETUP_FAILED),
+        ] {
+            let body: ApiError = golden::read(name);
+            let e = agent_error(
+                ClientError::Api {
+                    socket: "/run/routed/routed.sock".into(),
+                    status,
+                    error: body.error.clone(),
+                    kind: body.kind,
+                },
+                "address allocation",
+            );
+            assert_eq!(e.code, expected, "{name}: {e:?}");
+        }
+        let reply: AllocateResponse = golden::read("ipam-allocate-response");
+        assert_eq!(reply.addresses.len(), 1);
+        let gc: GcResponse = golden::read("ipam-gc-response");
+        assert!(gc.kept.iter().all(|r| r.attributes.contains_key("veth")));
+        assert_eq!(golden::read::<NodeInfo>("node").pod_mtu, 1480);
+    }
+
     #[test]
     fn names_follow_calico() {
         let mut env = CniEnv::default();
