@@ -1,4 +1,7 @@
-//! routectl as a user runs it: output formats, messages and exit codes (0 ok, 1 failed, 2 usage).
+//! routectl as a user runs it: output formats, messages and exit codes (docs/operations.md,
+//! "routectl exit codes": 0 ok, 1 failed or `ipam check` found something, 2 usage, 3 invalid
+//! input, 4 not found, 5 conflict, 6 no address left, 7 datastore unavailable, 8 agent
+//! unreachable).
 
 mod common;
 
@@ -44,8 +47,11 @@ fn pool_lifecycle_and_output_formats() {
         &url,
         &["pool", "create", "inner", "--cidr", "10.244.8.0/24"],
     );
-    assert_eq!(code, 1);
-    assert!(err.contains("overlaps pool default"), "{err}");
+    assert_eq!(code, 3, "invalid input");
+    assert!(
+        err.contains("overlaps pool default") && err.contains("--cidr"),
+        "{err}"
+    );
     let (code, _, err) = run_routectl(
         &url,
         &[
@@ -58,7 +64,7 @@ fn pool_lifecycle_and_output_formats() {
             "Always",
         ],
     );
-    assert_eq!(code, 1);
+    assert_eq!(code, 3, "invalid input");
     assert!(err.contains("IPIP cannot carry IPv6"), "{err}");
     let (code, _, err) = run_routectl(
         &url,
@@ -74,7 +80,7 @@ fn pool_lifecycle_and_output_formats() {
             "CrossSubnet",
         ],
     );
-    assert_eq!(code, 1);
+    assert_eq!(code, 3, "invalid input");
     assert!(err.contains("both set"), "{err}");
 
     let (code, _, _) = run_routectl(
@@ -123,7 +129,7 @@ fn ipam_allocate_show_release_check() {
     assert!(out.contains("no inconsistency found"), "{out}");
 
     let (code, _, err) = run_routectl(&url, &["pool", "delete", "p"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 5, "conflict: the pool is in use");
     assert!(err.contains("--force"), "{err}");
 
     let (code, out, _) = run_routectl(&url, &["ipam", "release", "--ip", ips[0]]);
@@ -133,7 +139,7 @@ fn ipam_allocate_show_release_check() {
         "{out}"
     );
     let (code, _, err) = run_routectl(&url, &["ipam", "release", "--ip", ips[0]]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 4, "not found");
     assert!(err.contains("is not allocated"), "{err}");
     let (code, out, _) = run_routectl(&url, &["ipam", "release", "--handle", "pod-1"]);
     assert_eq!(code, 0);
@@ -174,7 +180,7 @@ fn check_exits_1_when_inconsistent() {
 }
 
 #[test]
-fn usage_errors_exit_2_and_failures_exit_1() {
+fn usage_errors_exit_2_and_each_failure_kind_its_own_code() {
     let (url, _dir) = common::sqlite_url();
     assert_eq!(run_routectl(&url, &["frobnicate"]).0, 2);
     assert_eq!(
@@ -188,16 +194,19 @@ fn usage_errors_exit_2_and_failures_exit_1() {
         "nothing to release named"
     );
     let (code, _, err) = run_routectl(&url, &["pool", "create", "x", "--cidr", "10.0.0.0"]);
-    assert_eq!(code, 1);
-    assert!(err.contains("missing prefix length"), "{err}");
+    assert_eq!(code, 3, "invalid input");
+    assert!(
+        err.contains("missing prefix length") && err.contains("(--cidr)"),
+        "the message names the flag: {err}"
+    );
     let (code, _, err) = run_routectl(&url, &["ipam", "allocate", "--node", "n1", "--handle", "h"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 6, "no address");
     assert!(
         err.contains("routectl pool create"),
         "no pool: the message says what to do: {err}"
     );
     let (code, _, err) = run_routectl("mysql://x", &["pool", "list"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 3, "invalid --datastore");
     assert!(
         err.contains("etcd://") && err.contains("sqlite:///"),
         "{err}"
@@ -231,10 +240,10 @@ fn node_list_shows_registered_nodes() {
 }
 
 #[test]
-fn unreachable_etcd_fails_with_a_clear_message() {
+fn unreachable_etcd_exits_7_with_a_clear_message() {
     // Port 1 on loopback: nothing listens there.
     let (code, _, err) = run_routectl("etcd://127.0.0.1:1", &["pool", "list"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 7, "datastore unavailable: {err}");
     assert!(
         err.contains("unavailable") && err.contains("127.0.0.1:1"),
         "{err}"
@@ -344,7 +353,7 @@ fn peer_create_list_delete() {
             "1",
         ],
     );
-    assert_eq!(code, 1);
+    assert_eq!(code, 5, "conflict");
     assert!(err.contains("already exists"), "{err}");
     let (code, _, err) = run_routectl(
         &url,
@@ -358,8 +367,11 @@ fn peer_create_list_delete() {
             "0",
         ],
     );
-    assert_eq!(code, 1);
-    assert!(err.contains("AS number 0"), "{err}");
+    assert_eq!(code, 3, "invalid input");
+    assert!(
+        err.contains("AS number 0") && err.contains("(--as)"),
+        "{err}"
+    );
     assert_eq!(
         run_routectl(&url, &["peer", "create", "x", "--as", "1"]).0,
         2,
@@ -370,7 +382,7 @@ fn peer_create_list_delete() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("peer tor-a deleted"), "{out}");
     let (code, _, err) = run_routectl(&url, &["peer", "delete", "tor-a"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 4, "not found");
     assert!(err.contains("not found"), "{err}");
     let (_, out, _) = run_routectl(&url, &["peer", "list"]);
     assert!(!out.contains("tor-a") && out.contains("rr"), "{out}");
@@ -408,12 +420,15 @@ fn config_set_as_and_mesh() {
         2
     );
     let (code, _, err) = run_routectl(&url, &["config", "set", "--as", "0"]);
-    assert_eq!(code, 1);
-    assert!(err.contains("AS number 0"), "{err}");
+    assert_eq!(code, 3, "invalid input");
+    assert!(
+        err.contains("AS number 0") && err.contains("(--as)"),
+        "{err}"
+    );
 }
 
 #[test]
-fn status_without_an_agent_exits_1_with_a_clear_message() {
+fn status_without_an_agent_exits_8_with_a_clear_message() {
     let (url, dir) = common::sqlite_url();
     let socket = dir.path().join("no-agent.sock");
     for format in ["table", "json"] {
@@ -421,10 +436,74 @@ fn status_without_an_agent_exits_1_with_a_clear_message() {
             &url,
             &["status", "--socket", socket.to_str().unwrap(), "-o", format],
         );
-        assert_eq!(code, 1, "{format}: {out}");
+        assert_eq!(code, 8, "{format}: {out}");
         assert!(
             err.contains("routed is not running") && err.contains("no-agent.sock"),
             "{format}: {err}"
         );
     }
+}
+
+/// An agent stand-in on a unix socket: answers every connection with `status` and `body`.
+fn fake_agent(socket: &std::path::Path, status: &str, body: String) -> std::thread::JoinHandle<()> {
+    use std::io::{Read, Write};
+    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    let status = status.to_string();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = [0u8; 4096];
+        let _ = stream.read(&mut request).unwrap();
+        let reply = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(reply.as_bytes()).unwrap();
+    })
+}
+
+fn golden(name: &str) -> String {
+    let path = format!(
+        "{}/tests/golden/api/v1/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn status_json_prints_the_agents_bgp_status_unchanged() {
+    let (url, dir) = common::sqlite_url();
+    let socket = dir.path().join("agent.sock");
+    let agent = fake_agent(&socket, "200 OK", golden("bgp-status"));
+    let (code, out, err) = run_routectl(
+        &url,
+        &["status", "--socket", socket.to_str().unwrap(), "-o", "json"],
+    );
+    agent.join().unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        golden("bgp-status"),
+        "the -o json shape users script against"
+    );
+    let socket = dir.path().join("agent-table.sock");
+    let agent = fake_agent(&socket, "200 OK", golden("bgp-status"));
+    let (code, out, err) = run_routectl(&url, &["status", "--socket", socket.to_str().unwrap()]);
+    agent.join().unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("| 10.0.0.2     | node-to-node mesh | up ") && out.contains("IPv6 BGP status"),
+        "{out}"
+    );
+}
+
+#[test]
+fn status_on_an_agent_without_bgp_exits_4() {
+    let (url, dir) = common::sqlite_url();
+    let socket = dir.path().join("agent.sock");
+    let agent = fake_agent(&socket, "404 Not Found", golden("error-bgp-not-running"));
+    let (code, _, err) = run_routectl(&url, &["status", "--socket", socket.to_str().unwrap()]);
+    agent.join().unwrap();
+    assert_eq!(code, 4, "not found: {err}");
+    assert!(err.contains("BGP is not running on this node"), "{err}");
 }

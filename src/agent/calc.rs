@@ -131,6 +131,14 @@ impl PeerKind {
         }
     }
 
+    /// The kind whose [`PeerKind::label`] this is: the speaker's status carries the label as
+    /// the peer's description, and the local API maps it back.
+    pub fn from_label(label: &str) -> Option<PeerKind> {
+        [PeerKind::Mesh, PeerKind::Global, PeerKind::NodeSpecific]
+            .into_iter()
+            .find(|kind| kind.label() == label)
+    }
+
     /// The prefix of the peer's name (Calico's: `Mesh_10_0_0_2`, `Global_<ip>`, `Node_<ip>`).
     fn name_prefix(self) -> &'static str {
         match self {

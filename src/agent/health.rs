@@ -11,28 +11,21 @@
 //!   depend on it when the FORWARD policy is accept, and a node without nftables still serves
 //!   pods; its absence is listed in `reasons`.
 //!
-//! The body is JSON either way; 200 when ready, 503 (with `error` and `kind`, like every other
-//! non-2xx answer of the API) when not.
+//! The checks combine into a [`Readiness`]; the local API server maps it to the wire type
+//! [`crate::api::v1::Readiness`]: JSON either way, 200 when ready, 503 (with `error` and `kind`,
+//! like every other non-2xx answer of the API) when not.
 
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The `/readyz` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The outcome of the readiness checks (internal; `/readyz` serves its v1 mapping).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Readiness {
     pub ready: bool,
-    /// `ready` or `not ready`.
-    pub status: String,
     /// Check name → passed.
     pub checks: BTreeMap<String, bool>,
     /// One sentence per failed check (required or not).
     pub reasons: Vec<String>,
-    /// Present when not ready (the API's error shape).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
 }
 
 /// One check: name, passed, required for readiness, what to say when it failed.
@@ -54,13 +47,10 @@ impl Readiness {
             .collect();
         Readiness {
             ready,
-            status: if ready { "ready" } else { "not ready" }.into(),
             checks: checks
                 .iter()
                 .map(|c| (c.name.to_string(), c.passed))
                 .collect(),
-            error: (!ready).then(|| format!("not ready: {}", reasons.join("; "))),
-            kind: (!ready).then(|| "unavailable".to_string()),
             reasons,
         }
     }
@@ -98,12 +88,10 @@ mod tests {
         ]);
         assert!(r.ready);
         assert_eq!(r.reasons, vec!["nftables: not yet".to_string()]);
-        assert_eq!(r.error, None);
         let r =
             Readiness::from_checks(&[check("datastore", false, true), check("routes", true, true)]);
         assert!(!r.ready);
         assert_eq!(r.checks.get("routes"), Some(&true));
-        assert_eq!(r.kind.as_deref(), Some("unavailable"));
-        assert!(r.error.unwrap().contains("datastore: not yet"));
+        assert_eq!(r.reasons, vec!["datastore: not yet".to_string()]);
     }
 }

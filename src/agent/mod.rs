@@ -23,7 +23,7 @@ pub mod server;
 pub mod tunnels;
 pub mod workloads;
 
-use crate::api::NodeInfo;
+use crate::api::v1::NodeInfo;
 use crate::datastore::{self, Datastore, DatastoreConfig};
 use crate::ipam::Ipam;
 use anyhow::{Context, Result};

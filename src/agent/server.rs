@@ -1,17 +1,29 @@
 //! The local API server: a small HTTP/1.1 server on a unix socket (see [`crate::api`] for the
 //! endpoints). One request per connection; requests are parsed with strict size limits, so a
 //! misbehaving client gets a 400 and cannot make the agent allocate without bound.
+//!
+//! ```text
+//!  read_request ──> route ──> ipam / speaker / AgentState (internal types)
+//!                       │
+//!                       ├─ Ok: internal value ──(mapping below: the only place)──> api::v1 JSON
+//!                       └─ Err(ServeError) ──> logged once here, with its context (handle, ...)
+//!                                          ──> HTTP status + v1::ApiError {error, kind}
+//! ```
+//! The server never serialises an internal type: every reply is an [`crate::api::v1`] type,
+//! built by the `*_to_wire` functions of this module.
 
+use super::health;
 use super::AgentState;
-use crate::api::{
-    AllocateRequest, AllocateResponse, AllocatedAddress, ApiError, GcRequest, GcResponse,
-    ReleaseRequest, ReleaseResponse,
-};
+use crate::api::v1;
+use crate::bgp::fsm::State;
+use super::calc::PeerKind;
+use crate::bgp::speaker::{self, SpeakerError};
 use crate::ipam::{self, IpamError};
 use serde::Serialize;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, info_span, warn, Instrument};
@@ -21,7 +33,7 @@ const MAX_BODY: usize = 1024 * 1024;
 /// How long an IPAM call may wait on the datastore before the agent answers "unavailable"
 /// (the CNI plugin maps it to code 11). Shorter than the plugin's read timeout
 /// ([`crate::api::client::DEFAULT_TIMEOUT`]) so the plugin gets a real answer, not a timeout.
-pub const IPAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const IPAM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds the socket (replacing a stale one), mode 0600.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
@@ -76,23 +88,118 @@ fn json<T: Serialize>(status: u16, value: &T) -> Response {
     }
 }
 
-fn error(status: u16, kind: &str, message: impl Into<String>) -> Response {
-    json(
-        status,
-        &ApiError {
-            error: message.into(),
-            kind: kind.into(),
-        },
-    )
+/// Why the API did not answer a request with its 2xx reply. Each carries what it concerns
+/// (handle, endpoint, datastore); [`ServeError::kind`] gives the wire kind and HTTP status.
+/// The messages are the `error` field clients show (routed-cni passes them on).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The HTTP request itself is malformed or too large.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("bad request body: {source}")]
+    BadBody {
+        endpoint: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("no endpoint {method} {path}")]
+    NoEndpoint { method: String, path: String },
+    #[error("BGP is not running on this node (started with --no-bgp?)")]
+    BgpNotRunning,
+    #[error("{0}")]
+    Speaker(#[from] SpeakerError),
+    /// An IPAM call failed; `handle` when the request named one.
+    #[error("{source}")]
+    Ipam {
+        handle: Option<String>,
+        source: IpamError,
+    },
+    /// The datastore did not answer within [`IPAM_TIMEOUT`].
+    #[error("datastore {store} unreachable: no answer to the {what} within {} s", .after.as_secs())]
+    DatastoreTimeout {
+        store: String,
+        what: &'static str,
+        handle: Option<String>,
+        after: Duration,
+    },
+    #[error("the allocation task ended without an answer")]
+    AllocationLost { handle: String },
+}
+
+impl ServeError {
+    fn ipam(handle: Option<&str>, source: IpamError) -> ServeError {
+        ServeError::Ipam {
+            handle: handle.map(str::to_string),
+            source,
+        }
+    }
+
+    /// What the client can act on (the HTTP status follows from it).
+    pub fn kind(&self) -> v1::ErrorKind {
+        use v1::ErrorKind as K;
+        match self {
+            ServeError::BadRequest(_) | ServeError::BadBody { .. } => K::Invalid,
+            ServeError::NoEndpoint { .. } | ServeError::BgpNotRunning => K::NotFound,
+            ServeError::Speaker(_) | ServeError::DatastoreTimeout { .. } => K::Unavailable,
+            ServeError::Ipam { source, .. } => ipam_error_kind(source),
+            ServeError::AllocationLost { .. } => K::Internal,
+        }
+    }
+
+    /// The handle the failed request concerned, if any.
+    fn handle(&self) -> Option<&str> {
+        match self {
+            ServeError::Ipam { handle, .. } | ServeError::DatastoreTimeout { handle, .. } => {
+                handle.as_deref()
+            }
+            ServeError::AllocationLost { handle } => Some(handle),
+            _ => None,
+        }
+    }
+
+    /// Logs the error (once: here, at the top of the request) and builds the reply.
+    fn into_response(self) -> Response {
+        let kind = self.kind();
+        let message = self.to_string();
+        match kind {
+            v1::ErrorKind::Invalid | v1::ErrorKind::NotFound => {
+                debug!(error = %message, %kind, handle = self.handle(), "local API request refused")
+            }
+            _ => warn!(error = %message, %kind, handle = self.handle(), "local API request failed"),
+        }
+        json(
+            kind.status(),
+            &v1::ApiError {
+                error: message,
+                kind,
+            },
+        )
+    }
+}
+
+/// The wire kind of an IPAM error: 503 when the datastore is unreachable, 409 when no address
+/// is left, 400 for a request that fails validation, else 500.
+fn ipam_error_kind(e: &IpamError) -> v1::ErrorKind {
+    match e {
+        _ if e.is_unavailable() => v1::ErrorKind::Unavailable,
+        IpamError::Exhausted { .. } | IpamError::NoPools { .. } => v1::ErrorKind::Exhausted,
+        IpamError::Invalid(_) => v1::ErrorKind::Invalid,
+        _ => v1::ErrorKind::Internal,
+    }
 }
 
 async fn handle_connection(mut stream: UnixStream, state: Arc<AgentState>) -> std::io::Result<()> {
     let response = match read_request(&mut stream).await? {
         Ok(request) => {
             let span = info_span!("api", method = %request.method, path = %request.path);
-            route(request, &state).instrument(span).await
+            async {
+                route(request, &state)
+                    .await
+                    .unwrap_or_else(ServeError::into_response)
+            }
+            .instrument(span)
+            .await
         }
-        Err(reason) => error(400, "invalid", reason),
+        Err(reason) => ServeError::BadRequest(reason).into_response(),
     };
     let reason = match response.status {
         200 => "OK",
@@ -163,95 +270,87 @@ async fn read_request(stream: &mut UnixStream) -> std::io::Result<Result<Request
     }))
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    serde_json::from_slice(body)
-        .map_err(|e| error(400, "invalid", format!("bad request body: {e}")))
+fn parse<T: serde::de::DeserializeOwned>(
+    endpoint: &'static str,
+    body: &[u8],
+) -> Result<T, ServeError> {
+    serde_json::from_slice(body).map_err(|source| ServeError::BadBody { endpoint, source })
 }
 
-fn ipam_error(e: &IpamError) -> Response {
-    let message = e.to_string();
-    match e {
-        _ if e.is_unavailable() => error(503, "unavailable", message),
-        IpamError::Exhausted { .. } | IpamError::NoPools { .. } => error(409, "exhausted", message),
-        IpamError::Invalid(_) => error(400, "invalid", message),
-        _ => error(500, "internal", message),
+/// Runs `call` within [`IPAM_TIMEOUT`]; an IPAM error or the timeout becomes a [`ServeError`]
+/// naming `what` and `handle`.
+async fn bounded<T>(
+    state: &AgentState,
+    what: &'static str,
+    handle: Option<&str>,
+    call: impl std::future::Future<Output = Result<T, ServeError>>,
+) -> Result<T, ServeError> {
+    match tokio::time::timeout(IPAM_TIMEOUT, call).await {
+        Ok(result) => result,
+        Err(_) => Err(ServeError::DatastoreTimeout {
+            store: state.store.describe(),
+            what,
+            handle: handle.map(str::to_string),
+            after: IPAM_TIMEOUT,
+        }),
     }
 }
 
-async fn route(request: Request, state: &Arc<AgentState>) -> Response {
+async fn route(request: Request, state: &Arc<AgentState>) -> Result<Response, ServeError> {
     let path = request.path.split('?').next().unwrap_or_default();
     match (request.method.as_str(), path) {
-        ("GET", "/healthz") => json(200, &serde_json::json!({"status": "ok"})),
+        ("GET", "/healthz") => Ok(json(200, &health_to_wire())),
         ("GET", "/readyz") => {
-            let readiness = state.readiness();
-            json(if readiness.ready { 200 } else { 503 }, &readiness)
+            let readiness = readiness_to_wire(&state.readiness());
+            Ok(json(if readiness.ready { 200 } else { 503 }, &readiness))
         }
-        ("GET", "/v1/node") => json(200, &state.node_info()),
-        ("POST", "/v1/ipam/allocate") => match parse::<AllocateRequest>(&request.body) {
-            Ok(req) => allocate(state, req).await,
-            Err(r) => r,
-        },
-        ("POST", "/v1/ipam/release") => match parse::<ReleaseRequest>(&request.body) {
-            Ok(req) => {
-                match tokio::time::timeout(IPAM_TIMEOUT, state.ipam.release_handle(&req.handle))
-                    .await
-                {
-                    Ok(Ok(released)) => json(200, &ReleaseResponse { released }),
-                    Ok(Err(e)) => ipam_error(&e),
-                    Err(_) => datastore_timeout(state, "release"),
-                }
-            }
-            Err(r) => r,
-        },
-        ("POST", "/v1/ipam/gc") => match parse::<GcRequest>(&request.body) {
-            Ok(req) => match tokio::time::timeout(IPAM_TIMEOUT, gc(state, req)).await {
-                Ok(response) => response,
-                Err(_) => datastore_timeout(state, "gc"),
-            },
-            Err(r) => r,
-        },
-        ("GET", "/v1/bgp/status") => match state.speaker.get() {
-            Some(speaker) => match speaker.status().await {
-                Ok(peers) => json(200, &peers),
-                Err(e) => error(503, "unavailable", e.to_string()),
-            },
-            None => error(
-                404,
-                "not-found",
-                "BGP is not running on this node (started with --no-bgp?)",
-            ),
-        },
+        ("GET", "/v1/node") => Ok(json(200, &state.node_info())),
+        ("POST", "/v1/ipam/allocate") => {
+            let req: v1::AllocateRequest = parse("allocate", &request.body)?;
+            allocate(state, req).await.map(|r| json(200, &r))
+        }
+        ("POST", "/v1/ipam/release") => {
+            let req: v1::ReleaseRequest = parse("release", &request.body)?;
+            let handle = Some(req.handle.as_str());
+            let release = async {
+                let released = state.ipam.release_handle(&req.handle).await;
+                released.map_err(|e| ServeError::ipam(handle, e))
+            };
+            let released = bounded(state, "release", handle, release).await?;
+            Ok(json(200, &v1::ReleaseResponse { released }))
+        }
+        ("POST", "/v1/ipam/gc") => {
+            let req: v1::GcRequest = parse("gc", &request.body)?;
+            let reply = bounded(state, "gc", None, gc(state, req)).await?;
+            Ok(json(200, &reply))
+        }
+        ("GET", "/v1/bgp/status") => {
+            let speaker = state.speaker.get().ok_or(ServeError::BgpNotRunning)?;
+            let peers = speaker.status().await?;
+            Ok(json(200, &peers_to_wire(&peers)))
+        }
         ("GET", "/v1/ipam/allocations") => {
-            let list = state.ipam.allocations_of_node(&state.node_name);
-            match tokio::time::timeout(IPAM_TIMEOUT, list).await {
-                Ok(Ok(list)) => json(200, &list),
-                Ok(Err(e)) => ipam_error(&e),
-                Err(_) => datastore_timeout(state, "allocation listing"),
-            }
+            let list = async {
+                let held = state.ipam.allocations_of_node(&state.node_name).await;
+                held.map_err(|e| ServeError::ipam(None, e))
+            };
+            let held = bounded(state, "allocation listing", None, list).await?;
+            Ok(json(200, &records_to_wire(&held)))
         }
-        _ => error(
-            404,
-            "not-found",
-            format!("no endpoint {} {}", request.method, request.path),
-        ),
+        _ => Err(ServeError::NoEndpoint {
+            method: request.method,
+            path: request.path,
+        }),
     }
-}
-
-/// The datastore did not answer within [`IPAM_TIMEOUT`].
-fn datastore_timeout(state: &AgentState, what: &str) -> Response {
-    let message = format!(
-        "datastore {} unreachable: no answer to the {what} within {} s",
-        state.store.describe(),
-        IPAM_TIMEOUT.as_secs()
-    );
-    warn!(%message, "IPAM call timed out");
-    error(503, "unavailable", message)
 }
 
 /// Allocates in a task of its own, so a caller that gives up (the datastore is too slow)
 /// does not cancel a batch serving other callers half way; an allocation that completes
 /// after its caller gave up is released again (the plugin reported failure for it).
-async fn allocate(state: &Arc<AgentState>, req: AllocateRequest) -> Response {
+async fn allocate(
+    state: &Arc<AgentState>,
+    req: v1::AllocateRequest,
+) -> Result<v1::AllocateResponse, ServeError> {
     let mut request = ipam::AllocateRequest::new(&state.node_name, &req.handle, req.count);
     request.family = if req.ipv6 {
         ipam::Family::V6
@@ -275,47 +374,27 @@ async fn allocate(state: &Arc<AgentState>, req: AllocateRequest) -> Response {
             }
         }
     });
-    let result = match tokio::time::timeout(IPAM_TIMEOUT, answer).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(_)) => {
-            return error(
-                500,
-                "internal",
-                "the allocation task ended without an answer",
-            )
-        }
-        Err(_) => return datastore_timeout(state, "allocation"),
+    let handle = Some(req.handle.as_str());
+    let answer = async {
+        answer.await.map_err(|_| ServeError::AllocationLost {
+            handle: req.handle.clone(),
+        })
     };
-    match result {
-        Ok(got) => {
-            let addresses = got
-                .into_iter()
-                .map(|a| AllocatedAddress {
-                    ip: a.ip,
-                    block: a.block.to_string(),
-                    sequence: a.sequence,
-                })
-                .collect();
-            json(
-                200,
-                &AllocateResponse {
-                    addresses,
-                    pod_mtu: state.pod_mtu(),
-                },
-            )
-        }
-        Err(e) => {
-            warn!(handle = %req.handle, error = %e, "allocation failed");
-            ipam_error(&e)
-        }
-    }
+    let got = bounded(state, "allocation", handle, answer)
+        .await?
+        .map_err(|e| ServeError::ipam(handle, e))?;
+    Ok(v1::AllocateResponse {
+        addresses: got.iter().map(allocated_to_wire).collect(),
+        pod_mtu: state.pod_mtu(),
+    })
 }
 
-async fn gc(state: &AgentState, req: GcRequest) -> Response {
-    let held = match state.ipam.allocations_of_node(&state.node_name).await {
-        Ok(list) => list,
-        Err(e) => return ipam_error(&e),
-    };
+async fn gc(state: &AgentState, req: v1::GcRequest) -> Result<v1::GcResponse, ServeError> {
+    let held = state
+        .ipam
+        .allocations_of_node(&state.node_name)
+        .await
+        .map_err(|e| ServeError::ipam(None, e))?;
     let mut released = Vec::new();
     let mut kept = Vec::new();
     let mut done = std::collections::BTreeSet::new();
@@ -324,15 +403,347 @@ async fn gc(state: &AgentState, req: GcRequest) -> Response {
             continue;
         }
         if req.keep.contains(&allocation.handle) {
-            kept.push(allocation);
+            kept.push(record_to_wire(&allocation));
             continue;
         }
         if done.insert(allocation.handle.clone()) {
             if let Err(e) = state.ipam.release_handle(&allocation.handle).await {
-                return ipam_error(&e);
+                return Err(ServeError::ipam(Some(&allocation.handle), e));
             }
         }
-        released.push(allocation);
+        released.push(record_to_wire(&allocation));
     }
-    json(200, &GcResponse { released, kept })
+    Ok(v1::GcResponse { released, kept })
+}
+
+// The mapping from internal types to the wire: the only place the two meet.
+
+fn health_to_wire() -> v1::Health {
+    v1::Health {
+        status: "ok".into(),
+    }
+}
+
+fn readiness_to_wire(r: &health::Readiness) -> v1::Readiness {
+    v1::Readiness {
+        ready: r.ready,
+        status: if r.ready { "ready" } else { "not ready" }.into(),
+        checks: r.checks.clone(),
+        reasons: r.reasons.clone(),
+        error: (!r.ready).then(|| format!("not ready: {}", r.reasons.join("; "))),
+        kind: (!r.ready).then_some(v1::ErrorKind::Unavailable),
+    }
+}
+
+fn allocated_to_wire(a: &ipam::Allocated) -> v1::AllocatedAddress {
+    v1::AllocatedAddress {
+        ip: a.ip,
+        block: a.block.to_string(),
+        sequence: a.sequence,
+    }
+}
+
+fn record_to_wire(r: &ipam::AddressRecord) -> v1::AllocationInfo {
+    v1::AllocationInfo {
+        ip: r.ip,
+        handle: r.handle.clone(),
+        sequence: r.sequence,
+        attributes: r.attributes.clone(),
+    }
+}
+
+fn records_to_wire(records: &[ipam::AddressRecord]) -> Vec<v1::AllocationInfo> {
+    records.iter().map(record_to_wire).collect()
+}
+
+fn peers_to_wire(peers: &[speaker::PeerStatus]) -> Vec<v1::PeerStatus> {
+    peers.iter().map(peer_to_wire).collect()
+}
+
+fn peer_to_wire(p: &speaker::PeerStatus) -> v1::PeerStatus {
+    v1::PeerStatus {
+        name: p.name.clone(),
+        address: p.address,
+        kind: PeerKind::from_label(&p.description).map_or(v1::PeerKind::Other, peer_kind_to_wire),
+        state: session_state_to_wire(p.state),
+        since: p.since,
+        since_human: p.since_human.clone(),
+        info: p.info.clone(),
+        prefixes_received: p.prefixes_received as u64,
+        prefixes_advertised: p.prefixes_advertised as u64,
+        end_of_rib_received: p.end_of_rib_received,
+    }
+}
+
+fn peer_kind_to_wire(kind: PeerKind) -> v1::PeerKind {
+    match kind {
+        PeerKind::Mesh => v1::PeerKind::Mesh,
+        PeerKind::Global => v1::PeerKind::Global,
+        PeerKind::NodeSpecific => v1::PeerKind::NodeSpecific,
+    }
+}
+
+fn session_state_to_wire(state: State) -> v1::SessionState {
+    match state {
+        State::Idle => v1::SessionState::Idle,
+        State::Connect => v1::SessionState::Connect,
+        State::Active => v1::SessionState::Active,
+        State::OpenSent => v1::SessionState::OpenSent,
+        State::OpenConfirm => v1::SessionState::OpenConfirm,
+        State::Established => v1::SessionState::Established,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::v1::golden;
+    use crate::datastore::DatastoreError;
+    use std::collections::BTreeMap;
+
+    fn attributes() -> BTreeMap<String, String> {
+        [
+            ("container_id", "3f1c0a"),
+            ("ifname", "eth0"),
+            ("namespace", "default"),
+            ("node", "node-1"),
+            ("pod", "web-0"),
+            ("veth", "rd5e8f1c2a9b0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn record(ip: &str, handle: &str, sequence: u64) -> ipam::AddressRecord {
+        ipam::AddressRecord {
+            ip: ip.parse().unwrap(),
+            handle: handle.into(),
+            sequence,
+            attributes: attributes(),
+        }
+    }
+
+    fn peer(name: &str, address: &str, kind: PeerKind, state: State) -> speaker::PeerStatus {
+        speaker::PeerStatus {
+            name: name.into(),
+            address: address.parse().unwrap(),
+            description: kind.label().into(),
+            state,
+            since: 1_764_590_400,
+            since_human: "2025-12-01 12:00:00".into(),
+            info: if state == State::Established {
+                "Established".into()
+            } else {
+                "Connection refused (os error 111)".into()
+            },
+            prefixes_received: 3,
+            prefixes_advertised: 1,
+            end_of_rib_received: state == State::Established,
+        }
+    }
+
+    /// Every state and kind the speaker has, as the wire names them.
+    fn peers() -> Vec<speaker::PeerStatus> {
+        vec![
+            peer(
+                "Mesh_10_0_0_2",
+                "10.0.0.2",
+                PeerKind::Mesh,
+                State::Established,
+            ),
+            peer(
+                "Global_10_0_0_254",
+                "10.0.0.254",
+                PeerKind::Global,
+                State::Active,
+            ),
+            peer(
+                "Node_fd00__1",
+                "fd00::1",
+                PeerKind::NodeSpecific,
+                State::Idle,
+            ),
+            peer("Mesh_10_0_0_3", "10.0.0.3", PeerKind::Mesh, State::Connect),
+            peer("Mesh_10_0_0_4", "10.0.0.4", PeerKind::Mesh, State::OpenSent),
+            peer(
+                "Mesh_10_0_0_5",
+                "10.0.0.5",
+                PeerKind::Mesh,
+                State::OpenConfirm,
+            ),
+        ]
+    }
+
+    fn readiness(ready: bool) -> health::Readiness {
+        health::Readiness::from_checks(&[
+            health::Check {
+                name: "datastore",
+                passed: true,
+                required: true,
+                failure: "the node is not registered yet (datastore unreachable?)",
+            },
+            health::Check {
+                name: "routes",
+                passed: ready,
+                required: true,
+                failure: "BGP and blackhole routes not programmed yet",
+            },
+            health::Check {
+                name: "nftables",
+                passed: false,
+                required: false,
+                failure: "table inet routed (FORWARD acceptance, natOutgoing) not programmed; see the log",
+            },
+        ])
+    }
+
+    fn body_of(response: Response) -> (u16, serde_json::Value) {
+        (
+            response.status,
+            serde_json::from_slice(&response.body).unwrap(),
+        )
+    }
+
+    #[test]
+    fn health_and_readiness_map_to_their_golden_files() {
+        golden::check("healthz", &health_to_wire());
+        golden::check("readyz-ready", &readiness_to_wire(&readiness(true)));
+        let not_ready = readiness_to_wire(&readiness(false));
+        assert_eq!(not_ready.kind, Some(v1::ErrorKind::Unavailable));
+        assert!(not_ready.error.as_deref().unwrap().contains("routes: BGP"));
+        golden::check("readyz-not-ready", &not_ready);
+    }
+
+    #[test]
+    fn node_info_matches_its_golden_file() {
+        let info = v1::NodeInfo {
+            name: "node-1".into(),
+            pod_mtu: 1480,
+            ipv4_address: Some("10.0.0.1/24".into()),
+            address_detection: Some("interface=eth0".into()),
+            interface: Some("eth0".into()),
+            node_mtu: Some(1500),
+            sysctls: [
+                ("net.ipv4.conf.all.rp_filter", "2"),
+                ("net.ipv4.ip_forward", "1"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        };
+        golden::check("node", &info);
+    }
+
+    #[test]
+    fn ipam_replies_map_to_their_golden_files() {
+        let allocated = ipam::Allocated {
+            ip: "10.244.3.4".parse().unwrap(),
+            block: "10.244.3.0/26".parse().unwrap(),
+            sequence: 7,
+            borrowed: false,
+        };
+        let response = v1::AllocateResponse {
+            addresses: vec![allocated_to_wire(&allocated)],
+            pod_mtu: 1480,
+        };
+        golden::check("ipam-allocate-response", &response);
+        let released = v1::ReleaseResponse {
+            released: vec![allocated.ip],
+        };
+        golden::check("ipam-release-response", &released);
+        let gc = v1::GcResponse {
+            released: vec![record_to_wire(&record("10.244.3.5", "routed.9d2e.eth0", 8))],
+            kept: vec![record_to_wire(&record(
+                "10.244.3.4",
+                "routed.3f1c0a.eth0",
+                7,
+            ))],
+        };
+        golden::check("ipam-gc-response", &gc);
+        let held = [
+            record("10.244.3.4", "routed.3f1c0a.eth0", 7),
+            record("fd00:244::4", "routed.3f1c0a.eth0", 2),
+        ];
+        golden::check("ipam-allocations", &records_to_wire(&held));
+    }
+
+    #[test]
+    fn bgp_status_maps_every_kind_and_state_to_its_golden_file() {
+        golden::check("bgp-status", &peers_to_wire(&peers()));
+    }
+
+    #[test]
+    fn errors_keep_their_status_kind_and_message() {
+        let unavailable = ServeError::ipam(
+            Some("routed.3f1c0a.eth0"),
+            IpamError::Datastore(DatastoreError::Unavailable {
+                url: "etcd://10.0.0.10:2379".into(),
+                reason: "connection refused".into(),
+            }),
+        );
+        let (status, body) = body_of(unavailable.into_response());
+        assert_eq!(status, 503);
+        golden::check("error-unavailable", &body);
+        let exhausted = ServeError::ipam(
+            None,
+            IpamError::Exhausted {
+                node: "node-1".into(),
+                reason: "every block of the enabled pools is full".into(),
+            },
+        );
+        let (status, body) = body_of(exhausted.into_response());
+        assert_eq!(status, 409);
+        golden::check("error-exhausted", &body);
+        let timeout = ServeError::DatastoreTimeout {
+            store: "etcd://10.0.0.10:2379".into(),
+            what: "allocation",
+            handle: Some("routed.3f1c0a.eth0".into()),
+            after: IPAM_TIMEOUT,
+        };
+        assert_eq!(
+            timeout.to_string(),
+            "datastore etcd://10.0.0.10:2379 unreachable: no answer to the allocation within 10 s"
+        );
+        assert_eq!(body_of(timeout.into_response()).0, 503);
+        let (status, body) = body_of(ServeError::BgpNotRunning.into_response());
+        assert_eq!(status, 404);
+        golden::check("error-bgp-not-running", &body);
+        let bad = parse::<v1::ReleaseRequest>("release", b"{").unwrap_err();
+        let (status, body) = body_of(bad.into_response());
+        assert_eq!((status, &body["kind"]), (400, &"invalid".into()));
+        assert!(body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("bad request body: "));
+        let lost = ServeError::AllocationLost { handle: "h".into() };
+        assert_eq!(body_of(lost.into_response()).0, 500);
+        let stopped = ServeError::from(SpeakerError::Stopped);
+        assert_eq!(stopped.kind(), v1::ErrorKind::Unavailable);
+    }
+
+    #[test]
+    fn the_clients_read_every_reply_golden_file() {
+        use crate::api::v1::*;
+        golden::read::<Health>("healthz");
+        assert!(golden::read::<Readiness>("readyz-ready").ready);
+        assert!(!golden::read::<Readiness>("readyz-not-ready").ready);
+        assert_eq!(golden::read::<NodeInfo>("node").pod_mtu, 1480);
+        let allocated = golden::read::<AllocateResponse>("ipam-allocate-response");
+        assert_eq!(allocated.addresses[0].sequence, 7);
+        golden::read::<ReleaseResponse>("ipam-release-response");
+        let gc = golden::read::<GcResponse>("ipam-gc-response");
+        assert_eq!(gc.kept[0].attributes["veth"], "rd5e8f1c2a9b0");
+        assert_eq!(
+            golden::read::<Vec<AllocationInfo>>("ipam-allocations").len(),
+            2
+        );
+        assert_eq!(golden::read::<Vec<PeerStatus>>("bgp-status").len(), 6);
+        let e = golden::read::<ApiError>("error-unavailable");
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert_eq!(
+            golden::read::<ApiError>("error-exhausted").kind,
+            ErrorKind::Exhausted
+        );
+    }
 }

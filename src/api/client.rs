@@ -1,6 +1,8 @@
 //! A minimal blocking HTTP/1.1 client for the agent's unix socket (one request per connection).
+//! A non-2xx reply becomes [`ClientError::Api`] with the body's [`ErrorKind`] (a body that is
+//! not an [`ApiError`] reads as `internal`, its text as the message).
 
-use super::ApiError;
+use super::v1::{ApiError, ErrorKind};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::io::{Read, Write};
@@ -28,7 +30,7 @@ pub enum ClientError {
         socket: PathBuf,
         status: u16,
         error: String,
-        kind: String,
+        kind: ErrorKind,
     },
     #[error("routed agent at {socket} sent an unreadable reply: {reason}")]
     Protocol { socket: PathBuf, reason: String },
@@ -36,9 +38,9 @@ pub enum ClientError {
 
 impl ClientError {
     /// The agent's error kind (`unavailable`, `exhausted`, ...), when it answered.
-    pub fn kind(&self) -> Option<&str> {
+    pub fn kind(&self) -> Option<ErrorKind> {
         match self {
-            ClientError::Api { kind, .. } => Some(kind),
+            ClientError::Api { kind, .. } => Some(*kind),
             _ => None,
         }
     }
@@ -134,7 +136,7 @@ impl Client {
         }
         let err: ApiError = serde_json::from_slice(body).unwrap_or_else(|_| ApiError {
             error: String::from_utf8_lossy(body).into_owned(),
-            kind: "internal".into(),
+            kind: ErrorKind::Internal,
         });
         Err(ClientError::Api {
             socket: self.socket.clone(),

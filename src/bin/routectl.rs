@@ -1,6 +1,7 @@
-//! routectl: operator CLI (see `routed::cli`).
+//! routectl: operator CLI (see `routed::cli`; exit codes in `routed::cli::error`).
 
 use clap::Parser;
+use routed::cli::error::exit;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -13,7 +14,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("routectl: error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(exit::FAILED);
         }
     };
     runtime.block_on(routed::cli::run(cli))

@@ -1,10 +1,10 @@
 //! `routectl peer ...` and `routectl config ...`.
 
-use super::commands::{ok, print};
+use super::commands::{ok, print, Result};
+use super::error::CliError;
 use super::{table, ConfigCommand, OnOff, Output, PeerCommand};
 use crate::datastore::{decode_json, encode_json, Datastore, DatastoreError};
 use crate::model::{keys, BgpConfiguration, BgpPeer};
-use anyhow::{bail, Context, Result};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -20,17 +20,7 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
             hold_time,
             source_address,
         } => {
-            let password = match password_file {
-                Some(path) => Some(
-                    std::fs::read_to_string(path)
-                        .with_context(|| {
-                            format!("cannot read the password file {}", path.display())
-                        })?
-                        .trim_end_matches(['\n', '\r'])
-                        .to_string(),
-                ),
-                None => None,
-            };
+            let password = password_file.as_deref().map(read_password).transpose()?;
             let peer = BgpPeer {
                 name: name.clone(),
                 peer_ip: *peer_ip,
@@ -47,7 +37,10 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
             match store.create(&keys::peer(name), encode_json(&peer), 0).await {
                 Ok(_) => {}
                 Err(DatastoreError::AlreadyExists { .. }) => {
-                    bail!("peer {name} already exists; delete it first to change it")
+                    return Err(CliError::conflict(
+                        format!("peer {name}"),
+                        format!("peer {name} already exists; delete it first to change it"),
+                    ))
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -96,7 +89,10 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
         }
         PeerCommand::Delete { name } => {
             let Some(kv) = store.get(&keys::peer(name)).await? else {
-                bail!("peer {name} not found")
+                return Err(CliError::not_found(
+                    format!("peer {name}"),
+                    format!("peer {name} not found"),
+                ));
             };
             store.delete(&kv.key, kv.mod_revision).await?;
             print(out, &serde_json::json!({"deleted": name}), || {
@@ -105,6 +101,17 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
         }
     }
     ok()
+}
+
+/// The MD5 password in `path`, without its trailing newline.
+fn read_password(path: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::invalid(
+            "--password-file",
+            format!("cannot read the password file {}: {e}", path.display()),
+        )
+    })?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
 pub async fn config(
@@ -152,5 +159,8 @@ pub async fn config(
         })?;
         return ok();
     }
-    bail!("the BGP configuration kept changing; run the command again")
+    Err(CliError::conflict(
+        key,
+        "the BGP configuration kept changing; run the command again",
+    ))
 }

@@ -1,28 +1,28 @@
 //! The routectl commands: each reads or writes the datastore through the library and prints
-//! in the chosen output format.
+//! in the chosen output format. Errors come back as [`CliError`] (their exit code), printed once
+//! by `cli::run`.
 
+use super::error::CliError;
 use super::{
     table, BenchCommand, Cli, Command, IpamCommand, NodeCommand, OnOff, Output, PoolCommand,
 };
 use crate::datastore::{self, decode_json, Datastore};
-use crate::ipam::{bench, AllocateRequest, Family, Ipam};
+use crate::ipam::{bench, AllocateRequest, BlockSummary, CheckReport, Family, Ipam};
 use crate::model::{keys, parse_cidr, EncapMode, IpPool, Node};
-use anyhow::{Context, Result};
 use serde::Serialize;
 use std::process::ExitCode;
 use std::sync::Arc;
+
+pub(super) type Result<T, E = CliError> = std::result::Result<T, E>;
 
 pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
     if let Command::Status { socket } = &cli.command {
         return super::status::status(socket, cli.global.output);
     }
     let config = cli.global.datastore_config();
-    let store = datastore::open(&config).await.with_context(|| {
-        format!(
-            "cannot open datastore {} (set --datastore or ROUTED_DATASTORE)",
-            config.url
-        )
-    })?;
+    let store = datastore::open(&config)
+        .await
+        .map_err(|e| CliError::datastore_open(&config.url, e))?;
     let out = cli.global.output;
     match &cli.command {
         Command::Pool(cmd) => pool(store, cmd, out).await,
@@ -53,6 +53,11 @@ pub(super) fn ok() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// An encapsulation mode given to `flag`.
+fn parse_mode(flag: &str, mode: &str) -> Result<EncapMode> {
+    mode.parse().map_err(|e| CliError::invalid(flag, e))
+}
+
 async fn pool(store: Arc<dyn Datastore>, cmd: &PoolCommand, out: Output) -> Result<ExitCode> {
     let ipam = Ipam::new(store);
     match cmd {
@@ -66,12 +71,13 @@ async fn pool(store: Arc<dyn Datastore>, cmd: &PoolCommand, out: Output) -> Resu
             disabled,
             disable_bgp_export,
         } => {
-            let mut pool = IpPool::new(name, parse_cidr(cidr)?);
+            let cidr = parse_cidr(cidr).map_err(|e| CliError::invalid("--cidr", e))?;
+            let mut pool = IpPool::new(name, cidr);
             if let Some(size) = block_size {
                 pool.block_size = *size;
             }
-            pool.ipip_mode = ipip_mode.parse()?;
-            pool.vxlan_mode = vxlan_mode.parse()?;
+            pool.ipip_mode = parse_mode("--ipip-mode", ipip_mode)?;
+            pool.vxlan_mode = parse_mode("--vxlan-mode", vxlan_mode)?;
             pool.nat_outgoing = *nat_outgoing;
             pool.disabled = *disabled;
             pool.disable_bgp_export = *disable_bgp_export;
@@ -85,34 +91,7 @@ async fn pool(store: Arc<dyn Datastore>, cmd: &PoolCommand, out: Output) -> Resu
         }
         PoolCommand::List => {
             let pools = ipam.list_pools().await?;
-            print(out, &pools, || {
-                let rows = pools
-                    .iter()
-                    .map(|p| {
-                        vec![
-                            p.name.clone(),
-                            p.cidr.to_string(),
-                            p.block_size.to_string(),
-                            p.ipip_mode.to_string(),
-                            p.vxlan_mode.to_string(),
-                            p.nat_outgoing.to_string(),
-                            p.disabled.to_string(),
-                        ]
-                    })
-                    .collect::<Vec<_>>();
-                table::render(
-                    &[
-                        "NAME",
-                        "CIDR",
-                        "BLOCK SIZE",
-                        "IPIP",
-                        "VXLAN",
-                        "NAT OUTGOING",
-                        "DISABLED",
-                    ],
-                    &rows,
-                )
-            })?;
+            print(out, &pools, || render_pools(&pools))?;
         }
         PoolCommand::Set {
             name,
@@ -122,8 +101,14 @@ async fn pool(store: Arc<dyn Datastore>, cmd: &PoolCommand, out: Output) -> Resu
             disabled,
             disable_bgp_export,
         } => {
-            let ipip: Option<EncapMode> = ipip_mode.as_deref().map(str::parse).transpose()?;
-            let vxlan: Option<EncapMode> = vxlan_mode.as_deref().map(str::parse).transpose()?;
+            let ipip = ipip_mode
+                .as_deref()
+                .map(|m| parse_mode("--ipip-mode", m))
+                .transpose()?;
+            let vxlan = vxlan_mode
+                .as_deref()
+                .map(|m| parse_mode("--vxlan-mode", m))
+                .transpose()?;
             let pool = ipam
                 .update_pool(name, |p| {
                     if let Some(m) = ipip {
@@ -209,50 +194,13 @@ async fn ipam(store: Arc<dyn Datastore>, cmd: &IpamCommand, out: Output) -> Resu
         }
         IpamCommand::Show { node } => {
             let blocks = ipam.show(node.as_deref()).await?;
-            print(out, &blocks, || {
-                let rows = blocks
-                    .iter()
-                    .map(|b| {
-                        vec![
-                            b.cidr.to_string(),
-                            b.affinity.clone().unwrap_or_else(|| "-".into()),
-                            b.pool.clone().unwrap_or_else(|| "(none)".into()),
-                            b.used.to_string(),
-                            b.free.to_string(),
-                        ]
-                    })
-                    .collect::<Vec<_>>();
-                let used: usize = blocks.iter().map(|b| b.used).sum();
-                let free: usize = blocks.iter().map(|b| b.free).sum();
-                table::render(&["BLOCK", "NODE", "POOL", "USED", "FREE"], &rows)
-                    + &format!(
-                        "{} block(s), {used} address(es) in use, {free} free\n",
-                        blocks.len()
-                    )
-            })?;
+            print(out, &blocks, || render_blocks(&blocks))?;
         }
         IpamCommand::Check => {
             let report = ipam.check().await?;
-            print(out, &report, || {
-                let mut text = format!(
-                    "checked {} pool(s), {} block(s), {} affinity record(s), {} handle(s), {} allocated address(es)\n",
-                    report.pools, report.blocks, report.affinities, report.handles, report.allocated
-                );
-                if report.is_clean() {
-                    text.push_str("no inconsistency found\n");
-                } else {
-                    for f in &report.findings {
-                        text.push_str(&format!("- {f}\n"));
-                    }
-                    text.push_str(&format!(
-                        "{} inconsistency(ies) found\n",
-                        report.findings.len()
-                    ));
-                }
-                text
-            })?;
+            print(out, &report, || render_check(&report))?;
             if !report.is_clean() {
-                return Ok(ExitCode::from(1));
+                return Ok(ExitCode::from(super::error::exit::FAILED));
             }
         }
         IpamCommand::Config {
@@ -279,6 +227,76 @@ async fn ipam(store: Arc<dyn Datastore>, cmd: &IpamCommand, out: Output) -> Resu
         }
     }
     ok()
+}
+
+fn render_pools(pools: &[IpPool]) -> String {
+    let rows = pools
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.cidr.to_string(),
+                p.block_size.to_string(),
+                p.ipip_mode.to_string(),
+                p.vxlan_mode.to_string(),
+                p.nat_outgoing.to_string(),
+                p.disabled.to_string(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    table::render(
+        &[
+            "NAME",
+            "CIDR",
+            "BLOCK SIZE",
+            "IPIP",
+            "VXLAN",
+            "NAT OUTGOING",
+            "DISABLED",
+        ],
+        &rows,
+    )
+}
+
+fn render_blocks(blocks: &[BlockSummary]) -> String {
+    let rows = blocks
+        .iter()
+        .map(|b| {
+            vec![
+                b.cidr.to_string(),
+                b.affinity.clone().unwrap_or_else(|| "-".into()),
+                b.pool.clone().unwrap_or_else(|| "(none)".into()),
+                b.used.to_string(),
+                b.free.to_string(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    let used: usize = blocks.iter().map(|b| b.used).sum();
+    let free: usize = blocks.iter().map(|b| b.free).sum();
+    table::render(&["BLOCK", "NODE", "POOL", "USED", "FREE"], &rows)
+        + &format!(
+            "{} block(s), {used} address(es) in use, {free} free\n",
+            blocks.len()
+        )
+}
+
+fn render_check(report: &CheckReport) -> String {
+    let mut text = format!(
+            "checked {} pool(s), {} block(s), {} affinity record(s), {} handle(s), {} allocated address(es)\n",
+            report.pools, report.blocks, report.affinities, report.handles, report.allocated
+        );
+    if report.is_clean() {
+        text.push_str("no inconsistency found\n");
+    } else {
+        for f in &report.findings {
+            text.push_str(&format!("- {f}\n"));
+        }
+        text.push_str(&format!(
+            "{} inconsistency(ies) found\n",
+            report.findings.len()
+        ));
+    }
+    text
 }
 
 async fn node_list(store: Arc<dyn Datastore>, out: Output) -> Result<ExitCode> {

@@ -1,10 +1,17 @@
 //! `routectl`: the operator CLI. Arguments (clap), dispatch, output formats and exit codes.
 //!
-//! Exit codes: 0 success, 1 the operation failed (the message says why and what to do),
-//! 2 usage error (clap's own exit code for bad arguments).
+//! ```text
+//!  main (src/bin/routectl.rs) ─> clap ─> run ─> commands::dispatch ─> ipam / datastore / api client
+//!                                          └─ Err(CliError): printed once, exit code per kind
+//! ```
+//! Exit codes ([`error::exit`], docs/operations.md "routectl exit codes"): 0 success,
+//! 1 failed (also `ipam check` finding inconsistencies), 2 usage (clap's own code for bad
+//! arguments), 3 invalid input, 4 not found, 5 conflict, 6 no address left, 7 datastore
+//! unavailable, 8 agent unreachable.
 
 mod bgp;
 mod commands;
+pub mod error;
 mod status;
 pub mod table;
 
@@ -283,28 +290,13 @@ pub enum BenchCommand {
     },
 }
 
-/// Runs a parsed command line; prints errors; returns the exit code.
+/// Runs a parsed command line; prints the error, if any, once; returns the exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     match commands::dispatch(&cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("routectl: error: {}", error_chain(&e));
-            ExitCode::from(1)
+            eprintln!("routectl: error: {e}");
+            e.exit()
         }
     }
-}
-
-/// The error and its causes joined by ": ", skipping a cause its parent already quoted.
-pub fn error_chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&text);
-        }
-    }
-    out
 }

@@ -1,39 +1,22 @@
 //! `routectl status`: the local agent's BGP sessions, as `calicoctl node status` shows them.
+//! Reads `GET /v1/bgp/status` into the API's wire type ([`v1::PeerStatus`]); `-o json` prints
+//! those rows unchanged.
 
-use super::commands::print;
+use super::commands::{print, Result};
 use super::{table, Output};
-use crate::api::client::{Client, ClientError};
-use crate::bgp::fsm::State;
-use crate::bgp::speaker::PeerStatus;
-use anyhow::{bail, Result};
+use crate::api::client::Client;
+use crate::api::v1::{self, SessionState};
 use std::path::Path;
 use std::process::ExitCode;
 
 pub fn status(socket: &Path, out: Output) -> Result<ExitCode> {
     let client = Client::new(socket).with_timeout(std::time::Duration::from_secs(5));
-    let peers: Vec<PeerStatus> = match client.get("/v1/bgp/status") {
-        Ok(p) => p,
-        Err(ClientError::Unreachable { .. }) => {
-            bail!(
-                "routed is not running (no agent answers at {}; start it, or pass --socket)",
-                socket.display()
-            )
-        }
-        Err(ClientError::Slow { after, .. }) => {
-            bail!(
-                "routed is running but did not answer within {} s at {} (busy, e.g. loading a \
-                 large routing table); try again",
-                after.as_secs(),
-                socket.display()
-            )
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let peers: Vec<v1::PeerStatus> = client.get("/v1/bgp/status")?;
     print(out, &peers, || render(&peers))?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn render(peers: &[PeerStatus]) -> String {
+fn render(peers: &[v1::PeerStatus]) -> String {
     let mut text = String::from("routed process is running.\n");
     for (family, v4) in [("IPv4", true), ("IPv6", false)] {
         text.push_str(&format!("\n{family} BGP status\n"));
@@ -43,8 +26,8 @@ fn render(peers: &[PeerStatus]) -> String {
             .map(|p| {
                 vec![
                     p.address.to_string(),
-                    p.description.clone(),
-                    if p.state == State::Established {
+                    p.kind.label().to_string(),
+                    if p.state == SessionState::Established {
                         "up".into()
                     } else {
                         format!("{:?}", p.state).to_lowercase()
@@ -74,4 +57,34 @@ fn render(peers: &[PeerStatus]) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::v1::golden;
+
+    /// routectl reads what the agent serves (the golden file the server's mapping produces).
+    #[test]
+    fn status_reads_the_golden_bgp_status_and_renders_every_row() {
+        let peers: Vec<v1::PeerStatus> = golden::read("bgp-status");
+        let text = render(&peers);
+        assert!(
+            text.contains("| 10.0.0.2     | node-to-node mesh | up ")
+                && text.contains("| 10.0.0.254   | global            | active ")
+                && text.contains("| fd00::1      | node specific | idle ")
+                && text.contains("| opensent ")
+                && text.contains("| openconfirm "),
+            "{text}"
+        );
+    }
+
+    /// `routectl status -o json` prints the agent's rows in the same shape (scripts read it).
+    #[test]
+    fn status_json_output_is_the_wire_format() {
+        let peers: Vec<v1::PeerStatus> = golden::read("bgp-status");
+        let mut printed = serde_json::to_string_pretty(&peers).unwrap();
+        printed.push('\n');
+        assert_eq!(printed, golden::text("bgp-status"));
+    }
 }

@@ -6,8 +6,8 @@ use super::spec::{
     ResultRoute, LATEST_VERSION, SUPPORTED_VERSIONS,
 };
 use crate::api::client::{Client, ClientError};
-use crate::api::{
-    AllocateRequest, AllocateResponse, GcRequest, GcResponse, NodeInfo, ReleaseRequest,
+use crate::api::v1::{
+    AllocateRequest, AllocateResponse, ErrorKind, GcRequest, GcResponse, NodeInfo, ReleaseRequest,
     ReleaseResponse,
 };
 use crate::netlink::{
@@ -105,12 +105,20 @@ fn agent_error(e: ClientError, what: &str) -> CniError {
             e.to_string(),
         ),
         // The agent's message names the datastore ("datastore etcd://h:p unavailable: ...").
-        ClientError::Api { kind, error, .. } if kind == "unavailable" => CniError::new(
+        ClientError::Api {
+            kind: ErrorKind::Unavailable,
+            error,
+            ..
+        } => CniError::new(
             code::TRY_AGAIN_LATER,
             format!("{what}: {error}"),
             "the datastore is unreachable; existing pods keep their traffic, retry later",
         ),
-        ClientError::Api { kind, error, .. } if kind == "exhausted" => CniError::new(
+        ClientError::Api {
+            kind: ErrorKind::Exhausted,
+            error,
+            ..
+        } => CniError::new(
             code::NO_ADDRESS,
             format!("{what}: no address available"),
             error.clone(),
@@ -265,7 +273,7 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
             )
         })?;
         allocation_refused =
-            matches!(&answer, Err(ClientError::Api { kind, .. }) if kind != "internal");
+            matches!(&answer, Err(ClientError::Api { kind, .. }) if *kind != ErrorKind::Internal);
         let allocated = answer.map_err(|e| agent_error(e, "address allocation"))?;
         allocated
             .addresses
@@ -643,6 +651,35 @@ fn status(client: &Client) -> Result<(), CniError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The agent's error bodies (the golden files its server produces) map to CNI codes: 503
+    /// `unavailable` to 11 (decision 19), 409 `exhausted` to 101.
+    #[test]
+    fn agent_error_bodies_map_to_cni_codes() {
+        use crate::api::v1::{golden, ApiError};
+        for (name, status, expected) in [
+            ("error-unavailable", 503, code::TRY_AGAIN_LATER),
+            ("error-exhausted", 409, code::NO_ADDRESS),
+            ("error-bgp-not-running", 404, code::NETWORK_SETUP_FAILED),
+        ] {
+            let body: ApiError = golden::read(name);
+            let e = agent_error(
+                ClientError::Api {
+                    socket: "/run/routed/routed.sock".into(),
+                    status,
+                    error: body.error.clone(),
+                    kind: body.kind,
+                },
+                "address allocation",
+            );
+            assert_eq!(e.code, expected, "{name}: {e:?}");
+        }
+        let reply: AllocateResponse = golden::read("ipam-allocate-response");
+        assert_eq!(reply.addresses.len(), 1);
+        let gc: GcResponse = golden::read("ipam-gc-response");
+        assert!(gc.kept.iter().all(|r| r.attributes.contains_key("veth")));
+        assert_eq!(golden::read::<NodeInfo>("node").pod_mtu, 1480);
+    }
 
     #[test]
     fn names_follow_calico() {

@@ -1,4 +1,6 @@
-//! IPAM errors: each names the node, handle, pool or address it concerns and says what to do.
+//! IPAM errors, one enum for the whole layer (allocation, release, pools, configuration): each
+//! names the node, handle, pool or address it concerns and says what to do. The callers map it
+//! at their edge: the local API server to an HTTP status and wire kind, routectl to an exit code.
 
 use crate::datastore::DatastoreError;
 use crate::model::ValidationError;
@@ -29,6 +31,19 @@ pub enum IpamError {
         given: u64,
         current: u64,
         handle: String,
+    },
+    #[error("pool {pool} not found")]
+    PoolNotFound { pool: String },
+    #[error("pool {pool} already exists")]
+    PoolExists { pool: String },
+    #[error(
+        "pool {pool} still has {addresses} allocated address(es) in {blocks} block(s): release them \
+         (`routectl ipam show`, `routectl ipam release`) or delete with --force"
+    )]
+    PoolInUse {
+        pool: String,
+        addresses: usize,
+        blocks: usize,
     },
     #[error("gave up on {what} after {attempts} attempts: too many concurrent changes")]
     TooManyRetries { what: String, attempts: usize },

@@ -16,38 +16,6 @@ pub struct PoolDeletion {
     pub addresses_released: usize,
 }
 
-/// Why a pool delete was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum PoolError {
-    #[error("pool {0} not found")]
-    NotFound(String),
-    #[error("pool {0} already exists")]
-    AlreadyExists(String),
-    #[error(
-        "pool {pool} still has {addresses} allocated address(es) in {blocks} block(s): release them \
-         (`routectl ipam show`, `routectl ipam release`) or delete with --force"
-    )]
-    InUse {
-        pool: String,
-        addresses: usize,
-        blocks: usize,
-    },
-    #[error(transparent)]
-    Ipam(#[from] IpamError),
-}
-
-impl From<DatastoreError> for PoolError {
-    fn from(e: DatastoreError) -> Self {
-        PoolError::Ipam(IpamError::Datastore(e))
-    }
-}
-
-impl From<crate::model::ValidationError> for PoolError {
-    fn from(e: crate::model::ValidationError) -> Self {
-        PoolError::Ipam(IpamError::Invalid(e))
-    }
-}
-
 impl Ipam {
     /// Every pool, sorted by name.
     pub async fn list_pools(&self) -> Result<Vec<IpPool>, IpamError> {
@@ -59,11 +27,13 @@ impl Ipam {
     }
 
     /// Creates a pool after validating it against all existing pools.
-    pub async fn create_pool(&self, pool: &IpPool) -> Result<(), PoolError> {
+    pub async fn create_pool(&self, pool: &IpPool) -> Result<(), IpamError> {
         pool.validate()?;
         let existing = load_pools(self.store.as_ref()).await?;
         if existing.iter().any(|(p, _)| p.name == pool.name) {
-            return Err(PoolError::AlreadyExists(pool.name.clone()));
+            return Err(IpamError::PoolExists {
+                pool: pool.name.clone(),
+            });
         }
         let mut all: Vec<IpPool> = existing.iter().map(|(p, _)| p.clone()).collect();
         all.push(pool.clone());
@@ -81,13 +51,13 @@ impl Ipam {
             failure: vec![],
         };
         if !self.store.txn(txn).await?.succeeded {
-            return Err(PoolError::Ipam(IpamError::TooManyRetries {
+            return Err(IpamError::TooManyRetries {
                 what: format!(
                     "create pool {} (pools changed concurrently; run it again)",
                     pool.name
                 ),
                 attempts: 1,
-            }));
+            });
         }
         self.cache.lock().await.pools = None;
         info!(pool = %pool.name, cidr = %pool.cidr, "pool created");
@@ -99,11 +69,13 @@ impl Ipam {
         &self,
         name: &str,
         change: impl Fn(&mut IpPool),
-    ) -> Result<IpPool, PoolError> {
+    ) -> Result<IpPool, IpamError> {
         for attempt in 0..MAX_ATTEMPTS {
             super::contention_pause(attempt).await;
             let Some(kv) = self.store.get(&keys::pool(name)).await? else {
-                return Err(PoolError::NotFound(name.to_string()));
+                return Err(IpamError::PoolNotFound {
+                    pool: name.to_string(),
+                });
             };
             let old: IpPool = decode_json(&kv)?;
             let mut pool = old.clone();
@@ -128,14 +100,15 @@ impl Ipam {
         Err(IpamError::TooManyRetries {
             what: format!("update of pool {name}"),
             attempts: MAX_ATTEMPTS,
-        }
-        .into())
+        })
     }
 
     /// Deletes a pool and its blocks. Refused while addresses are allocated, unless `force`.
-    pub async fn delete_pool(&self, name: &str, force: bool) -> Result<PoolDeletion, PoolError> {
+    pub async fn delete_pool(&self, name: &str, force: bool) -> Result<PoolDeletion, IpamError> {
         let Some(kv) = self.store.get(&keys::pool(name)).await? else {
-            return Err(PoolError::NotFound(name.to_string()));
+            return Err(IpamError::PoolNotFound {
+                pool: name.to_string(),
+            });
         };
         let pool: IpPool = decode_json(&kv)?;
         let blocks: Vec<_> = load_all_blocks(self.store.as_ref())
@@ -146,7 +119,7 @@ impl Ipam {
         let addresses: usize = blocks.iter().map(|(b, _)| b.allocations.len()).sum();
         if addresses > 0 && !force {
             let used = blocks.iter().filter(|(b, _)| !b.is_empty()).count();
-            return Err(PoolError::InUse {
+            return Err(IpamError::PoolInUse {
                 pool: name.to_string(),
                 addresses,
                 blocks: used,
