@@ -17,10 +17,13 @@ pub mod health;
 pub mod nat;
 pub mod nexthops;
 pub mod node;
+pub mod reconciler;
 pub mod repair;
 pub mod routing;
 pub mod server;
+pub mod tunnel_devices;
 pub mod tunnels;
+pub mod vxlan;
 pub mod workloads;
 
 use crate::api::NodeInfo;
@@ -75,6 +78,8 @@ pub struct AgentState {
     mtu_override: Option<u32>,
     /// Node-wide sysctls routed set or checked, as found/left (`net.ipv4.ip_forward`, ...).
     sysctls: std::sync::RwLock<std::collections::BTreeMap<String, String>>,
+    /// Each reconciler's counters, by name, in the order they started.
+    reconcilers: std::sync::RwLock<Vec<(&'static str, Arc<reconciler::ReconcilerStats>)>>,
 }
 
 impl AgentState {
@@ -126,6 +131,32 @@ impl AgentState {
         if old != mtu {
             info!(old, new = mtu, "pod MTU follows the pools' encapsulation");
         }
+    }
+
+    /// The counters of reconciler `name`, registered on first use (a restarted reconciler of
+    /// the same name keeps counting on the same ones).
+    pub fn reconciler_stats(&self, name: &'static str) -> Arc<reconciler::ReconcilerStats> {
+        let Ok(mut list) = self.reconcilers.write() else {
+            return Arc::default();
+        };
+        if let Some((_, stats)) = list.iter().find(|(n, _)| *n == name) {
+            return stats.clone();
+        }
+        let stats = Arc::new(reconciler::ReconcilerStats::default());
+        list.push((name, stats.clone()));
+        stats
+    }
+
+    /// Every reconciler's counters now (`workloads`, `nat`, `tunnels`...), in start order.
+    pub fn reconcilers(&self) -> Vec<(&'static str, reconciler::StatsSnapshot)> {
+        self.reconcilers
+            .read()
+            .map(|list| {
+                list.iter()
+                    .map(|(name, stats)| (*name, stats.snapshot()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Records a node-wide sysctl for `/v1/node`.
@@ -185,6 +216,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         detection: Some(detected.clone()),
         mtu_override: config.mtu,
         sysctls: Default::default(),
+        reconcilers: Default::default(),
     });
     let listener = server::bind(&config.socket)
         .with_context(|| format!("cannot listen on {}", config.socket.display()))?;
@@ -207,7 +239,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
             warn!(error = %format!("{e:#}"), "could not program FORWARD acceptance for pod traffic");
         }
     }
-    tokio::spawn(nat::follow_pools(state.clone()));
+    tokio::spawn(nat::run(state.clone()));
     // One route-deletion monitor for every repair loop (each socket on the route groups costs
     // the kernel work per route change while a full BGP table is installed).
     let mut deletions = None;
@@ -224,10 +256,8 @@ pub async fn run(config: AgentConfig) -> Result<()> {
                 }
             }
             tokio::spawn(workloads::run(
-                store.clone(),
-                state.node_name.clone(),
+                state.clone(),
                 Arc::new(netlink),
-                state.workloads_programmed.clone(),
                 deletions
                     .as_ref()
                     .map(|d| d.subscribe(&[crate::netlink::RouteProtocol::WORKLOAD])),
@@ -236,7 +266,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         Err(e) => warn!(error = %e, "no netlink: workload routes are not reconciled"),
     }
     // Started while the datastore was down, the pools' encapsulation was unknown above: the
-    // pool follower (nat::follow_pools) sets the pod MTU once it reads the pools, and again on
+    // pool reconciler (nat::run) sets the pod MTU once it reads the pools, and again on
     // every pool change.
     register_until_done(&state, &detected).await;
     state.ready.store(true, Ordering::Relaxed);
