@@ -7,8 +7,11 @@
 //!  start: detect address/MTU ──> register Node ──> forward acceptance (nftables) ──> ready
 //! ```
 //! Beside them run the BGP speaker and route reconciler (`routing`), the workload route
-//! reconciler (`workloads`) and the pool follower that keeps forward acceptance and natOutgoing
-//! in nftables (`nat`, `forward`); `health` says when the node is ready.
+//! reconciler (`workloads`), the nftables reconciler that keeps forward acceptance and
+//! natOutgoing in line with the pools (`nat`, `forward`) and the tunnel manager (`tunnels`);
+//! the last three run under one driver (`reconciler`), fed by the datastore follower
+//! (`follower`), with their counters on [`AgentState::reconcilers`]. `health` says when the
+//! node is ready.
 
 pub mod calc;
 pub mod follower;
@@ -240,6 +243,32 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         }
     }
     tokio::spawn(nat::run(state.clone()));
+    let deletions = start_workloads(&state).await;
+    // Started while the datastore was down, the pools' encapsulation was unknown above: the
+    // pool reconciler (nat::run) sets the pod MTU once it reads the pools, and again on
+    // every pool change.
+    register_until_done(&state, &detected).await;
+    state.ready.store(true, Ordering::Relaxed);
+    let speaker = if config.bgp {
+        Some(start_routing(&state, &detected, deletions.as_ref()).await?)
+    } else {
+        None
+    };
+    info!(node = %state.node_name, bgp = config.bgp, "running");
+
+    wait_for_shutdown().await;
+    info!("shutting down; routes and pod interfaces stay in place");
+    // No Cease to the peers: the sessions just close, so peers keep our routes as stale under
+    // graceful restart until we are back (RFC 4724).
+    std::mem::forget(speaker);
+    api.abort();
+    let _ = std::fs::remove_file(&config.socket);
+    Ok(())
+}
+
+/// Opens the shared route-deletion monitor and starts the workload reconciler on it; returns
+/// the monitor for the other repair loops (`None`: each opens its own).
+async fn start_workloads(state: &Arc<AgentState>) -> Option<crate::netlink::SharedDeletions> {
     // One route-deletion monitor for every repair loop (each socket on the route groups costs
     // the kernel work per route change while a full BGP table is installed).
     let mut deletions = None;
@@ -265,26 +294,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         }
         Err(e) => warn!(error = %e, "no netlink: workload routes are not reconciled"),
     }
-    // Started while the datastore was down, the pools' encapsulation was unknown above: the
-    // pool reconciler (nat::run) sets the pod MTU once it reads the pools, and again on
-    // every pool change.
-    register_until_done(&state, &detected).await;
-    state.ready.store(true, Ordering::Relaxed);
-    let speaker = if config.bgp {
-        Some(start_routing(&state, &detected, deletions.as_ref()).await?)
-    } else {
-        None
-    };
-    info!(node = %state.node_name, bgp = config.bgp, "running");
-
-    wait_for_shutdown().await;
-    info!("shutting down; routes and pod interfaces stay in place");
-    // No Cease to the peers: the sessions just close, so peers keep our routes as stale under
-    // graceful restart until we are back (RFC 4724).
-    std::mem::forget(speaker);
-    api.abort();
-    let _ = std::fs::remove_file(&config.socket);
-    Ok(())
+    deletions
 }
 
 /// Starts the speaker, the datastore follower, the tunnel manager and the route reconciler.
