@@ -41,7 +41,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock (the same as std's unless a test pauses it): the grace period follows paused time.
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 /// How long a proto-230 route nobody wants stays before it is removed.
@@ -473,5 +475,58 @@ mod tests {
             .unwrap();
         let routes = fake.routes();
         assert_eq!(routes, vec![foreign]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_the_driver_nothing_is_written_before_the_blocks_are_read() {
+        let fake = Arc::new(FakeNetlink::new());
+        let index = fake.add_link("rdaaa", "veth");
+        // A proto-230 route no allocation wants: kept while the blocks are unknown.
+        let orphan = workload_route(ip("10.1.0.9"), index);
+        fake.replace_route(&orphan).await.unwrap();
+        let programmed = Arc::new(AtomicBool::new(false));
+        let reconciler = WorkloadRoutes {
+            node: "node-1".into(),
+            netlink: fake.clone(),
+            stale_since: HashMap::new(),
+            programmed: programmed.clone(),
+        };
+        let (blocks_tx, blocks_rx) = tokio::sync::watch::channel(None);
+        let stats = Arc::new(reconciler::ReconcilerStats::default());
+        let triggers = Triggers::<()>::every(RESYNC_EVERY);
+        tokio::spawn(reconciler::run(
+            reconciler,
+            blocks_rx,
+            triggers,
+            stats.clone(),
+        ));
+        tokio::time::sleep(STALE_GRACE * 2).await;
+        assert_eq!(fake.routes(), vec![orphan.clone()]);
+        assert!(!programmed.load(Ordering::Relaxed));
+        // The first full read: the pod's route at once, the orphan only after the grace.
+        let blocks: BTreeMap<String, Block> = [(
+            "ipam/blocks/10.1.0.0-26".to_string(),
+            block("10.1.0.0/26", &[(1, "node-1", Some("rdaaa"))]),
+        )]
+        .into();
+        blocks_tx.send_replace(Some(blocks));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let wanted = workload_route(ip("10.1.0.1"), index);
+        let routes = fake.routes();
+        assert!(
+            routes.iter().any(|r| r.destination == wanted.destination),
+            "{routes:?}"
+        );
+        assert!(routes.contains(&orphan), "{routes:?}");
+        assert!(programmed.load(Ordering::Relaxed));
+        tokio::time::sleep(STALE_GRACE + RESYNC_EVERY).await;
+        let routes = fake.routes();
+        assert!(
+            !routes.iter().any(|r| r.destination == orphan.destination),
+            "{routes:?}"
+        );
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.passes_changed, 2, "{snapshot:?}");
+        assert!(snapshot.passes >= 5, "{snapshot:?}");
     }
 }
