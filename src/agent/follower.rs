@@ -4,16 +4,21 @@
 //! originated blocks), the route reconciler (local blocks) and the tunnel manager (snapshot).
 //! A failed read keeps the last state in force: nothing downstream changes because the
 //! datastore cannot be read.
+//!
+//! The reconcilers that run without BGP follow one prefix each through [`follow_prefix`]
+//! (IPAM blocks for the workload routes, pools for nftables): list-then-watch with resync, the
+//! records decoded into a map published on a watch channel (`None` until the first full read).
 
 use super::calc::{self, ClusterState};
 use super::AgentState;
 use crate::bgp::speaker::{PeerSpec, SpeakerHandle};
 use crate::datastore::sync::{watch_with_resync, SyncEvent};
-use crate::datastore::{decode_json, Datastore};
+use crate::datastore::{decode_json, Datastore, KeyValue};
 use crate::model::{keys, BgpConfiguration, BgpPeer, BlockAffinity, IpPool, Node};
 use anyhow::Result;
 use ipnetwork::IpNetwork;
-use std::collections::BTreeSet;
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -133,5 +138,108 @@ fn is_relevant(event: &SyncEvent, node: &str) -> bool {
         SyncEvent::Snapshot { .. } => true,
         SyncEvent::Put(kv) => relevant(&kv.key, node),
         SyncEvent::Delete { key, .. } => relevant(key, node),
+    }
+}
+
+/// The records under a prefix, by key, once the prefix has been read in full.
+pub type Records<T> = Option<BTreeMap<String, T>>;
+
+/// Follows `prefix` (list, then watch, re-listing after compaction or a failed watch) and keeps
+/// `tx` holding its records decoded as `T`: `None` until the first full read, then the map,
+/// changed in place (a burst of queued events is one change). An undecodable record is
+/// logged (`what` names its kind) and left out. Ends when every receiver is gone.
+pub async fn follow_prefix<T: DeserializeOwned>(
+    store: Arc<dyn Datastore>,
+    prefix: &'static str,
+    tx: watch::Sender<Records<T>>,
+    what: &'static str,
+) {
+    let mut events = watch_with_resync(store, prefix.to_string());
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = tx.closed() => return,
+        };
+        let Some(first) = event else { return };
+        tx.send_modify(|records| {
+            apply_event(records, first, what);
+            while let Ok(more) = events.try_recv() {
+                apply_event(records, more, what);
+            }
+        });
+    }
+}
+
+/// Applies one datastore event to the records (a snapshot replaces them all).
+pub fn apply_event<T: DeserializeOwned>(records: &mut Records<T>, event: SyncEvent, what: &str) {
+    let decode = |kv: &KeyValue| match decode_json::<T>(kv) {
+        Ok(record) => Some(record),
+        Err(e) => {
+            warn!(key = %kv.key, error = %e, "undecodable {what} ignored");
+            None
+        }
+    };
+    match event {
+        SyncEvent::Snapshot { kvs, .. } => {
+            let map = kvs
+                .iter()
+                .filter_map(|kv| decode(kv).map(|record| (kv.key.clone(), record)))
+                .collect();
+            *records = Some(map);
+        }
+        // Before the first snapshot there is nothing to change (it always comes first).
+        SyncEvent::Put(kv) => {
+            if let (Some(map), Some(record)) = (records.as_mut(), decode(&kv)) {
+                map.insert(kv.key.clone(), record);
+            }
+        }
+        SyncEvent::Delete { key, .. } => {
+            if let Some(map) = records.as_mut() {
+                map.remove(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datastore::encode_json;
+
+    fn kv(key: &str, value: &[u8]) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: value.to_vec(),
+            create_revision: 1,
+            mod_revision: 1,
+            version: 1,
+            lease: 0,
+        }
+    }
+
+    #[test]
+    fn records_are_none_until_a_snapshot_then_follow_puts_and_deletes() {
+        let mut records: Records<u32> = None;
+        apply_event(&mut records, SyncEvent::Put(kv("a", b"1")), "number");
+        assert_eq!(records, None, "nothing before the first full read");
+        let snapshot = SyncEvent::Snapshot {
+            kvs: vec![kv("a", &encode_json(&1)), kv("bad", b"not json")],
+            revision: 2,
+        };
+        apply_event(&mut records, snapshot, "number");
+        assert_eq!(records, Some([("a".to_string(), 1)].into()));
+        apply_event(&mut records, SyncEvent::Put(kv("b", b"2")), "number");
+        let delete = SyncEvent::Delete {
+            key: "a".into(),
+            mod_revision: 4,
+        };
+        apply_event(&mut records, delete, "number");
+        assert_eq!(records, Some([("b".to_string(), 2)].into()));
+        let empty = SyncEvent::Snapshot {
+            kvs: vec![],
+            revision: 5,
+        };
+        apply_event(&mut records, empty, "number");
+        assert_eq!(records, Some(BTreeMap::new()));
     }
 }

@@ -7,8 +7,11 @@
 //!  start: detect address/MTU ──> register Node ──> forward acceptance (nftables) ──> ready
 //! ```
 //! Beside them run the BGP speaker and route reconciler (`routing`), the workload route
-//! reconciler (`workloads`) and the pool follower that keeps forward acceptance and natOutgoing
-//! in nftables (`nat`, `forward`); `health` says when the node is ready.
+//! reconciler (`workloads`), the nftables reconciler that keeps forward acceptance and
+//! natOutgoing in line with the pools (`nat`, `forward`) and the tunnel manager (`tunnels`);
+//! the last three run under one driver (`reconciler`), fed by the datastore follower
+//! (`follower`), with their counters on [`AgentState::reconcilers`]. `health` says when the
+//! node is ready.
 
 pub mod calc;
 pub mod follower;
@@ -17,10 +20,13 @@ pub mod health;
 pub mod nat;
 pub mod nexthops;
 pub mod node;
+pub mod reconciler;
 pub mod repair;
 pub mod routing;
 pub mod server;
+pub mod tunnel_devices;
 pub mod tunnels;
+pub mod vxlan;
 pub mod workloads;
 
 use crate::api::v1::NodeInfo;
@@ -75,6 +81,8 @@ pub struct AgentState {
     mtu_override: Option<u32>,
     /// Node-wide sysctls routed set or checked, as found/left (`net.ipv4.ip_forward`, ...).
     sysctls: std::sync::RwLock<std::collections::BTreeMap<String, String>>,
+    /// Each reconciler's counters, by name, in the order they started.
+    reconcilers: std::sync::RwLock<Vec<(&'static str, Arc<reconciler::ReconcilerStats>)>>,
 }
 
 impl AgentState {
@@ -126,6 +134,32 @@ impl AgentState {
         if old != mtu {
             info!(old, new = mtu, "pod MTU follows the pools' encapsulation");
         }
+    }
+
+    /// The counters of reconciler `name`, registered on first use (a restarted reconciler of
+    /// the same name keeps counting on the same ones).
+    pub fn reconciler_stats(&self, name: &'static str) -> Arc<reconciler::ReconcilerStats> {
+        let Ok(mut list) = self.reconcilers.write() else {
+            return Arc::default();
+        };
+        if let Some((_, stats)) = list.iter().find(|(n, _)| *n == name) {
+            return stats.clone();
+        }
+        let stats = Arc::new(reconciler::ReconcilerStats::default());
+        list.push((name, stats.clone()));
+        stats
+    }
+
+    /// Every reconciler's counters now (`workloads`, `nat`, `tunnels`...), in start order.
+    pub fn reconcilers(&self) -> Vec<(&'static str, reconciler::StatsSnapshot)> {
+        self.reconcilers
+            .read()
+            .map(|list| {
+                list.iter()
+                    .map(|(name, stats)| (*name, stats.snapshot()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Records a node-wide sysctl for `/v1/node`.
@@ -185,6 +219,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         detection: Some(detected.clone()),
         mtu_override: config.mtu,
         sysctls: Default::default(),
+        reconcilers: Default::default(),
     });
     let listener = server::bind(&config.socket)
         .with_context(|| format!("cannot listen on {}", config.socket.display()))?;
@@ -207,36 +242,10 @@ pub async fn run(config: AgentConfig) -> Result<()> {
             warn!(error = %format!("{e:#}"), "could not program FORWARD acceptance for pod traffic");
         }
     }
-    tokio::spawn(nat::follow_pools(state.clone()));
-    // One route-deletion monitor for every repair loop (each socket on the route groups costs
-    // the kernel work per route change while a full BGP table is installed).
-    let mut deletions = None;
-    match crate::netlink::KernelNetlink::new().await {
-        Ok(netlink) => {
-            use crate::netlink::{Netlink, RouteProtocol as P};
-            match netlink
-                .watch_route_deletions(&[P::WORKLOAD, P::BLACKHOLE, P::BGP, P::TUNNEL])
-                .await
-            {
-                Ok(watch) => deletions = Some(crate::netlink::SharedDeletions::start(watch)),
-                Err(e) => {
-                    warn!(error = %e, "no shared route monitor; each repair loop opens its own")
-                }
-            }
-            tokio::spawn(workloads::run(
-                store.clone(),
-                state.node_name.clone(),
-                Arc::new(netlink),
-                state.workloads_programmed.clone(),
-                deletions
-                    .as_ref()
-                    .map(|d| d.subscribe(&[crate::netlink::RouteProtocol::WORKLOAD])),
-            ));
-        }
-        Err(e) => warn!(error = %e, "no netlink: workload routes are not reconciled"),
-    }
+    tokio::spawn(nat::run(state.clone()));
+    let deletions = start_workloads(&state).await;
     // Started while the datastore was down, the pools' encapsulation was unknown above: the
-    // pool follower (nat::follow_pools) sets the pod MTU once it reads the pools, and again on
+    // pool reconciler (nat::run) sets the pod MTU once it reads the pools, and again on
     // every pool change.
     register_until_done(&state, &detected).await;
     state.ready.store(true, Ordering::Relaxed);
@@ -255,6 +264,37 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     api.abort();
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
+}
+
+/// Opens the shared route-deletion monitor and starts the workload reconciler on it; returns
+/// the monitor for the other repair loops (`None`: each opens its own).
+async fn start_workloads(state: &Arc<AgentState>) -> Option<crate::netlink::SharedDeletions> {
+    // One route-deletion monitor for every repair loop (each socket on the route groups costs
+    // the kernel work per route change while a full BGP table is installed).
+    let mut deletions = None;
+    match crate::netlink::KernelNetlink::new().await {
+        Ok(netlink) => {
+            use crate::netlink::{Netlink, RouteProtocol as P};
+            match netlink
+                .watch_route_deletions(&[P::WORKLOAD, P::BLACKHOLE, P::BGP, P::TUNNEL])
+                .await
+            {
+                Ok(watch) => deletions = Some(crate::netlink::SharedDeletions::start(watch)),
+                Err(e) => {
+                    warn!(error = %e, "no shared route monitor; each repair loop opens its own")
+                }
+            }
+            tokio::spawn(workloads::run(
+                state.clone(),
+                Arc::new(netlink),
+                deletions
+                    .as_ref()
+                    .map(|d| d.subscribe(&[crate::netlink::RouteProtocol::WORKLOAD])),
+            ));
+        }
+        Err(e) => warn!(error = %e, "no netlink: workload routes are not reconciled"),
+    }
+    deletions
 }
 
 /// Starts the speaker, the datastore follower, the tunnel manager and the route reconciler.

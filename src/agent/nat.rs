@@ -1,11 +1,14 @@
 //! natOutgoing: pods of a pool with `nat_outgoing` reach the world with the node's address.
 //!
 //! ```text
-//!  datastore watch ippools/ ──> pod MTU (node MTU − encapsulation, unless --mtu)
-//!                          └──> PoolSets::from_pools (pure) ──changed?──> forward::apply_ruleset
-//!  timer (10 s): table gone? ──> program again                              (one `nft -f`: table
-//!                                                                           inet routed rebuilt)
+//!  follower::follow_prefix(ippools/) ──> pools ──> PoolSets::from_pools (pure: desired)
+//!                                                           │
+//!  reconciler::run, one pass on a pool change,              v
+//!  the 10 s resync (read back: table gone? ──> pod MTU (node MTU − encapsulation, unless --mtu)
+//!  forward chains of others?), a retry              ──> changed? ──> forward::apply_ruleset
+//!                                                     (one `nft -f`: table inet routed rebuilt)
 //! ```
+//! Nothing runs before the pools are read: at start the table found in the kernel is kept.
 //!
 //! The rule, Calico's: masquerade a packet whose source is in an enabled pool with
 //! `nat_outgoing` and whose destination is outside *every* pool (enabled or disabled: a disabled
@@ -21,11 +24,11 @@
 //! 0 and 2 alone. The kernel uses the larger of `all` and the interface's value, so `all=2`
 //! makes every interface loose.
 
+use super::reconciler::{self, Applied, Reconciler, Triggers, Wake};
 use super::{forward, AgentState};
-use crate::datastore::decode_json;
-use crate::datastore::sync::{watch_with_resync, SyncEvent};
 use crate::model::{keys, IpPool};
 use crate::netlink::sysctl;
+use async_trait::async_trait;
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -35,8 +38,8 @@ use tracing::{info, warn};
 
 /// Comment on the masquerade rules (find them with `nft -a list chain inet routed postrouting`).
 pub const MASQUERADE_COMMENT: &str = "routed-nat-outgoing";
-/// How often a failed ruleset is retried.
-const RETRY_EVERY: Duration = Duration::from_secs(10);
+/// How often the table is read back (gone? other forward chains?).
+pub const RESYNC_EVERY: Duration = Duration::from_secs(10);
 
 /// The pool CIDRs the ruleset needs, per family, sorted and without duplicates.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -129,88 +132,89 @@ pub fn relax_rp_filter() -> Option<String> {
     }
 }
 
-fn apply_event(pools: &mut BTreeMap<String, IpPool>, event: SyncEvent) {
-    match event {
-        SyncEvent::Snapshot { kvs, .. } => {
-            pools.clear();
-            for kv in kvs {
-                match decode_json::<IpPool>(&kv) {
-                    Ok(pool) => {
-                        pools.insert(kv.key.clone(), pool);
-                    }
-                    Err(e) => warn!(key = %kv.key, error = %e, "undecodable pool ignored"),
-                }
-            }
+/// What the pools want: the pod MTU follows them, and the ruleset holds their sets.
+pub struct NatDesired {
+    pub pools: Vec<IpPool>,
+    pub sets: PoolSets,
+}
+
+/// The nftables reconciler: keeps `table inet routed` (forward acceptance and NAT; unless
+/// `--no-forward-rules`) and the pod MTU in line with the pools.
+pub struct NatTable {
+    state: Arc<AgentState>,
+    /// What the last successful `nft -f` put in the kernel (`None`: unknown, or gone).
+    in_kernel: Option<PoolSets>,
+}
+
+impl NatTable {
+    /// The resync's read-back: a table someone flushed is programmed again; drop-policy
+    /// forward chains that appeared since get their acceptance rules.
+    async fn read_back(&mut self) {
+        if self.in_kernel.is_none() {
+            return;
         }
-        SyncEvent::Put(kv) => match decode_json::<IpPool>(&kv) {
-            Ok(pool) => {
-                pools.insert(kv.key.clone(), pool);
-            }
-            Err(e) => warn!(key = %kv.key, error = %e, "undecodable pool ignored"),
-        },
-        SyncEvent::Delete { key, .. } => {
-            pools.remove(&key);
+        if !forward::table_exists().await {
+            warn!("table inet routed disappeared; programming it again");
+            self.in_kernel = None;
+        } else if let Err(e) = forward::accept_in_foreign_chains().await {
+            warn!(error = %format!("{e:#}"), "cannot accept pod traffic in other forward chains");
         }
     }
 }
 
-/// The pool follower: keeps `table inet routed` (forward acceptance and NAT; unless
-/// `--no-forward-rules`) and the pod MTU in line with the pools. `nftables_applied` is set once
-/// a ruleset with the datastore's pools is in the kernel.
-pub async fn follow_pools(state: Arc<AgentState>) {
-    let manage = state.manage_forward;
-    let applied = state.nftables_applied.clone();
-    let mut events = watch_with_resync(state.store.clone(), keys::POOLS.to_string());
-    let mut pools: BTreeMap<String, IpPool> = BTreeMap::new();
-    let mut in_kernel: Option<PoolSets> = None;
-    let mut synced = false;
-    let mut retry = tokio::time::interval(RETRY_EVERY);
-    loop {
-        tokio::select! {
-            event = events.recv() => {
-                let Some(event) = event else { return };
-                synced |= matches!(event, SyncEvent::Snapshot { .. });
-                apply_event(&mut pools, event);
-                while let Ok(more) = events.try_recv() {
-                    synced |= matches!(more, SyncEvent::Snapshot { .. });
-                    apply_event(&mut pools, more);
-                }
-            }
-            _ = retry.tick() => {
-                // Someone flushed the ruleset, or a drop-policy chain appeared since.
-                if in_kernel.is_some() && !forward::table_exists().await {
-                    warn!("table inet routed disappeared; programming it again");
-                    in_kernel = None;
-                } else if in_kernel.is_some() {
-                    if let Err(e) = forward::accept_in_foreign_chains().await {
-                        warn!(error = %format!("{e:#}"), "cannot accept pod traffic in other forward chains");
-                    }
-                }
-            }
-        }
-        if !synced {
-            continue;
-        }
-        state.update_pod_mtu(&pools.values().cloned().collect::<Vec<_>>());
-        if !manage {
-            continue;
-        }
-        let sets = PoolSets::from_pools(pools.values());
-        if in_kernel.as_ref() == Some(&sets) {
-            continue;
-        }
-        match forward::apply_ruleset(&sets).await {
-            Ok(()) => {
-                info!(pools_v4 = ?sets.all_v4, nat_v4 = ?sets.nat_v4, pools_v6 = ?sets.all_v6,
-                    nat_v6 = ?sets.nat_v6, "nftables: table inet routed programmed");
-                in_kernel = Some(sets);
-                applied.store(true, Ordering::Relaxed);
-            }
-            Err(e) => {
-                warn!(error = %format!("{e:#}"), "cannot program table inet routed; retrying")
-            }
+#[async_trait]
+impl Reconciler for NatTable {
+    type Input = BTreeMap<String, IpPool>;
+    type Desired = NatDesired;
+    type Event = ();
+
+    fn name(&self) -> &'static str {
+        "nat"
+    }
+
+    fn desired(&self, pools: &BTreeMap<String, IpPool>) -> NatDesired {
+        NatDesired {
+            pools: pools.values().cloned().collect(),
+            sets: PoolSets::from_pools(pools.values()),
         }
     }
+
+    async fn apply(&mut self, desired: NatDesired, wake: Wake) -> anyhow::Result<Applied> {
+        if wake.timer {
+            self.read_back().await;
+        }
+        self.state.update_pod_mtu(&desired.pools);
+        let sets = desired.sets;
+        if !self.state.manage_forward || self.in_kernel.as_ref() == Some(&sets) {
+            return Ok(Applied::default());
+        }
+        forward::apply_ruleset(&sets)
+            .await
+            .map_err(|e| e.context("cannot program table inet routed"))?;
+        info!(pools_v4 = ?sets.all_v4, nat_v4 = ?sets.nat_v4, pools_v6 = ?sets.all_v6,
+            nat_v6 = ?sets.nat_v6, "nftables: table inet routed programmed");
+        self.in_kernel = Some(sets);
+        self.state.nftables_applied.store(true, Ordering::Relaxed);
+        Ok(Applied::changes(1))
+    }
+}
+
+/// Follows the pools and runs the nftables reconciler on them. `nftables_applied` is set once
+/// a ruleset with the datastore's pools is in the kernel.
+pub async fn run(state: Arc<AgentState>) {
+    let (pools_tx, pools_rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(super::follower::follow_prefix::<IpPool>(
+        state.store.clone(),
+        keys::POOLS,
+        pools_tx,
+        "pool",
+    ));
+    let stats = state.reconciler_stats("nat");
+    let table = NatTable {
+        state,
+        in_kernel: None,
+    };
+    reconciler::run(table, pools_rx, Triggers::every(RESYNC_EVERY), stats).await;
 }
 
 #[cfg(test)]

@@ -1,10 +1,14 @@
 //! The node's identity: address detection (Calico's methods), MTU, and the Node record.
+//!
+//! The agent writes this node's record only here: [`register`] at start (address, detection
+//! method, MTU) and [`record_tunnel`] for the tunnel manager (tunnel addresses, VTEP MAC), each a
+//! get-modify-compare-and-swap ([`crate::datastore::update_json`]).
 
 use super::AgentConfig;
-use crate::datastore::{decode_json, encode_json, Datastore, DatastoreError};
+use crate::datastore::{update_json, Datastore};
 use crate::ipam::Ipam;
-use crate::model::{keys, Node};
-use crate::netlink::{KernelNetlink, Netlink};
+use crate::model::{keys, Node, ValidationError};
+use crate::netlink::{KernelNetlink, MacAddr, Netlink};
 use anyhow::{bail, Context, Result};
 use ipnetwork::IpNetwork;
 use std::net::IpAddr;
@@ -166,32 +170,55 @@ pub fn overhead_of(pools: &[crate::model::IpPool]) -> u32 {
 
 /// Creates or updates this node's record, keeping fields others set (AS, labels, RR cluster).
 pub async fn register(store: &dyn Datastore, name: &str, detected: &Detected) -> Result<()> {
-    let key = keys::node(name);
-    for _ in 0..crate::ipam::MAX_ATTEMPTS {
-        let existing = store.get(&key).await?;
-        let mut node: Node = match &existing {
-            Some(kv) => decode_json(kv)?,
-            None => Node {
-                name: name.to_string(),
-                ..Node::default()
-            },
-        };
+    update_json(store, &keys::node(name), |existing: Option<Node>| {
+        let mut node = existing.unwrap_or_else(|| Node {
+            name: name.to_string(),
+            ..Node::default()
+        });
         node.ipv4_address = detected.address.filter(|a| a.is_ipv4());
         node.address_detection = Some(detected.method.clone());
         node.mtu = Some(detected.mtu);
         node.validate()?;
-        let value = encode_json(&node);
-        let result = match &existing {
-            Some(kv) => store.update(&key, value, kv.mod_revision).await.map(|_| ()),
-            None => store.create(&key, value, 0).await.map(|_| ()),
-        };
-        match result {
-            Ok(()) => return Ok(()),
-            Err(DatastoreError::Conflict { .. } | DatastoreError::AlreadyExists { .. }) => continue,
-            Err(e) => return Err(e.into()),
+        Ok::<_, ValidationError>(Some(node))
+    })
+    .await?;
+    Ok(())
+}
+
+/// The tunnel fields of a Node record, as the tunnel manager sets them (`None` clears).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelRecord {
+    /// `ipv4_ipip_tunnel_addr`.
+    Ipip(Option<IpAddr>),
+    /// `ipv4_vxlan_tunnel_addr` and `vxlan_tunnel_mac`.
+    Vxlan(Option<IpAddr>, Option<MacAddr>),
+}
+
+impl TunnelRecord {
+    fn apply_to(self, node: &mut Node) {
+        match self {
+            TunnelRecord::Ipip(address) => node.ipv4_ipip_tunnel_addr = address,
+            TunnelRecord::Vxlan(address, mac) => {
+                node.ipv4_vxlan_tunnel_addr = address;
+                node.vxlan_tunnel_mac = mac.map(|m| m.to_string());
+            }
         }
     }
-    bail!("node {name}: too many concurrent updates")
+}
+
+/// Records a tunnel address (and VTEP MAC) on this node's record; nothing is written when the
+/// record already says so. The node must be registered.
+pub async fn record_tunnel(store: &dyn Datastore, name: &str, record: TunnelRecord) -> Result<()> {
+    update_json(store, &keys::node(name), |current: Option<Node>| {
+        let Some(mut node) = current else {
+            bail!("node {name} is not registered");
+        };
+        let before = node.clone();
+        record.apply_to(&mut node);
+        Ok((node != before).then_some(node))
+    })
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -12,11 +12,11 @@
 //! The server never serialises an internal type: every reply is an [`crate::api::v1`] type,
 //! built by the `*_to_wire` functions of this module.
 
+use super::calc::PeerKind;
 use super::health;
 use super::AgentState;
 use crate::api::v1;
 use crate::bgp::fsm::State;
-use super::calc::PeerKind;
 use crate::bgp::speaker::{self, SpeakerError};
 use crate::ipam::{self, IpamError};
 use serde::Serialize;

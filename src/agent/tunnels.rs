@@ -2,16 +2,21 @@
 //!
 //! ```text
 //!  follower ──snapshot──> tunnel manager ──EncapView──> route reconciler (tunl0 routes)
-//!                                   │  every pass (snapshot change, route monitor, 5 s timer):
-//!                                   │  1. calc::encapsulation_needed(pools) → (ipip, vxlan)
-//!                                   │  2. needed: tunnel address (IPAM handle, Node record),
-//!                                   │     device created or adopted, MTU, up, address
+//!                                   │  one pass (reconciler::run) on a snapshot change, a
+//!                                   │  deleted route of protocol 233, the 5 s resync, a retry:
+//!                                   │  1. calc::encapsulation_needed(pools) → (ipip, vxlan)  (pure)
+//!                                   │  2. needed: tunnel address (IPAM handle, Node record via
+//!                                   │     node::record_tunnel), device created or adopted, MTU,
+//!                                   │     up, address (tunnel_devices)
 //!                                   │     not needed: address released, device removed
 //!                                   │  3. pod MTU = node MTU − overhead (AgentState::update_pod_mtu)
 //!                                   │  4. calc::desired_vxlan → routes (proto 233), permanent
-//!                                   v     neighbours and FDB entries on vxlan.routed: diff, apply
+//!                                   v     neighbours and FDB entries on vxlan.routed (vxlan::apply_vxlan)
 //!                                 kernel
 //! ```
+//! The EncapView is published after every pass, also one that failed in part (a device that is
+//! up stays in the view, so its routes do not turn into plain ones); the failures make the
+//! pass an error, retried with back-off.
 //!
 //! - IPIP: `tunl0`, one-to-many (no local, no remote), MTU = node MTU − 20, up, with the
 //!   address held by IPAM handle `ipip-tunnel-addr-<node>` as `/32`, recorded on the Node as
@@ -25,27 +30,30 @@
 //! - Only what is ours is touched: routes of protocol 233, permanent neighbours and FDB entries
 //!   on `vxlan.routed`, and the two devices.
 
-use super::calc::{self, ClusterState, EncapView, VxlanDesired};
+use super::calc::{self, ClusterState, EncapView};
+use super::node::{record_tunnel, TunnelRecord};
+use super::reconciler::{self, Applied, Reconciler, Triggers, Wake};
 use super::AgentState;
 use crate::ipam::{AllocateRequest, Ipam};
 use crate::model::{EncapMode, IpPool, Node};
-use crate::netlink::{
-    LinkInfo, MacAddr, Netlink, Route, RouteFilter, RouteProtocol, RouteWatch, VxlanSpec,
-};
+use crate::netlink::{MacAddr, Netlink, RouteProtocol, RouteWatch, VxlanSpec};
 use anyhow::{Context, Result};
-use ipnetwork::IpNetwork;
+use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::info;
 
-pub const IPIP_DEVICE: &str = "tunl0";
-pub const VXLAN_DEVICE: &str = "vxlan.routed";
-pub const VXLAN_VNI: u32 = 4096;
-pub const VXLAN_PORT: u16 = 4789;
-const RESYNC_EVERY: Duration = Duration::from_secs(5);
+pub use super::tunnel_devices::{
+    ensure_ipip_device, ensure_vxlan_device, local_subnets, remove_device, vtep_mac, IPIP_DEVICE,
+    VXLAN_DEVICE, VXLAN_PORT, VXLAN_VNI,
+};
+pub use super::vxlan::apply_vxlan;
+
+/// Full pass period (neighbours and FDB entries removed by hand come back within it).
+pub const RESYNC_EVERY: Duration = Duration::from_secs(5);
 
 /// The two encapsulations, with their device, IPAM handle and Node fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +92,14 @@ impl Tunnel {
         }
     }
 
+    /// The Node fields for `address` (and, for VXLAN, the VTEP MAC); `None` clears them.
+    fn record(self, address: Option<IpAddr>, mac: Option<MacAddr>) -> TunnelRecord {
+        match self {
+            Tunnel::Ipip => TunnelRecord::Ipip(address),
+            Tunnel::Vxlan => TunnelRecord::Vxlan(address, mac),
+        }
+    }
+
     fn overhead(self) -> u32 {
         match self {
             Tunnel::Ipip => calc::IPIP_OVERHEAD,
@@ -98,283 +114,6 @@ impl Tunnel {
             .filter(|p| !p.disabled && p.cidr.is_ipv4() && self.mode(p) != EncapMode::Never)
             .map(|p| p.name.clone())
             .collect()
-    }
-}
-
-/// A locally administered unicast MAC derived from the node name: a re-created VXLAN device
-/// keeps the MAC the other nodes already have in their neighbour tables.
-pub fn vtep_mac(node: &str) -> MacAddr {
-    let digest = sha1_smol::Sha1::from(format!("routed-vtep.{node}").as_bytes())
-        .digest()
-        .bytes();
-    let mut mac = [0u8; 6];
-    mac.copy_from_slice(&digest[..6]);
-    mac[0] = (mac[0] & 0xfe) | 0x02;
-    MacAddr(mac)
-}
-
-/// The subnets of every address on the node's interfaces, leaving out loopback, pod veths and
-/// routed's own tunnel devices.
-pub async fn local_subnets(netlink: &dyn Netlink) -> Result<Vec<IpNetwork>> {
-    let mut addresses = Vec::new();
-    for link in netlink.list_links().await.context("listing links")? {
-        if link.name == "lo"
-            || link.name.starts_with("rd")
-            || link.name == IPIP_DEVICE
-            || link.name == VXLAN_DEVICE
-        {
-            continue;
-        }
-        addresses.extend(
-            netlink
-                .list_addresses(link.index)
-                .await
-                .with_context(|| format!("addresses of {}", link.name))?
-                .into_iter()
-                .filter(|a| !a.ip().is_loopback()),
-        );
-    }
-    Ok(calc::subnets_of(&addresses))
-}
-
-/// MTU, up, and exactly `address/32` as IPv4 address (`None`: addresses left as they are).
-async fn ensure_link_state(
-    netlink: &dyn Netlink,
-    link: &LinkInfo,
-    mtu: u32,
-    address: Option<Ipv4Addr>,
-) -> Result<()> {
-    if link.mtu != mtu {
-        netlink
-            .set_link_mtu(link.index, mtu)
-            .await
-            .with_context(|| format!("MTU of {}", link.name))?;
-    }
-    let want = address
-        .map(|a| IpNetwork::new(IpAddr::V4(a), 32))
-        .transpose()?;
-    let present = netlink.list_addresses(link.index).await?;
-    for stale in present
-        .iter()
-        .filter(|a| want.is_some_and(|w| a.is_ipv4() && **a != w))
-    {
-        netlink.delete_address(link.index, *stale).await?;
-        info!(device = %link.name, address = %stale, "stale tunnel address removed");
-    }
-    if let Some(want) = want.filter(|w| !present.contains(w)) {
-        netlink
-            .add_address(link.index, want)
-            .await
-            .with_context(|| format!("adding {want} to {}", link.name))?;
-        info!(device = %link.name, address = %want, "tunnel address set");
-    }
-    if !link.up {
-        netlink.set_link_up(link.index).await?;
-    }
-    Ok(())
-}
-
-/// `tunl0` created (or the kernel's fallback device adopted), MTU set, up, with `address`.
-pub async fn ensure_ipip_device(
-    netlink: &dyn Netlink,
-    mtu: u32,
-    address: Option<Ipv4Addr>,
-) -> Result<LinkInfo> {
-    let link = match netlink.link_by_name(IPIP_DEVICE).await? {
-        Some(link) => link,
-        None => match netlink.create_ipip(IPIP_DEVICE, mtu).await {
-            Ok(link) => {
-                info!(device = IPIP_DEVICE, mtu, "IPIP device created");
-                link
-            }
-            // Asking for an ipip link loads the module, which creates tunl0 itself first.
-            Err(e) if e.is_already_exists() => netlink
-                .link_by_name(IPIP_DEVICE)
-                .await?
-                .context("tunl0 exists and vanished")?,
-            Err(e) => {
-                return Err(e).context("creating tunl0 (is the ipip kernel module available?)")
-            }
-        },
-    };
-    if link.kind.as_deref() != Some("ipip") {
-        anyhow::bail!(
-            "{IPIP_DEVICE} exists but is a {:?} device, not ipip",
-            link.kind
-        );
-    }
-    ensure_link_state(netlink, &link, mtu, address).await?;
-    Ok(link)
-}
-
-/// `vxlan.routed` as `spec` says (re-created when it is not a VXLAN device), up, with `address`.
-pub async fn ensure_vxlan_device(
-    netlink: &dyn Netlink,
-    spec: &VxlanSpec,
-    address: Option<Ipv4Addr>,
-) -> Result<LinkInfo> {
-    let existing = netlink.link_by_name(&spec.name).await?;
-    let link = match existing {
-        Some(link) if link.kind.as_deref() == Some("vxlan") => link,
-        other => {
-            if other.is_some() {
-                warn!(device = %spec.name, "not a VXLAN device; re-creating it");
-                netlink.delete_link(&spec.name).await?;
-            }
-            let link = netlink
-                .create_vxlan(spec)
-                .await
-                .with_context(|| format!("creating {}", spec.name))?;
-            info!(device = %spec.name, vni = spec.vni, port = spec.port, local = ?spec.local,
-                mtu = spec.mtu, "VXLAN device created");
-            link
-        }
-    };
-    ensure_link_state(netlink, &link, spec.mtu, address).await?;
-    Ok(link)
-}
-
-/// Removes a tunnel device no pool needs any more. The IPIP fallback device cannot be deleted:
-/// it is left down without addresses. Returns true when something changed.
-pub async fn remove_device(netlink: &dyn Netlink, name: &str) -> Result<bool> {
-    let Some(link) = netlink.link_by_name(name).await? else {
-        return Ok(false);
-    };
-    let addresses = netlink.list_addresses(link.index).await?;
-    if !link.up && addresses.is_empty() {
-        return Ok(false); // an undeletable fallback tunl0, already cleaned
-    }
-    for address in addresses {
-        netlink.delete_address(link.index, address).await?;
-    }
-    netlink.delete_link(name).await?;
-    if let Some(still) = netlink.link_by_name(name).await? {
-        if still.up {
-            netlink.set_link_down(still.index).await?;
-        }
-    }
-    info!(
-        device = name,
-        "encapsulation device removed (no pool uses it)"
-    );
-    Ok(true)
-}
-
-fn route_matches(desired: &Route, actual: &Route) -> bool {
-    desired.protocol == actual.protocol
-        && super::routing::signature(desired) == super::routing::signature(actual)
-}
-
-/// Applies the VXLAN routes (all of protocol 233), and the neighbours and FDB entries on the
-/// device when it exists. Returns the number of changes.
-pub async fn apply_vxlan(
-    netlink: &dyn Netlink,
-    ifindex: Option<u32>,
-    desired: &VxlanDesired,
-) -> Result<usize> {
-    let mut changes = 0;
-    let actual: BTreeMap<IpNetwork, Route> = netlink
-        .list_routes(&RouteFilter::protocol(RouteProtocol::TUNNEL))
-        .await?
-        .into_iter()
-        .map(|r| (r.destination, r))
-        .collect();
-    let wanted: BTreeMap<IpNetwork, &Route> =
-        desired.routes.iter().map(|r| (r.destination, r)).collect();
-    // Neighbours and FDB first: a route through the device needs them to carry traffic.
-    if let Some(ifindex) = ifindex {
-        let neighbours = netlink.list_neighbours(ifindex).await?;
-        for want in &desired.neighbours {
-            let present = neighbours
-                .iter()
-                .any(|n| n.ip == want.ip && n.mac == want.mac && n.permanent);
-            if !present {
-                netlink.replace_neighbour(want).await?;
-                debug!(ip = %want.ip, mac = ?want.mac, "VTEP neighbour programmed");
-                changes += 1;
-            }
-        }
-        for stale in neighbours.iter().filter(|n| {
-            n.permanent && n.ip.is_ipv4() && !desired.neighbours.iter().any(|w| w.ip == n.ip)
-        }) {
-            netlink.delete_neighbour(ifindex, stale.ip).await?;
-            changes += 1;
-        }
-        let fdb = netlink.list_fdb(ifindex).await?;
-        for want in &desired.fdb {
-            if !fdb.contains(want) {
-                netlink.replace_fdb(want).await?;
-                debug!(mac = %want.mac, dst = ?want.destination, "VTEP FDB entry programmed");
-                changes += 1;
-            }
-        }
-        for stale in fdb.iter().filter(|f| !desired.fdb.contains(f)) {
-            netlink.delete_fdb(stale).await?;
-            changes += 1;
-        }
-    }
-    for (destination, route) in &wanted {
-        if !actual
-            .get(destination)
-            .is_some_and(|a| route_matches(route, a))
-        {
-            netlink
-                .replace_route(route)
-                .await
-                .with_context(|| format!("route {destination}"))?;
-            changes += 1;
-        }
-    }
-    for (destination, route) in &actual {
-        if !wanted.contains_key(destination) {
-            netlink
-                .delete_route(route)
-                .await
-                .with_context(|| format!("removing route {destination}"))?;
-            changes += 1;
-        }
-    }
-    Ok(changes)
-}
-
-/// Reads, changes and writes this node's record with compare-and-swap.
-pub async fn update_node(
-    store: &dyn crate::datastore::Datastore,
-    name: &str,
-    mut change: impl FnMut(&mut Node),
-) -> Result<()> {
-    use crate::datastore::{decode_json, encode_json, DatastoreError};
-    let key = crate::model::keys::node(name);
-    for _ in 0..crate::ipam::MAX_ATTEMPTS {
-        let kv = store
-            .get(&key)
-            .await?
-            .with_context(|| format!("node {name} is not registered"))?;
-        let mut node: Node = decode_json(&kv)?;
-        let before = node.clone();
-        change(&mut node);
-        if node == before {
-            return Ok(());
-        }
-        match store
-            .update(&key, encode_json(&node), kv.mod_revision)
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(DatastoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    anyhow::bail!("node {name}: too many concurrent updates")
-}
-
-fn set_recorded(tunnel: Tunnel, node: &mut Node, address: Option<IpAddr>, mac: Option<MacAddr>) {
-    match tunnel {
-        Tunnel::Ipip => node.ipv4_ipip_tunnel_addr = address,
-        Tunnel::Vxlan => {
-            node.ipv4_vxlan_tunnel_addr = address;
-            node.vxlan_tunnel_mac = mac.map(|m| m.to_string());
-        }
     }
 }
 
@@ -446,10 +185,8 @@ impl TunnelManager {
                 .is_some();
             if held {
                 if !mac_ok {
-                    update_node(self.state.store.as_ref(), &me.name, |n| {
-                        set_recorded(tunnel, n, Some(IpAddr::V4(recorded)), mac)
-                    })
-                    .await?;
+                    let record = tunnel.record(Some(IpAddr::V4(recorded)), mac);
+                    record_tunnel(self.state.store.as_ref(), &me.name, record).await?;
                 }
                 self.verified.insert(tunnel.device(), IpAddr::V4(recorded));
                 return Ok(recorded);
@@ -475,10 +212,8 @@ impl TunnelManager {
         let Some(IpAddr::V4(ip)) = allocated.first().map(|a| a.ip) else {
             anyhow::bail!("IPAM returned no IPv4 address for {handle}");
         };
-        update_node(self.state.store.as_ref(), &me.name, |n| {
-            set_recorded(tunnel, n, Some(IpAddr::V4(ip)), mac)
-        })
-        .await?;
+        let record = tunnel.record(Some(IpAddr::V4(ip)), mac);
+        record_tunnel(self.state.store.as_ref(), &me.name, record).await?;
         info!(device = tunnel.device(), address = %ip, %handle, "tunnel address allocated");
         self.verified.insert(tunnel.device(), IpAddr::V4(ip));
         Ok(ip)
@@ -490,22 +225,27 @@ impl TunnelManager {
             return Ok(());
         }
         let released = self.ipam().release_handle(&tunnel.handle(&me.name)).await?;
-        update_node(self.state.store.as_ref(), &me.name, |n| {
-            set_recorded(tunnel, n, None, None)
-        })
-        .await?;
+        let record = tunnel.record(None, None);
+        record_tunnel(self.state.store.as_ref(), &me.name, record).await?;
         self.verified.remove(tunnel.device());
         info!(device = tunnel.device(), released = ?released, "tunnel address released");
         Ok(())
     }
 
-    async fn ensure(&mut self, tunnel: Tunnel, me: &Node, pools: &[IpPool]) -> Result<u32> {
+    /// The device of `tunnel` set up; its index and the number of kernel changes made.
+    async fn ensure(
+        &mut self,
+        tunnel: Tunnel,
+        me: &Node,
+        pools: &[IpPool],
+    ) -> Result<(u32, usize)> {
         let mtu = self.node_mtu.saturating_sub(tunnel.overhead());
         match tunnel {
             Tunnel::Ipip => {
                 let address = self.ensure_address(tunnel, me, pools, None).await?;
-                let link = ensure_ipip_device(self.netlink.as_ref(), mtu, Some(address)).await?;
-                Ok(link.index)
+                let (link, changes) =
+                    ensure_ipip_device(self.netlink.as_ref(), mtu, Some(address)).await?;
+                Ok((link.index, changes))
             }
             Tunnel::Vxlan => {
                 let parent = match &self.node_interface {
@@ -523,23 +263,27 @@ impl TunnelManager {
                     mac: Some(vtep_mac(&me.name)),
                 };
                 // The device first: its MAC goes on the Node record with the address.
-                let link = ensure_vxlan_device(self.netlink.as_ref(), &spec, None).await?;
+                let (link, created) =
+                    ensure_vxlan_device(self.netlink.as_ref(), &spec, None).await?;
                 let mac = link.mac.or(spec.mac);
                 let address = self.ensure_address(tunnel, me, pools, mac).await?;
-                let link = ensure_vxlan_device(self.netlink.as_ref(), &spec, Some(address)).await?;
-                Ok(link.index)
+                let (link, changes) =
+                    ensure_vxlan_device(self.netlink.as_ref(), &spec, Some(address)).await?;
+                Ok((link.index, created + changes))
             }
         }
     }
 
-    async fn remove(&mut self, tunnel: Tunnel, me: &Node) -> Result<()> {
-        remove_device(self.netlink.as_ref(), tunnel.device()).await?;
-        self.release_address(tunnel, me).await
+    /// Removes the device of `tunnel` and releases its address; the kernel changes made.
+    async fn remove(&mut self, tunnel: Tunnel, me: &Node) -> Result<usize> {
+        let removed = remove_device(self.netlink.as_ref(), tunnel.device()).await?;
+        self.release_address(tunnel, me).await?;
+        Ok(usize::from(removed))
     }
 
-    /// One pass over `snapshot`: devices, addresses, MTU, VXLAN state. Returns the view for the
-    /// route reconciler.
-    pub async fn pass(&mut self, snapshot: &ClusterState) -> Result<EncapView> {
+    /// One pass over `snapshot`: devices, addresses, MTU, VXLAN state. The view for the route
+    /// reconciler is built even when a step failed; the failures are listed in the outcome.
+    pub async fn pass(&mut self, snapshot: &ClusterState) -> Result<PassOutcome> {
         let me = snapshot
             .nodes
             .iter()
@@ -547,42 +291,15 @@ impl TunnelManager {
             .cloned()
             .with_context(|| format!("node {} is not registered", self.state.node_name))?;
         let (need_ipip, need_vxlan) = calc::encapsulation_needed(&snapshot.pools);
-        let mut failures = Vec::new();
-        let mut ipip_ifindex = None;
+        let mut out = PassOutcome::default();
         let mut vxlan_ifindex = None;
         for (tunnel, needed) in [(Tunnel::Ipip, need_ipip), (Tunnel::Vxlan, need_vxlan)] {
-            let result = if needed {
-                match self.ensure(tunnel, &me, &snapshot.pools).await {
-                    Ok(index) => {
-                        match tunnel {
-                            Tunnel::Ipip => ipip_ifindex = Some(index),
-                            Tunnel::Vxlan => vxlan_ifindex = Some(index),
-                        }
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
-            } else {
-                self.remove(tunnel, &me).await
-            };
-            if let Err(e) = result {
-                failures.push(format!("{}: {e:#}", tunnel.device()));
-                if needed {
-                    // Keep using a device that is already up (e.g. the datastore failed us
-                    // mid-pass after a restart): its routes must not turn into plain ones.
-                    let existing = self
-                        .netlink
-                        .link_by_name(tunnel.device())
-                        .await
-                        .ok()
-                        .flatten()
-                        .filter(|l| l.up)
-                        .map(|l| l.index);
-                    match tunnel {
-                        Tunnel::Ipip => ipip_ifindex = existing,
-                        Tunnel::Vxlan => vxlan_ifindex = existing,
-                    }
-                }
+            let ifindex = self
+                .pass_device(tunnel, needed, &me, snapshot, &mut out)
+                .await;
+            match tunnel {
+                Tunnel::Ipip => out.view.ipip_ifindex = ifindex,
+                Tunnel::Vxlan => vxlan_ifindex = ifindex,
             }
         }
         self.state.update_pod_mtu(&snapshot.pools);
@@ -590,60 +307,134 @@ impl TunnelManager {
         let desired = calc::desired_vxlan(&me.name, snapshot, &local_subnets, vxlan_ifindex);
         match apply_vxlan(self.netlink.as_ref(), vxlan_ifindex, &desired).await {
             Ok(0) => {}
-            Ok(changes) => info!(changes, "VXLAN state reconciled"),
-            Err(e) => failures.push(format!("VXLAN routes/neighbours/FDB: {e:#}")),
+            Ok(changes) => {
+                info!(changes, "VXLAN state reconciled");
+                out.changes += changes;
+            }
+            Err(e) => out
+                .failures
+                .push(format!("VXLAN routes/neighbours/FDB: {e:#}")),
         }
-        if !failures.is_empty() {
-            warn!(failures = %failures.join("; "), "encapsulation not fully set up; retrying");
-        }
-        Ok(EncapView {
-            pools: snapshot.pools.clone(),
-            local_subnets,
-            ipip_ifindex,
-        })
+        out.view.pools = snapshot.pools.clone();
+        out.view.local_subnets = local_subnets;
+        Ok(out)
     }
 
-    /// Runs passes on every snapshot, on deletions of routes of protocol 233, and every 5 s.
-    /// Take tunnel-route deletions from the agent's shared monitor.
+    /// Sets up or removes the device of `tunnel`; its index when it is in use.
+    async fn pass_device(
+        &mut self,
+        tunnel: Tunnel,
+        needed: bool,
+        me: &Node,
+        snapshot: &ClusterState,
+        out: &mut PassOutcome,
+    ) -> Option<u32> {
+        let result = if needed {
+            self.ensure(tunnel, me, &snapshot.pools)
+                .await
+                .map(|(index, changes)| (Some(index), changes))
+        } else {
+            self.remove(tunnel, me).await.map(|changes| (None, changes))
+        };
+        match result {
+            Ok((ifindex, changes)) => {
+                out.changes += changes;
+                ifindex
+            }
+            Err(e) => {
+                out.failures.push(format!("{}: {e:#}", tunnel.device()));
+                if !needed {
+                    return None;
+                }
+                // Keep using a device that is already up (e.g. the datastore failed us
+                // mid-pass after a restart): its routes must not turn into plain ones.
+                self.netlink
+                    .link_by_name(tunnel.device())
+                    .await
+                    .ok()
+                    .flatten()
+                    .filter(|l| l.up)
+                    .map(|l| l.index)
+            }
+        }
+    }
+
+    /// Take tunnel-route deletions from the agent's shared monitor (else `run` opens its own).
     pub fn with_deletions(mut self, deletions: RouteWatch) -> TunnelManager {
         self.deletions = Some(deletions);
         self
     }
 
+    /// Runs passes on every snapshot, on deletions of routes of protocol 233, every 5 s, and
+    /// after a failed pass (with back-off); publishes the EncapView after each pass.
     pub async fn run(
         mut self,
-        mut cluster_rx: watch::Receiver<Option<Arc<ClusterState>>>,
+        cluster_rx: watch::Receiver<Option<Arc<ClusterState>>>,
         encap_tx: watch::Sender<Option<EncapView>>,
     ) {
-        let mut repair_rx = super::repair::signal(
+        let repairs = super::repair::signal(
             self.netlink.as_ref(),
             self.deletions.take(),
             &[RouteProtocol::TUNNEL],
             "deleted VXLAN routes",
         )
         .await;
-        let mut ticker = tokio::time::interval(RESYNC_EVERY);
-        loop {
-            let snapshot = cluster_rx.borrow_and_update().clone();
-            if let Some(snapshot) = snapshot {
-                match self.pass(&snapshot).await {
-                    Ok(view) => {
-                        encap_tx.send_if_modified(|current| {
-                            let next = Some(view);
-                            let changed = *current != next;
-                            *current = next;
-                            changed
-                        });
-                    }
-                    Err(e) => warn!(error = %format!("{e:#}"), "tunnel reconcile failed; retrying"),
-                }
-            }
-            tokio::select! {
-                r = cluster_rx.changed() => if r.is_err() { return },
-                Some(()) = repair_rx.recv() => {}
-                _ = ticker.tick() => {}
-            }
+        let stats = self.state.reconciler_stats("tunnels");
+        let triggers = Triggers::every(RESYNC_EVERY).with_kernel(repairs);
+        let reconciler = TunnelReconciler {
+            manager: self,
+            encap_tx,
+        };
+        reconciler::run(reconciler, cluster_rx, triggers, stats).await;
+    }
+}
+
+/// What one pass did: the view for the route reconciler, kernel changes, failed steps.
+#[derive(Debug, Default)]
+pub struct PassOutcome {
+    pub view: EncapView,
+    pub changes: usize,
+    pub failures: Vec<String>,
+}
+
+/// The tunnel manager hosted by the reconciler driver, publishing its view.
+struct TunnelReconciler {
+    manager: TunnelManager,
+    encap_tx: watch::Sender<Option<EncapView>>,
+}
+
+#[async_trait]
+impl Reconciler for TunnelReconciler {
+    type Input = Arc<ClusterState>;
+    type Desired = Arc<ClusterState>;
+    type Event = ();
+
+    fn name(&self) -> &'static str {
+        "tunnels"
+    }
+
+    /// The snapshot itself: what each encapsulation needs is computed from it in the pass
+    /// (calc::encapsulation_needed, calc::desired_vxlan), with the kernel's facts (devices,
+    /// local subnets) it depends on.
+    fn desired(&self, snapshot: &Arc<ClusterState>) -> Arc<ClusterState> {
+        snapshot.clone()
+    }
+
+    async fn apply(&mut self, snapshot: Arc<ClusterState>, _wake: Wake) -> Result<Applied> {
+        let out = self.manager.pass(&snapshot).await?;
+        self.encap_tx.send_if_modified(|current| {
+            let next = Some(out.view);
+            let changed = *current != next;
+            *current = next;
+            changed
+        });
+        if !out.failures.is_empty() {
+            anyhow::bail!(
+                "encapsulation not fully set up: {}",
+                out.failures.join("; ")
+            );
         }
+        Ok(Applied::changes(out.changes))
     }
 }
 

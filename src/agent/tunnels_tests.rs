@@ -3,7 +3,8 @@
 use super::*;
 use crate::agent::calc::{desired_vxlan, ClusterState};
 use crate::model::AffinityState;
-use crate::netlink::{FakeNetlink, FdbEntry};
+use crate::netlink::{FakeNetlink, FdbEntry, Route};
+use ipnetwork::IpNetwork;
 
 fn net(text: &str) -> IpNetwork {
     text.parse().unwrap()
@@ -12,9 +13,10 @@ fn net(text: &str) -> IpNetwork {
 #[tokio::test]
 async fn ipip_device_is_created_with_mtu_address_and_up() {
     let fake = FakeNetlink::new();
-    let link = ensure_ipip_device(&fake, 1480, Some("10.1.0.1".parse().unwrap()))
+    let (link, changes) = ensure_ipip_device(&fake, 1480, Some("10.1.0.1".parse().unwrap()))
         .await
         .unwrap();
+    assert_eq!(changes, 3, "created, address set, up");
     let tunl0 = fake.link_by_name("tunl0").await.unwrap().unwrap();
     assert_eq!(tunl0.kind.as_deref(), Some("ipip"));
     assert_eq!((tunl0.mtu, tunl0.up), (1480, true));
@@ -24,9 +26,10 @@ async fn ipip_device_is_created_with_mtu_address_and_up() {
     );
     // A second pass changes nothing.
     let before = fake.calls().len();
-    ensure_ipip_device(&fake, 1480, Some("10.1.0.1".parse().unwrap()))
+    let (_, changes) = ensure_ipip_device(&fake, 1480, Some("10.1.0.1".parse().unwrap()))
         .await
         .unwrap();
+    assert_eq!(changes, 0);
     let writes: Vec<_> = fake.calls()[before..]
         .iter()
         .filter(|(op, _)| {
@@ -46,10 +49,11 @@ async fn the_kernels_fallback_tunl0_is_adopted_and_fixed() {
     // As `modprobe ipip` leaves it: tunl0, MTU 1500, down; plus an address from an old pool.
     let index = fake.add_link("tunl0", "ipip");
     fake.add_address_externally(index, net("10.9.0.1/32"));
-    let link = ensure_ipip_device(&fake, 1430, Some("10.1.0.7".parse().unwrap()))
+    let (link, changes) = ensure_ipip_device(&fake, 1430, Some("10.1.0.7".parse().unwrap()))
         .await
         .unwrap();
     assert_eq!(link.index, index, "adopted, not re-created");
+    assert_eq!(changes, 4, "MTU, old address off, new address on, up");
     let tunl0 = fake.link_by_name("tunl0").await.unwrap().unwrap();
     assert_eq!((tunl0.mtu, tunl0.up), (1430, true));
     assert_eq!(
@@ -120,9 +124,10 @@ async fn vxlan_state_is_applied_and_repaired() {
     let fake = FakeNetlink::new();
     let eth0 = fake.add_link("eth0", "veth");
     fake.add_address_externally(eth0, net("10.0.0.1/24"));
-    let link = ensure_vxlan_device(&fake, &vxlan_spec(eth0), Some("10.5.3.0".parse().unwrap()))
-        .await
-        .unwrap();
+    let (link, _) =
+        ensure_vxlan_device(&fake, &vxlan_spec(eth0), Some("10.5.3.0".parse().unwrap()))
+            .await
+            .unwrap();
     assert_eq!(link.kind.as_deref(), Some("vxlan"));
     assert_eq!(link.mac, Some(vtep_mac("a")));
     let vx = fake.link_by_name(VXLAN_DEVICE).await.unwrap().unwrap();

@@ -2,11 +2,11 @@
 //! (230) in place for every pod of this node, and removes stale ones.
 //!
 //! ```text
-//!  datastore watch ipam/blocks/ ──> blocks (in memory) ──> workloads_of(node): ip → veth
+//!  follower::follow_prefix(ipam/blocks/) ──> blocks ──> workloads_of(node): ip → veth (desired)
 //!                                                                 │
-//!  netlink monitor: a proto-230 route deleted ──┐                 v
-//!  timer (full resync every 10 s) ──────────────┼──> plan(workloads, links, proto-230 routes)
-//!  block change ────────────────────────────────┘                 │
+//!  reconciler::run, one pass on:                                  v
+//!    a block change, a proto-230 route deleted    ──> plan(workloads, links, proto-230 routes)
+//!    (netlink monitor), the 10 s resync, a retry                  │
 //!                                                                 v
 //!                          kernel: replace missing/wrong routes at once; delete stale ones
 //!                          after STALE_GRACE — protocol routed-wl only
@@ -30,17 +30,20 @@
 //! Nothing happens before the first datastore snapshot: with no allocations known, every route
 //! would look stale. Routes of other protocols are never listed, so never touched.
 
-use crate::datastore::sync::{watch_with_resync, SyncEvent};
-use crate::datastore::{decode_json, Datastore, KeyValue};
+use super::reconciler::{self, Applied, Reconciler, Triggers, Wake};
+use super::AgentState;
 use crate::model::{keys, Block};
 use crate::netlink::{LinkInfo, Netlink, Route, RouteFilter, RouteProtocol, RouteWatch};
 use anyhow::{Context, Result};
+use async_trait::async_trait;
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock (the same as std's unless a test pauses it): the grace period follows paused time.
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 /// How long a proto-230 route nobody wants stays before it is removed.
@@ -151,13 +154,14 @@ pub fn plan(
     out
 }
 
-/// Reads the kernel, plans and applies one pass; returns the plan that was carried out.
+/// Reads the kernel, plans and applies one pass; returns the plan that was carried out and
+/// the number of routes written or removed.
 pub async fn reconcile_once(
     netlink: &dyn Netlink,
     workloads: &BTreeMap<IpAddr, String>,
     stale_since: &mut HashMap<IpNetwork, Instant>,
     grace: Duration,
-) -> Result<Plan> {
+) -> Result<(Plan, usize)> {
     let links = netlink.list_links().await.context("listing interfaces")?;
     let actual = netlink
         .list_routes(&RouteFilter::protocol(RouteProtocol::WORKLOAD))
@@ -171,11 +175,13 @@ pub async fn reconcile_once(
         Instant::now(),
         grace,
     );
+    let mut changes = 0;
     if !plan.replace.is_empty() {
         let report = netlink
             .replace_routes_batch(&plan.replace)
             .await
             .context("writing workload routes")?;
+        changes += report.succeeded;
         for failure in &report.failures {
             warn!(route = %failure.key.destination, error = %failure.error, "cannot program workload route");
         }
@@ -188,6 +194,7 @@ pub async fn reconcile_once(
             .delete_routes_batch(&plan.delete)
             .await
             .context("removing stale workload routes")?;
+        changes += report.succeeded;
         for failure in &report.failures {
             warn!(route = %failure.key.destination, error = %failure.error, "cannot remove stale workload route");
         }
@@ -196,91 +203,79 @@ pub async fn reconcile_once(
             stale_since.remove(&route.destination);
         }
     }
-    Ok(plan)
+    Ok((plan, changes))
 }
 
-/// Applies one datastore event to the in-memory blocks (undecodable blocks are skipped).
-fn apply_event(blocks: &mut BTreeMap<String, Block>, event: SyncEvent) {
-    let decode = |kv: &KeyValue| match decode_json::<Block>(kv) {
-        Ok(block) => Some(block),
-        Err(e) => {
-            warn!(key = %kv.key, error = %e, "undecodable IPAM block ignored");
-            None
+/// The workload reconciler's state between passes.
+pub struct WorkloadRoutes {
+    node: String,
+    netlink: Arc<dyn Netlink>,
+    /// When each unwanted route was first seen.
+    stale_since: HashMap<IpNetwork, Instant>,
+    /// Set after the first pass (readiness).
+    programmed: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Reconciler for WorkloadRoutes {
+    type Input = BTreeMap<String, Block>;
+    type Desired = BTreeMap<IpAddr, String>;
+    type Event = ();
+
+    fn name(&self) -> &'static str {
+        "workloads"
+    }
+
+    fn desired(&self, blocks: &BTreeMap<String, Block>) -> BTreeMap<IpAddr, String> {
+        workloads_of(blocks.values(), &self.node)
+    }
+
+    async fn apply(&mut self, workloads: Self::Desired, _wake: Wake) -> Result<Applied> {
+        let (plan, changes) = reconcile_once(
+            self.netlink.as_ref(),
+            &workloads,
+            &mut self.stale_since,
+            STALE_GRACE,
+        )
+        .await?;
+        if plan.waiting > 0 {
+            debug!(
+                waiting = plan.waiting,
+                "stale workload routes within the grace period"
+            );
         }
-    };
-    match event {
-        SyncEvent::Snapshot { kvs, .. } => {
-            blocks.clear();
-            for kv in &kvs {
-                if let Some(block) = decode(kv) {
-                    blocks.insert(kv.key.clone(), block);
-                }
-            }
-        }
-        SyncEvent::Put(kv) => {
-            if let Some(block) = decode(&kv) {
-                blocks.insert(kv.key.clone(), block);
-            }
-        }
-        SyncEvent::Delete { key, .. } => {
-            blocks.remove(&key);
-        }
+        self.programmed.store(true, Ordering::Relaxed);
+        Ok(Applied::changes(changes))
     }
 }
 
-/// Keeps this node's workload routes in place until the datastore watch ends. Sets
-/// `programmed` after the first pass that followed a full datastore snapshot.
-pub async fn run(
-    store: Arc<dyn Datastore>,
-    node: String,
-    netlink: Arc<dyn Netlink>,
-    programmed: Arc<AtomicBool>,
-    deletions: Option<RouteWatch>,
-) {
-    let mut events = watch_with_resync(store, keys::BLOCKS.to_string());
-    let mut repair_rx = super::repair::signal(
+/// Keeps this node's workload routes in place while the agent runs: follows the IPAM blocks
+/// and runs the reconciler on them (nothing before the first full read of the blocks).
+/// Sets `workloads_programmed` after the first pass.
+pub async fn run(state: Arc<AgentState>, netlink: Arc<dyn Netlink>, deletions: Option<RouteWatch>) {
+    let (blocks_tx, blocks_rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(super::follower::follow_prefix::<Block>(
+        state.store.clone(),
+        keys::BLOCKS,
+        blocks_tx,
+        "IPAM block",
+    ));
+    let repairs = super::repair::signal(
         netlink.as_ref(),
         deletions,
         &[RouteProtocol::WORKLOAD],
         "deleted workload routes",
     )
     .await;
-    let mut blocks: BTreeMap<String, Block> = BTreeMap::new();
-    let mut synced = false;
-    let mut stale_since = HashMap::new();
-    let mut ticker = tokio::time::interval(RESYNC_EVERY);
-    loop {
-        tokio::select! {
-            event = events.recv() => {
-                let Some(event) = event else { return };
-                synced |= matches!(event, SyncEvent::Snapshot { .. });
-                apply_event(&mut blocks, event);
-                while let Ok(more) = events.try_recv() {
-                    synced |= matches!(more, SyncEvent::Snapshot { .. });
-                    apply_event(&mut blocks, more);
-                }
-            }
-            Some(()) = repair_rx.recv() => {
-            }
-            _ = ticker.tick() => {}
-        }
-        if !synced {
-            continue;
-        }
-        let workloads = workloads_of(blocks.values(), &node);
-        match reconcile_once(netlink.as_ref(), &workloads, &mut stale_since, STALE_GRACE).await {
-            Ok(plan) => {
-                if plan.waiting > 0 {
-                    debug!(
-                        waiting = plan.waiting,
-                        "stale workload routes within the grace period"
-                    );
-                }
-                programmed.store(true, Ordering::Relaxed);
-            }
-            Err(e) => warn!(error = %format!("{e:#}"), "workload route reconcile failed; retrying"),
-        }
-    }
+    let reconciler = WorkloadRoutes {
+        node: state.node_name.clone(),
+        netlink,
+        stale_since: HashMap::new(),
+        programmed: state.workloads_programmed.clone(),
+    };
+    let triggers = Triggers::every(RESYNC_EVERY).with_kernel(repairs);
+    let stats = state.reconciler_stats("workloads");
+    reconciler::run(reconciler, blocks_rx, triggers, stats).await;
 }
 
 #[cfg(test)]
@@ -460,10 +455,11 @@ mod tests {
         fake.replace_route(&foreign).await.unwrap();
         let workloads: BTreeMap<_, _> = [(ip("10.1.0.1"), "rdaaa".to_string())].into();
         let mut since = HashMap::new();
-        let plan = reconcile_once(&fake, &workloads, &mut since, Duration::ZERO)
+        let (plan, changes) = reconcile_once(&fake, &workloads, &mut since, Duration::ZERO)
             .await
             .unwrap();
         assert_eq!(plan.replace, vec![wanted.clone()]);
+        assert_eq!(changes, 1);
         fake.delete_route_externally(&wanted.key());
         reconcile_once(&fake, &workloads, &mut since, Duration::ZERO)
             .await
@@ -479,5 +475,58 @@ mod tests {
             .unwrap();
         let routes = fake.routes();
         assert_eq!(routes, vec![foreign]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_the_driver_nothing_is_written_before_the_blocks_are_read() {
+        let fake = Arc::new(FakeNetlink::new());
+        let index = fake.add_link("rdaaa", "veth");
+        // A proto-230 route no allocation wants: kept while the blocks are unknown.
+        let orphan = workload_route(ip("10.1.0.9"), index);
+        fake.replace_route(&orphan).await.unwrap();
+        let programmed = Arc::new(AtomicBool::new(false));
+        let reconciler = WorkloadRoutes {
+            node: "node-1".into(),
+            netlink: fake.clone(),
+            stale_since: HashMap::new(),
+            programmed: programmed.clone(),
+        };
+        let (blocks_tx, blocks_rx) = tokio::sync::watch::channel(None);
+        let stats = Arc::new(reconciler::ReconcilerStats::default());
+        let triggers = Triggers::<()>::every(RESYNC_EVERY);
+        tokio::spawn(reconciler::run(
+            reconciler,
+            blocks_rx,
+            triggers,
+            stats.clone(),
+        ));
+        tokio::time::sleep(STALE_GRACE * 2).await;
+        assert_eq!(fake.routes(), vec![orphan.clone()]);
+        assert!(!programmed.load(Ordering::Relaxed));
+        // The first full read: the pod's route at once, the orphan only after the grace.
+        let blocks: BTreeMap<String, Block> = [(
+            "ipam/blocks/10.1.0.0-26".to_string(),
+            block("10.1.0.0/26", &[(1, "node-1", Some("rdaaa"))]),
+        )]
+        .into();
+        blocks_tx.send_replace(Some(blocks));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let wanted = workload_route(ip("10.1.0.1"), index);
+        let routes = fake.routes();
+        assert!(
+            routes.iter().any(|r| r.destination == wanted.destination),
+            "{routes:?}"
+        );
+        assert!(routes.contains(&orphan), "{routes:?}");
+        assert!(programmed.load(Ordering::Relaxed));
+        tokio::time::sleep(STALE_GRACE + RESYNC_EVERY).await;
+        let routes = fake.routes();
+        assert!(
+            !routes.iter().any(|r| r.destination == orphan.destination),
+            "{routes:?}"
+        );
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.passes_changed, 2, "{snapshot:?}");
+        assert!(snapshot.passes >= 5, "{snapshot:?}");
     }
 }

@@ -3,8 +3,10 @@
 use super::commands::{ok, print, Result};
 use super::error::CliError;
 use super::{table, ConfigCommand, OnOff, Output, PeerCommand};
-use crate::datastore::{decode_json, encode_json, Datastore, DatastoreError};
-use crate::model::{keys, BgpConfiguration, BgpPeer};
+use crate::datastore::{
+    decode_json, encode_json, get_json, update_json, Datastore, DatastoreError, UpdateError,
+};
+use crate::model::{keys, BgpConfiguration, BgpPeer, ValidationError};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -120,47 +122,56 @@ pub async fn config(
     out: Output,
 ) -> Result<ExitCode> {
     let key = keys::BGP_CONFIG;
-    for _ in 0..crate::ipam::MAX_ATTEMPTS {
-        let current = store.get(key).await?;
-        let (mut config, rev) = match &current {
-            Some(kv) => (decode_json::<BgpConfiguration>(kv)?, kv.mod_revision),
-            None => (BgpConfiguration::default(), 0),
-        };
-        if let ConfigCommand::Set {
+    let config = match cmd {
+        ConfigCommand::Get => get_json::<BgpConfiguration>(store.as_ref(), key)
+            .await?
+            .map(|(config, _)| config)
+            .unwrap_or_default(),
+        ConfigCommand::Set {
             as_number,
             mesh,
             listen_port,
-        } = cmd
-        {
-            if let Some(n) = as_number {
-                config.as_number = *n;
-            }
-            if let Some(m) = mesh {
-                config.node_to_node_mesh = *m == OnOff::On;
-            }
-            if let Some(p) = listen_port {
-                config.listen_port = *p;
-            }
-            config.validate()?;
-            match store.update(key, encode_json(&config), rev).await {
-                Ok(_) => {}
-                Err(DatastoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
+        } => {
+            let written = update_json(store.as_ref(), key, |current: Option<BgpConfiguration>| {
+                let mut config = current.unwrap_or_default();
+                if let Some(n) = as_number {
+                    config.as_number = *n;
+                }
+                if let Some(m) = mesh {
+                    config.node_to_node_mesh = *m == OnOff::On;
+                }
+                if let Some(p) = listen_port {
+                    config.listen_port = *p;
+                }
+                config.validate()?;
+                Ok::<_, ValidationError>(Some(config))
+            })
+            .await;
+            match written {
+                Ok(config) => config.unwrap_or_default(),
+                Err(UpdateError::TooManyConflicts { .. }) => {
+                    return Err(CliError::conflict(
+                        key,
+                        "the BGP configuration kept changing; run the command again",
+                    ))
+                }
+                Err(UpdateError::Rejected { reason, .. }) => return Err(reason.into()),
+                Err(UpdateError::Datastore(e)) => return Err(e.into()),
             }
         }
-        print(out, &config, || {
-            format!(
-                "as_number: {}\nnode_to_node_mesh: {}\nlisten_port: {}\ngraceful_restart_time: {}\n",
-                config.as_number,
-                if config.node_to_node_mesh { "on" } else { "off" },
-                config.listen_port,
-                config.graceful_restart_time
-            )
-        })?;
-        return ok();
-    }
-    Err(CliError::conflict(
-        key,
-        "the BGP configuration kept changing; run the command again",
-    ))
+    };
+    print(out, &config, || {
+        format!(
+            "as_number: {}\nnode_to_node_mesh: {}\nlisten_port: {}\ngraceful_restart_time: {}\n",
+            config.as_number,
+            if config.node_to_node_mesh {
+                "on"
+            } else {
+                "off"
+            },
+            config.listen_port,
+            config.graceful_restart_time
+        )
+    })?;
+    ok()
 }

@@ -19,6 +19,9 @@ pub mod counting;
 pub mod etcd;
 pub mod sqlite;
 pub mod sync;
+pub mod update;
+
+pub use update::{update_json, UpdateError};
 
 use async_trait::async_trait;
 use std::sync::Arc;
