@@ -29,7 +29,6 @@ pub mod tunnels;
 pub mod vxlan;
 pub mod workloads;
 
-use crate::api::v1::NodeInfo;
 use crate::datastore::{self, Datastore, DatastoreConfig};
 use crate::ipam::Ipam;
 use anyhow::{Context, Result};
@@ -171,18 +170,6 @@ impl AgentState {
 
     pub fn pod_mtu(&self) -> u32 {
         self.pod_mtu.load(Ordering::Relaxed)
-    }
-
-    pub fn node_info(&self) -> NodeInfo {
-        NodeInfo {
-            name: self.node_name.clone(),
-            pod_mtu: self.pod_mtu(),
-            ipv4_address: self.node_address.map(|a| a.to_string()),
-            address_detection: self.detection.as_ref().map(|d| d.method.clone()),
-            interface: self.detection.as_ref().and_then(|d| d.interface.clone()),
-            node_mtu: self.detection.as_ref().map(|d| d.mtu),
-            sysctls: self.sysctls.read().map(|m| m.clone()).unwrap_or_default(),
-        }
     }
 }
 

@@ -14,6 +14,7 @@
 
 use super::calc::PeerKind;
 use super::health;
+use super::reconciler;
 use super::AgentState;
 use crate::api::v1;
 use crate::bgp::fsm::State;
@@ -304,7 +305,8 @@ async fn route(request: Request, state: &Arc<AgentState>) -> Result<Response, Se
             let readiness = readiness_to_wire(&state.readiness());
             Ok(json(if readiness.ready { 200 } else { 503 }, &readiness))
         }
-        ("GET", "/v1/node") => Ok(json(200, &state.node_info())),
+        ("GET", "/v1/node") => Ok(json(200, &node_info_to_wire(state))),
+        ("GET", "/v1/reconcilers") => Ok(json(200, &reconcilers_to_wire(&state.reconcilers()))),
         ("POST", "/v1/ipam/allocate") => {
             let req: v1::AllocateRequest = parse("allocate", &request.body)?;
             allocate(state, req).await.map(|r| json(200, &r))
@@ -456,6 +458,37 @@ fn records_to_wire(records: &[ipam::AddressRecord]) -> Vec<v1::AllocationInfo> {
     records.iter().map(record_to_wire).collect()
 }
 
+/// What `/v1/node` serves: the node's name, addresses, MTUs and the sysctls the agent set.
+fn node_info_to_wire(state: &AgentState) -> v1::NodeInfo {
+    let detection = state.detection.as_ref();
+    v1::NodeInfo {
+        name: state.node_name.clone(),
+        pod_mtu: state.pod_mtu(),
+        ipv4_address: state.node_address.map(|a| a.to_string()),
+        address_detection: detection.map(|d| d.method.clone()),
+        interface: detection.and_then(|d| d.interface.clone()),
+        node_mtu: detection.map(|d| d.mtu),
+        sysctls: state.sysctls.read().map(|m| m.clone()).unwrap_or_default(),
+    }
+}
+
+fn reconcilers_to_wire(
+    reconcilers: &[(&'static str, reconciler::StatsSnapshot)],
+) -> Vec<v1::ReconcilerStatus> {
+    reconcilers
+        .iter()
+        .map(|(name, stats)| v1::ReconcilerStatus {
+            name: name.to_string(),
+            passes: stats.passes,
+            passes_changed: stats.passes_changed,
+            changes: stats.changes,
+            failures: stats.failures,
+            consecutive_failures: stats.consecutive_failures,
+            last_error: stats.last_error.clone(),
+        })
+        .collect()
+}
+
 fn peers_to_wire(peers: &[speaker::PeerStatus]) -> Vec<v1::PeerStatus> {
     peers.iter().map(peer_to_wire).collect()
 }
@@ -465,6 +498,7 @@ fn peer_to_wire(p: &speaker::PeerStatus) -> v1::PeerStatus {
         name: p.name.clone(),
         address: p.address,
         kind: PeerKind::from_label(&p.description).map_or(v1::PeerKind::Other, peer_kind_to_wire),
+        description: p.description.clone(),
         state: session_state_to_wire(p.state),
         since: p.since,
         since_human: p.since_human.clone(),
@@ -572,6 +606,10 @@ mod tests {
                 PeerKind::Mesh,
                 State::OpenConfirm,
             ),
+            speaker::PeerStatus {
+                description: "route reflector".into(),
+                ..peer("Rr_10_0_0_9", "10.0.0.9", PeerKind::Global, State::Active)
+            },
         ]
     }
 
@@ -633,6 +671,30 @@ mod tests {
             .collect(),
         };
         golden::check("node", &info);
+    }
+
+    #[test]
+    fn reconciler_counters_map_to_their_golden_file() {
+        let steady = reconciler::StatsSnapshot {
+            passes: 42,
+            passes_changed: 3,
+            changes: 17,
+            failures: 0,
+            consecutive_failures: 0,
+            last_error: None,
+        };
+        let failing = reconciler::StatsSnapshot {
+            passes: 5,
+            passes_changed: 1,
+            changes: 1,
+            failures: 4,
+            consecutive_failures: 2,
+            last_error: Some("nft: Operation not permitted".into()),
+        };
+        golden::check(
+            "reconcilers",
+            &reconcilers_to_wire(&[("workloads", steady), ("nat", failing)]),
+        );
     }
 
     #[test]
@@ -738,7 +800,9 @@ mod tests {
             golden::read::<Vec<AllocationInfo>>("ipam-allocations").len(),
             2
         );
-        assert_eq!(golden::read::<Vec<PeerStatus>>("bgp-status").len(), 6);
+        assert_eq!(golden::read::<Vec<PeerStatus>>("bgp-status").len(), 7);
+        let reconcilers = golden::read::<Vec<ReconcilerStatus>>("reconcilers");
+        assert_eq!(reconcilers[1].consecutive_failures, 2);
         let e = golden::read::<ApiError>("error-unavailable");
         assert_eq!(e.kind, ErrorKind::Unavailable);
         assert_eq!(

@@ -43,6 +43,28 @@ pub struct Readiness {
     pub kind: Option<ErrorKind>,
 }
 
+/// `GET /v1/reconcilers` returns one of these per reconciler of the agent (`workloads`, `nat`,
+/// `tunnels`, `routes`), in the order they started: how often each ran, how often a pass
+/// changed the kernel, and whether the last one failed. A steady state shows `passes` rising
+/// and `passes_changed` flat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcilerStatus {
+    pub name: String,
+    /// Passes run (failed ones included).
+    pub passes: u64,
+    /// Passes that changed something in the kernel.
+    pub passes_changed: u64,
+    /// Kernel objects changed, over all passes.
+    pub changes: u64,
+    /// Passes whose apply failed.
+    pub failures: u64,
+    /// Failed passes since the last one that succeeded (0: the last pass succeeded).
+    pub consecutive_failures: u64,
+    /// The error of the last failed pass, kept after a later success.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
 /// `GET /v1/node`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
@@ -152,6 +174,10 @@ pub struct PeerStatus {
     pub name: String,
     pub address: IpAddr,
     pub kind: PeerKind,
+    /// How the agent describes the peer (`node-to-node mesh`, `global`, `node specific`, or the
+    /// label of a kind this client does not know).
+    #[serde(default)]
+    pub description: String,
     pub state: SessionState,
     /// When `state` was entered, unix seconds.
     pub since: u64,

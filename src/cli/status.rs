@@ -26,7 +26,7 @@ fn render(peers: &[v1::PeerStatus]) -> String {
             .map(|p| {
                 vec![
                     p.address.to_string(),
-                    p.kind.label().to_string(),
+                    peer_label(p),
                     if p.state == SessionState::Established {
                         "up".into()
                     } else {
@@ -74,7 +74,8 @@ mod tests {
                 && text.contains("| 10.0.0.254   | global            | active ")
                 && text.contains("| fd00::1      | node specific | idle ")
                 && text.contains("| opensent ")
-                && text.contains("| openconfirm "),
+                && text.contains("| openconfirm ")
+                && text.contains("| route reflector "),
             "{text}"
         );
     }
@@ -86,5 +87,14 @@ mod tests {
         let mut printed = serde_json::to_string_pretty(&peers).unwrap();
         printed.push('\n');
         assert_eq!(printed, golden::text("bgp-status"));
+    }
+}
+
+/// The peer's type column: the wire kind's label, or the agent's description of a kind this
+/// routectl does not know.
+fn peer_label(p: &v1::PeerStatus) -> String {
+    match p.kind {
+        v1::PeerKind::Other if !p.description.is_empty() => p.description.clone(),
+        kind => kind.label().to_string(),
     }
 }
