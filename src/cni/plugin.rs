@@ -181,55 +181,104 @@ fn attachment<'a>(env: &'a CniEnv, need_netns: bool) -> Result<Attachment<'a>, C
     })
 }
 
+/// ADD: make sure nothing is in the way, allocate the address while the interfaces are built,
+/// put the address on and report. A failure once the allocation has started rolls back both.
 async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, CniError> {
     let att = attachment(env, true)?;
-    if !att.netns.exists() {
-        return Err(CniError::new(
-            code::INVALID_ENVIRONMENT,
-            format!("CNI_NETNS {} does not exist", att.netns.display()),
-            "the container's network namespace is gone or was never created",
-        ));
-    }
+    require_netns(&att)?;
     let host = KernelNetlink::new()
         .await
         .map_err(|e| netlink_error("opening netlink", e))?;
-    if host
-        .link_by_name(&att.veth)
-        .await
-        .map_err(|e| netlink_error("looking up the host veth", e))?
-        .is_some()
-    {
-        return Err(CniError::new(
-            code::INTERFACE_EXISTS,
-            format!("host interface {} already exists", att.veth),
-            format!(
-                "container {} already has interface {} (ADD called twice?)",
-                att.container_id, att.ifname
-            ),
-        ));
-    }
+    refuse_existing_host_veth(&host, &att).await?;
     let netns = NetnsRef::new(att.netns);
     let pod = host
         .for_netns(&netns)
         .await
         .map_err(|e| netlink_error("entering CNI_NETNS", e))?;
-    if pod
+    refuse_existing_pod_interface(pod.as_ref(), &att).await?;
+
+    // The allocation (a datastore write) runs while the interfaces are built: neither needs the
+    // other until the address goes on. The MTU comes from the agent's node info (no datastore).
+    let allocation = start_allocation(client, allocate_request(env, &att));
+    let wired = match pod_mtu(conf, client) {
+        Ok(mtu) => wire_links(&host, pod.as_ref(), &att, &netns, mtu)
+            .await
+            .map(|w| (w, mtu)),
+        Err(e) => Err(e),
+    };
+    let allocation = allocation.join();
+    let result = match (wired, allocation.address) {
+        (Ok((wired, mtu)), Ok(address)) => wire_address(&host, pod.as_ref(), &wired, address)
+            .await
+            .map(|()| render_add(&conf.cni_version, &wired, &att, address, mtu)),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    if result.is_err() {
+        roll_back_add(&host, client, &att, allocation.refused).await;
+    }
+    result
+}
+
+/// CNI_NETNS must exist before anything is created.
+fn require_netns(att: &Attachment<'_>) -> Result<(), CniError> {
+    if att.netns.exists() {
+        return Ok(());
+    }
+    Err(CniError::new(
+        code::INVALID_ENVIRONMENT,
+        format!("CNI_NETNS {} does not exist", att.netns.display()),
+        "the container's network namespace is gone or was never created",
+    ))
+}
+
+/// A host veth of this name means the attachment exists already (ADD called twice?).
+async fn refuse_existing_host_veth(
+    host: &KernelNetlink,
+    att: &Attachment<'_>,
+) -> Result<(), CniError> {
+    let existing = host
+        .link_by_name(&att.veth)
+        .await
+        .map_err(|e| netlink_error("looking up the host veth", e))?;
+    if existing.is_none() {
+        return Ok(());
+    }
+    Err(CniError::new(
+        code::INTERFACE_EXISTS,
+        format!("host interface {} already exists", att.veth),
+        format!(
+            "container {} already has interface {} (ADD called twice?)",
+            att.container_id, att.ifname
+        ),
+    ))
+}
+
+/// CNI_IFNAME must not exist in the pod's namespace yet.
+async fn refuse_existing_pod_interface(
+    pod: &dyn Netlink,
+    att: &Attachment<'_>,
+) -> Result<(), CniError> {
+    let existing = pod
         .link_by_name(att.ifname)
         .await
-        .map_err(|e| netlink_error("looking up CNI_IFNAME", e))?
-        .is_some()
-    {
-        return Err(CniError::new(
-            code::INTERFACE_EXISTS,
-            format!(
-                "interface {} already exists in {}",
-                att.ifname,
-                att.netns.display()
-            ),
-            "choose another CNI_IFNAME or delete the interface",
-        ));
+        .map_err(|e| netlink_error("looking up CNI_IFNAME", e))?;
+    if existing.is_none() {
+        return Ok(());
     }
+    Err(CniError::new(
+        code::INTERFACE_EXISTS,
+        format!(
+            "interface {} already exists in {}",
+            att.ifname,
+            att.netns.display()
+        ),
+        "choose another CNI_IFNAME or delete the interface",
+    ))
+}
 
+/// One IPv4 address for the attachment's handle, labelled with the container, interface,
+/// veth and (when named) the pod.
+fn allocate_request(env: &CniEnv, att: &Attachment<'_>) -> AllocateRequest {
     let mut attributes = BTreeMap::new();
     attributes.insert("container_id".to_string(), att.container_id.to_string());
     attributes.insert("ifname".to_string(), att.ifname.to_string());
@@ -238,78 +287,97 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
         attributes.insert("namespace".to_string(), ns.to_string());
         attributes.insert("pod".to_string(), name.to_string());
     }
-    let request = AllocateRequest {
+    AllocateRequest {
         handle: att.handle.clone(),
         count: 1,
         ipv6: false,
         attributes,
-    };
-    // The allocation (a datastore write) runs while the interfaces are built: neither needs the
-    // other until the address goes on. The MTU comes from the agent's node info (no datastore).
-    let allocation = {
-        let client = client.clone();
-        std::thread::spawn(move || {
+    }
+}
+
+/// An allocation running on its own thread.
+struct PendingAllocation {
+    thread: std::thread::JoinHandle<Result<AllocateResponse, ClientError>>,
+}
+
+/// What the allocation came to.
+struct AllocationOutcome {
+    address: Result<IpAddr, CniError>,
+    /// The agent refused the allocation: it allocates all or nothing and releases an
+    /// allocation that completes after it answered, so there is nothing to give back then (and
+    /// with the datastore unreachable, a release would only make the failing ADD slower).
+    refused: bool,
+}
+
+/// Posts the allocation on a thread of its own, so the interfaces are built meanwhile.
+fn start_allocation(client: &Client, request: AllocateRequest) -> PendingAllocation {
+    let client = client.clone();
+    PendingAllocation {
+        thread: std::thread::spawn(move || {
             client.post::<_, AllocateResponse>("/v1/ipam/allocate", &request)
-        })
-    };
-    // Whether the agent refused the allocation: it allocates all or nothing and releases an
-    // allocation that completes after it answered, so there is nothing to give back then (and
-    // with the datastore unreachable, a release would only make the failing ADD slower).
-    let mut allocation_refused = false;
-    let join_allocation = || -> Result<IpAddr, CniError> {
-        let answer = allocation.join().map_err(|_| {
-            CniError::new(
-                code::NETWORK_SETUP_FAILED,
-                "address allocation thread failed",
-                "",
-            )
-        })?;
-        allocation_refused =
-            matches!(&answer, Err(ClientError::Api { kind, .. }) if kind != "internal");
-        let allocated = answer.map_err(|e| agent_error(e, "address allocation"))?;
-        allocated
-            .addresses
-            .first()
-            .map(|a| a.ip)
-            .ok_or_else(|| CniError::new(code::NO_ADDRESS, "the agent returned no address", ""))
-    };
-    let mtu = match conf.mtu {
+        }),
+    }
+}
+
+impl PendingAllocation {
+    /// Waits for the agent's answer: the first address it allocated.
+    fn join(self) -> AllocationOutcome {
+        let answer = match self.thread.join() {
+            Ok(answer) => answer,
+            Err(_) => {
+                return AllocationOutcome {
+                    address: Err(CniError::new(
+                        code::NETWORK_SETUP_FAILED,
+                        "address allocation thread failed",
+                        "",
+                    )),
+                    refused: false,
+                }
+            }
+        };
+        let refused = matches!(&answer, Err(ClientError::Api { kind, .. }) if kind != "internal");
+        let address = answer
+            .map_err(|e| agent_error(e, "address allocation"))
+            .and_then(|allocated| {
+                allocated.addresses.first().map(|a| a.ip).ok_or_else(|| {
+                    CniError::new(code::NO_ADDRESS, "the agent returned no address", "")
+                })
+            });
+        AllocationOutcome { address, refused }
+    }
+}
+
+/// The pod MTU: from the network config, else from the agent's node info.
+fn pod_mtu(conf: &NetConf, client: &Client) -> Result<u32, CniError> {
+    match conf.mtu {
         Some(mtu) => Ok(mtu),
         None => client
             .get::<NodeInfo>("/v1/node")
             .map(|n| n.pod_mtu)
             .map_err(|e| agent_error(e, "reading the node's MTU")),
+    }
+}
+
+/// Rolls back a failed ADD: the veth (its peer and the host route go with it), then the
+/// address unless the agent refused it (releasing a handle that got nothing is a no-op).
+/// Failures are printed, not returned: the ADD's own error is the one the runtime sees.
+async fn roll_back_add(
+    host: &KernelNetlink,
+    client: &Client,
+    att: &Attachment<'_>,
+    allocation_refused: bool,
+) {
+    if let Err(del) = host.delete_link(&att.veth).await {
+        eprintln!("routed-cni: rollback: deleting {}: {del}", att.veth);
+    }
+    let release = ReleaseRequest {
+        handle: att.handle.clone(),
     };
-    let wired = match mtu {
-        Ok(mtu) => wire_links(&host, pod.as_ref(), &att, &netns, mtu)
-            .await
-            .map(|w| (w, mtu)),
-        Err(e) => Err(e),
-    };
-    let address = join_allocation();
-    let allocation_refused = allocation_refused;
-    let result = match (wired, address) {
-        (Ok((wired, mtu)), Ok(address)) => wire_address(&host, pod.as_ref(), &wired, address)
-            .await
-            .map(|()| render_add(&conf.cni_version, &wired, &att, address, mtu)),
-        (Err(e), _) | (_, Err(e)) => Err(e),
-    };
-    if result.is_err() {
-        // Roll back: the veth (its peer and the host route go with it), then the address
-        // unless the agent refused it (releasing a handle that got nothing is a no-op).
-        if let Err(del) = host.delete_link(&att.veth).await {
-            eprintln!("routed-cni: rollback: deleting {}: {del}", att.veth);
-        }
-        let release = ReleaseRequest {
-            handle: att.handle.clone(),
-        };
-        if !allocation_refused {
-            if let Err(rel) = client.post::<_, ReleaseResponse>("/v1/ipam/release", &release) {
-                eprintln!("routed-cni: rollback: releasing {}: {rel}", att.handle);
-            }
+    if !allocation_refused {
+        if let Err(rel) = client.post::<_, ReleaseResponse>("/v1/ipam/release", &release) {
+            eprintln!("routed-cni: rollback: releasing {}: {rel}", att.handle);
         }
     }
-    result
 }
 
 struct Wired {
