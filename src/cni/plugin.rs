@@ -11,8 +11,8 @@ use crate::api::{
     ReleaseResponse,
 };
 use crate::netlink::{
-    sysctl, KernelNetlink, MacAddr, Netlink, NetlinkError, NetnsRef, Route, RouteProtocol,
-    POD_GATEWAY_V4,
+    sysctl, KernelNetlink, LinkInfo, MacAddr, Netlink, NetlinkError, NetnsRef, Route,
+    RouteProtocol, POD_GATEWAY_V4,
 };
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, HashMap};
@@ -386,6 +386,16 @@ struct Wired {
     pod_mac: Option<MacAddr>,
 }
 
+/// The sysctls a pod's host veth carries, with their values: proxy ARP answering at once, and
+/// forwarding.
+fn host_veth_sysctls(veth: &str) -> [(String, &'static str); 3] {
+    [
+        (sysctl::proxy_arp_key(veth), "1"),
+        (sysctl::proxy_delay_key(veth), "0"),
+        (sysctl::ipv4_forwarding_key(veth), "1"),
+    ]
+}
+
 /// The veth pair, host sysctls, both ends up, the pod's gateway and default routes.
 async fn wire_links(
     host: &KernelNetlink,
@@ -405,11 +415,7 @@ async fn wire_links(
             ),
             e => netlink_error("creating the veth pair", e),
         })?;
-    for (key, value) in [
-        (sysctl::proxy_arp_key(&att.veth), "1"),
-        (sysctl::proxy_delay_key(&att.veth), "0"),
-        (sysctl::ipv4_forwarding_key(&att.veth), "1"),
-    ] {
+    for (key, value) in host_veth_sysctls(&att.veth) {
         host.set_sysctl(&key, value)
             .await
             .map_err(|e| netlink_error(&format!("setting {key}"), e))?;
@@ -544,12 +550,33 @@ async fn del(env: &CniEnv, client: &Client) -> Result<(), CniError> {
     Ok(())
 }
 
+/// CHECK: the host veth (MAC, sysctls, the route to the pod) and the pod's interface (address,
+/// gateway and default routes) are as ADD left them.
 async fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let att = attachment(env, true)?;
-    let off =
-        |what: String| CniError::new(code::NETWORK_SETUP_FAILED, format!("CHECK: {what}"), "");
-    let address: IpAddr = conf
-        .prev_result
+    let address = previous_address(conf)?;
+    let host = KernelNetlink::new()
+        .await
+        .map_err(|e| netlink_error("opening netlink", e))?;
+    let host_link = check_host_veth(&host, &att).await?;
+    let host_prefix = IpNetwork::new(address, 32).map_err(|e| check_failed(e.to_string()))?;
+    check_host_route(&host, &att, host_prefix, host_link.index).await?;
+    let pod = host
+        .for_netns(&NetnsRef::new(att.netns))
+        .await
+        .map_err(|e| netlink_error("entering CNI_NETNS", e))?;
+    check_pod_address(pod.as_ref(), &att, host_prefix).await?;
+    check_pod_routes(pod.as_ref()).await
+}
+
+/// A CHECK finding: the attachment is not as ADD left it.
+fn check_failed(what: String) -> CniError {
+    CniError::new(code::NETWORK_SETUP_FAILED, format!("CHECK: {what}"), "")
+}
+
+/// The pod address from prevResult.
+fn previous_address(conf: &NetConf) -> Result<IpAddr, CniError> {
+    conf.prev_result
         .as_ref()
         .and_then(|r| r["ips"][0]["address"].as_str())
         .and_then(|a| a.split('/').next())
@@ -560,10 +587,11 @@ async fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
                 "CHECK needs prevResult with the pod address",
                 "",
             )
-        })?;
-    let host = KernelNetlink::new()
-        .await
-        .map_err(|e| netlink_error("opening netlink", e))?;
+        })
+}
+
+/// The host veth exists, with our MAC and sysctls; returns it.
+async fn check_host_veth(host: &KernelNetlink, att: &Attachment<'_>) -> Result<LinkInfo, CniError> {
     let Some(host_link) = host
         .link_by_name(&att.veth)
         .await
@@ -579,50 +607,63 @@ async fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         ));
     };
     if host_link.mac != Some(MacAddr::HOST_VETH) {
-        return Err(off(format!("{} MAC is not ee:ee:ee:ee:ee:ee", att.veth)));
+        return Err(check_failed(format!(
+            "{} MAC is not ee:ee:ee:ee:ee:ee",
+            att.veth
+        )));
     }
-    for (key, want) in [
-        (sysctl::proxy_arp_key(&att.veth), "1"),
-        (sysctl::proxy_delay_key(&att.veth), "0"),
-        (sysctl::ipv4_forwarding_key(&att.veth), "1"),
-    ] {
+    for (key, want) in host_veth_sysctls(&att.veth) {
         let got = host
             .get_sysctl(&key)
             .await
             .map_err(|e| netlink_error("reading sysctls", e))?;
         if got.trim() != want {
-            return Err(off(format!(
+            return Err(check_failed(format!(
                 "sysctl {key} is {}, expected {want}",
                 got.trim()
             )));
         }
     }
-    let host_prefix = IpNetwork::new(address, 32).map_err(|e| off(e.to_string()))?;
+    Ok(host_link)
+}
+
+/// The host routes `host_prefix` to the veth (a workload route).
+async fn check_host_route(
+    host: &KernelNetlink,
+    att: &Attachment<'_>,
+    host_prefix: IpNetwork,
+    host_index: u32,
+) -> Result<(), CniError> {
     let routes = host
         .list_routes(&crate::netlink::RouteFilter::protocol(
             RouteProtocol::WORKLOAD,
         ))
         .await
         .map_err(|e| netlink_error("listing routes", e))?;
-    if !routes
+    if routes
         .iter()
-        .any(|r| r.destination == host_prefix && r.output_ifindex == Some(host_link.index))
+        .any(|r| r.destination == host_prefix && r.output_ifindex == Some(host_index))
     {
-        return Err(off(format!(
-            "host route {host_prefix} dev {} is missing",
-            att.veth
-        )));
+        return Ok(());
     }
-    let pod = host
-        .for_netns(&NetnsRef::new(att.netns))
-        .await
-        .map_err(|e| netlink_error("entering CNI_NETNS", e))?;
+    Err(check_failed(format!(
+        "host route {host_prefix} dev {} is missing",
+        att.veth
+    )))
+}
+
+/// CNI_IFNAME exists in the pod and carries `host_prefix`.
+async fn check_pod_address(
+    pod: &dyn Netlink,
+    att: &Attachment<'_>,
+    host_prefix: IpNetwork,
+) -> Result<(), CniError> {
     let Some(pod_link) = pod
         .link_by_name(att.ifname)
         .await
         .map_err(|e| netlink_error("pod interface", e))?
     else {
-        return Err(off(format!(
+        return Err(check_failed(format!(
             "interface {} is missing in the container",
             att.ifname
         )));
@@ -631,12 +672,17 @@ async fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         .list_addresses(pod_link.index)
         .await
         .map_err(|e| netlink_error("pod addresses", e))?;
-    if !addresses.contains(&host_prefix) {
-        return Err(off(format!(
-            "{} does not carry {host_prefix} (has {addresses:?})",
-            att.ifname
-        )));
+    if addresses.contains(&host_prefix) {
+        return Ok(());
     }
+    Err(check_failed(format!(
+        "{} does not carry {host_prefix} (has {addresses:?})",
+        att.ifname
+    )))
+}
+
+/// The pod has its /32 route to the gateway and its default route via the gateway.
+async fn check_pod_routes(pod: &dyn Netlink) -> Result<(), CniError> {
     let pod_routes = pod
         .list_routes(&crate::netlink::RouteFilter::default())
         .await
@@ -649,7 +695,9 @@ async fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         .iter()
         .any(|r| r.destination.prefix() == 0 && r.gateway == Some(gateway));
     if !has_gateway || !has_default {
-        return Err(off("the pod's routes via 169.254.1.1 are missing".into()));
+        return Err(check_failed(
+            "the pod's routes via 169.254.1.1 are missing".into(),
+        ));
     }
     Ok(())
 }
