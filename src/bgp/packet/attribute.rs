@@ -383,6 +383,17 @@ impl AttributeInput<'_> {
     fn length_error(&self) -> (AttributeAction, UpdateError) {
         self.error(|attribute| UpdateError::AttributeLength { attribute })
     }
+
+    /// A value of one or more `size`-byte items, each decoded by `item` (RFC 7606: a zero
+    /// length or a remainder is a length error).
+    fn decode_list<T>(
+        &self,
+        size: usize,
+        item: impl Fn(&[u8]) -> T,
+    ) -> Result<Vec<T>, (AttributeAction, UpdateError)> {
+        let items = chunks(self.value(), size).ok_or_else(|| self.length_error())?;
+        Ok(items.map(item).collect())
+    }
 }
 
 /// Decode one attribute other than MP_REACH / MP_UNREACH into `attrs`: check its flags, then
@@ -508,10 +519,7 @@ fn decode_aggregator(input: &AttributeInput<'_>, attrs: &mut PathAttributes) -> 
 
 /// COMMUNITIES: one or more u32s.
 fn decode_communities(input: &AttributeInput<'_>, attrs: &mut PathAttributes) -> AttributeResult {
-    attrs.communities = chunks(input.value(), 4)
-        .ok_or_else(|| input.length_error())?
-        .map(be_u32)
-        .collect();
+    attrs.communities = input.decode_list(4, be_u32)?;
     Ok(())
 }
 
@@ -524,10 +532,7 @@ fn decode_originator_id(input: &AttributeInput<'_>, attrs: &mut PathAttributes) 
 
 /// CLUSTER_LIST: one or more IPv4 cluster ids.
 fn decode_cluster_list(input: &AttributeInput<'_>, attrs: &mut PathAttributes) -> AttributeResult {
-    attrs.cluster_list = chunks(input.value(), 4)
-        .ok_or_else(|| input.length_error())?
-        .map(|c| Ipv4Addr::from(be_u32(c)))
-        .collect();
+    attrs.cluster_list = input.decode_list(4, |c| Ipv4Addr::from(be_u32(c)))?;
     Ok(())
 }
 
@@ -536,10 +541,9 @@ fn decode_extended_communities(
     input: &AttributeInput<'_>,
     attrs: &mut PathAttributes,
 ) -> AttributeResult {
-    attrs.extended_communities = chunks(input.value(), 8)
-        .ok_or_else(|| input.length_error())?
-        .map(|c| c.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
-        .collect();
+    attrs.extended_communities = input.decode_list(8, |c| {
+        c.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+    })?;
     Ok(())
 }
 
@@ -548,14 +552,11 @@ fn decode_large_communities(
     input: &AttributeInput<'_>,
     attrs: &mut PathAttributes,
 ) -> AttributeResult {
-    attrs.large_communities = chunks(input.value(), 12)
-        .ok_or_else(|| input.length_error())?
-        .map(|c| LargeCommunity {
-            global: be_u32(c.get(0..4).unwrap_or_default()),
-            local1: be_u32(c.get(4..8).unwrap_or_default()),
-            local2: be_u32(c.get(8..12).unwrap_or_default()),
-        })
-        .collect();
+    attrs.large_communities = input.decode_list(12, |c| LargeCommunity {
+        global: be_u32(c.get(0..4).unwrap_or_default()),
+        local1: be_u32(c.get(4..8).unwrap_or_default()),
+        local2: be_u32(c.get(8..12).unwrap_or_default()),
+    })?;
     Ok(())
 }
 
