@@ -202,20 +202,20 @@ fn check_handles(
     held: &CountsByHandleBlock,
     report: &mut CheckReport,
 ) -> Result<(), IpamError> {
-    let recorded = read_handle_counts(handle_kvs, report)?;
+    let handles = handle_kvs
+        .iter()
+        .map(decode_json::<Handle>)
+        .collect::<Result<Vec<_>, _>>()?;
+    let recorded = recorded_counts(&handles, report);
     check_recorded_counts(&recorded, held, report);
     check_unrecorded_allocations(&recorded, held, report);
     Ok(())
 }
 
 /// What each handle record says it holds in each block; a handle holding no block is a finding.
-fn read_handle_counts(
-    handle_kvs: &[KeyValue],
-    report: &mut CheckReport,
-) -> Result<CountsByHandleBlock, IpamError> {
+fn recorded_counts(handles: &[Handle], report: &mut CheckReport) -> CountsByHandleBlock {
     let mut recorded = CountsByHandleBlock::new();
-    for kv in handle_kvs {
-        let handle: Handle = decode_json(kv)?;
+    for handle in handles {
         for (cidr, &count) in &handle.blocks {
             recorded.insert((handle.handle.clone(), cidr.clone()), count);
         }
@@ -226,7 +226,7 @@ fn read_handle_counts(
             );
         }
     }
-    Ok(recorded)
+    recorded
 }
 
 /// Each handle's recorded count against what its block holds for it.
