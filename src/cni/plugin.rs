@@ -189,13 +189,17 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
     let host = KernelNetlink::new()
         .await
         .map_err(|e| netlink_error("opening netlink", e))?;
-    refuse_existing_host_veth(&host, &att).await?;
+    if link_exists(&host, &att.veth, "looking up the host veth").await? {
+        return Err(host_veth_exists(&att));
+    }
     let netns = NetnsRef::new(att.netns);
     let pod = host
         .for_netns(&netns)
         .await
         .map_err(|e| netlink_error("entering CNI_NETNS", e))?;
-    refuse_existing_pod_interface(pod.as_ref(), &att).await?;
+    if link_exists(pod.as_ref(), att.ifname, "looking up CNI_IFNAME").await? {
+        return Err(pod_interface_exists(&att));
+    }
 
     // The allocation (a datastore write) runs while the interfaces are built: neither needs the
     // other until the address goes on. The MTU comes from the agent's node info (no datastore).
@@ -231,49 +235,36 @@ fn require_netns(att: &Attachment<'_>) -> Result<(), CniError> {
     ))
 }
 
-/// A host veth of this name means the attachment exists already (ADD called twice?).
-async fn refuse_existing_host_veth(
-    host: &KernelNetlink,
-    att: &Attachment<'_>,
-) -> Result<(), CniError> {
-    let existing = host
-        .link_by_name(&att.veth)
+/// Whether `name` is a link in `netlink`'s namespace; `step` names the lookup in an error.
+async fn link_exists(netlink: &dyn Netlink, name: &str, step: &str) -> Result<bool, CniError> {
+    let found = netlink
+        .link_by_name(name)
         .await
-        .map_err(|e| netlink_error("looking up the host veth", e))?;
-    if existing.is_none() {
-        return Ok(());
-    }
-    Err(CniError::new(
+        .map_err(|e| netlink_error(step, e))?;
+    Ok(found.is_some())
+}
+
+/// The host veth exists already: the attachment was made before (ADD called twice?).
+fn host_veth_exists(att: &Attachment<'_>) -> CniError {
+    CniError::new(
         code::INTERFACE_EXISTS,
         format!("host interface {} already exists", att.veth),
         format!(
             "container {} already has interface {} (ADD called twice?)",
             att.container_id, att.ifname
         ),
-    ))
+    )
 }
 
-/// CNI_IFNAME must not exist in the pod's namespace yet.
-async fn refuse_existing_pod_interface(
-    pod: &dyn Netlink,
-    att: &Attachment<'_>,
-) -> Result<(), CniError> {
-    let existing = pod
-        .link_by_name(att.ifname)
-        .await
-        .map_err(|e| netlink_error("looking up CNI_IFNAME", e))?;
-    if existing.is_none() {
-        return Ok(());
-    }
-    Err(CniError::new(
+/// CNI_IFNAME exists already in the pod's namespace.
+fn pod_interface_exists(att: &Attachment<'_>) -> CniError {
+    let name = att.ifname;
+    let netns = att.netns.display();
+    CniError::new(
         code::INTERFACE_EXISTS,
-        format!(
-            "interface {} already exists in {}",
-            att.ifname,
-            att.netns.display()
-        ),
+        format!("interface {name} already exists in {netns}"),
         "choose another CNI_IFNAME or delete the interface",
-    ))
+    )
 }
 
 /// One IPv4 address for the attachment's handle, labelled with the container, interface,
