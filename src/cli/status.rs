@@ -59,6 +59,15 @@ fn render(peers: &[v1::PeerStatus]) -> String {
     text
 }
 
+/// The peer's type column: the wire kind's label, or the agent's description of a kind this
+/// routectl does not know.
+fn peer_label(p: &v1::PeerStatus) -> String {
+    match p.kind {
+        v1::PeerKind::Other if !p.description.is_empty() => p.description.clone(),
+        kind => kind.label().to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,14 +96,5 @@ mod tests {
         let mut printed = serde_json::to_string_pretty(&peers).unwrap();
         printed.push('\n');
         assert_eq!(printed, golden::text("bgp-status"));
-    }
-}
-
-/// The peer's type column: the wire kind's label, or the agent's description of a kind this
-/// routectl does not know.
-fn peer_label(p: &v1::PeerStatus) -> String {
-    match p.kind {
-        v1::PeerKind::Other if !p.description.is_empty() => p.description.clone(),
-        kind => kind.label().to_string(),
     }
 }

@@ -11,8 +11,8 @@ use crate::api::v1::{
     ReleaseResponse,
 };
 use crate::netlink::{
-    sysctl, KernelNetlink, MacAddr, Netlink, NetlinkError, NetnsRef, Route, RouteProtocol,
-    POD_GATEWAY_V4,
+    sysctl, KernelNetlink, LinkInfo, MacAddr, Netlink, NetlinkError, NetnsRef, Route,
+    RouteProtocol, POD_GATEWAY_V4,
 };
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, HashMap};
@@ -189,55 +189,95 @@ fn attachment<'a>(env: &'a CniEnv, need_netns: bool) -> Result<Attachment<'a>, C
     })
 }
 
+/// ADD: make sure nothing is in the way, allocate the address while the interfaces are built,
+/// put the address on and report. A failure once the allocation has started rolls back both.
 async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, CniError> {
     let att = attachment(env, true)?;
-    if !att.netns.exists() {
-        return Err(CniError::new(
-            code::INVALID_ENVIRONMENT,
-            format!("CNI_NETNS {} does not exist", att.netns.display()),
-            "the container's network namespace is gone or was never created",
-        ));
-    }
+    require_netns(&att)?;
     let host = KernelNetlink::new()
         .await
         .map_err(|e| netlink_error("opening netlink", e))?;
-    if host
-        .link_by_name(&att.veth)
-        .await
-        .map_err(|e| netlink_error("looking up the host veth", e))?
-        .is_some()
-    {
-        return Err(CniError::new(
-            code::INTERFACE_EXISTS,
-            format!("host interface {} already exists", att.veth),
-            format!(
-                "container {} already has interface {} (ADD called twice?)",
-                att.container_id, att.ifname
-            ),
-        ));
+    if link_exists(&host, &att.veth, "looking up the host veth").await? {
+        return Err(host_veth_exists(&att));
     }
     let netns = NetnsRef::new(att.netns);
     let pod = host
         .for_netns(&netns)
         .await
         .map_err(|e| netlink_error("entering CNI_NETNS", e))?;
-    if pod
-        .link_by_name(att.ifname)
-        .await
-        .map_err(|e| netlink_error("looking up CNI_IFNAME", e))?
-        .is_some()
-    {
-        return Err(CniError::new(
-            code::INTERFACE_EXISTS,
-            format!(
-                "interface {} already exists in {}",
-                att.ifname,
-                att.netns.display()
-            ),
-            "choose another CNI_IFNAME or delete the interface",
-        ));
+    if link_exists(pod.as_ref(), att.ifname, "looking up CNI_IFNAME").await? {
+        return Err(pod_interface_exists(&att));
     }
 
+    // The allocation (a datastore write) runs while the interfaces are built: neither needs the
+    // other until the address goes on. The MTU comes from the agent's node info (no datastore).
+    let allocation = start_allocation(client, allocate_request(env, &att));
+    let wired = match pod_mtu(conf, client) {
+        Ok(mtu) => wire_links(&host, pod.as_ref(), &att, &netns, mtu)
+            .await
+            .map(|w| (w, mtu)),
+        Err(e) => Err(e),
+    };
+    let allocation = allocation.join();
+    let result = match (wired, allocation.address) {
+        (Ok((wired, mtu)), Ok(address)) => wire_address(&host, pod.as_ref(), &wired, address)
+            .await
+            .map(|()| render_add(&conf.cni_version, &wired, &att, address, mtu)),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    if result.is_err() {
+        roll_back_add(&host, client, &att, allocation.refused).await;
+    }
+    result
+}
+
+/// CNI_NETNS must exist before anything is created.
+fn require_netns(att: &Attachment<'_>) -> Result<(), CniError> {
+    if att.netns.exists() {
+        return Ok(());
+    }
+    Err(CniError::new(
+        code::INVALID_ENVIRONMENT,
+        format!("CNI_NETNS {} does not exist", att.netns.display()),
+        "the container's network namespace is gone or was never created",
+    ))
+}
+
+/// Whether `name` is a link in `netlink`'s namespace; `step` names the lookup in an error.
+async fn link_exists(netlink: &dyn Netlink, name: &str, step: &str) -> Result<bool, CniError> {
+    let found = netlink
+        .link_by_name(name)
+        .await
+        .map_err(|e| netlink_error(step, e))?;
+    Ok(found.is_some())
+}
+
+/// The host veth exists already: the attachment was made before (ADD called twice?).
+fn host_veth_exists(att: &Attachment<'_>) -> CniError {
+    CniError::new(
+        code::INTERFACE_EXISTS,
+        format!("host interface {} already exists", att.veth),
+        format!(
+            "container {} already has interface {} (ADD called twice?)",
+            att.container_id, att.ifname
+        ),
+    )
+}
+
+/// CNI_IFNAME exists already in the pod's namespace.
+fn pod_interface_exists(att: &Attachment<'_>) -> CniError {
+    let name = att.ifname;
+    let netns = att.netns.display();
+    CniError::new(
+        code::INTERFACE_EXISTS,
+        format!("interface {name} already exists in {netns}"),
+        "choose another CNI_IFNAME or delete the interface",
+    )
+}
+
+/// One IPv4 address for the attachment's handle, labelled with the container, interface,
+/// veth and (when named) the pod.
+fn allocate_request(env: &CniEnv, att: &Attachment<'_>) -> AllocateRequest {
     let mut attributes = BTreeMap::new();
     attributes.insert("container_id".to_string(), att.container_id.to_string());
     attributes.insert("ifname".to_string(), att.ifname.to_string());
@@ -246,84 +286,114 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
         attributes.insert("namespace".to_string(), ns.to_string());
         attributes.insert("pod".to_string(), name.to_string());
     }
-    let request = AllocateRequest {
+    AllocateRequest {
         handle: att.handle.clone(),
         count: 1,
         ipv6: false,
         attributes,
-    };
-    // The allocation (a datastore write) runs while the interfaces are built: neither needs the
-    // other until the address goes on. The MTU comes from the agent's node info (no datastore).
-    let allocation = {
-        let client = client.clone();
-        std::thread::spawn(move || {
+    }
+}
+
+/// An allocation running on its own thread.
+struct PendingAllocation {
+    thread: std::thread::JoinHandle<Result<AllocateResponse, ClientError>>,
+}
+
+/// What the allocation came to.
+struct AllocationOutcome {
+    address: Result<IpAddr, CniError>,
+    /// The agent refused the allocation: it allocates all or nothing and releases an
+    /// allocation that completes after it answered, so there is nothing to give back then (and
+    /// with the datastore unreachable, a release would only make the failing ADD slower).
+    refused: bool,
+}
+
+/// Posts the allocation on a thread of its own, so the interfaces are built meanwhile.
+fn start_allocation(client: &Client, request: AllocateRequest) -> PendingAllocation {
+    let client = client.clone();
+    PendingAllocation {
+        thread: std::thread::spawn(move || {
             client.post::<_, AllocateResponse>("/v1/ipam/allocate", &request)
-        })
-    };
-    // Whether the agent refused the allocation: it allocates all or nothing and releases an
-    // allocation that completes after it answered, so there is nothing to give back then (and
-    // with the datastore unreachable, a release would only make the failing ADD slower).
-    let mut allocation_refused = false;
-    let join_allocation = || -> Result<IpAddr, CniError> {
-        let answer = allocation.join().map_err(|_| {
-            CniError::new(
-                code::NETWORK_SETUP_FAILED,
-                "address allocation thread failed",
-                "",
-            )
-        })?;
-        allocation_refused =
+        }),
+    }
+}
+
+impl PendingAllocation {
+    /// Waits for the agent's answer: the first address it allocated.
+    fn join(self) -> AllocationOutcome {
+        let answer = match self.thread.join() {
+            Ok(answer) => answer,
+            Err(_) => {
+                return AllocationOutcome {
+                    address: Err(CniError::new(
+                        code::NETWORK_SETUP_FAILED,
+                        "address allocation thread failed",
+                        "",
+                    )),
+                    refused: false,
+                }
+            }
+        };
+        let refused =
             matches!(&answer, Err(ClientError::Api { kind, .. }) if *kind != ErrorKind::Internal);
-        let allocated = answer.map_err(|e| agent_error(e, "address allocation"))?;
-        allocated
-            .addresses
-            .first()
-            .map(|a| a.ip)
-            .ok_or_else(|| CniError::new(code::NO_ADDRESS, "the agent returned no address", ""))
-    };
-    let mtu = match conf.mtu {
+        let address = answer
+            .map_err(|e| agent_error(e, "address allocation"))
+            .and_then(|allocated| {
+                allocated.addresses.first().map(|a| a.ip).ok_or_else(|| {
+                    CniError::new(code::NO_ADDRESS, "the agent returned no address", "")
+                })
+            });
+        AllocationOutcome { address, refused }
+    }
+}
+
+/// The pod MTU: from the network config, else from the agent's node info.
+fn pod_mtu(conf: &NetConf, client: &Client) -> Result<u32, CniError> {
+    match conf.mtu {
         Some(mtu) => Ok(mtu),
         None => client
             .get::<NodeInfo>("/v1/node")
             .map(|n| n.pod_mtu)
             .map_err(|e| agent_error(e, "reading the node's MTU")),
+    }
+}
+
+/// Rolls back a failed ADD: the veth (its peer and the host route go with it), then the
+/// address unless the agent refused it (releasing a handle that got nothing is a no-op).
+/// Failures are printed, not returned: the ADD's own error is the one the runtime sees.
+async fn roll_back_add(
+    host: &KernelNetlink,
+    client: &Client,
+    att: &Attachment<'_>,
+    allocation_refused: bool,
+) {
+    if let Err(del) = host.delete_link(&att.veth).await {
+        eprintln!("routed-cni: rollback: deleting {}: {del}", att.veth);
+    }
+    let release = ReleaseRequest {
+        handle: att.handle.clone(),
     };
-    let wired = match mtu {
-        Ok(mtu) => wire_links(&host, pod.as_ref(), &att, &netns, mtu)
-            .await
-            .map(|w| (w, mtu)),
-        Err(e) => Err(e),
-    };
-    let address = join_allocation();
-    let allocation_refused = allocation_refused;
-    let result = match (wired, address) {
-        (Ok((wired, mtu)), Ok(address)) => wire_address(&host, pod.as_ref(), &wired, address)
-            .await
-            .map(|()| render_add(&conf.cni_version, &wired, &att, address, mtu)),
-        (Err(e), _) | (_, Err(e)) => Err(e),
-    };
-    if result.is_err() {
-        // Roll back: the veth (its peer and the host route go with it), then the address
-        // unless the agent refused it (releasing a handle that got nothing is a no-op).
-        if let Err(del) = host.delete_link(&att.veth).await {
-            eprintln!("routed-cni: rollback: deleting {}: {del}", att.veth);
-        }
-        let release = ReleaseRequest {
-            handle: att.handle.clone(),
-        };
-        if !allocation_refused {
-            if let Err(rel) = client.post::<_, ReleaseResponse>("/v1/ipam/release", &release) {
-                eprintln!("routed-cni: rollback: releasing {}: {rel}", att.handle);
-            }
+    if !allocation_refused {
+        if let Err(rel) = client.post::<_, ReleaseResponse>("/v1/ipam/release", &release) {
+            eprintln!("routed-cni: rollback: releasing {}: {rel}", att.handle);
         }
     }
-    result
 }
 
 struct Wired {
     host_index: u32,
     pod_index: u32,
     pod_mac: Option<MacAddr>,
+}
+
+/// The sysctls a pod's host veth carries, with their values: proxy ARP answering at once, and
+/// forwarding.
+fn host_veth_sysctls(veth: &str) -> [(String, &'static str); 3] {
+    [
+        (sysctl::proxy_arp_key(veth), "1"),
+        (sysctl::proxy_delay_key(veth), "0"),
+        (sysctl::ipv4_forwarding_key(veth), "1"),
+    ]
 }
 
 /// The veth pair, host sysctls, both ends up, the pod's gateway and default routes.
@@ -345,11 +415,7 @@ async fn wire_links(
             ),
             e => netlink_error("creating the veth pair", e),
         })?;
-    for (key, value) in [
-        (sysctl::proxy_arp_key(&att.veth), "1"),
-        (sysctl::proxy_delay_key(&att.veth), "0"),
-        (sysctl::ipv4_forwarding_key(&att.veth), "1"),
-    ] {
+    for (key, value) in host_veth_sysctls(&att.veth) {
         host.set_sysctl(&key, value)
             .await
             .map_err(|e| netlink_error(&format!("setting {key}"), e))?;
@@ -484,12 +550,33 @@ async fn del(env: &CniEnv, client: &Client) -> Result<(), CniError> {
     Ok(())
 }
 
+/// CHECK: the host veth (MAC, sysctls, the route to the pod) and the pod's interface (address,
+/// gateway and default routes) are as ADD left them.
 async fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let att = attachment(env, true)?;
-    let off =
-        |what: String| CniError::new(code::NETWORK_SETUP_FAILED, format!("CHECK: {what}"), "");
-    let address: IpAddr = conf
-        .prev_result
+    let address = previous_address(conf)?;
+    let host = KernelNetlink::new()
+        .await
+        .map_err(|e| netlink_error("opening netlink", e))?;
+    let host_link = check_host_veth(&host, &att).await?;
+    let host_prefix = IpNetwork::new(address, 32).map_err(|e| check_failed(e.to_string()))?;
+    check_host_route(&host, &att, host_prefix, host_link.index).await?;
+    let pod = host
+        .for_netns(&NetnsRef::new(att.netns))
+        .await
+        .map_err(|e| netlink_error("entering CNI_NETNS", e))?;
+    check_pod_address(pod.as_ref(), &att, host_prefix).await?;
+    check_pod_routes(pod.as_ref()).await
+}
+
+/// A CHECK finding: the attachment is not as ADD left it.
+fn check_failed(what: String) -> CniError {
+    CniError::new(code::NETWORK_SETUP_FAILED, format!("CHECK: {what}"), "")
+}
+
+/// The pod address from prevResult.
+fn previous_address(conf: &NetConf) -> Result<IpAddr, CniError> {
+    conf.prev_result
         .as_ref()
         .and_then(|r| r["ips"][0]["address"].as_str())
         .and_then(|a| a.split('/').next())
@@ -500,10 +587,11 @@ async fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
                 "CHECK needs prevResult with the pod address",
                 "",
             )
-        })?;
-    let host = KernelNetlink::new()
-        .await
-        .map_err(|e| netlink_error("opening netlink", e))?;
+        })
+}
+
+/// The host veth exists, with our MAC and sysctls; returns it.
+async fn check_host_veth(host: &KernelNetlink, att: &Attachment<'_>) -> Result<LinkInfo, CniError> {
     let Some(host_link) = host
         .link_by_name(&att.veth)
         .await
@@ -519,50 +607,63 @@ async fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         ));
     };
     if host_link.mac != Some(MacAddr::HOST_VETH) {
-        return Err(off(format!("{} MAC is not ee:ee:ee:ee:ee:ee", att.veth)));
+        return Err(check_failed(format!(
+            "{} MAC is not ee:ee:ee:ee:ee:ee",
+            att.veth
+        )));
     }
-    for (key, want) in [
-        (sysctl::proxy_arp_key(&att.veth), "1"),
-        (sysctl::proxy_delay_key(&att.veth), "0"),
-        (sysctl::ipv4_forwarding_key(&att.veth), "1"),
-    ] {
+    for (key, want) in host_veth_sysctls(&att.veth) {
         let got = host
             .get_sysctl(&key)
             .await
             .map_err(|e| netlink_error("reading sysctls", e))?;
         if got.trim() != want {
-            return Err(off(format!(
+            return Err(check_failed(format!(
                 "sysctl {key} is {}, expected {want}",
                 got.trim()
             )));
         }
     }
-    let host_prefix = IpNetwork::new(address, 32).map_err(|e| off(e.to_string()))?;
+    Ok(host_link)
+}
+
+/// The host routes `host_prefix` to the veth (a workload route).
+async fn check_host_route(
+    host: &KernelNetlink,
+    att: &Attachment<'_>,
+    host_prefix: IpNetwork,
+    host_index: u32,
+) -> Result<(), CniError> {
     let routes = host
         .list_routes(&crate::netlink::RouteFilter::protocol(
             RouteProtocol::WORKLOAD,
         ))
         .await
         .map_err(|e| netlink_error("listing routes", e))?;
-    if !routes
+    if routes
         .iter()
-        .any(|r| r.destination == host_prefix && r.output_ifindex == Some(host_link.index))
+        .any(|r| r.destination == host_prefix && r.output_ifindex == Some(host_index))
     {
-        return Err(off(format!(
-            "host route {host_prefix} dev {} is missing",
-            att.veth
-        )));
+        return Ok(());
     }
-    let pod = host
-        .for_netns(&NetnsRef::new(att.netns))
-        .await
-        .map_err(|e| netlink_error("entering CNI_NETNS", e))?;
+    Err(check_failed(format!(
+        "host route {host_prefix} dev {} is missing",
+        att.veth
+    )))
+}
+
+/// CNI_IFNAME exists in the pod and carries `host_prefix`.
+async fn check_pod_address(
+    pod: &dyn Netlink,
+    att: &Attachment<'_>,
+    host_prefix: IpNetwork,
+) -> Result<(), CniError> {
     let Some(pod_link) = pod
         .link_by_name(att.ifname)
         .await
         .map_err(|e| netlink_error("pod interface", e))?
     else {
-        return Err(off(format!(
+        return Err(check_failed(format!(
             "interface {} is missing in the container",
             att.ifname
         )));
@@ -571,12 +672,17 @@ async fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         .list_addresses(pod_link.index)
         .await
         .map_err(|e| netlink_error("pod addresses", e))?;
-    if !addresses.contains(&host_prefix) {
-        return Err(off(format!(
-            "{} does not carry {host_prefix} (has {addresses:?})",
-            att.ifname
-        )));
+    if addresses.contains(&host_prefix) {
+        return Ok(());
     }
+    Err(check_failed(format!(
+        "{} does not carry {host_prefix} (has {addresses:?})",
+        att.ifname
+    )))
+}
+
+/// The pod has its /32 route to the gateway and its default route via the gateway.
+async fn check_pod_routes(pod: &dyn Netlink) -> Result<(), CniError> {
     let pod_routes = pod
         .list_routes(&crate::netlink::RouteFilter::default())
         .await
@@ -589,7 +695,9 @@ async fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         .iter()
         .any(|r| r.destination.prefix() == 0 && r.gateway == Some(gateway));
     if !has_gateway || !has_default {
-        return Err(off("the pod's routes via 169.254.1.1 are missing".into()));
+        return Err(check_failed(
+            "the pod's routes via 169.254.1.1 are missing".into(),
+        ));
     }
     Ok(())
 }

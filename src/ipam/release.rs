@@ -3,8 +3,8 @@
 
 use super::cache::{decode_block, decode_handle, get_many, Cache};
 use super::{Allocated, Ipam, IpamError, MAX_ATTEMPTS};
-use crate::datastore::{decode_json, encode_json, Compare, Op, Txn};
-use crate::model::{keys, validate_handle, BlockAffinity, Handle};
+use crate::datastore::{decode_json, encode_json, Compare, Op, Revision, Txn, TxnResponse};
+use crate::model::{keys, validate_handle, Block, BlockAffinity, Handle};
 use ipnetwork::IpNetwork;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -118,107 +118,44 @@ impl Ipam {
         id: &str,
         only: Option<&BTreeMap<IpAddr, u64>>,
     ) -> Result<Vec<IpAddr>, IpamError> {
-        let handle_key = keys::handle(id);
         // A handle this allocator wrote is cached with its revision: trust it (a stale entry
         // fails the compare and is re-read). An unknown or absent one is read first.
         let mut fresh = cache.handles.get(id).is_none_or(|(_, rev)| *rev == 0);
         for attempt in 0..MAX_ATTEMPTS {
             super::contention_pause(attempt).await;
-            let (handle, handle_rev) = if fresh {
-                fresh = false;
-                let found = decode_handle(self.store.get(&handle_key).await?.as_ref())?;
-                cache.set_handle(id, found);
-                cache.handle(id)
-            } else {
-                cache.handle(id)
-            };
+            let read_first = std::mem::replace(&mut fresh, false);
+            let (handle, handle_rev) = self.handle_to_release(cache, id, read_first).await?;
             if handle_rev == 0 {
                 return Ok(Vec::new());
             }
-            let cidrs: Vec<IpNetwork> = handle
-                .blocks
-                .keys()
-                .filter_map(|c| c.parse().ok())
-                .collect();
+            let cidrs = handle_cidrs(&handle);
             self.ensure_blocks(cache, &cidrs).await?;
-            let mut freed = Vec::new();
-            let mut remaining = handle.clone();
-            let mut compare = vec![Compare::revision(&handle_key, handle_rev)];
-            let mut success = Vec::new();
-            let mut failure = vec![Op::get(&handle_key)];
-            let mut compared = Vec::new();
-            let mut updated_blocks = Vec::new();
-            for cidr in &cidrs {
-                let Some((block, rev)) = cache.blocks.get(cidr).cloned() else {
-                    remaining.blocks.remove(&cidr.to_string());
-                    continue;
-                };
-                // Every block is compared, changed or not: a stale cached copy must not let the
-                // handle be dropped while the block still holds its addresses.
-                let key = keys::block(cidr);
-                compare.push(Compare::revision(&key, rev));
-                failure.push(Op::get(&key));
-                compared.push(*cidr);
-                let mut updated = block.clone();
-                let ordinals: Vec<u32> = updated
-                    .allocations
-                    .iter()
-                    .filter(|(o, a)| {
-                        a.handle == id
-                            && only.is_none_or(|m| {
-                                block
-                                    .ip_at(**o)
-                                    .is_some_and(|ip| m.get(&ip) == Some(&a.sequence))
-                            })
-                    })
-                    .map(|(o, _)| *o)
-                    .collect();
-                let released: Vec<IpAddr> = ordinals
-                    .into_iter()
-                    .filter_map(|o| updated.release_ordinal(o))
-                    .collect();
-                if only.is_none() {
-                    remaining.blocks.remove(&cidr.to_string());
-                } else {
-                    remaining.remove(cidr, released.len() as u32);
-                }
-                if released.is_empty() {
-                    continue;
-                }
-                freed.extend(released);
-                success.push(Op::put(&key, encode_json(&updated)));
-                updated_blocks.push((*cidr, updated));
-            }
-            success.push(handle_write(&handle_key, &remaining));
-            let resp = self
-                .store
-                .txn(Txn {
-                    compare,
-                    success,
-                    failure,
-                })
-                .await?;
+            let (txn, plan) = plan_handle_release(cache, id, (handle, handle_rev), &cidrs, only);
+            let resp = self.store.txn(txn).await?;
             if resp.succeeded {
-                for (cidr, block) in updated_blocks {
-                    cache.blocks.insert(cidr, (block, resp.revision));
-                }
-                let rev = if remaining.blocks.is_empty() {
-                    0
-                } else {
-                    resp.revision
-                };
-                cache.set_handle(id, Some((remaining, rev)));
-                return Ok(freed);
+                return Ok(plan.commit(cache, id, resp.revision));
             }
-            cache.set_handle(id, decode_handle(resp.get(0))?);
-            for (i, cidr) in compared.iter().enumerate() {
-                cache.set_block(*cidr, decode_block(resp.get(i + 1))?);
-            }
+            plan.refresh(cache, id, &resp)?;
         }
         Err(IpamError::TooManyRetries {
             what: format!("release of handle {id}"),
             attempts: MAX_ATTEMPTS,
         })
+    }
+
+    /// The handle and its revision: read from the store first when `read_first`, else as
+    /// cached (revision 0: it holds nothing).
+    async fn handle_to_release(
+        &self,
+        cache: &mut Cache,
+        id: &str,
+        read_first: bool,
+    ) -> Result<(Handle, Revision), IpamError> {
+        if read_first {
+            let found = decode_handle(self.store.get(&keys::handle(id)).await?.as_ref())?;
+            cache.set_handle(id, found);
+        }
+        Ok(cache.handle(id))
     }
 
     /// Gives back blocks that hold no address: of `node`, or of every node. Returns them.
@@ -315,5 +252,128 @@ fn handle_write(key: &str, handle: &Handle) -> Op {
         Op::delete(key)
     } else {
         Op::put(key, encode_json(handle))
+    }
+}
+
+/// The blocks a handle records addresses in.
+fn handle_cidrs(handle: &Handle) -> Vec<IpNetwork> {
+    handle
+        .blocks
+        .keys()
+        .filter_map(|c| c.parse().ok())
+        .collect()
+}
+
+/// What one attempt at releasing a handle will have done once its transaction commits.
+struct HandleRelease {
+    freed: Vec<IpAddr>,
+    /// The handle without the freed addresses (deleted when it holds none).
+    remaining: Handle,
+    /// The blocks the transaction compares, in order: their Gets follow the handle's in
+    /// the failure branch.
+    compared: Vec<IpNetwork>,
+    /// The blocks it rewrites.
+    updated_blocks: Vec<(IpNetwork, Block)>,
+}
+
+/// The transaction that releases `id`'s addresses from the cached `cidrs` blocks (no I/O),
+/// and what it does. Every cached block is compared, changed or not.
+fn plan_handle_release(
+    cache: &Cache,
+    id: &str,
+    (handle, handle_rev): (Handle, Revision),
+    cidrs: &[IpNetwork],
+    only: Option<&BTreeMap<IpAddr, u64>>,
+) -> (Txn, HandleRelease) {
+    let handle_key = keys::handle(id);
+    let mut txn = Txn {
+        compare: vec![Compare::revision(&handle_key, handle_rev)],
+        success: Vec::new(),
+        failure: vec![Op::get(&handle_key)],
+    };
+    let mut plan = HandleRelease {
+        freed: Vec::new(),
+        remaining: handle,
+        compared: Vec::new(),
+        updated_blocks: Vec::new(),
+    };
+    for cidr in cidrs {
+        let Some((block, rev)) = cache.blocks.get(cidr) else {
+            plan.remaining.blocks.remove(&cidr.to_string());
+            continue;
+        };
+        // Every block is compared, changed or not: a stale cached copy must not let the
+        // handle be dropped while the block still holds its addresses.
+        let key = keys::block(cidr);
+        txn.compare.push(Compare::revision(&key, *rev));
+        txn.failure.push(Op::get(&key));
+        plan.compared.push(*cidr);
+        let (updated, released) = release_in_block(block, id, only);
+        if only.is_none() {
+            plan.remaining.blocks.remove(&cidr.to_string());
+        } else {
+            plan.remaining.remove(cidr, released.len() as u32);
+        }
+        if released.is_empty() {
+            continue;
+        }
+        plan.freed.extend(released);
+        txn.success.push(Op::put(&key, encode_json(&updated)));
+        plan.updated_blocks.push((*cidr, updated));
+    }
+    txn.success.push(handle_write(&handle_key, &plan.remaining));
+    (txn, plan)
+}
+
+/// `block` with `id`'s addresses freed (all, or those in `only` carrying the given sequence
+/// number), and the addresses freed.
+fn release_in_block(
+    block: &Block,
+    id: &str,
+    only: Option<&BTreeMap<IpAddr, u64>>,
+) -> (Block, Vec<IpAddr>) {
+    let mut updated = block.clone();
+    let ordinals: Vec<u32> = block
+        .allocations
+        .iter()
+        .filter(|(o, a)| {
+            a.handle == id
+                && only.is_none_or(|m| {
+                    block
+                        .ip_at(**o)
+                        .is_some_and(|ip| m.get(&ip) == Some(&a.sequence))
+                })
+        })
+        .map(|(o, _)| *o)
+        .collect();
+    let released = ordinals
+        .into_iter()
+        .filter_map(|o| updated.release_ordinal(o))
+        .collect();
+    (updated, released)
+}
+
+impl HandleRelease {
+    /// Caches what the committed transaction wrote at `revision`; returns the freed addresses.
+    fn commit(self, cache: &mut Cache, id: &str, revision: Revision) -> Vec<IpAddr> {
+        for (cidr, block) in self.updated_blocks {
+            cache.blocks.insert(cidr, (block, revision));
+        }
+        let rev = if self.remaining.blocks.is_empty() {
+            0
+        } else {
+            revision
+        };
+        cache.set_handle(id, Some((self.remaining, rev)));
+        self.freed
+    }
+
+    /// Caches the handle and blocks a failed compare read back.
+    fn refresh(&self, cache: &mut Cache, id: &str, resp: &TxnResponse) -> Result<(), IpamError> {
+        cache.set_handle(id, decode_handle(resp.get(0))?);
+        for (i, cidr) in self.compared.iter().enumerate() {
+            cache.set_block(*cidr, decode_block(resp.get(i + 1))?);
+        }
+        Ok(())
     }
 }

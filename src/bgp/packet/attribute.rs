@@ -359,7 +359,45 @@ fn action_for(code: u8) -> AttributeAction {
 
 type AttributeResult = Result<(), (AttributeAction, UpdateError)>;
 
-/// Decode one attribute other than MP_REACH / MP_UNREACH into `attrs`.
+/// What a per-attribute decoder reads: the attribute as received, the session's options and
+/// the RFC 7606 action to take if it is malformed.
+struct AttributeInput<'a> {
+    attr: &'a WireAttribute<'a>,
+    options: &'a WireOptions,
+    action: AttributeAction,
+}
+
+impl AttributeInput<'_> {
+    /// The attribute's value, without its header.
+    fn value(&self) -> &[u8] {
+        self.attr.value
+    }
+
+    /// The finding for a malformed attribute: `make` gets the whole attribute (the data of
+    /// the NOTIFICATION about it).
+    fn error(&self, make: impl FnOnce(Vec<u8>) -> UpdateError) -> (AttributeAction, UpdateError) {
+        (self.action, make(self.attr.whole.to_vec()))
+    }
+
+    /// The finding for a value of the wrong length.
+    fn length_error(&self) -> (AttributeAction, UpdateError) {
+        self.error(|attribute| UpdateError::AttributeLength { attribute })
+    }
+
+    /// A value of one or more `size`-byte items, each decoded by `item` (RFC 7606: a zero
+    /// length or a remainder is a length error).
+    fn decode_list<T>(
+        &self,
+        size: usize,
+        item: impl Fn(&[u8]) -> T,
+    ) -> Result<Vec<T>, (AttributeAction, UpdateError)> {
+        let items = chunks(self.value(), size).ok_or_else(|| self.length_error())?;
+        Ok(items.map(item).collect())
+    }
+}
+
+/// Decode one attribute other than MP_REACH / MP_UNREACH into `attrs`: check its flags, then
+/// hand it to the decoder for its type code.
 fn decode_attribute(
     attr: &WireAttribute<'_>,
     options: &WireOptions,
@@ -368,105 +406,182 @@ fn decode_attribute(
     use type_code::*;
     let optional = attr.flags & flag::OPTIONAL != 0;
     let transitive = attr.flags & flag::TRANSITIVE != 0;
-    let whole = || attr.whole.to_vec();
     let Some(expected) = expected_flags(attr.type_code) else {
         return keep_unknown(attr, optional, transitive, attrs);
     };
-    let action = action_for(attr.type_code);
+    let input = AttributeInput {
+        attr,
+        options,
+        action: action_for(attr.type_code),
+    };
     if expected != (optional, transitive) {
-        return Err((action, UpdateError::AttributeFlags { attribute: whole() }));
+        return Err(input.error(|attribute| UpdateError::AttributeFlags { attribute }));
     }
-    let length_error = || (action, UpdateError::AttributeLength { attribute: whole() });
-    let v = attr.value;
     match attr.type_code {
-        ORIGIN => {
-            let &[value] = v else {
-                return Err(length_error());
-            };
-            attrs.origin = Some(match value {
-                0 => Origin::Igp,
-                1 => Origin::Egp,
-                2 => Origin::Incomplete,
-                _ => return Err((action, UpdateError::InvalidOrigin { attribute: whole() })),
-            });
-        }
-        AS_PATH => {
-            let as_size = if options.four_octet_as { 4 } else { 2 };
-            let path = decode_as_path(v, as_size).ok_or((action, UpdateError::MalformedAsPath))?;
-            attrs.as_path = Some(path);
-        }
-        NEXT_HOP => {
-            let &[a, b, c, d] = v else {
-                return Err(length_error());
-            };
-            let next_hop = Ipv4Addr::new(a, b, c, d);
-            if next_hop.is_unspecified() || next_hop.is_multicast() || next_hop.is_broadcast() {
-                return Err((action, UpdateError::InvalidNextHop { attribute: whole() }));
-            }
-            attrs.next_hop = Some(next_hop);
-        }
-        MULTI_EXIT_DISC => attrs.med = Some(read_u32_exact(v).ok_or_else(length_error)?),
-        LOCAL_PREF => attrs.local_pref = Some(read_u32_exact(v).ok_or_else(length_error)?),
-        ATOMIC_AGGREGATE => {
-            if !v.is_empty() {
-                return Err(length_error());
-            }
-            attrs.atomic_aggregate = true;
-        }
-        AGGREGATOR => {
-            let aggregator = match (options.four_octet_as, v) {
-                (true, &[a0, a1, a2, a3, i0, i1, i2, i3]) => Aggregator {
-                    asn: u32::from_be_bytes([a0, a1, a2, a3]),
-                    address: Ipv4Addr::new(i0, i1, i2, i3),
-                },
-                (false, &[a0, a1, i0, i1, i2, i3]) => Aggregator {
-                    asn: u32::from(u16::from_be_bytes([a0, a1])),
-                    address: Ipv4Addr::new(i0, i1, i2, i3),
-                },
-                _ => return Err(length_error()),
-            };
-            attrs.aggregator = Some(aggregator);
-        }
-        COMMUNITIES => {
-            attrs.communities = chunks(v, 4).ok_or_else(length_error)?.map(be_u32).collect();
-        }
-        ORIGINATOR_ID => {
-            attrs.originator_id = Some(Ipv4Addr::from(read_u32_exact(v).ok_or_else(length_error)?));
-        }
-        CLUSTER_LIST => {
-            attrs.cluster_list = chunks(v, 4)
-                .ok_or_else(length_error)?
-                .map(|c| Ipv4Addr::from(be_u32(c)))
-                .collect();
-        }
-        EXTENDED_COMMUNITIES => {
-            attrs.extended_communities = chunks(v, 8)
-                .ok_or_else(length_error)?
-                .map(|c| c.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
-                .collect();
-        }
-        LARGE_COMMUNITIES => {
-            attrs.large_communities = chunks(v, 12)
-                .ok_or_else(length_error)?
-                .map(|c| LargeCommunity {
-                    global: be_u32(c.get(0..4).unwrap_or_default()),
-                    local1: be_u32(c.get(4..8).unwrap_or_default()),
-                    local2: be_u32(c.get(8..12).unwrap_or_default()),
-                })
-                .collect();
-        }
-        AS4_PATH => {
-            decode_as_path(v, 4).ok_or((action, UpdateError::MalformedAsPath))?;
-            keep_raw(attr, attrs);
-        }
-        AS4_AGGREGATOR => {
-            if v.len() != 8 {
-                return Err(length_error());
-            }
-            keep_raw(attr, attrs);
-        }
-        _ => keep_raw(attr, attrs),
+        ORIGIN => decode_origin(&input, attrs),
+        AS_PATH => decode_as_path_attribute(&input, attrs),
+        NEXT_HOP => decode_next_hop(&input, attrs),
+        MULTI_EXIT_DISC => decode_med(&input, attrs),
+        LOCAL_PREF => decode_local_pref(&input, attrs),
+        ATOMIC_AGGREGATE => decode_atomic_aggregate(&input, attrs),
+        AGGREGATOR => decode_aggregator(&input, attrs),
+        COMMUNITIES => decode_communities(&input, attrs),
+        ORIGINATOR_ID => decode_originator_id(&input, attrs),
+        CLUSTER_LIST => decode_cluster_list(&input, attrs),
+        EXTENDED_COMMUNITIES => decode_extended_communities(&input, attrs),
+        LARGE_COMMUNITIES => decode_large_communities(&input, attrs),
+        AS4_PATH => decode_as4_path(&input, attrs),
+        AS4_AGGREGATOR => decode_as4_aggregator(&input, attrs),
+        // MP_REACH / MP_UNREACH go to `decode_mp_attribute` and never reach here.
+        _ => keep_known_raw(&input, attrs),
     }
+}
+
+/// ORIGIN: one byte, IGP, EGP or INCOMPLETE.
+fn decode_origin(input: &AttributeInput<'_>, attrs: &mut PathAttributes) -> AttributeResult {
+    let &[value] = input.value() else {
+        return Err(input.length_error());
+    };
+    attrs.origin = Some(match value {
+        0 => Origin::Igp,
+        1 => Origin::Egp,
+        2 => Origin::Incomplete,
+        _ => return Err(input.error(|attribute| UpdateError::InvalidOrigin { attribute })),
+    });
+    Ok(())
+}
+
+/// AS_PATH, with 2- or 4-octet ASNs as the session negotiated.
+fn decode_as_path_attribute(
+    input: &AttributeInput<'_>,
+    attrs: &mut PathAttributes,
+) -> AttributeResult {
+    let as_size = if input.options.four_octet_as { 4 } else { 2 };
+    let path = decode_as_path(input.value(), as_size)
+        .ok_or((input.action, UpdateError::MalformedAsPath))?;
+    attrs.as_path = Some(path);
+    Ok(())
+}
+
+/// NEXT_HOP: an IPv4 address that is not unspecified, multicast or broadcast.
+fn decode_next_hop(input: &AttributeInput<'_>, attrs: &mut PathAttributes) -> AttributeResult {
+    let &[a, b, c, d] = input.value() else {
+        return Err(input.length_error());
+    };
+    let next_hop = Ipv4Addr::new(a, b, c, d);
+    if next_hop.is_unspecified() || next_hop.is_multicast() || next_hop.is_broadcast() {
+        return Err(input.error(|attribute| UpdateError::InvalidNextHop { attribute }));
+    }
+    attrs.next_hop = Some(next_hop);
+    Ok(())
+}
+
+/// MULTI_EXIT_DISC: a u32.
+fn decode_med(input: &AttributeInput<'_>, attrs: &mut PathAttributes) -> AttributeResult {
+    attrs.med = Some(read_u32_exact(input.value()).ok_or_else(|| input.length_error())?);
+    Ok(())
+}
+
+/// LOCAL_PREF: a u32.
+fn decode_local_pref(input: &AttributeInput<'_>, attrs: &mut PathAttributes) -> AttributeResult {
+    attrs.local_pref = Some(read_u32_exact(input.value()).ok_or_else(|| input.length_error())?);
+    Ok(())
+}
+
+/// ATOMIC_AGGREGATE: no value.
+fn decode_atomic_aggregate(
+    input: &AttributeInput<'_>,
+    attrs: &mut PathAttributes,
+) -> AttributeResult {
+    if !input.value().is_empty() {
+        return Err(input.length_error());
+    }
+    attrs.atomic_aggregate = true;
+    Ok(())
+}
+
+/// AGGREGATOR: an ASN of the negotiated size and an IPv4 address.
+fn decode_aggregator(input: &AttributeInput<'_>, attrs: &mut PathAttributes) -> AttributeResult {
+    let aggregator = match (input.options.four_octet_as, input.value()) {
+        (true, &[a0, a1, a2, a3, i0, i1, i2, i3]) => Aggregator {
+            asn: u32::from_be_bytes([a0, a1, a2, a3]),
+            address: Ipv4Addr::new(i0, i1, i2, i3),
+        },
+        (false, &[a0, a1, i0, i1, i2, i3]) => Aggregator {
+            asn: u32::from(u16::from_be_bytes([a0, a1])),
+            address: Ipv4Addr::new(i0, i1, i2, i3),
+        },
+        _ => return Err(input.length_error()),
+    };
+    attrs.aggregator = Some(aggregator);
+    Ok(())
+}
+
+/// COMMUNITIES: one or more u32s.
+fn decode_communities(input: &AttributeInput<'_>, attrs: &mut PathAttributes) -> AttributeResult {
+    attrs.communities = input.decode_list(4, be_u32)?;
+    Ok(())
+}
+
+/// ORIGINATOR_ID: an IPv4 router id.
+fn decode_originator_id(input: &AttributeInput<'_>, attrs: &mut PathAttributes) -> AttributeResult {
+    let id = read_u32_exact(input.value()).ok_or_else(|| input.length_error())?;
+    attrs.originator_id = Some(Ipv4Addr::from(id));
+    Ok(())
+}
+
+/// CLUSTER_LIST: one or more IPv4 cluster ids.
+fn decode_cluster_list(input: &AttributeInput<'_>, attrs: &mut PathAttributes) -> AttributeResult {
+    attrs.cluster_list = input.decode_list(4, |c| Ipv4Addr::from(be_u32(c)))?;
+    Ok(())
+}
+
+/// EXTENDED_COMMUNITIES: one or more 8-byte communities.
+fn decode_extended_communities(
+    input: &AttributeInput<'_>,
+    attrs: &mut PathAttributes,
+) -> AttributeResult {
+    attrs.extended_communities = input.decode_list(8, |c| {
+        c.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+    })?;
+    Ok(())
+}
+
+/// LARGE_COMMUNITIES: one or more 12-byte communities.
+fn decode_large_communities(
+    input: &AttributeInput<'_>,
+    attrs: &mut PathAttributes,
+) -> AttributeResult {
+    attrs.large_communities = input.decode_list(12, |c| LargeCommunity {
+        global: be_u32(c.get(0..4).unwrap_or_default()),
+        local1: be_u32(c.get(4..8).unwrap_or_default()),
+        local2: be_u32(c.get(8..12).unwrap_or_default()),
+    })?;
+    Ok(())
+}
+
+/// AS4_PATH: checked like an AS_PATH of 4-octet ASNs, then kept raw.
+fn decode_as4_path(input: &AttributeInput<'_>, attrs: &mut PathAttributes) -> AttributeResult {
+    decode_as_path(input.value(), 4).ok_or((input.action, UpdateError::MalformedAsPath))?;
+    keep_raw(input.attr, attrs);
+    Ok(())
+}
+
+/// AS4_AGGREGATOR: checked for its 8 bytes, then kept raw.
+fn decode_as4_aggregator(
+    input: &AttributeInput<'_>,
+    attrs: &mut PathAttributes,
+) -> AttributeResult {
+    if input.value().len() != 8 {
+        return Err(input.length_error());
+    }
+    keep_raw(input.attr, attrs);
+    Ok(())
+}
+
+/// A known attribute with no decoder of its own: kept raw.
+fn keep_known_raw(input: &AttributeInput<'_>, attrs: &mut PathAttributes) -> AttributeResult {
+    keep_raw(input.attr, attrs);
     Ok(())
 }
 

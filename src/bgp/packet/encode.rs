@@ -32,6 +32,10 @@ const MAX_IPV6_PREFIX: usize = 17;
 const UPDATE_FIXED: usize = 4;
 /// Flags, type and a 2-byte length: the most an attribute header takes.
 const ATTRIBUTE_HEADER_MAX: usize = 4;
+/// Well-known transitive: ORIGIN, AS_PATH, LOCAL_PREF, ATOMIC_AGGREGATE.
+const WELL_KNOWN: u8 = flag::TRANSITIVE;
+/// Optional transitive: AGGREGATOR, the communities, AS4_*.
+const OPTIONAL_TRANSITIVE: u8 = flag::OPTIONAL | flag::TRANSITIVE;
 
 /// A KEEPALIVE: the bare header.
 pub fn encode_keepalive() -> Vec<u8> {
@@ -216,97 +220,145 @@ fn concat_attributes(attrs: Vec<(u8, Vec<u8>)>) -> Vec<u8> {
     attrs.into_iter().flat_map(|(_, bytes)| bytes).collect()
 }
 
-/// Every attribute but NEXT_HOP and MP_*, encoded, in type-code order.
+/// Every attribute but NEXT_HOP and MP_*, encoded, in type-code order. Attributes with the
+/// same type code keep the order they are added in here.
 fn encode_path_attributes(attrs: &PathAttributes, options: &WireOptions) -> Vec<(u8, Vec<u8>)> {
     let mut out = Vec::new();
-    let wk = flag::TRANSITIVE;
-    let opt_trans = flag::OPTIONAL | flag::TRANSITIVE;
+    encode_origin(attrs, &mut out);
+    encode_as_path_attributes(attrs, options, &mut out);
+    encode_med(attrs, &mut out);
+    encode_local_pref(attrs, &mut out);
+    encode_atomic_aggregate(attrs, &mut out);
+    encode_aggregator_attributes(attrs, options, &mut out);
+    encode_communities(attrs, &mut out);
+    encode_originator_id(attrs, &mut out);
+    encode_cluster_list(attrs, &mut out);
+    encode_extended_communities(attrs, &mut out);
+    encode_large_communities(attrs, &mut out);
+    encode_raw_attributes(attrs, &mut out);
+    out
+}
+
+/// ORIGIN, IGP when the route has none.
+fn encode_origin(attrs: &PathAttributes, out: &mut Vec<(u8, Vec<u8>)>) {
     let origin = match attrs.origin.unwrap_or(Origin::Igp) {
         Origin::Igp => 0,
         Origin::Egp => 1,
         Origin::Incomplete => 2,
     };
-    insert_attribute(&mut out, wk, type_code::ORIGIN, &[origin]);
+    insert_attribute(out, WELL_KNOWN, type_code::ORIGIN, &[origin]);
+}
+
+/// AS_PATH (empty when the route has none), and AS4_PATH when the session has 2-octet ASNs
+/// and the path holds a larger one.
+fn encode_as_path_attributes(
+    attrs: &PathAttributes,
+    options: &WireOptions,
+    out: &mut Vec<(u8, Vec<u8>)>,
+) {
     let empty = AsPath::default();
     let path = attrs.as_path.as_ref().unwrap_or(&empty);
     let as_size = if options.four_octet_as { 4 } else { 2 };
-    insert_attribute(
-        &mut out,
-        wk,
-        type_code::AS_PATH,
-        &encode_as_path(path, as_size),
-    );
+    let value = encode_as_path(path, as_size);
+    insert_attribute(out, WELL_KNOWN, type_code::AS_PATH, &value);
     if !options.four_octet_as && path.has_four_octet_asn() {
-        insert_attribute(
-            &mut out,
-            opt_trans,
-            type_code::AS4_PATH,
-            &encode_as_path(path, 4),
-        );
+        let value = encode_as_path(path, 4);
+        insert_attribute(out, OPTIONAL_TRANSITIVE, type_code::AS4_PATH, &value);
     }
+}
+
+/// MULTI_EXIT_DISC, if set.
+fn encode_med(attrs: &PathAttributes, out: &mut Vec<(u8, Vec<u8>)>) {
     if let Some(med) = attrs.med {
-        insert_attribute(
-            &mut out,
-            flag::OPTIONAL,
-            type_code::MULTI_EXIT_DISC,
-            &med.to_be_bytes(),
-        );
+        let value = med.to_be_bytes();
+        insert_attribute(out, flag::OPTIONAL, type_code::MULTI_EXIT_DISC, &value);
     }
+}
+
+/// LOCAL_PREF, if set.
+fn encode_local_pref(attrs: &PathAttributes, out: &mut Vec<(u8, Vec<u8>)>) {
     if let Some(local_pref) = attrs.local_pref {
-        insert_attribute(
-            &mut out,
-            wk,
-            type_code::LOCAL_PREF,
-            &local_pref.to_be_bytes(),
-        );
+        let value = local_pref.to_be_bytes();
+        insert_attribute(out, WELL_KNOWN, type_code::LOCAL_PREF, &value);
     }
+}
+
+/// ATOMIC_AGGREGATE, if set.
+fn encode_atomic_aggregate(attrs: &PathAttributes, out: &mut Vec<(u8, Vec<u8>)>) {
     if attrs.atomic_aggregate {
-        insert_attribute(&mut out, wk, type_code::ATOMIC_AGGREGATE, &[]);
+        insert_attribute(out, WELL_KNOWN, type_code::ATOMIC_AGGREGATE, &[]);
     }
-    if let Some(aggregator) = attrs.aggregator {
-        let mut value = Vec::with_capacity(8);
-        if options.four_octet_as {
-            value.extend_from_slice(&aggregator.asn.to_be_bytes());
-        } else {
-            let asn16 = u16::try_from(aggregator.asn).unwrap_or(AS_TRANS);
-            value.extend_from_slice(&asn16.to_be_bytes());
-            if aggregator.asn > 0xffff {
-                let mut as4 = aggregator.asn.to_be_bytes().to_vec();
-                as4.extend_from_slice(&aggregator.address.octets());
-                insert_attribute(&mut out, opt_trans, type_code::AS4_AGGREGATOR, &as4);
-            }
+}
+
+/// AGGREGATOR, if set, with an ASN of the negotiated size; on a 2-octet session an ASN above
+/// 65,535 is written as AS_TRANS and the true one goes in AS4_AGGREGATOR.
+fn encode_aggregator_attributes(
+    attrs: &PathAttributes,
+    options: &WireOptions,
+    out: &mut Vec<(u8, Vec<u8>)>,
+) {
+    let Some(aggregator) = attrs.aggregator else {
+        return;
+    };
+    let mut value = Vec::with_capacity(8);
+    if options.four_octet_as {
+        value.extend_from_slice(&aggregator.asn.to_be_bytes());
+    } else {
+        let asn16 = u16::try_from(aggregator.asn).unwrap_or(AS_TRANS);
+        value.extend_from_slice(&asn16.to_be_bytes());
+        if aggregator.asn > 0xffff {
+            let mut as4 = aggregator.asn.to_be_bytes().to_vec();
+            as4.extend_from_slice(&aggregator.address.octets());
+            insert_attribute(out, OPTIONAL_TRANSITIVE, type_code::AS4_AGGREGATOR, &as4);
         }
-        value.extend_from_slice(&aggregator.address.octets());
-        insert_attribute(&mut out, opt_trans, type_code::AGGREGATOR, &value);
     }
+    value.extend_from_slice(&aggregator.address.octets());
+    insert_attribute(out, OPTIONAL_TRANSITIVE, type_code::AGGREGATOR, &value);
+}
+
+/// COMMUNITIES, if any.
+fn encode_communities(attrs: &PathAttributes, out: &mut Vec<(u8, Vec<u8>)>) {
     if !attrs.communities.is_empty() {
         let value: Vec<u8> = attrs
             .communities
             .iter()
             .flat_map(|c| c.to_be_bytes())
             .collect();
-        insert_attribute(&mut out, opt_trans, type_code::COMMUNITIES, &value);
+        insert_attribute(out, OPTIONAL_TRANSITIVE, type_code::COMMUNITIES, &value);
     }
+}
+
+/// ORIGINATOR_ID, if set.
+fn encode_originator_id(attrs: &PathAttributes, out: &mut Vec<(u8, Vec<u8>)>) {
     if let Some(originator) = attrs.originator_id {
-        insert_attribute(
-            &mut out,
-            flag::OPTIONAL,
-            type_code::ORIGINATOR_ID,
-            &originator.octets(),
-        );
+        let value = originator.octets();
+        insert_attribute(out, flag::OPTIONAL, type_code::ORIGINATOR_ID, &value);
     }
+}
+
+/// CLUSTER_LIST, if any.
+fn encode_cluster_list(attrs: &PathAttributes, out: &mut Vec<(u8, Vec<u8>)>) {
     if !attrs.cluster_list.is_empty() {
         let value: Vec<u8> = attrs.cluster_list.iter().flat_map(|c| c.octets()).collect();
-        insert_attribute(&mut out, flag::OPTIONAL, type_code::CLUSTER_LIST, &value);
+        insert_attribute(out, flag::OPTIONAL, type_code::CLUSTER_LIST, &value);
     }
+}
+
+/// EXTENDED_COMMUNITIES, if any.
+fn encode_extended_communities(attrs: &PathAttributes, out: &mut Vec<(u8, Vec<u8>)>) {
     if !attrs.extended_communities.is_empty() {
         let value: Vec<u8> = attrs
             .extended_communities
             .iter()
             .flat_map(|c| c.to_be_bytes())
             .collect();
-        insert_attribute(&mut out, opt_trans, type_code::EXTENDED_COMMUNITIES, &value);
+        let code = type_code::EXTENDED_COMMUNITIES;
+        insert_attribute(out, OPTIONAL_TRANSITIVE, code, &value);
     }
+}
+
+/// LARGE_COMMUNITIES, if any.
+fn encode_large_communities(attrs: &PathAttributes, out: &mut Vec<(u8, Vec<u8>)>) {
     if !attrs.large_communities.is_empty() {
         let value: Vec<u8> = attrs
             .large_communities
@@ -314,16 +366,25 @@ fn encode_path_attributes(attrs: &PathAttributes, options: &WireOptions) -> Vec<
             .flat_map(|c| [c.global, c.local1, c.local2])
             .flat_map(u32::to_be_bytes)
             .collect();
-        insert_attribute(&mut out, opt_trans, type_code::LARGE_COMMUNITIES, &value);
+        insert_attribute(
+            out,
+            OPTIONAL_TRANSITIVE,
+            type_code::LARGE_COMMUNITIES,
+            &value,
+        );
     }
+}
+
+/// The attributes held raw, as received, except AS4_PATH / AS4_AGGREGATOR (this encoder
+/// writes its own from the true path and aggregator).
+fn encode_raw_attributes(attrs: &PathAttributes, out: &mut Vec<(u8, Vec<u8>)>) {
     for raw in &attrs.other {
         let generated =
             raw.type_code == type_code::AS4_PATH || raw.type_code == type_code::AS4_AGGREGATOR;
         if !generated {
-            insert_attribute(&mut out, raw.flags, raw.type_code, &raw.value);
+            insert_attribute(out, raw.flags, raw.type_code, &raw.value);
         }
     }
-    out
 }
 
 /// AS_PATH (or AS4_PATH) segments with `as_size`-octet ASNs; segments longer than 255
