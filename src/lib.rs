@@ -1,11 +1,20 @@
 //! routed: a pure-L3 pod networking agent for Kubernetes, in the style of Calico's BGP mode.
 //!
-//! See `docs/architecture.md` for how the pieces fit. Modules:
+//! See `docs/architecture.md` for how the pieces fit and the data flow. Modules:
 //! - [`model`]: resources (pools, peers, nodes, IPAM records), validation, datastore keys.
-//! - [`datastore`]: the revisioned key-value store contract, etcd and SQLite backends.
+//! - [`datastore`]: the revisioned key-value store contract, etcd and SQLite backends, the
+//!   get-modify-compare-and-swap helper, watches with resync.
 //! - [`ipam`]: block-affinity address management with Calico's semantics.
-//! - [`cli`]: `routectl` commands and table rendering.
+//! - [`api`]: the local API's own wire types (`api::v1`) and its unix-socket client.
+//! - [`agent`]: the node agent `routed`: the datastore follower, calc (pure), the reconcilers
+//!   (routes, workloads, tunnels, nftables) under one driver, the local API server, health.
+//! - [`bgp`]: the BGP speaker: packet codec, sans-IO FSM, sessions, RIB, speaker.
+//! - [`netlink`]: the kernel interface (links, addresses, routes, nexthop objects, neighbours,
+//!   FDB, sysctls, namespaces) behind the `Netlink` trait, with a fake for tests.
 //! - [`net`]: socket options the protocols need (TCP MD5 signatures).
+//! - [`cni`]: the CNI plugin `routed-cni`.
+//! - [`cli`]: `routectl` commands, table rendering, exit codes.
+//! - [`logging`]: the `tracing` subscriber (text or JSON) the binaries install.
 
 pub mod agent;
 pub mod api;
