@@ -29,27 +29,9 @@ pub async fn load_state(store: &dyn Datastore, node: &str) -> Result<ClusterStat
         Some(kv) => decode_json::<BgpConfiguration>(&kv)?,
         None => BgpConfiguration::default(),
     };
-    let nodes = store
-        .list(keys::NODES)
-        .await?
-        .kvs
-        .iter()
-        .map(decode_json::<Node>)
-        .collect::<Result<_, _>>()?;
-    let peers = store
-        .list(keys::PEERS)
-        .await?
-        .kvs
-        .iter()
-        .map(decode_json::<BgpPeer>)
-        .collect::<Result<_, _>>()?;
-    let pools = store
-        .list(keys::POOLS)
-        .await?
-        .kvs
-        .iter()
-        .map(decode_json::<IpPool>)
-        .collect::<Result<_, _>>()?;
+    let nodes = list_json::<Node>(store, keys::NODES).await?;
+    let peers = list_json::<BgpPeer>(store, keys::PEERS).await?;
+    let pools = list_json::<IpPool>(store, keys::POOLS).await?;
     let mut all_affinities = Vec::new();
     for kv in store.list(keys::AFFINITIES).await?.kvs {
         if let Some((owner, cidr)) = keys::parse_affinity_key(&kv.key) {
@@ -69,6 +51,16 @@ pub async fn load_state(store: &dyn Datastore, node: &str) -> Result<ClusterStat
         affinities,
         all_affinities,
     })
+}
+
+/// Every record under `prefix`, decoded as `T` (the first undecodable one is the error).
+async fn list_json<T: DeserializeOwned>(store: &dyn Datastore, prefix: &str) -> Result<Vec<T>> {
+    let listed = store.list(prefix).await?;
+    Ok(listed
+        .kvs
+        .iter()
+        .map(decode_json::<T>)
+        .collect::<Result<_, _>>()?)
 }
 
 /// Every node's affinities matter: VXLAN routes follow other nodes' blocks.
@@ -168,6 +160,18 @@ pub async fn follow_prefix<T: DeserializeOwned>(
             }
         });
     }
+}
+
+/// Starts [`follow_prefix`] on a task of its own and returns the receiving end: `None` until
+/// the first full read of `prefix`, then its records.
+pub fn spawn_follow_prefix<T: DeserializeOwned + Send + Sync + 'static>(
+    store: Arc<dyn Datastore>,
+    prefix: &'static str,
+    what: &'static str,
+) -> watch::Receiver<Records<T>> {
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(follow_prefix::<T>(store, prefix, tx, what));
+    rx
 }
 
 /// Applies one datastore event to the records (a snapshot replaces them all).

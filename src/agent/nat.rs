@@ -202,13 +202,8 @@ impl Reconciler for NatTable {
 /// Follows the pools and runs the nftables reconciler on them. `nftables_applied` is set once
 /// a ruleset with the datastore's pools is in the kernel.
 pub async fn run(state: Arc<AgentState>) {
-    let (pools_tx, pools_rx) = tokio::sync::watch::channel(None);
-    tokio::spawn(super::follower::follow_prefix::<IpPool>(
-        state.store.clone(),
-        keys::POOLS,
-        pools_tx,
-        "pool",
-    ));
+    let pools_rx =
+        super::follower::spawn_follow_prefix::<IpPool>(state.store.clone(), keys::POOLS, "pool");
     let stats = state.reconciler_stats("nat");
     let table = NatTable {
         state,

@@ -253,13 +253,11 @@ impl Reconciler for WorkloadRoutes {
 /// and runs the reconciler on them (nothing before the first full read of the blocks).
 /// Sets `workloads_programmed` after the first pass.
 pub async fn run(state: Arc<AgentState>, netlink: Arc<dyn Netlink>, deletions: Option<RouteWatch>) {
-    let (blocks_tx, blocks_rx) = tokio::sync::watch::channel(None);
-    tokio::spawn(super::follower::follow_prefix::<Block>(
+    let blocks_rx = super::follower::spawn_follow_prefix::<Block>(
         state.store.clone(),
         keys::BLOCKS,
-        blocks_tx,
         "IPAM block",
-    ));
+    );
     let repairs = super::repair::signal(
         netlink.as_ref(),
         deletions,

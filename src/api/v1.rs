@@ -203,18 +203,6 @@ pub enum PeerKind {
     Other,
 }
 
-impl PeerKind {
-    /// How `routectl status` names it.
-    pub fn label(self) -> &'static str {
-        match self {
-            PeerKind::Mesh => "node-to-node mesh",
-            PeerKind::Global => "global",
-            PeerKind::NodeSpecific => "node specific",
-            PeerKind::Other => "other",
-        }
-    }
-}
-
 /// A BGP session's state (RFC 4271 §8.2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SessionState {
@@ -308,6 +296,20 @@ pub(crate) mod golden {
             .unwrap_or_else(|e| panic!("golden {name}.json no longer parses: {e}"))
     }
 
+    /// Asserts that `value` serialises to the golden file `name` and that the file parses back
+    /// to `value` (a request: the client writes it, the server reads it).
+    pub fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
+        name: &str,
+        value: &T,
+    ) {
+        check(name, value);
+        assert_eq!(
+            &read::<T>(name),
+            value,
+            "golden {name}.json reads back differently"
+        );
+    }
+
     /// Asserts that `value` serialises to the golden file `name` (rewrites it with
     /// `ROUTED_BLESS=1`).
     pub fn check<T: Serialize>(name: &str, value: &T) {
@@ -371,24 +373,15 @@ mod tests {
             ipv6: false,
             attributes,
         };
-        golden::check("ipam-allocate-request", &allocate);
-        assert_eq!(
-            golden::read::<AllocateRequest>("ipam-allocate-request"),
-            allocate
-        );
+        golden::round_trip("ipam-allocate-request", &allocate);
         let release = ReleaseRequest {
             handle: "routed.3f1c0a.eth0".into(),
         };
-        golden::check("ipam-release-request", &release);
-        assert_eq!(
-            golden::read::<ReleaseRequest>("ipam-release-request"),
-            release
-        );
+        golden::round_trip("ipam-release-request", &release);
         let gc = GcRequest {
             prefix: "routed.".into(),
             keep: vec!["routed.3f1c0a.eth0".into()],
         };
-        golden::check("ipam-gc-request", &gc);
-        assert_eq!(golden::read::<GcRequest>("ipam-gc-request"), gc);
+        golden::round_trip("ipam-gc-request", &gc);
     }
 }

@@ -59,12 +59,13 @@ fn render(peers: &[v1::PeerStatus]) -> String {
     text
 }
 
-/// The peer's type column: the wire kind's label, or the agent's description of a kind this
-/// routectl does not know.
+/// The peer's type column: the agent's description of the peer (`node-to-node mesh`,
+/// `global`, ...), or the wire kind when an older agent sent none.
 fn peer_label(p: &v1::PeerStatus) -> String {
-    match p.kind {
-        v1::PeerKind::Other if !p.description.is_empty() => p.description.clone(),
-        kind => kind.label().to_string(),
+    if p.description.is_empty() {
+        format!("{:?}", p.kind)
+    } else {
+        p.description.clone()
     }
 }
 
