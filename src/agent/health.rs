@@ -57,14 +57,14 @@ impl Readiness {
 }
 
 /// `routed health [--ready]`: asks the agent at `socket`; Ok(body) when healthy (or ready),
-/// Err(message) otherwise. For Kubernetes exec probes (exit status 0/1).
-pub fn probe(socket: &Path, ready: bool) -> Result<String, String> {
+/// the client's error otherwise (unreachable, or the agent's 503 body). For Kubernetes exec
+/// probes (exit status 0/1).
+pub fn probe(socket: &Path, ready: bool) -> Result<String, crate::api::client::ClientError> {
     let client = crate::api::client::Client::new(socket);
     let path = if ready { "/readyz" } else { "/healthz" };
-    match client.get::<serde_json::Value>(path) {
-        Ok(body) => Ok(body.to_string()),
-        Err(e) => Err(e.to_string()),
-    }
+    client
+        .get::<serde_json::Value>(path)
+        .map(|body| body.to_string())
 }
 
 #[cfg(test)]
