@@ -95,7 +95,7 @@ impl Node {
             let Some(action) = self.planner.next(now, false) else {
                 return said;
             };
-            let outcome = carry_out(&mut self.apply, &self.planner, action).await;
+            let (outcome, _) = carry_out(&mut self.apply, &self.planner, action).await;
             said.extend(self.planner.on(now, Input::Applied(outcome)));
         }
         panic!("the planner never settles: {said:?}");
