@@ -231,7 +231,11 @@ async fn events_the_reconciler_does_not_want_yet_stay_queued_as_backlog() {
     let seen: Vec<Wake> = h.seen().into_iter().map(|(_, _, wake)| wake).collect();
     assert_eq!(
         seen,
-        vec![backlog(true, true), backlog(false, true), backlog(false, false)],
+        vec![
+            backlog(true, true),
+            backlog(false, true),
+            backlog(false, false)
+        ],
         "two events a pass, the rest reported queued"
     );
     assert_eq!(h.events.load(Ordering::Relaxed), 5);

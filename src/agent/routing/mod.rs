@@ -14,8 +14,10 @@
 //!      routes compared with the RIB — protocols routed-bh and routed-bgp only
 //! ```
 //!
-//! Three parts: this file is the thin loop (inputs from channels into the planner, the
-//! planner's actions carried out by the apply step); `planner.rs` decides, sans-IO, from the
+//! Three parts: this file is the glue, a `Reconciler` run by the shared driver
+//! (`agent::reconciler`: one watch of both views as its input, the speaker's change batches and
+//! the monitor's repairs as its feed, the planner's actions carried out by the apply step in
+//! one pass, counters as `routes`); `planner.rs` decides, sans-IO, from the
 //! inputs and the current instant (every rule below is there, unit-tested with made-up
 //! instants); `apply.rs` does the netlink work on any [`Netlink`] (the kernel, or
 //! `FakeNetlink` in tests).
@@ -30,8 +32,8 @@
 use super::calc;
 use super::reconciler::{self, Applied, Feed, Reconciler, ReconcilerStats, Triggers, Wake};
 use crate::bgp::speaker::SpeakerHandle;
-use async_trait::async_trait;
 use crate::netlink::{Netlink, RouteEvent, RouteProtocol, RouteWatch};
+use async_trait::async_trait;
 use ipnetwork::IpNetwork;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
