@@ -367,6 +367,7 @@ async fn start_routing(
         netlink,
         state.routes_programmed.clone(),
         deletions.map(|d| d.subscribe(&[P::BGP, P::BLACKHOLE])),
+        state.reconciler_stats("routes"),
     ));
     Ok(speaker)
 }

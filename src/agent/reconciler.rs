@@ -15,8 +15,13 @@
 //! apply is retried after `first_retry`, doubling up to the resync period; any other wake-up
 //! in between runs the pass sooner. Events of the kernel feed are handed to the reconciler
 //! ([`Reconciler::on_event`]) before the pass, so a reconciler that repairs per prefix (the
-//! route reconciler) can collect them; one that repairs with a whole pass ignores them. An
-//! apply may report more work queued (`Applied::more`), and the driver goes round again at once.
+//! route reconciler) can collect them; one that repairs with a whole pass ignores them. A
+//! reconciler may take events at its own pace ([`Reconciler::wants_events`]: the route
+//! reconciler takes a chunk of speaker changes at a time); what it leaves stays queued in the
+//! feed, and the pass is told so (`Wake::backlog`). The feed is an `mpsc` channel or any
+//! [`Feed`] (the route reconciler's merges speaker change batches and route-deletion repairs).
+//! An apply may report more work queued (`Applied::more`), and the driver goes round again at
+//! once.
 //!
 //! The counters live in an `Arc<ReconcilerStats>` registered on the agent's state by name
 //! (`AgentState::reconcilers`), for the local API.
@@ -45,6 +50,8 @@ pub struct Wake {
     pub timer: bool,
     /// A retry of a failed apply.
     pub retry: bool,
+    /// The feed holds events the reconciler did not take yet ([`Reconciler::wants_events`]).
+    pub backlog: bool,
 }
 
 /// What an apply did.
@@ -81,14 +88,45 @@ pub trait Reconciler: Send {
     fn desired(&self, input: &Self::Input) -> Self::Desired;
     /// Takes note of a kernel event before the next pass.
     fn on_event(&mut self, _event: Self::Event) {}
+    /// Whether to take another event from the feed now (`false`: leave it queued until after
+    /// the next pass; flow control for a reconciler that works through a backlog in chunks).
+    fn wants_events(&self) -> bool {
+        true
+    }
     /// Reads the kernel back, diffs against `desired`, writes the difference.
     async fn apply(&mut self, desired: Self::Desired, wake: Wake) -> anyhow::Result<Applied>;
+}
+
+/// Where a reconciler's events come from: a channel, or several merged into one.
+#[async_trait]
+pub trait Feed<E>: Send {
+    /// The next event; `None` once the feed has closed.
+    async fn recv(&mut self) -> Option<E>;
+    /// An event already queued, if any.
+    fn try_recv(&mut self) -> Option<E>;
+    /// Whether events are queued (what `Wake::backlog` reports).
+    fn queued(&self) -> bool;
+}
+
+#[async_trait]
+impl<E: Send> Feed<E> for mpsc::Receiver<E> {
+    async fn recv(&mut self) -> Option<E> {
+        mpsc::Receiver::recv(self).await
+    }
+
+    fn try_recv(&mut self) -> Option<E> {
+        mpsc::Receiver::try_recv(self).ok()
+    }
+
+    fn queued(&self) -> bool {
+        !self.is_empty()
+    }
 }
 
 /// When passes run besides input changes.
 pub struct Triggers<E> {
     /// The kernel feed (`None`: repaired by the timer only).
-    pub kernel: Option<mpsc::Receiver<E>>,
+    pub kernel: Option<Box<dyn Feed<E>>>,
     pub resync_every: Duration,
     pub first_retry: Duration,
 }
@@ -103,8 +141,21 @@ impl<E> Triggers<E> {
         }
     }
 
-    pub fn with_kernel(mut self, kernel: mpsc::Receiver<E>) -> Triggers<E> {
-        self.kernel = Some(kernel);
+    /// Retries a failed apply at once, without back-off: for a reconciler whose apply pauses
+    /// itself as its planner asks (the route reconciler).
+    pub fn retry_at_once(mut self) -> Triggers<E> {
+        self.first_retry = Duration::ZERO;
+        self
+    }
+}
+
+impl<E: Send + 'static> Triggers<E> {
+    pub fn with_kernel(self, kernel: mpsc::Receiver<E>) -> Triggers<E> {
+        self.with_feed(kernel)
+    }
+
+    pub fn with_feed(mut self, feed: impl Feed<E> + 'static) -> Triggers<E> {
+        self.kernel = Some(Box::new(feed));
         self
     }
 }
@@ -218,7 +269,7 @@ pub async fn run<R: Reconciler>(
                 }
                 Err(e) => {
                     warn!(reconciler = reconciler.name(), error = %format!("{e:#}"),
-                        "reconcile failed; retrying in {retry_in:?}");
+                        retry_in = ?retry_in, "reconcile failed; retrying");
                     retry_at = Some(Instant::now() + retry_in);
                     retry_in = (retry_in * 2).min(resync_every.max(first_retry));
                 }
@@ -233,7 +284,7 @@ pub async fn run<R: Reconciler>(
                 Ok(()) => wake.input = true,
                 Err(_) => return,
             },
-            event = next_event(&mut kernel) => {
+            event = next_event(&mut kernel), if reconciler.wants_events() => {
                 reconciler.on_event(event);
                 wake.kernel = true;
             }
@@ -247,16 +298,18 @@ pub async fn run<R: Reconciler>(
 fn drain<R: Reconciler>(
     reconciler: &mut R,
     input: &mut watch::Receiver<Option<R::Input>>,
-    kernel: &mut Option<mpsc::Receiver<R::Event>>,
+    kernel: &mut Option<Box<dyn Feed<R::Event>>>,
     ticker: &mut tokio::time::Interval,
     wake: &mut Wake,
 ) {
     wake.input |= input.has_changed().unwrap_or(false);
     if let Some(feed) = kernel.as_mut() {
-        while let Ok(event) = feed.try_recv() {
+        while reconciler.wants_events() {
+            let Some(event) = feed.try_recv() else { break };
             reconciler.on_event(event);
             wake.kernel = true;
         }
+        wake.backlog = feed.queued();
     }
     if ticker.tick().now_or_never().is_some() {
         wake.timer = true;
@@ -264,7 +317,7 @@ fn drain<R: Reconciler>(
 }
 
 /// The next kernel event; pending forever without a feed (or once it closed).
-async fn next_event<E>(kernel: &mut Option<mpsc::Receiver<E>>) -> E {
+async fn next_event<E>(kernel: &mut Option<Box<dyn Feed<E>>>) -> E {
     if let Some(feed) = kernel.as_mut() {
         if let Some(event) = feed.recv().await {
             return event;

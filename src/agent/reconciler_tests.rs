@@ -14,6 +14,9 @@ struct Fake {
     failures_left: usize,
     /// Applies that report more work.
     more_left: usize,
+    /// Events it takes between two passes.
+    room: usize,
+    taken: usize,
 }
 
 #[async_trait]
@@ -32,11 +35,17 @@ impl Reconciler for Fake {
 
     fn on_event(&mut self, _event: ()) {
         self.events.fetch_add(1, Ordering::Relaxed);
+        self.taken += 1;
+    }
+
+    fn wants_events(&self) -> bool {
+        self.taken < self.room
     }
 
     async fn apply(&mut self, desired: u32, wake: Wake) -> anyhow::Result<Applied> {
         let at = Instant::now() - self.started;
         self.seen.lock().unwrap().push((at, desired, wake));
+        self.taken = 0;
         if self.failures_left > 0 {
             self.failures_left -= 1;
             anyhow::bail!("kernel said no");
@@ -58,6 +67,17 @@ struct Harness {
 
 impl Harness {
     fn start(input: Option<u32>, resync_every: Duration, failures: usize, more: usize) -> Harness {
+        let triggers = |kernel| Triggers::every(resync_every).with_kernel(kernel);
+        Harness::start_with(input, triggers, failures, more, usize::MAX)
+    }
+
+    fn start_with(
+        input: Option<u32>,
+        triggers: impl FnOnce(mpsc::Receiver<()>) -> Triggers<()>,
+        failures: usize,
+        more: usize,
+        room: usize,
+    ) -> Harness {
         let (input_tx, input_rx) = watch::channel(input);
         let (kernel_tx, kernel_rx) = mpsc::channel(16);
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -69,8 +89,10 @@ impl Harness {
             events: events.clone(),
             failures_left: failures,
             more_left: more,
+            room,
+            taken: 0,
         };
-        let triggers = Triggers::every(resync_every).with_kernel(kernel_rx);
+        let triggers = triggers(kernel_rx);
         let task = tokio::spawn(run(fake, input_rx, triggers, stats.clone()));
         Harness {
             input: input_tx,
@@ -97,6 +119,7 @@ fn wake(input: bool, kernel: bool, timer: bool, retry: bool) -> Wake {
         kernel,
         timer,
         retry,
+        backlog: false,
     }
 }
 
@@ -190,4 +213,51 @@ async fn the_driver_ends_with_its_input() {
         .await
         .expect("the driver ended")
         .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_the_reconciler_does_not_want_yet_stay_queued_as_backlog() {
+    let triggers = |kernel| Triggers::every(secs(60)).with_kernel(kernel);
+    let h = Harness::start_with(None, triggers, 0, 0, 2);
+    for _ in 0..5 {
+        h.kernel.try_send(()).unwrap();
+    }
+    h.input.send_replace(Some(1));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let backlog = |input, backlog| Wake {
+        backlog,
+        ..wake(input, true, false, false)
+    };
+    let seen: Vec<Wake> = h.seen().into_iter().map(|(_, _, wake)| wake).collect();
+    assert_eq!(
+        seen,
+        vec![
+            backlog(true, true),
+            backlog(false, true),
+            backlog(false, false)
+        ],
+        "two events a pass, the rest reported queued"
+    );
+    assert_eq!(h.events.load(Ordering::Relaxed), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reconciler_that_paces_itself_is_retried_at_once() {
+    let triggers = |kernel| {
+        Triggers::every(secs(60))
+            .retry_at_once()
+            .with_kernel(kernel)
+    };
+    let h = Harness::start_with(Some(3), triggers, 2, 0, usize::MAX);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let retry = wake(false, false, false, true);
+    assert_eq!(
+        h.seen(),
+        vec![
+            (secs(0), 3, wake(true, false, false, false)),
+            (secs(0), 3, retry),
+            (secs(0), 3, retry),
+        ]
+    );
+    assert_eq!(h.stats.snapshot().failures, 2);
 }

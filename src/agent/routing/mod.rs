@@ -14,8 +14,10 @@
 //!      routes compared with the RIB — protocols routed-bh and routed-bgp only
 //! ```
 //!
-//! Three parts: this file is the thin loop (inputs from channels into the planner, the
-//! planner's actions carried out by the apply step); `planner.rs` decides, sans-IO, from the
+//! Three parts: this file is the glue, a `Reconciler` run by the shared driver
+//! (`agent::reconciler`: one watch of both views as its input, the speaker's change batches and
+//! the monitor's repairs as its feed, the planner's actions carried out by the apply step in
+//! one pass, counters as `routes`); `planner.rs` decides, sans-IO, from the
 //! inputs and the current instant (every rule below is there, unit-tested with made-up
 //! instants); `apply.rs` does the netlink work on any [`Netlink`] (the kernel, or
 //! `FakeNetlink` in tests).
@@ -28,8 +30,10 @@
 //! removed because a read failed.
 
 use super::calc;
+use super::reconciler::{self, Applied, Feed, Reconciler, ReconcilerStats, Triggers, Wake};
 use crate::bgp::speaker::SpeakerHandle;
 use crate::netlink::{Netlink, RouteEvent, RouteProtocol, RouteWatch};
+use async_trait::async_trait;
 use ipnetwork::IpNetwork;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,84 +54,177 @@ pub use planner::{Action, Input, Outcome, RoutePlanner, View, APPLY_CHUNK, RESYN
 /// Two paths, so a full BGP table never costs a copy or a table walk per change:
 /// - incremental: the speaker reports the prefixes whose best route changed; the reconciler
 ///   reads their routes from the shared RIB and replaces or deletes exactly those, in batches
-///   (everything queued is drained first, so a burst of UPDATEs becomes a few large batches);
-///   a route of ours the monitor sees deleted is re-checked the same way;
+///   (everything queued is drained first, up to a chunk, so a burst of UPDATEs becomes a few
+///   large batches); a route of ours the monitor sees deleted is re-checked the same way;
 /// - full resync: when the local blocks or the tunnel view change, when the monitor lost
 ///   messages, once every peer has sent its routes, and periodically (every `RESYNC_EVERY`,
 ///   stretched so a scan of a big table costs at most ~2% of the time): a streaming dump of
 ///   the kernel's routes of our two protocols, each compared with the RIB as it goes, so
 ///   memory stays flat however big the table is.
+///
+/// Runs under the shared driver (`reconciler::run`, counters as `routes`): its input is both
+/// views at once, its feed the speaker's change batches and the monitor's repairs.
 pub async fn reconcile_routes(
     speaker: SpeakerHandle,
-    mut local_rx: watch::Receiver<Option<BTreeSet<IpNetwork>>>,
-    mut encap_rx: watch::Receiver<Option<calc::EncapView>>,
+    local_rx: watch::Receiver<Option<BTreeSet<IpNetwork>>>,
+    encap_rx: watch::Receiver<Option<calc::EncapView>>,
     netlink: Arc<dyn Netlink>,
     programmed: Arc<AtomicBool>,
     deletions: Option<RouteWatch>,
+    stats: Arc<ReconcilerStats>,
 ) {
-    let Ok(mut changes) = speaker.changes() else {
+    let Ok(changes) = speaker.changes() else {
         return;
     };
-    let mut repairs = watch_deletions(netlink.as_ref(), deletions).await;
-    let mut apply = RouteApply::new(netlink, speaker.rib().clone());
-    let mut planner = RoutePlanner::new();
-    let mut ticker = tokio::time::interval(RESYNC_EVERY);
-    loop {
+    let repairs = watch_deletions(netlink.as_ref(), deletions).await;
+    let reconciler = RouteReconciler {
+        apply: RouteApply::new(netlink, speaker.rib().clone()),
+        planner: RoutePlanner::new(),
+        speaker,
+        programmed,
+    };
+    // The planner paces its own retries (`Action::RetryAfter`, carried out in the apply).
+    let triggers = Triggers::every(RESYNC_EVERY)
+        .retry_at_once()
+        .with_feed(RouteFeed { changes, repairs });
+    reconciler::run(reconciler, both(local_rx, encap_rx), triggers, stats).await;
+}
+
+/// Both views the routes are computed from: the node's local blocks (datastore) and the
+/// tunnel manager's view.
+type Views = (BTreeSet<IpNetwork>, calc::EncapView);
+
+/// One watch of both views, `None` until each has a value (the datastore was read and the
+/// tunnel manager ran once); it closes when either does.
+fn both(
+    mut local: watch::Receiver<Option<BTreeSet<IpNetwork>>>,
+    mut encap: watch::Receiver<Option<calc::EncapView>>,
+) -> watch::Receiver<Option<Views>> {
+    fn current(
+        local: &mut watch::Receiver<Option<BTreeSet<IpNetwork>>>,
+        encap: &mut watch::Receiver<Option<calc::EncapView>>,
+    ) -> Option<Views> {
+        let local = local.borrow_and_update().clone();
+        let encap = encap.borrow_and_update().clone();
+        Some((local?, encap?))
+    }
+    let (tx, rx) = watch::channel(current(&mut local, &mut encap));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = local.changed() => if r.is_err() { return },
+                r = encap.changed() => if r.is_err() { return },
+                _ = tx.closed() => return,
+            }
+            // A view never goes back to unknown: the last known one stays in force.
+            if let Some(views) = current(&mut local, &mut encap) {
+                tx.send_replace(Some(views));
+            }
+        }
+    });
+    rx
+}
+
+/// The route reconciler's feed: the monitor's repairs first, then the speaker's change
+/// batches (its queue is the backlog a due full resync waits for).
+struct RouteFeed {
+    changes: mpsc::UnboundedReceiver<Vec<IpNetwork>>,
+    repairs: mpsc::UnboundedReceiver<Input>,
+}
+
+#[async_trait]
+impl Feed<Input> for RouteFeed {
+    async fn recv(&mut self) -> Option<Input> {
+        tokio::select! {
+            biased;
+            Some(repair) = self.repairs.recv() => Some(repair),
+            batch = self.changes.recv() => batch.map(Input::Changed),
+        }
+    }
+
+    fn try_recv(&mut self) -> Option<Input> {
+        match self.repairs.try_recv() {
+            Ok(repair) => Some(repair),
+            Err(_) => self.changes.try_recv().ok().map(Input::Changed),
+        }
+    }
+
+    fn queued(&self) -> bool {
+        !self.changes.is_empty()
+    }
+}
+
+/// The planner and its apply step as one reconciler: the planner takes the views, events,
+/// ticks and outcomes; the apply step carries out its actions.
+struct RouteReconciler {
+    planner: RoutePlanner,
+    apply: RouteApply,
+    speaker: SpeakerHandle,
+    programmed: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Reconciler for RouteReconciler {
+    type Input = Views;
+    type Desired = Views;
+    type Event = Input;
+
+    fn name(&self) -> &'static str {
+        "routes"
+    }
+
+    /// The views; the routes themselves are read from the RIB prefix by prefix in the apply.
+    fn desired(&self, views: &Views) -> Views {
+        views.clone()
+    }
+
+    fn on_event(&mut self, event: Input) {
+        self.planner.on(Instant::now(), event);
+    }
+
+    /// Until the planner has seen both views, nothing is taken (the speaker's changes wait in
+    /// its queue); then up to a chunk of pending prefixes.
+    fn wants_events(&self) -> bool {
+        self.planner.ready() && self.planner.wants_changes()
+    }
+
+    async fn apply(&mut self, (local, encap): Views, wake: Wake) -> anyhow::Result<Applied> {
         let now = Instant::now();
-        if let Some(local) = local_rx.borrow_and_update().clone() {
-            planner.on(now, Input::LocalBlocks(local));
+        self.planner.on(now, Input::LocalBlocks(local));
+        self.planner.on(now, Input::Encap(encap));
+        if wake.timer {
+            self.planner.on(now, Input::Tick);
         }
-        if let Some(encap) = encap_rx.borrow_and_update().clone() {
-            planner.on(now, Input::Encap(encap));
+        if self.planner.awaiting_peers(now) && peers_settled(&self.speaker).await {
+            self.planner.on(now, Input::PeersSettled);
         }
-        if planner.awaiting_peers(now) && peers_settled(&speaker).await {
-            planner.on(now, Input::PeersSettled);
-        }
-        if let Some(action) = planner.next(now, !changes.is_empty()) {
-            let outcome = carry_out(&mut apply, &planner, action).await;
-            for action in planner.on(Instant::now(), Input::Applied(outcome)) {
+        let mut changes = Ok(0);
+        if let Some(action) = self.planner.next(now, wake.backlog) {
+            let outcome;
+            (outcome, changes) = carry_out(&mut self.apply, &self.planner, action).await;
+            for action in self.planner.on(Instant::now(), Input::Applied(outcome)) {
                 match action {
-                    Action::MarkProgrammed => programmed.store(true, Ordering::Relaxed),
+                    Action::MarkProgrammed => self.programmed.store(true, Ordering::Relaxed),
                     Action::RetryAfter(pause) => tokio::time::sleep(pause).await,
                     Action::ApplyPrefixes(_) | Action::FullResync { .. } => {}
                 }
             }
         }
-        // Not busy (nothing more of a burst to apply, no resync waiting for one): wait.
-        if !planner.busy(!changes.is_empty()) {
-            let ready = planner.ready();
-            tokio::select! {
-                r = local_rx.changed() => if r.is_err() { return },
-                r = encap_rx.changed() => if r.is_err() { return },
-                batch = changes.recv(), if ready => match batch {
-                    Some(batch) => { planner.on(Instant::now(), Input::Changed(batch)); }
-                    None => return,
-                },
-                Some(repair) = repairs.recv(), if ready => { planner.on(Instant::now(), repair); }
-                _ = ticker.tick(), if ready => { planner.on(Instant::now(), Input::Tick); }
-            }
-        }
-        if planner.ready() {
-            // Take what is already queued (up to a chunk): one batch for a burst.
-            let now = Instant::now();
-            while planner.wants_changes() {
-                match changes.try_recv() {
-                    Ok(batch) => planner.on(now, Input::Changed(batch)),
-                    Err(_) => break,
-                };
-            }
-            while let Ok(repair) = repairs.try_recv() {
-                planner.on(now, repair);
-            }
-        }
+        // More of a burst to apply, or a resync waiting for the backlog: go round at once.
+        let more = self.planner.busy(wake.backlog);
+        changes.map(|changes| Applied { changes, more })
     }
 }
 
-/// Runs one planner action on the kernel; the outcome goes back to the planner. Failures are
-/// logged here, once.
-async fn carry_out(apply: &mut RouteApply, planner: &RoutePlanner, action: Action) -> Outcome {
+/// Runs one planner action on the kernel: the outcome goes back to the planner, the changes
+/// made (or the error, logged once by the driver) to the driver.
+async fn carry_out(
+    apply: &mut RouteApply,
+    planner: &RoutePlanner,
+    action: Action,
+) -> (Outcome, anyhow::Result<usize>) {
     let Some(view) = planner.view() else {
-        return Outcome::Prefixes { ok: true };
+        return (Outcome::Prefixes { ok: true }, Ok(0));
     };
     match action {
         Action::FullResync {
@@ -136,33 +233,30 @@ async fn carry_out(apply: &mut RouteApply, planner: &RoutePlanner, action: Actio
             let began = Instant::now();
             let result = apply.resync(&view, allow_delete_learned).await;
             let took = began.elapsed();
-            let fix = match result {
+            match result {
                 Ok((fix, deleted)) => {
                     if !fix.is_empty() || deleted > 0 {
                         debug!(fix = fix.len(), deleted, "resync: routes to fix");
                     }
-                    Some(fix)
+                    let fix = Some(fix);
+                    (Outcome::Resync { took, fix }, Ok(deleted))
                 }
                 Err(e) => {
-                    warn!(error = %format!("{e:#}"), "route resync failed; retrying");
-                    None
+                    let e = e.context("route resync");
+                    (Outcome::Resync { took, fix: None }, Err(e))
                 }
-            };
-            Outcome::Resync { took, fix }
+            }
         }
         Action::ApplyPrefixes(prefixes) => match apply.apply_prefixes(&view, prefixes).await {
             Ok(changes) => {
                 if changes > 0 {
                     debug!(changes, "kernel routes reconciled");
                 }
-                Outcome::Prefixes { ok: true }
+                (Outcome::Prefixes { ok: true }, Ok(changes))
             }
-            Err(e) => {
-                warn!(error = %format!("{e:#}"), "route reconcile failed; retrying");
-                Outcome::Prefixes { ok: false }
-            }
+            Err(e) => (Outcome::Prefixes { ok: false }, Err(e)),
         },
-        Action::MarkProgrammed | Action::RetryAfter(_) => Outcome::Prefixes { ok: true },
+        Action::MarkProgrammed | Action::RetryAfter(_) => (Outcome::Prefixes { ok: true }, Ok(0)),
     }
 }
 

@@ -6,6 +6,7 @@ use crate::bgp::packet::{AsPath, Origin, PathAttributes, Update};
 use crate::bgp::rib::{ExportPolicy, PeerId, PeerInfo, Rib, SharedRib};
 use crate::netlink::{FakeNetlink, NexthopSpec, Operation, Route, RouteFilter};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const AS: u32 = 64512;
@@ -95,7 +96,7 @@ impl Node {
             let Some(action) = self.planner.next(now, false) else {
                 return said;
             };
-            let outcome = carry_out(&mut self.apply, &self.planner, action).await;
+            let (outcome, _) = carry_out(&mut self.apply, &self.planner, action).await;
             said.extend(self.planner.on(now, Input::Applied(outcome)));
         }
         panic!("the planner never settles: {said:?}");
@@ -330,4 +331,72 @@ async fn a_failed_kernel_update_is_retried_with_a_full_resync() {
         .await
         .unwrap();
     assert_eq!(learned.len(), 3, "{learned:?}");
+}
+
+/// The whole reconciler under the shared driver, with a speaker that has no peers: waits until
+/// `done` holds (paused time: a sleep runs everything that can run first).
+async fn until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..100 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_the_driver_nothing_is_written_before_both_views_then_routes_are_kept_programmed() {
+    use crate::bgp::speaker::{Speaker, SpeakerConfig};
+    let node = node().await;
+    node.leftovers().await;
+    let mut config = SpeakerConfig::new(Ipv4Addr::new(10, 0, 0, 1), AS);
+    config.listen_addr = None;
+    let speaker = Speaker::start(config).await.unwrap();
+    let (local_tx, local_rx) = watch::channel(None);
+    let (encap_tx, encap_rx) = watch::channel(None);
+    let programmed = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(ReconcilerStats::default());
+    let netlink: Arc<dyn Netlink> = Arc::new(node.fake.clone());
+    tokio::spawn(reconcile_routes(
+        speaker.handle(),
+        local_rx,
+        encap_rx,
+        netlink,
+        programmed.clone(),
+        None,
+        stats.clone(),
+    ));
+    encap_tx.send_replace(Some(calc::EncapView::default()));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        node.writes_since(0),
+        Vec::new(),
+        "the datastore was not read"
+    );
+    assert_eq!(stats.snapshot().passes, 0);
+    assert!(!programmed.load(Ordering::Relaxed));
+
+    // The datastore read: the block's blackhole written, the stale one removed; no peer, so
+    // the stale learned route may go too; the kernel counts as programmed.
+    local_tx.send_replace(Some([net("10.1.0.0/26")].into()));
+    until("routes programmed", || programmed.load(Ordering::Relaxed)).await;
+    assert_eq!(node.ours(), vec![net("10.1.0.0/26")]);
+    let stats_now = stats.snapshot();
+    assert!(stats_now.passes_changed >= 1, "{stats_now:?}");
+
+    // A deleted route of ours comes back through the monitor.
+    let blackhole = node.route("10.1.0.0/26");
+    let from = node.fake.calls().len();
+    node.fake.delete_route_externally(&blackhole.key());
+    until("blackhole repaired", || {
+        node.ours() == vec![net("10.1.0.0/26")]
+    })
+    .await;
+    let scans = node.fake.calls()[from..]
+        .iter()
+        .filter(|(op, _)| *op == Operation::ListRoutes)
+        .count();
+    assert_eq!(scans, 0, "repaired alone, not by a full resync");
+    drop(speaker);
 }
