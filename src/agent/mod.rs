@@ -1,17 +1,23 @@
-//! The node agent (`routed`): registers the node, serves the local API (IPAM for the CNI plugin,
-//! health), and keeps the host's FORWARD path open for pod traffic.
+//! The node agent (`routed`): registers the node, follows the datastore, runs the BGP speaker
+//! and the reconcilers that keep the kernel in line, and serves the local API.
 //!
 //! ```text
 //!  routed-cni ──HTTP/unix──> server ──> Ipam ──Txn──> datastore
 //!                               │
-//!  start: detect address/MTU ──> register Node ──> forward acceptance (nftables) ──> ready
+//!  start: detect address/MTU (node) ──> register Node (node) ──> forward acceptance ──> ready
+//!
+//!  datastore ──> follower ──> calc (pure) ──> speaker (peers, originated blocks)
+//!                   │                  └────> reconciler driver: routes (routing), workloads,
+//!                   │                         tunnels (tunnels, tunnel_devices, vxlan), nat
+//!                   └── blocks, pools ──────────> (nat + forward)  ──> netlink ──> kernel
 //! ```
-//! Beside them run the BGP speaker and route reconciler (`routing`), the workload route
-//! reconciler (`workloads`), the nftables reconciler that keeps forward acceptance and
-//! natOutgoing in line with the pools (`nat`, `forward`) and the tunnel manager (`tunnels`);
-//! the last three run under one driver (`reconciler`), fed by the datastore follower
-//! (`follower`), with their counters on [`AgentState::reconcilers`]. `health` says when the
-//! node is ready.
+//! Modules: `node` (address/MTU detection, the only writer of Node records), `follower` (the
+//! one datastore reader), `calc` (pure desired state), `reconciler` (the shared driver and its
+//! counters, [`AgentState::reconcilers`]), `routing` (speaker → kernel: planner and apply),
+//! `nexthops` (kernel nexthop objects of learned routes), `repair` (route-deletion feeds),
+//! `workloads` (pod /32s), `tunnels` + `tunnel_devices` + `vxlan` (encapsulation), `nat` +
+//! `forward` (table inet routed), `server` (the local API, mapped to `api::v1`), `health`
+//! (readiness).
 
 pub mod calc;
 pub mod follower;
