@@ -1,6 +1,6 @@
 //! The BGP finite state machine (RFC 4271 §8), sans-IO.
 //!
-//! Data flow: the session task (tokio, `session.rs`) owns the socket and the timers. It
+//! Data flow: the session task (tokio, `session/`) owns the socket and the timers. It
 //! turns what happens into an `Input` (TCP up or down, a decoded message, a decode error,
 //! a timer firing, an operator command), calls `Fsm::handle`, and carries out the
 //! returned `Output`s in order: connect or disconnect, send a message, (re)start or stop

@@ -10,7 +10,7 @@
 //!   TcpListener (accept) ─── only configured peer addresses > │      speaker task         │
 //!                                                            │  Rib (Adj-RIB-In/Out,     │
 //!   session tasks ── mpsc<SessionMessage> ─────────────────> │       Loc-RIB)            │
-//!     (one per peer, session.rs)                             │  peers: name -> entry     │
+//!     (one per peer, session/)                               │  peers: name -> entry     │
 //!   stale timers ─── mpsc<StaleExpired> (graceful restart) > │                           │
 //!                                                            └──┬──────────┬──────────┬─┘
 //!   session tasks <── mpsc<SessionCommand> (Incoming stream,    │          │          │
