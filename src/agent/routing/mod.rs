@@ -47,7 +47,7 @@ mod planner;
 
 pub(crate) use apply::signature;
 pub use apply::RouteApply;
-pub use planner::{Action, Input, Outcome, RoutePlanner, View, APPLY_CHUNK, RESYNC_EVERY};
+pub use planner::{Action, Input, Outcome, RoutePlanner, View, Work, APPLY_CHUNK, RESYNC_EVERY};
 
 /// Keeps the kernel's routes of protocols routed-bh and routed-bgp equal to calc's.
 ///
@@ -199,14 +199,16 @@ impl Reconciler for RouteReconciler {
             self.planner.on(now, Input::PeersSettled);
         }
         let mut changes = Ok(0);
-        if let Some(action) = self.planner.next(now, wake.backlog) {
+        // Work is handed out only once both views are known, so a view is there with it.
+        if let (Some(view), Some(work)) =
+            (self.planner.view(), self.planner.next(now, wake.backlog))
+        {
             let outcome;
-            (outcome, changes) = carry_out(&mut self.apply, &self.planner, action).await;
+            (outcome, changes) = carry_out(&mut self.apply, &view, work).await;
             for action in self.planner.on(Instant::now(), Input::Applied(outcome)) {
                 match action {
                     Action::MarkProgrammed => self.programmed.store(true, Ordering::Relaxed),
                     Action::RetryAfter(pause) => tokio::time::sleep(pause).await,
-                    Action::ApplyPrefixes(_) | Action::FullResync { .. } => {}
                 }
             }
         }
@@ -216,22 +218,19 @@ impl Reconciler for RouteReconciler {
     }
 }
 
-/// Runs one planner action on the kernel: the outcome goes back to the planner, the changes
-/// made (or the error, logged once by the driver) to the driver.
+/// Does one piece of the planner's work on the kernel: the outcome goes back to the planner,
+/// the changes made (or the error, logged once by the driver) to the driver.
 async fn carry_out(
     apply: &mut RouteApply,
-    planner: &RoutePlanner,
-    action: Action,
+    view: &View,
+    work: Work,
 ) -> (Outcome, anyhow::Result<usize>) {
-    let Some(view) = planner.view() else {
-        return (Outcome::Prefixes { ok: true }, Ok(0));
-    };
-    match action {
-        Action::FullResync {
+    match work {
+        Work::FullResync {
             allow_delete_learned,
         } => {
             let began = Instant::now();
-            let result = apply.resync(&view, allow_delete_learned).await;
+            let result = apply.resync(view, allow_delete_learned).await;
             let took = began.elapsed();
             match result {
                 Ok((fix, deleted)) => {
@@ -247,7 +246,7 @@ async fn carry_out(
                 }
             }
         }
-        Action::ApplyPrefixes(prefixes) => match apply.apply_prefixes(&view, prefixes).await {
+        Work::ApplyPrefixes(prefixes) => match apply.apply_prefixes(view, prefixes).await {
             Ok(changes) => {
                 if changes > 0 {
                     debug!(changes, "kernel routes reconciled");
@@ -256,7 +255,6 @@ async fn carry_out(
             }
             Err(e) => (Outcome::Prefixes { ok: false }, Err(e)),
         },
-        Action::MarkProgrammed | Action::RetryAfter(_) => (Outcome::Prefixes { ok: true }, Ok(0)),
     }
 }
 

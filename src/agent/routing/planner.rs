@@ -3,9 +3,9 @@
 //! ```text
 //!  LocalBlocks / Encap (datastore, tunnel manager) ──┐
 //!  Changed (speaker) · RouteDeleted / MonitorLost ───┤
-//!  Tick · PeersSettled · Applied(outcome) ───────────┴─> RoutePlanner ──> Action
-//!                                                         ApplyPrefixes(chunk) · FullResync
-//!                                                         MarkProgrammed · RetryAfter(d)
+//!  Tick · PeersSettled · Applied(outcome) ───────────┴─> RoutePlanner
+//!                                  next() ──> Work: ApplyPrefixes(chunk) · FullResync
+//!                       on(Applied(outcome)) ──> Action: MarkProgrammed · RetryAfter(d)
 //! ```
 //!
 //! The restart-safety rules live here (docs/architecture.md, decisions 12, 13, 17, 18, 21,
@@ -58,7 +58,7 @@ pub enum Input {
     Applied(Outcome),
 }
 
-/// The result of an `ApplyPrefixes` or `FullResync` action.
+/// The result of a piece of [`Work`].
 #[derive(Debug)]
 pub enum Outcome {
     /// A chunk was applied (`false`: the kernel update failed).
@@ -71,13 +71,18 @@ pub enum Outcome {
     },
 }
 
-/// What the apply side is to do.
+/// The kernel work the apply side is to do next ([`RoutePlanner::next`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub enum Work {
     /// Program the desired route of each of these prefixes (or remove ours).
     ApplyPrefixes(Vec<IpNetwork>),
     /// Compare every route of ours in the kernel with the desired ones; report the ones to fix.
     FullResync { allow_delete_learned: bool },
+}
+
+/// What the outcome of a piece of work calls for ([`Input::Applied`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
     /// The kernel holds the desired routes (readiness: routes programmed).
     MarkProgrammed,
     /// The kernel update failed: pause this long before the next action.
@@ -187,7 +192,7 @@ impl RoutePlanner {
     /// The next piece of kernel work, if any is due: a full resync once the backlog is applied
     /// (or it waited `FULL_WAIT_MAX`), else the next chunk of pending prefixes. `backlog`: the
     /// speaker has changes queued that are not in `pending` yet.
-    pub fn next(&mut self, now: Instant, backlog: bool) -> Option<Action> {
+    pub fn next(&mut self, now: Instant, backlog: bool) -> Option<Work> {
         if !self.ready() {
             return None;
         }
@@ -206,7 +211,7 @@ impl RoutePlanner {
         let waited_too_long = self.full_due_since.is_some_and(|t| now - t > FULL_WAIT_MAX);
         let drained = self.pending.is_empty() && !backlog;
         if self.full_due && (drained || waited_too_long) {
-            return Some(Action::FullResync {
+            return Some(Work::FullResync {
                 allow_delete_learned: self.learned_settled,
             });
         }
@@ -218,7 +223,7 @@ impl RoutePlanner {
         self.pending.sort_unstable();
         self.pending.dedup();
         let rest = self.pending.split_off(self.pending.len().min(APPLY_CHUNK));
-        Some(Action::ApplyPrefixes(std::mem::replace(
+        Some(Work::ApplyPrefixes(std::mem::replace(
             &mut self.pending,
             rest,
         )))

@@ -10,10 +10,10 @@ fn blocks(list: &[&str]) -> BTreeSet<IpNetwork> {
     list.iter().map(|b| net(b)).collect()
 }
 
-const FULL: Action = Action::FullResync {
+const FULL: Work = Work::FullResync {
     allow_delete_learned: false,
 };
-const FULL_DELETING: Action = Action::FullResync {
+const FULL_DELETING: Work = Work::FullResync {
     allow_delete_learned: true,
 };
 
@@ -130,7 +130,7 @@ fn changes_are_applied_in_sorted_chunks() {
     planner.on(t0, Input::Changed(prefixes.clone()));
     planner.on(t0, Input::Changed(vec![prefixes[0]])); // a duplicate
     assert!(!planner.wants_changes(), "a full chunk is pending");
-    let Some(Action::ApplyPrefixes(first)) = planner.next(t0, false) else {
+    let Some(Work::ApplyPrefixes(first)) = planner.next(t0, false) else {
         panic!("expected a chunk");
     };
     assert_eq!(first.len(), APPLY_CHUNK);
@@ -140,7 +140,7 @@ fn changes_are_applied_in_sorted_chunks() {
     );
     assert!(planner.busy(false), "the rest is pending");
     planner.on(t0, Input::Applied(Outcome::Prefixes { ok: true }));
-    let Some(Action::ApplyPrefixes(rest)) = planner.next(t0, false) else {
+    let Some(Work::ApplyPrefixes(rest)) = planner.next(t0, false) else {
         panic!("expected the rest");
     };
     assert_eq!(rest.len(), 5);
@@ -157,7 +157,7 @@ fn a_due_full_resync_waits_for_the_backlog_but_not_forever() {
     planner.on(t0, Input::Changed(vec![net("10.2.0.0/26")]));
     assert!(matches!(
         planner.next(t0, false),
-        Some(Action::ApplyPrefixes(_))
+        Some(Work::ApplyPrefixes(_))
     ));
     planner.on(t0, Input::Applied(Outcome::Prefixes { ok: true }));
     // Nothing pending, but the speaker has more queued: wait for it.
@@ -214,14 +214,14 @@ fn a_resync_found_routes_are_fixed_then_the_kernel_counts_as_programmed() {
     assert!(actions.is_empty(), "not programmed while fixes are pending");
     assert_eq!(
         planner.next(t0, false),
-        Some(Action::ApplyPrefixes(vec![net("10.2.0.0/26")]))
+        Some(Work::ApplyPrefixes(vec![net("10.2.0.0/26")]))
     );
     let actions = planner.on(t0, Input::Applied(Outcome::Prefixes { ok: true }));
     assert_eq!(actions, vec![Action::MarkProgrammed]);
     planner.on(t0, Input::RouteDeleted(net("10.2.0.0/26")));
     assert_eq!(
         planner.next(t0, false),
-        Some(Action::ApplyPrefixes(vec![net("10.2.0.0/26")])),
+        Some(Work::ApplyPrefixes(vec![net("10.2.0.0/26")])),
         "a deleted route is re-checked alone"
     );
     let actions = planner.on(t0, Input::Applied(Outcome::Prefixes { ok: true }));

@@ -93,10 +93,14 @@ impl Node {
     async fn run(&mut self, now: Instant) -> Vec<Action> {
         let mut said = Vec::new();
         for _ in 0..100 {
-            let Some(action) = self.planner.next(now, false) else {
+            let Some(work) = self.planner.next(now, false) else {
                 return said;
             };
-            let (outcome, _) = carry_out(&mut self.apply, &self.planner, action).await;
+            let view = self
+                .planner
+                .view()
+                .expect("work comes only with both views known");
+            let (outcome, _) = carry_out(&mut self.apply, &view, work).await;
             said.extend(self.planner.on(now, Input::Applied(outcome)));
         }
         panic!("the planner never settles: {said:?}");
