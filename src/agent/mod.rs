@@ -21,6 +21,7 @@
 
 pub mod calc;
 pub mod follower;
+pub mod follower_bench;
 pub mod forward;
 pub mod health;
 pub mod nat;

@@ -1,8 +1,8 @@
 //! The route reconciler: speaker → calc → kernel (the datastore side is `follower`).
 //!
 //! ```text
-//!  datastore watch (nodes, bgppeers, config, ippools, my affinities)
-//!        │ any change: reload snapshot (debounced by draining queued events)
+//!  datastore watch (nodes, bgppeers, config, ippools, affinities)
+//!        │ each event applied to the follower's in-memory view (a queued burst is one change)
 //!        v
 //!  calc::desired_peers ──> speaker.set_peers      calc::originated_blocks ──> speaker.set_originated
 //!  calc::local_blocks ──┐
