@@ -15,9 +15,11 @@
 //! - [`cni`]: the CNI plugin `routed-cni`.
 //! - [`cli`]: `routectl` commands, table rendering, exit codes.
 //! - [`logging`]: the `tracing` subscriber (text or JSON) the binaries install.
+//! - [`bench`]: the BGP peer simulator (`routectl bench bgp-peers`).
 
 pub mod agent;
 pub mod api;
+pub mod bench;
 pub mod bgp;
 pub mod cli;
 pub mod cni;

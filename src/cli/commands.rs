@@ -390,6 +390,7 @@ async fn bench_cmd(store: Arc<dyn Datastore>, cmd: &BenchCommand, out: Output) -
             changes,
             no_seed,
         } => return bench_follower(store, *nodes, *blocks, *changes, !*no_seed, out).await,
+        BenchCommand::BgpPeers { .. } => return bench_bgp_peers(cmd, out).await,
     };
     print(out, &reports, || {
         let rows = reports
@@ -442,6 +443,57 @@ async fn bench_follower(
             report.nodes, report.blocks_per_node, report.changes, report.join_ms,
             report.join_reads, report.reads, report.reads_per_change, report.cpu_ms_per_100,
             report.follower_ms_per_100, report.relists
+        );
+    }
+    ok()
+}
+
+/// `routectl bench bgp-peers`: one JSON object, or a line of figures.
+async fn bench_bgp_peers(cmd: &BenchCommand, out: Output) -> Result<ExitCode> {
+    let BenchCommand::BgpPeers {
+        reflector,
+        port,
+        asn,
+        first_client,
+        clients,
+        blocks,
+        block_base,
+        hold_time,
+        timeout,
+        connect_parallel,
+        reflector_pid,
+    } = cmd
+    else {
+        return ok();
+    };
+    let config = crate::bench::bgp_sim::SimConfig {
+        reflector: std::net::SocketAddr::new(*reflector, *port),
+        asn: *asn,
+        first_client: *first_client,
+        clients: *clients,
+        blocks: *blocks,
+        block_base: *block_base,
+        hold_time: *hold_time,
+        timeout: std::time::Duration::from_secs(*timeout),
+        connect_parallel: *connect_parallel,
+        reflector_pid: *reflector_pid,
+    };
+    let report = crate::bench::bgp_sim::run(config)
+        .await
+        .map_err(|e| CliError::Failed(format!("{e:#}")))?;
+    if out == Output::Json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        let mb = report
+            .reflector_peak_rss_mb
+            .map_or("-".into(), |m| format!("{m:.0}"));
+        let cpu = report
+            .reflector_cpu_s
+            .map_or("-".into(), |c| format!("{c:.2}"));
+        println!(
+            "clients={} blocks={} established_s={:.2} converged_s={:.2} withdraw_s={:.3} flap_s={:.3} reflector_peak_rss_mb={mb} reflector_cpu_s={cpu} updates={} nlri={}",
+            report.clients, report.blocks, report.established_s, report.converged_s,
+            report.withdraw_s, report.flap_s, report.updates_received, report.nlri_received
         );
     }
     ok()

@@ -304,6 +304,43 @@ pub enum BenchCommand {
         #[arg(long)]
         no_seed: bool,
     },
+    /// BGP peer simulator: CLIENTS iBGP reflector clients from consecutive addresses, each
+    /// advertising BLOCKS /26s; times Established, convergence, a withdraw wave and a flap.
+    BgpPeers {
+        /// The reflector's address.
+        #[arg(long)]
+        reflector: std::net::IpAddr,
+        /// The reflector's BGP port.
+        #[arg(long, default_value_t = 179)]
+        port: u16,
+        /// The AS of the reflector and its clients.
+        #[arg(long = "as", default_value_t = 64512)]
+        asn: u32,
+        /// The first client's address (client i uses it + i; they must be configured).
+        #[arg(long)]
+        first_client: std::net::Ipv4Addr,
+        /// Number of clients.
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        /// /26 blocks per client.
+        #[arg(long, default_value_t = 4)]
+        blocks: usize,
+        /// Where the simulated blocks start.
+        #[arg(long, default_value = "10.200.0.0")]
+        block_base: std::net::Ipv4Addr,
+        /// Hold time offered (s).
+        #[arg(long, default_value_t = 240)]
+        hold_time: u16,
+        /// Seconds each phase may take.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Clients connecting at once.
+        #[arg(long, default_value_t = 256)]
+        connect_parallel: usize,
+        /// The reflector's pid: its peak RSS and CPU are reported.
+        #[arg(long)]
+        reflector_pid: Option<u32>,
+    },
 }
 
 /// Runs a parsed command line; prints the error, if any, once; returns the exit code.
