@@ -283,22 +283,12 @@ async fn client(
 ) -> Result<()> {
     let config = &shared.config;
     let me = client_address(config, i);
-    let stream = {
-        let _permit = gate.acquire().await.context("connect gate closed")?;
-        connect(config, me).await?
-    };
-    let (mut reader, mut writer) = stream.into_split();
     let mut frames = FrameReader::new();
     let mut buffer = vec![0u8; 64 * 1024];
-    handshake(
-        config,
-        me,
-        &mut reader,
-        &mut writer,
-        &mut frames,
-        &mut buffer,
-    )
-    .await?;
+    let (mut reader, mut writer) = {
+        let _permit = gate.acquire().await.context("connect gate closed")?;
+        establish(config, me, &mut frames, &mut buffer).await?
+    };
     shared.established.fetch_add(1, Ordering::Relaxed);
     let own: Vec<IpNetwork> = (0..config.blocks).map(|j| block_of(config, i, j)).collect();
     announce(&mut writer, me, &own, &[]).await?;
@@ -328,6 +318,30 @@ async fn recv_command(commands: &mut Option<mpsc::Receiver<Command>>) -> Option<
     match commands {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Connect and handshake, again after a failure (a reflector still starting its protocols
+/// resets connections) until the timeout.
+async fn establish(
+    config: &SimConfig,
+    me: Ipv4Addr,
+    frames: &mut FrameReader,
+    buffer: &mut [u8],
+) -> Result<(tokio::net::tcp::OwnedReadHalf, OwnedWriteHalf)> {
+    let deadline = Instant::now() + config.timeout;
+    loop {
+        let stream = connect(config, me).await?;
+        let (mut reader, mut writer) = stream.into_split();
+        *frames = FrameReader::new();
+        match handshake(config, me, &mut reader, &mut writer, frames, buffer).await {
+            Ok(()) => return Ok((reader, writer)),
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(%me, error = %format!("{e:#}"), "handshake failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.context(format!("handshake from {me}"))),
+        }
     }
 }
 

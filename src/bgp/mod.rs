@@ -27,6 +27,7 @@ pub mod packet;
 pub mod rib;
 pub mod session;
 pub mod speaker;
+pub mod update_groups;
 
 #[cfg(test)]
 mod tests;

@@ -47,6 +47,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnetwork::IpNetwork;
@@ -58,7 +59,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::bgp::change_feed::{change_feed, ChangeFeed, ChangeSender};
 use crate::bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, PeerConfig, State};
-use crate::bgp::packet::Family;
+use crate::bgp::packet::{Family, WireOptions};
 use crate::bgp::rib::{
     BestRoute, ExportPolicy, PeerId, PeerInfo, Rib, RibEvent, RibOutput, SharedRib,
 };
@@ -66,6 +67,7 @@ use crate::bgp::session::{
     describe_reason, spawn_session, SessionCommand, SessionConfig, SessionError, SessionEvent,
     SessionHandle, SessionMessage,
 };
+use crate::bgp::update_groups::{self, UpdateCounts, UpdateGroup, UpdateStats};
 use crate::net::set_tcp_md5;
 
 /// The standard BGP port.
@@ -284,6 +286,8 @@ pub struct SpeakerHandle {
     requests: mpsc::UnboundedSender<Request>,
     rib: SharedRib,
     events: broadcast::Sender<RibEvent>,
+    /// Update groups' counters: UPDATEs encoded once per group, sent once per member.
+    updates: Arc<UpdateStats>,
 }
 
 impl std::fmt::Debug for Request {
@@ -344,6 +348,11 @@ impl SpeakerHandle {
         Ok(rx)
     }
 
+    /// UPDATEs encoded (once per update group) and sent (once per member) so far.
+    pub fn update_counts(&self) -> UpdateCounts {
+        self.updates.counts()
+    }
+
     /// Every peer's queue figures, sorted by name.
     pub async fn queues(&self) -> Result<Vec<PeerQueues>, SpeakerError> {
         let (reply, answer) = oneshot::channel();
@@ -387,6 +396,7 @@ impl Speaker {
         ));
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let state = SpeakerTask::new(config, listener, rib.clone(), events.clone());
+        let updates = state.updates.clone();
         let span = tracing::info_span!("bgp_speaker", router_id = %state.config.router_id);
         let task = tokio::spawn(state.run(request_rx).instrument(span));
         Ok(Speaker {
@@ -394,6 +404,7 @@ impl Speaker {
                 requests,
                 rib,
                 events,
+                updates,
             },
             task: Some(task),
             listen_addr,
@@ -457,6 +468,8 @@ struct PeerEntry {
     stale_generation: u64,
     /// End-of-RIB arrived on the current session.
     end_of_rib: bool,
+    /// The wire options of the Established session (its update group's key, with its changes).
+    wire: Option<WireOptions>,
 }
 
 /// A graceful-restart timer fired.
@@ -481,6 +494,7 @@ struct SpeakerTask {
     /// Subscribers to the changed prefixes.
     feeds: Vec<ChangeSender>,
     events: broadcast::Sender<RibEvent>,
+    updates: Arc<UpdateStats>,
 }
 
 impl SpeakerTask {
@@ -505,6 +519,7 @@ impl SpeakerTask {
             stale_rx,
             feeds: Vec::new(),
             events,
+            updates: Arc::new(UpdateStats::default()),
         }
     }
 
@@ -630,6 +645,7 @@ impl SpeakerTask {
                 peer_restart_time: None,
                 stale_generation: 0,
                 end_of_rib: false,
+                wire: None,
             },
         );
     }
@@ -776,6 +792,7 @@ impl SpeakerTask {
         };
         entry.epoch = Some(epoch);
         entry.end_of_rib = false;
+        entry.wire = Some(negotiated.wire);
         entry.info = "Established".to_owned();
         let peer_gr = negotiated.peer_graceful_restart.clone();
         entry.peer_restart_time = peer_gr
@@ -898,19 +915,13 @@ impl SpeakerTask {
         self.apply(output);
     }
 
-    /// Send what the RIB wants sent, and publish best-route changes.
+    /// Send what the RIB wants sent (encoded once per update group), and publish best-route
+    /// changes.
     fn apply(&mut self, output: RibOutput) {
-        for (id, outbound) in output.outbound {
-            let Some(entry) = self.peers.get(&id) else {
-                continue;
-            };
-            if let Some(epoch) = entry.epoch {
-                let _ = entry.session.commands.send(SessionCommand::Advertise {
-                    epoch,
-                    outbound,
-                    end_of_rib: false,
-                });
-            }
+        let peers = &self.peers;
+        let wire_of = |id| peers.get(&id).filter(|e| e.epoch.is_some())?.wire;
+        for group in update_groups::group(output.outbound, wire_of) {
+            self.send_group(group);
         }
         if output.events.is_empty() {
             return;
@@ -924,6 +935,35 @@ impl SpeakerTask {
         let events = &output.events;
         self.feeds
             .retain(|feed| feed.send(events.iter().map(RibEvent::prefix)));
+    }
+
+    /// Encode one group's changes once and hand the messages to every member.
+    fn send_group(&self, group: UpdateGroup) {
+        let (messages, errors) = update_groups::encode(&group.outbound, &group.wire);
+        for error in errors {
+            warn!(%error, peers = group.peers.len(), "cannot encode an UPDATE; not sent");
+        }
+        if messages.is_empty() {
+            return;
+        }
+        self.updates.record(messages.len(), group.peers.len());
+        let messages: update_groups::Encoded = messages.into();
+        let announced = group.outbound.announced_len();
+        let withdrawn = group.outbound.withdraw.len();
+        for id in group.peers {
+            let Some((entry, epoch)) = self.peers.get(&id).and_then(|e| Some((e, e.epoch?))) else {
+                continue;
+            };
+            let _ = entry
+                .session
+                .commands
+                .send(SessionCommand::AdvertiseEncoded {
+                    epoch,
+                    messages: messages.clone(),
+                    announced,
+                    withdrawn,
+                });
+        }
     }
 
     fn status(&self) -> Vec<PeerStatus> {

@@ -65,9 +65,7 @@ pub use self::queues::{
 };
 use self::timers::{jitter, sleep_until_opt, Timers};
 use crate::bgp::fsm::{DownReason, Fsm, Input, Negotiated, Output, PeerConfig, State, TimerKind};
-use crate::bgp::packet::{
-    encode_end_of_rib, encode_message, encode_updates, Message, PathAttributes, Update, WireOptions,
-};
+use crate::bgp::packet::{encode_end_of_rib, encode_message, Message, Update, WireOptions};
 use crate::bgp::rib::{Outbound, PeerId};
 
 /// Everything a session task needs to know about its peer.
@@ -103,6 +101,14 @@ pub enum SessionCommand {
     },
     /// Cease (administrative shutdown, with an optional RFC 9003 message) and end the task.
     Stop { message: Option<String> },
+    /// Send UPDATEs the speaker encoded once for this peer's update group, if the session
+    /// `epoch` is still Established.
+    AdvertiseEncoded {
+        epoch: u64,
+        messages: crate::bgp::update_groups::Encoded,
+        announced: usize,
+        withdrawn: usize,
+    },
 }
 
 /// What a session tells the speaker.
@@ -310,6 +316,15 @@ impl Session {
                 outbound,
                 end_of_rib,
             } => self.advertise(epoch, &outbound, end_of_rib),
+            SessionCommand::AdvertiseEncoded {
+                epoch,
+                messages,
+                announced,
+                withdrawn,
+            } => {
+                debug!(announced, withdrawn, group = true, "sending UPDATEs");
+                self.send_updates(epoch, messages.iter().cloned());
+            }
             SessionCommand::Stop { .. } => {}
         }
     }
@@ -320,24 +335,7 @@ impl Session {
             debug!(epoch, current = self.epoch, "dropping stale advertisement");
             return;
         }
-        let wire = self.main.wire;
-        let mut messages = Vec::new();
-        let mut errors = Vec::new();
-        let mut push = |result: Result<Vec<Vec<u8>>, _>| match result {
-            Ok(encoded) => messages.extend(encoded),
-            Err(error) => errors.push(error),
-        };
-        if !outbound.withdraw.is_empty() {
-            push(encode_updates(
-                &PathAttributes::default(),
-                &[],
-                &outbound.withdraw,
-                &wire,
-            ));
-        }
-        for (attributes, prefixes) in &outbound.announce {
-            push(encode_updates(attributes, prefixes, &[], &wire));
-        }
+        let (mut messages, errors) = crate::bgp::update_groups::encode(outbound, &self.main.wire);
         if end_of_rib {
             let families = self
                 .main
@@ -363,6 +361,15 @@ impl Session {
             messages = messages.len(),
             "sending UPDATEs"
         );
+        self.send_updates(epoch, messages);
+    }
+
+    /// Queue UPDATEs on the Established main connection (an overflow: Cease).
+    fn send_updates(&mut self, epoch: u64, messages: impl IntoIterator<Item = Vec<u8>>) {
+        if epoch != self.epoch || !self.established {
+            debug!(epoch, current = self.epoch, "dropping stale advertisement");
+            return;
+        }
         if let Some(link) = &self.main.link {
             for message in messages {
                 if let Err(overflow) = link.writer.push(message) {

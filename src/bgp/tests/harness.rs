@@ -190,6 +190,24 @@ impl RawPeer {
         }
     }
 
+    /// The next message's bytes, `None` when the speaker closed the connection (10 s at most).
+    pub async fn receive_frame(&mut self) -> Option<Vec<u8>> {
+        let mut buffer = [0u8; 4096];
+        loop {
+            if let Some(frame) = self.frames.next_frame().expect("framing from speaker") {
+                return Some(frame);
+            }
+            let read = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buffer))
+                .await
+                .expect("speaker silent for 10 s")
+                .ok()?;
+            if read == 0 {
+                return None;
+            }
+            self.frames.extend(&buffer[..read]);
+        }
+    }
+
     /// Skip KEEPALIVEs and UPDATEs until a NOTIFICATION or the end of the stream.
     pub async fn receive_notification(&mut self) -> Option<(u8, u8)> {
         loop {
