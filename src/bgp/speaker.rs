@@ -59,7 +59,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, PeerConfig, State};
 use crate::bgp::packet::Family;
 use crate::bgp::rib::{
-    BestRoute, ExportPolicy, PeerId, PeerInfo, Rib, RibEvent, RibOutput, SharedRib,
+    BestRoute, ExportPolicy, PeerId, PeerInfo, Reflection, Rib, RibEvent, RibOutput, SharedRib,
 };
 use crate::bgp::session::{
     describe_reason, spawn_session, SessionCommand, SessionConfig, SessionError, SessionEvent,
@@ -173,6 +173,9 @@ pub struct PeerSpec {
     pub max_restart_time: Option<Duration>,
     /// Which learned routes this peer is sent (our originated prefixes always are).
     pub export: ExportPolicy,
+    /// Route reflection on this session (RFC 4456); `None`: plain BGP.
+    #[serde(default)]
+    pub reflection: Option<Reflection>,
 }
 
 impl PeerSpec {
@@ -199,6 +202,7 @@ impl PeerSpec {
             passive: false,
             max_restart_time: None,
             export: ExportPolicy::default(),
+            reflection: None,
         }
     }
 }
@@ -222,6 +226,9 @@ pub struct PeerStatus {
     /// The peer sent End-of-RIB on the current session: its initial routes are all in.
     #[serde(default)]
     pub end_of_rib_received: bool,
+    /// The session's route-reflection role, from its spec.
+    #[serde(default)]
+    pub reflection: Option<Reflection>,
 }
 
 /// What the speaker reports.
@@ -569,6 +576,7 @@ impl SpeakerTask {
         let mut rib = self.rib.write();
         rib.add_peer(id);
         rib.set_export(id, spec.export);
+        rib.set_reflection(id, spec.reflection);
         drop(rib);
         self.by_name.insert(spec.name.clone(), id);
         self.peers.insert(
@@ -905,6 +913,7 @@ impl SpeakerTask {
                     prefixes_received: received,
                     prefixes_advertised: advertised,
                     end_of_rib_received: entry.state == State::Established && entry.end_of_rib,
+                    reflection: entry.spec.reflection,
                 }
             })
             .collect();

@@ -12,6 +12,7 @@
 mod bgp;
 mod commands;
 pub mod error;
+mod node;
 mod status;
 pub mod table;
 
@@ -212,19 +213,46 @@ pub enum OnOff {
 pub enum NodeCommand {
     /// List nodes.
     List,
+    /// Set labels (key=value) or remove them (key-), as kubectl does.
+    Label {
+        /// The node.
+        name: String,
+        /// key=value to set, key- to remove.
+        #[arg(required = true)]
+        labels: Vec<String>,
+    },
+    /// Change a node's BGP settings (its route-reflector cluster ID).
+    Set {
+        /// The node.
+        name: String,
+        /// Make the node a route reflector with this cluster ID.
+        #[arg(long, value_name = "A.B.C.D", conflicts_with = "no_rr_cluster_id")]
+        rr_cluster_id: Option<std::net::Ipv4Addr>,
+        /// Clear the cluster ID: the node is no longer a route reflector.
+        #[arg(long, required_unless_present = "rr_cluster_id")]
+        no_rr_cluster_id: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum PeerCommand {
-    /// Create a peer: global, or for one node with --node.
+    /// Create a peer: global, or for one node with --node, or for the nodes --node-selector
+    /// selects; with the address --peer-ip or every node --peer-selector selects.
     Create {
         name: String,
-        #[arg(long)]
-        peer_ip: IpAddr,
+        /// The peer's address.
+        #[arg(long, required_unless_present = "peer_selector")]
+        peer_ip: Option<IpAddr>,
+        /// Peer with every node this selects (e.g. "route-reflector == 'true'").
+        #[arg(long, conflicts_with = "peer_ip")]
+        peer_selector: Option<String>,
         #[arg(long = "as")]
         as_number: u32,
         #[arg(long)]
         node: Option<String>,
+        /// Only the nodes this selects have the peering (e.g. "all()").
+        #[arg(long, conflicts_with = "node")]
+        node_selector: Option<String>,
         /// File holding the TCP MD5 password (kept out of shell history).
         #[arg(long)]
         password_file: Option<std::path::PathBuf>,
