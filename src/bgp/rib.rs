@@ -381,6 +381,32 @@ impl Rib {
         }
     }
 
+    /// Recompute every Established peer's Adj-RIB-Out (after a route-reflection role
+    /// changed): what a peer should now get is announced, what it should no longer get is
+    /// withdrawn. The Loc-RIB does not change.
+    pub fn refresh_exports(&mut self) -> RibOutput {
+        let prefixes: Vec<Touched> = self
+            .table
+            .keys()
+            .chain(self.originated.iter())
+            .map(|p| (*p, Hops::new()))
+            .collect();
+        let established: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| s.info.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        let mut out = RibOutput::default();
+        for peer in established {
+            let outbound = self.update_adj_out(peer, &prefixes);
+            if !outbound.is_empty() {
+                out.outbound.insert(peer, outbound);
+            }
+        }
+        out
+    }
+
     /// Whether we reflect routes (some peer is our client).
     pub fn is_reflector(&self) -> bool {
         !self.cluster_ids.is_empty()

@@ -892,3 +892,30 @@ fn rr_role_cleared_stops_reflection_and_loop_checks() {
     rib.remove_peer(PeerId(3));
     assert!(!rib.is_reflector());
 }
+
+#[test]
+fn rr_role_change_on_a_live_session_reexports_without_touching_the_loc_rib() {
+    // Peers 2 and 3 are plain iBGP: nothing reflected.
+    let mut rib = rib();
+    let a = up(&mut rib, 2, LOCAL_AS);
+    let b = up(&mut rib, 3, LOCAL_AS);
+    rib.receive_update(a, &announce(client_route("10.0.0.2"), &["10.244.2.0/26"]));
+    assert!(rib.adj_out(b).unwrap().is_empty());
+    // 2 becomes our client: its route now goes to 3, with the reflection attributes.
+    rib.set_reflection(
+        a,
+        Some(Reflection::Client {
+            cluster_id: CLUSTER,
+        }),
+    );
+    let out = rib.refresh_exports();
+    assert!(out.events.is_empty(), "the Loc-RIB is unchanged");
+    let attrs = sent(&out, b, "10.244.2.0/26").expect("reflected after the change");
+    assert_eq!(attrs.cluster_list, vec![CLUSTER]);
+    assert!(!out.outbound.contains_key(&a));
+    // And back: withdrawn from 3.
+    rib.set_reflection(a, None);
+    let out = rib.refresh_exports();
+    assert_eq!(out.outbound[&b].withdraw, vec![net("10.244.2.0/26")]);
+    assert!(rib.adj_out(b).unwrap().is_empty());
+}

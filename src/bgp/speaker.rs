@@ -543,6 +543,7 @@ impl SpeakerTask {
     fn set_peers(&mut self, specs: Vec<PeerSpec>) {
         let wanted: BTreeMap<String, PeerSpec> =
             specs.into_iter().map(|s| (s.name.clone(), s)).collect();
+        self.change_reflection_in_place(&wanted);
         let stale: Vec<PeerId> = self
             .peers
             .values()
@@ -556,6 +557,35 @@ impl SpeakerTask {
             if !self.by_name.contains_key(&name) {
                 self.add_peer(spec);
             }
+        }
+    }
+
+    /// Peers whose spec changed only in its route-reflection role keep their session: the
+    /// RIB takes the new role and every peer's Adj-RIB-Out is recomputed (RFC 4456 roles are
+    /// local; nothing in the OPEN depends on them).
+    fn change_reflection_in_place(&mut self, wanted: &BTreeMap<String, PeerSpec>) {
+        let mut changed = false;
+        for entry in self.peers.values_mut() {
+            let Some(spec) = wanted.get(&entry.spec.name) else {
+                continue;
+            };
+            if spec.reflection == entry.spec.reflection {
+                continue;
+            }
+            let same_otherwise = PeerSpec {
+                reflection: spec.reflection,
+                ..entry.spec.clone()
+            } == *spec;
+            if same_otherwise {
+                info!(peer = %spec.name, reflection = ?spec.reflection, "route-reflection role changed; session kept");
+                entry.spec.reflection = spec.reflection;
+                self.rib.write().set_reflection(entry.id, spec.reflection);
+                changed = true;
+            }
+        }
+        if changed {
+            let output = self.rib.write().refresh_exports();
+            self.apply(output);
         }
     }
 
