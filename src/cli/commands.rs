@@ -3,6 +3,7 @@
 //! by `cli::run`.
 
 use super::error::CliError;
+use super::resources::{self, store::Verb};
 use super::{
     table, BenchCommand, Cli, Command, IpamCommand, NodeCommand, OnOff, Output, PoolCommand,
 };
@@ -32,6 +33,22 @@ pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Peer(cmd) => super::bgp::peer(store, cmd, out).await,
         Command::Config(cmd) => super::bgp::config(store, cmd, out).await,
         Command::Status { .. } => ok(),
+        Command::Apply(a) => {
+            resources::command::write(store, Verb::Apply, &a.file, a.dry_run, out).await
+        }
+        Command::Create(a) => {
+            resources::command::write(store, Verb::Create, &a.file, a.dry_run, out).await
+        }
+        Command::Replace(a) => {
+            resources::command::write(store, Verb::Replace, &a.file, a.dry_run, out).await
+        }
+        Command::Get { kind, name } => {
+            resources::command::get(store, kind, name.as_deref(), out).await
+        }
+        Command::Delete(d) => {
+            let (kind, name, file) = (d.kind.as_deref(), d.name.as_deref(), d.file.as_deref());
+            resources::command::delete(store, kind, name, file, d.dry_run, out).await
+        }
     }
 }
 
@@ -44,7 +61,7 @@ pub(super) fn print<T: Serialize>(
     match out {
         Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
         Output::Yaml => print!("{}", serde_yaml::to_string(value)?),
-        Output::Table => print!("{}", table()),
+        Output::Table | Output::Wide => print!("{}", table()),
     }
     Ok(())
 }

@@ -12,6 +12,7 @@
 mod bgp;
 mod commands;
 pub mod error;
+pub mod resources;
 mod status;
 pub mod table;
 
@@ -74,6 +75,8 @@ pub enum Output {
     Table,
     Json,
     Yaml,
+    /// A table with every field (`routectl get`); other commands print their table.
+    Wide,
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +105,50 @@ pub enum Command {
     /// Datastore and IPAM benchmarks (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Create or update resources from YAML/JSON documents (like `calicoctl apply`).
+    Apply(WriteArgs),
+    /// Create resources from documents; fails for any that exists already.
+    Create(WriteArgs),
+    /// Replace existing resources with documents; fails for any that does not exist.
+    Replace(WriteArgs),
+    /// Print resources as documents (`-o yaml` prints what `apply -f` takes back).
+    Get {
+        /// ippool, bgppeer, bgpconfiguration, node or ipamconfig (any case, singular or plural).
+        kind: String,
+        /// Only this object (all of the kind when omitted).
+        name: Option<String>,
+    },
+    /// Delete resources named on the command line or in a file.
+    Delete(DeleteArgs),
+}
+
+/// Options of `routectl apply`, `create` and `replace`.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Command options")]
+pub struct WriteArgs {
+    /// File of YAML or JSON documents (several separated by `---`), or `-` for standard input.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: String,
+    /// Check every document against the datastore and say what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Options of `routectl delete`.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Command options")]
+pub struct DeleteArgs {
+    /// Kind of the object to delete (ippool, bgppeer, node, ...).
+    #[arg(requires = "name", conflicts_with = "file")]
+    pub kind: Option<String>,
+    /// Name of the object to delete.
+    pub name: Option<String>,
+    /// Delete the objects the documents in FILE (or `-`) name.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: Option<String>,
+    /// Check what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]
