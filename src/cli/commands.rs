@@ -20,6 +20,9 @@ pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
     if let Command::Status { socket } = &cli.command {
         return super::status::status(socket, cli.global.output);
     }
+    if let Command::Completion { shell } = &cli.command {
+        return completion(*shell);
+    }
     let config = cli.global.datastore_config();
     let store = datastore::open(&config)
         .await
@@ -32,7 +35,7 @@ pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Bench(cmd) => bench_cmd(store, cmd, out).await,
         Command::Peer(cmd) => super::bgp::peer(store, cmd, out).await,
         Command::Config(cmd) => super::bgp::config(store, cmd, out).await,
-        Command::Status { .. } => ok(),
+        Command::Status { .. } | Command::Completion { .. } => ok(),
         Command::Apply(a) => {
             resources::command::write(store, Verb::Apply, &a.file, a.dry_run, out).await
         }
@@ -64,6 +67,19 @@ pub(super) fn print<T: Serialize>(
         Output::Table | Output::Wide => print!("{}", table()),
     }
     Ok(())
+}
+
+/// `routectl completion SHELL`: the completion script on standard output.
+fn completion(shell: super::CompletionShell) -> Result<ExitCode> {
+    use clap::CommandFactory;
+    let shell = match shell {
+        super::CompletionShell::Bash => clap_complete::Shell::Bash,
+        super::CompletionShell::Zsh => clap_complete::Shell::Zsh,
+        super::CompletionShell::Fish => clap_complete::Shell::Fish,
+    };
+    let mut command = Cli::command();
+    clap_complete::generate(shell, &mut command, "routectl", &mut std::io::stdout());
+    ok()
 }
 
 pub(super) fn ok() -> Result<ExitCode> {
