@@ -32,6 +32,9 @@ pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Pool(cmd) => pool(store, cmd, out).await,
         Command::Ipam(cmd) => ipam(store, cmd, out).await,
         Command::Node(NodeCommand::List) => node_list(store, out).await,
+        Command::Node(NodeCommand::Delete { name, force }) => {
+            resources::command::node_delete(store, name, *force, out).await
+        }
         Command::Bench(cmd) => bench_cmd(store, cmd, out).await,
         Command::Peer(cmd) => super::bgp::peer(store, cmd, out).await,
         Command::Config(cmd) => super::bgp::config(store, cmd, out).await,

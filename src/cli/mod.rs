@@ -291,6 +291,15 @@ pub enum OnOff {
 pub enum NodeCommand {
     /// List nodes.
     List,
+    /// Decommission a node: release its addresses and blocks, delete its peers and record.
+    /// Refused while its agent answers, unless --force; run it again to finish an interrupted one.
+    Delete {
+        /// Name of the node to remove.
+        name: String,
+        /// Remove it even though its agent still answers.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -229,6 +229,10 @@ pub async fn delete(
     };
     let mut outcomes = Vec::new();
     for (kind, name, resource_version) in targets {
+        if kind == Kind::Node && !dry_run {
+            node_delete(store.clone(), &name, false, out).await?;
+            continue;
+        }
         match store::delete(store.clone(), kind, &name, resource_version, dry_run).await {
             Ok(o) => outcomes.push(o),
             Err(e) => {
@@ -238,5 +242,48 @@ pub async fn delete(
         }
     }
     print_outcomes(out, &outcomes)?;
+    ok()
+}
+
+/// `routectl node delete NAME [--force]` (and `routectl delete node NAME`): decommission.
+pub async fn node_delete(
+    store: Arc<dyn Datastore>,
+    name: &str,
+    force: bool,
+    out: Output,
+) -> Result<ExitCode> {
+    use crate::ipam::decommission::DecommissionError;
+    let ipam = crate::ipam::Ipam::new(store);
+    let done = match ipam.decommission_node(name, force, None).await {
+        Ok(done) => done,
+        Err(e @ DecommissionError::Alive { .. }) => {
+            return Err(CliError::conflict(format!("node {name}"), e))
+        }
+        Err(e @ DecommissionError::NotFound { .. }) => {
+            return Err(CliError::not_found(format!("node {name}"), e))
+        }
+        Err(DecommissionError::Ipam(e)) => return Err(e.into()),
+    };
+    crate::cli::commands::print(out, &done, || {
+        format!(
+            "node {} deleted{}: {} address(es) of {} handle(s) released, {} block(s) released, \
+             {} block(s) left without affinity, peers removed: {}\n",
+            done.node,
+            if done.resumed {
+                " (finished an interrupted run)"
+            } else {
+                ""
+            },
+            done.addresses_released,
+            done.handles_released.len(),
+            done.blocks_released.len(),
+            done.blocks_unaffined.len(),
+            if done.peers_removed.is_empty() {
+                "none".to_string()
+            } else {
+                done.peers_removed.join(", ")
+            },
+        )
+    })?;
     ok()
 }
