@@ -422,6 +422,22 @@ pub enum BenchCommand {
         #[arg(long)]
         shared_key: Option<String>,
     },
+    /// The agent's datastore follower at scale: seed NODES synthetic nodes with BLOCKS
+    /// affinities each, join as node-00000, count its reads and CPU for CHANGES changes elsewhere.
+    Follower {
+        /// Synthetic Node records to seed.
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Block affinities per node.
+        #[arg(long, default_value_t = 4)]
+        blocks: usize,
+        /// Changes made elsewhere in the cluster while the follower runs.
+        #[arg(long, default_value_t = 100)]
+        changes: usize,
+        /// Do not seed: the datastore already holds the synthetic cluster.
+        #[arg(long)]
+        no_seed: bool,
+    },
 }
 
 /// Runs a parsed command line; prints the error, if any, once; returns the exit code.
