@@ -149,6 +149,19 @@ impl PeerKind {
     }
 }
 
+/// A resource's BFD settings as the speaker's, when enabled.
+pub fn bfd_spec(config: Option<&crate::model::BfdConfig>) -> Option<crate::bfd::BfdSpec> {
+    let config = config.filter(|c| c.enabled)?;
+    Some(crate::bfd::BfdSpec {
+        intervals: crate::bfd::Intervals {
+            min_tx: Duration::from_millis(u64::from(config.min_tx_ms)),
+            min_rx: Duration::from_millis(u64::from(config.min_rx_ms)),
+            multiplier: config.multiplier,
+        },
+        graceful: config.graceful,
+    })
+}
+
 /// The BGP sessions this node should have: Calico's mesh, global and node-specific peers
 /// as the speaker's neutral peer specs.
 pub fn desired_peers(me: &Node, state: &ClusterState) -> Vec<PeerSpec> {
@@ -175,6 +188,7 @@ pub fn desired_peers(me: &Node, state: &ClusterState) -> Vec<PeerSpec> {
             spec.port = state.config.listen_port;
             spec.passive = my_ip.is_some_and(|mine| mine > addr);
             spec.password = state.config.node_mesh_password.clone();
+            spec.bfd = bfd_spec(state.config.bfd.as_ref());
             out.push(spec);
         }
     }
@@ -207,6 +221,7 @@ pub fn desired_peers(me: &Node, state: &ClusterState) -> Vec<PeerSpec> {
         spec.max_restart_time = peer
             .max_restart_time
             .map(|t| Duration::from_secs(u64::from(t)));
+        spec.bfd = bfd_spec(peer.bfd.as_ref());
         out.push(spec);
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -427,6 +442,7 @@ mod tests {
             hold_time: Some(9),
             keepalive_time: None,
             max_restart_time: None,
+            bfd: None,
         };
         let state = ClusterState {
             config: BgpConfiguration {
@@ -449,6 +465,35 @@ mod tests {
         assert_eq!(labels, ["global", "node specific"]);
         // The cluster's AS is 64512, these peers' 65001: eBGP.
         assert!(peers.iter().all(|p| p.role == PeerRole::External));
+    }
+
+    #[test]
+    fn bfd_settings_reach_the_peer_specs_only_when_enabled() {
+        use crate::model::BfdConfig;
+        let on = BfdConfig {
+            enabled: true,
+            min_rx_ms: 100,
+            min_tx_ms: 200,
+            multiplier: 5,
+            graceful: true,
+        };
+        let spec = bfd_spec(Some(&on)).unwrap();
+        assert_eq!(spec.intervals.min_rx, Duration::from_millis(100));
+        assert_eq!(spec.intervals.min_tx, Duration::from_millis(200));
+        assert_eq!(spec.intervals.multiplier, 5);
+        assert!(spec.graceful);
+        assert_eq!(bfd_spec(Some(&BfdConfig::default())), None);
+        assert_eq!(bfd_spec(None), None);
+        let state = ClusterState {
+            config: BgpConfiguration {
+                bfd: Some(on),
+                ..Default::default()
+            },
+            nodes: vec![node("a", "10.0.0.1/24"), node("b", "10.0.0.2/24")],
+            ..Default::default()
+        };
+        let peers = desired_peers(&state.nodes[0], &state);
+        assert_eq!(peers[0].bfd, Some(spec));
     }
 
     #[test]

@@ -31,3 +31,12 @@ pub use driver::{
 };
 pub use fsm::{FsmStatus, Intervals};
 pub use packet::{Diagnostic, State};
+
+/// BFD on one BGP peer, in the speaker's terms (the agent maps `BgpPeer.bfd` to it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct BfdSpec {
+    pub intervals: Intervals,
+    /// On BFD Down keep the peer's routes as stale when graceful restart was negotiated
+    /// (BIRD's `bfd graceful`); otherwise they are withdrawn at once.
+    pub graceful: bool,
+}

@@ -157,6 +157,8 @@ pub enum DownReason {
     NotificationSent(Notification),
     NotificationReceived(Notification),
     ConnectionLost,
+    /// BFD declared the path to the peer down (RFC 5882 §4.1).
+    BfdDown,
 }
 
 /// An event for the FSM. `MessageReceived` carries a whole UPDATE; inputs are consumed
@@ -189,6 +191,12 @@ pub enum Input {
     UpdateSent,
     /// The speaker resolved a collision against this connection (§6.8).
     CollisionLost,
+    /// BFD says the path is down: close without a NOTIFICATION (it could not arrive) and
+    /// stay Idle until the next ManualStart. `graceful`: end the session as graceful restart
+    /// would, when negotiated (BIRD's `bfd graceful`).
+    BfdDown {
+        graceful: bool,
+    },
 }
 
 /// Something for the session task to do, in order.
@@ -302,6 +310,7 @@ impl Fsm {
             Input::KeepaliveTimerExpired => self.expire_keepalive(&mut out),
             Input::UpdateSent => self.note_update_sent(&mut out),
             Input::CollisionLost => self.lose_collision(&mut out),
+            Input::BfdDown { graceful } => self.bfd_down(graceful, &mut out),
         }
         if self.state != from {
             out.push(Output::StateChanged {
@@ -368,6 +377,14 @@ impl Fsm {
         self.started = false;
         self.connect_retry_counter = 0;
         self.go_idle(DownReason::ManualStop, false, out);
+    }
+
+    /// BFD Down: Idle at once, no NOTIFICATION, no automatic restart.
+    fn bfd_down(&mut self, graceful: bool, out: &mut Vec<Output>) {
+        let graceful = graceful && self.graceful_without_notification();
+        self.started = false;
+        self.connect_retry_counter = 0;
+        self.go_idle(DownReason::BfdDown, graceful, out);
     }
 
     /// A TCP connection came up.

@@ -56,6 +56,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::bfd::{BfdSpec, State as BfdState};
 use crate::bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, PeerConfig, State};
 use crate::bgp::packet::Family;
 use crate::bgp::rib::{
@@ -66,6 +67,8 @@ use crate::bgp::session::{
     SessionHandle, SessionMessage,
 };
 use crate::net::set_tcp_md5;
+
+mod bfd;
 
 /// The standard BGP port.
 pub const BGP_PORT: u16 = 179;
@@ -173,6 +176,9 @@ pub struct PeerSpec {
     pub max_restart_time: Option<Duration>,
     /// Which learned routes this peer is sent (our originated prefixes always are).
     pub export: ExportPolicy,
+    /// BFD for this session (`speaker/bfd.rs`); `None`: hold timer only.
+    #[serde(default)]
+    pub bfd: Option<BfdSpec>,
 }
 
 impl PeerSpec {
@@ -199,6 +205,7 @@ impl PeerSpec {
             passive: false,
             max_restart_time: None,
             export: ExportPolicy::default(),
+            bfd: None,
         }
     }
 }
@@ -222,6 +229,9 @@ pub struct PeerStatus {
     /// The peer sent End-of-RIB on the current session: its initial routes are all in.
     #[serde(default)]
     pub end_of_rib_received: bool,
+    /// The BFD session's state, when BFD is on for this peer.
+    #[serde(default)]
+    pub bfd: Option<BfdState>,
 }
 
 /// What the speaker reports.
@@ -252,6 +262,7 @@ enum Request {
     Status(oneshot::Sender<Vec<PeerStatus>>),
     Subscribe(mpsc::UnboundedSender<Vec<IpNetwork>>),
     Shutdown(oneshot::Sender<()>),
+    BfdHandle(oneshot::Sender<Option<crate::bfd::BfdHandle>>),
 }
 
 /// A cheap clonable handle on the speaker.
@@ -270,6 +281,7 @@ impl std::fmt::Debug for Request {
             Request::Status(_) => "Status",
             Request::Subscribe(_) => "Subscribe",
             Request::Shutdown(_) => "Shutdown",
+            Request::BfdHandle(_) => "BfdHandle",
         })
     }
 }
@@ -322,6 +334,18 @@ impl SpeakerHandle {
     /// Incremental changes of the best routes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<RibEvent> {
         self.events.subscribe()
+    }
+
+    /// Every BFD session and the driver's counters (empty while no peer uses BFD).
+    pub async fn bfd_status(&self) -> Result<crate::bfd::BfdStatus, SpeakerError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::BfdHandle(reply))
+            .map_err(|_| SpeakerError::Stopped)?;
+        match answer.await.map_err(|_| SpeakerError::Stopped)? {
+            Some(handle) => handle.status().await.map_err(|_| SpeakerError::Stopped),
+            None => Ok(crate::bfd::BfdStatus::default()),
+        }
     }
 }
 
@@ -423,6 +447,8 @@ struct PeerEntry {
     stale_generation: u64,
     /// End-of-RIB arrived on the current session.
     end_of_rib: bool,
+    /// The BFD session's last state, when BFD is on.
+    bfd_state: Option<BfdState>,
 }
 
 /// A graceful-restart timer fired.
@@ -447,6 +473,8 @@ struct SpeakerTask {
     /// Subscribers to the changed prefixes.
     feeds: Vec<mpsc::UnboundedSender<Vec<IpNetwork>>>,
     events: broadcast::Sender<RibEvent>,
+    /// The BFD driver (started with the first peer that wants BFD) and its events.
+    bfd: bfd::BfdLink,
 }
 
 impl SpeakerTask {
@@ -471,6 +499,7 @@ impl SpeakerTask {
             stale_rx,
             feeds: Vec::new(),
             events,
+            bfd: bfd::BfdLink::new(),
         }
     }
 
@@ -499,6 +528,7 @@ impl SpeakerTask {
                 },
                 Some(message) = self.session_rx.recv() => self.handle_session(message),
                 Some(expired) = self.stale_rx.recv() => self.expire_stale(expired),
+                Some(event) = self.bfd.events.recv() => self.bfd_event(event),
             }
         }
     }
@@ -515,6 +545,9 @@ impl SpeakerTask {
                 let _ = reply.send(self.status());
             }
             Request::Subscribe(feed) => self.feeds.push(feed),
+            Request::BfdHandle(reply) => {
+                let _ = reply.send(self.bfd.handle());
+            }
             Request::Shutdown(_) => {}
         }
     }
@@ -566,6 +599,7 @@ impl SpeakerTask {
             }
         }
         let session = spawn_session(self.session_config(id, &spec), self.session_tx.clone());
+        let bfd_state = self.bfd_add(&spec);
         let mut rib = self.rib.write();
         rib.add_peer(id);
         rib.set_export(id, spec.export);
@@ -584,6 +618,7 @@ impl SpeakerTask {
                 peer_restart_time: None,
                 stale_generation: 0,
                 end_of_rib: false,
+                bfd_state,
             },
         );
     }
@@ -607,6 +642,7 @@ impl SpeakerTask {
                 warn!(peer = %entry.spec.name, %error, "listener MD5 key not cleared");
             }
         }
+        self.bfd_remove(&entry.spec);
         let output = self.rib.write().remove_peer(id);
         self.apply(output);
         Some(entry.session.task)
@@ -905,6 +941,7 @@ impl SpeakerTask {
                     prefixes_received: received,
                     prefixes_advertised: advertised,
                     end_of_rib_received: entry.state == State::Established && entry.end_of_rib,
+                    bfd: entry.bfd_state,
                 }
             })
             .collect();

@@ -21,6 +21,7 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
             port,
             hold_time,
             source_address,
+            bfd,
         } => {
             let password = password_file.as_deref().map(read_password).transpose()?;
             let peer = BgpPeer {
@@ -34,6 +35,7 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
                 hold_time: *hold_time,
                 keepalive_time: None,
                 max_restart_time: None,
+                bfd: bfd.apply(None),
             };
             peer.validate()?;
             match store.create(&keys::peer(name), encode_json(&peer), 0).await {
@@ -105,6 +107,20 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
     ok()
 }
 
+/// `bfd: ...` for `routectl config get/set`.
+fn bfd_line(bfd: Option<&crate::model::BfdConfig>) -> String {
+    match bfd {
+        Some(b) if b.enabled => format!(
+            "bfd: on ({}/{} ms x{}{})\n",
+            b.min_tx_ms,
+            b.min_rx_ms,
+            b.multiplier,
+            if b.graceful { ", graceful" } else { "" }
+        ),
+        _ => "bfd: off\n".to_owned(),
+    }
+}
+
 /// The MD5 password in `path`, without its trailing newline.
 fn read_password(path: &std::path::Path) -> Result<String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -131,6 +147,7 @@ pub async fn config(
             as_number,
             mesh,
             listen_port,
+            bfd,
         } => {
             let written = update_json(store.as_ref(), key, |current: Option<BgpConfiguration>| {
                 let mut config = current.unwrap_or_default();
@@ -143,6 +160,7 @@ pub async fn config(
                 if let Some(p) = listen_port {
                     config.listen_port = *p;
                 }
+                config.bfd = bfd.apply(config.bfd);
                 config.validate()?;
                 Ok::<_, ValidationError>(Some(config))
             })
@@ -171,7 +189,7 @@ pub async fn config(
             },
             config.listen_port,
             config.graceful_restart_time
-        )
+        ) + &bfd_line(config.bfd.as_ref())
     })?;
     ok()
 }

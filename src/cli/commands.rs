@@ -19,6 +19,9 @@ pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
     if let Command::Status { socket } = &cli.command {
         return super::status::status(socket, cli.global.output);
     }
+    if let Command::Bfd(super::BfdCommand::Status { socket }) = &cli.command {
+        return super::bfd::status(socket, cli.global.output);
+    }
     let config = cli.global.datastore_config();
     let store = datastore::open(&config)
         .await
@@ -31,7 +34,7 @@ pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Bench(cmd) => bench_cmd(store, cmd, out).await,
         Command::Peer(cmd) => super::bgp::peer(store, cmd, out).await,
         Command::Config(cmd) => super::bgp::config(store, cmd, out).await,
-        Command::Status { .. } => ok(),
+        Command::Status { .. } | Command::Bfd(_) => ok(),
     }
 }
 

@@ -9,6 +9,7 @@
 //! arguments), 3 invalid input, 4 not found, 5 conflict, 6 no address left, 7 datastore
 //! unavailable, 8 agent unreachable.
 
+mod bfd;
 mod bgp;
 mod commands;
 pub mod error;
@@ -102,6 +103,19 @@ pub enum Command {
     /// Datastore and IPAM benchmarks (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// BFD sessions of the local agent.
+    #[command(subcommand)]
+    Bfd(BfdCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BfdCommand {
+    /// Every BFD session: state, intervals in force, detection time; and dropped datagrams.
+    Status {
+        /// The agent's local API socket.
+        #[arg(long, env = "ROUTED_SOCKET", default_value = crate::api::DEFAULT_SOCKET)]
+        socket: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -234,6 +248,8 @@ pub enum PeerCommand {
         hold_time: Option<u16>,
         #[arg(long)]
         source_address: Option<IpAddr>,
+        #[command(flatten)]
+        bfd: bfd::BfdArgs,
     },
     /// List peers.
     List,
@@ -251,6 +267,9 @@ pub enum ConfigCommand {
         mesh: Option<OnOff>,
         #[arg(long)]
         listen_port: Option<u16>,
+        /// BFD on the node-to-node mesh sessions.
+        #[command(flatten)]
+        bfd: bfd::BfdArgs,
     },
     /// Show the BGP configuration.
     Get,

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod node;
 pub mod pool;
 
+pub use bgp::BfdConfig;
 pub use bgp::{BgpConfiguration, BgpPeer};
 pub use ipam::{AffinityState, Allocation, Block, BlockAffinity, Handle, IpamConfig};
 pub use node::Node;
@@ -191,6 +192,7 @@ mod tests {
                 hold_time: Some(9),
                 keepalive_time: Some(3),
                 max_restart_time: Some(120),
+                bfd: None,
             });
         }
         round_trips(&Node {

@@ -24,6 +24,7 @@
 //! - `collision.rs`: a second connection while the first is open (RFC 4271 §6.8).
 //! - `graceful.rs`: graceful restart (RFC 4724): a restarted peer, and our R bit.
 //! - `error.rs`: `SessionError`, what a session reports; the speaker logs it once.
+//! - `bfd_hold.rs`: BFD Down ends the session at once and holds it until BFD is Up.
 //! - The TCP-MD5 socket option is `crate::net::set_tcp_md5`.
 //!
 //! Every connection gets its own reader and writer task: a decoder error or panic ends that
@@ -39,6 +40,7 @@
 //! FSM of the session task and cleared once that FSM's first session ends; the ConnectRetry
 //! jitter also applies to keepalives (RFC 4271 §10 allows both).
 
+mod bfd_hold;
 mod collision;
 mod error;
 mod graceful;
@@ -53,6 +55,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
+pub use self::bfd_hold::BfdSignal;
 pub use self::error::SessionError;
 use self::io::{IoEvent, Link, WriteOp};
 use self::timers::{jitter, sleep_until_opt, Timers};
@@ -93,6 +96,8 @@ pub enum SessionCommand {
     },
     /// Cease (administrative shutdown, with an optional RFC 9003 message) and end the task.
     Stop { message: Option<String> },
+    /// BFD's verdict on the path to the peer (`bfd_hold.rs`).
+    Bfd(BfdSignal),
 }
 
 /// What a session tells the speaker.
@@ -207,6 +212,8 @@ struct Session {
     next_conn: u64,
     epoch: u64,
     established: bool,
+    /// BFD went down: no connection is made or accepted until it is Up again.
+    bfd_held: bool,
 }
 
 impl Session {
@@ -224,6 +231,7 @@ impl Session {
             next_conn: 1,
             epoch: 0,
             established: false,
+            bfd_held: false,
         }
     }
 
@@ -275,12 +283,14 @@ impl Session {
 
     fn handle_command(&mut self, command: SessionCommand) {
         match command {
+            SessionCommand::Incoming(stream) if self.bfd_held => drop(stream),
             SessionCommand::Incoming(stream) => self.accept(stream),
             SessionCommand::Advertise {
                 epoch,
                 outbound,
                 end_of_rib,
             } => self.advertise(epoch, &outbound, end_of_rib),
+            SessionCommand::Bfd(signal) => self.bfd_signal(signal),
             SessionCommand::Stop { .. } => {}
         }
     }
@@ -548,5 +558,6 @@ pub fn describe_reason(reason: &DownReason) -> String {
         DownReason::NotificationSent(n) => format!("sent {}", n.describe()),
         DownReason::NotificationReceived(n) => format!("received {}", n.describe()),
         DownReason::ConnectionLost => "connection lost".to_owned(),
+        DownReason::BfdDown => "BFD down".to_owned(),
     }
 }
