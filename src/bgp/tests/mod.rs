@@ -4,6 +4,7 @@
 //! malformed UPDATEs. `interop_*.rs`: BIRD 2, FRR and GoBGP in network namespaces, run only
 //! with `ROUTED_E2E=1` (see `netns.rs` for the topology and cleanup).
 
+mod bfd_interop;
 mod harness;
 mod interop;
 mod netns;
