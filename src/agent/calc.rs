@@ -22,6 +22,8 @@
 //!   VXLAN 50).
 
 use crate::bgp::speaker::PeerSpec;
+use crate::bgp::speaker::{MaxPrefixAction, MaxPrefixes};
+use crate::model::PrefixLimitAction;
 use crate::model::{AffinityState, BgpConfiguration, BgpPeer, EncapMode, IpPool, Node};
 use crate::netlink::{FdbEntry, MacAddr, Neighbour, NextHop, Route, RouteProtocol};
 use ipnetwork::IpNetwork;
@@ -222,6 +224,13 @@ pub fn desired_peers(me: &Node, state: &ClusterState) -> Vec<PeerSpec> {
             .max_restart_time
             .map(|t| Duration::from_secs(u64::from(t)));
         spec.bfd = bfd_spec(peer.bfd.as_ref());
+        spec.max_prefixes = peer.max_prefixes.map(|limit| MaxPrefixes {
+            limit,
+            action: match peer.max_prefixes_action {
+                Some(PrefixLimitAction::Warn) => MaxPrefixAction::Warn,
+                Some(PrefixLimitAction::Restart) | None => MaxPrefixAction::Restart,
+            },
+        });
         out.push(spec);
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -443,6 +452,8 @@ mod tests {
             keepalive_time: None,
             max_restart_time: None,
             bfd: None,
+            max_prefixes: None,
+            max_prefixes_action: None,
         };
         let state = ClusterState {
             config: BgpConfiguration {

@@ -197,6 +197,9 @@ pub enum Input {
     BfdDown {
         graceful: bool,
     },
+    /// The speaker ends the session with this NOTIFICATION (a Cease such as Maximum Number
+    /// of Prefixes Reached); the session restarts after ConnectRetry like after any error.
+    Cease(Notification),
 }
 
 /// Something for the session task to do, in order.
@@ -311,6 +314,11 @@ impl Fsm {
             Input::UpdateSent => self.note_update_sent(&mut out),
             Input::CollisionLost => self.lose_collision(&mut out),
             Input::BfdDown { graceful } => self.bfd_down(graceful, &mut out),
+            Input::Cease(notification) => {
+                if self.state == State::Established {
+                    self.send_error(notification, &mut out);
+                }
+            }
         }
         if self.state != from {
             out.push(Output::StateChanged {

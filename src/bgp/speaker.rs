@@ -69,6 +69,9 @@ use crate::bgp::session::{
 use crate::net::set_tcp_md5;
 
 mod bfd;
+mod limits;
+
+pub use limits::{max_prefixes_notification, MaxPrefixAction, MaxPrefixes};
 
 /// The standard BGP port.
 pub const BGP_PORT: u16 = 179;
@@ -179,6 +182,9 @@ pub struct PeerSpec {
     /// BFD for this session (`speaker/bfd.rs`); `None`: hold timer only.
     #[serde(default)]
     pub bfd: Option<BfdSpec>,
+    /// How many prefixes the peer may send (`speaker/limits.rs`); `None`: no limit.
+    #[serde(default)]
+    pub max_prefixes: Option<MaxPrefixes>,
 }
 
 impl PeerSpec {
@@ -206,6 +212,7 @@ impl PeerSpec {
             max_restart_time: None,
             export: ExportPolicy::default(),
             bfd: None,
+            max_prefixes: None,
         }
     }
 }
@@ -449,6 +456,8 @@ struct PeerEntry {
     end_of_rib: bool,
     /// The BFD session's last state, when BFD is on.
     bfd_state: Option<BfdState>,
+    /// The session epoch whose prefix limit was already reported.
+    max_prefix_reported: Option<u64>,
 }
 
 /// A graceful-restart timer fired.
@@ -619,6 +628,7 @@ impl SpeakerTask {
                 stale_generation: 0,
                 end_of_rib: false,
                 bfd_state,
+                max_prefix_reported: None,
             },
         );
     }
@@ -742,6 +752,7 @@ impl SpeakerTask {
                 entry.end_of_rib |= end_of_rib;
                 let output = self.rib.write().receive_update(id, &update);
                 self.apply(output);
+                self.check_max_prefixes(id, epoch);
                 if end_of_rib && self.rib.write().stale_count(id) == 0 {
                     self.cancel_stale_timer(id);
                 }

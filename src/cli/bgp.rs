@@ -22,6 +22,8 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
             hold_time,
             source_address,
             bfd,
+            max_prefixes,
+            max_prefixes_action,
         } => {
             let password = password_file.as_deref().map(read_password).transpose()?;
             let peer = BgpPeer {
@@ -36,6 +38,8 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
                 keepalive_time: None,
                 max_restart_time: None,
                 bfd: bfd.apply(None),
+                max_prefixes: *max_prefixes,
+                max_prefixes_action: *max_prefixes_action,
             };
             peer.validate()?;
             match store.create(&keys::peer(name), encode_json(&peer), 0).await {

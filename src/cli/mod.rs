@@ -250,6 +250,12 @@ pub enum PeerCommand {
         source_address: Option<IpAddr>,
         #[command(flatten)]
         bfd: bfd::BfdArgs,
+        /// Most prefixes the peer may send (none: no limit).
+        #[arg(long)]
+        max_prefixes: Option<u32>,
+        /// Past --max-prefixes: warn (log once) or restart (Cease/1, the default).
+        #[arg(long, value_enum, requires = "max_prefixes")]
+        max_prefixes_action: Option<crate::model::PrefixLimitAction>,
     },
     /// List peers.
     List,

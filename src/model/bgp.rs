@@ -97,6 +97,20 @@ pub struct BgpPeer {
     /// BFD on this peer's session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd: Option<BfdConfig>,
+    /// Most prefixes the peer may send; past it `max_prefixes_action` applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prefixes: Option<u32>,
+    /// `warn` (log once) or `restart` (Cease/1, RFC 4486; the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prefixes_action: Option<PrefixLimitAction>,
+}
+
+/// What happens when a peer sends more than `max_prefixes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PrefixLimitAction {
+    Warn,
+    Restart,
 }
 
 impl BgpPeer {

@@ -13,7 +13,7 @@ pub mod keys;
 pub mod node;
 pub mod pool;
 
-pub use bgp::BfdConfig;
+pub use bgp::{BfdConfig, PrefixLimitAction};
 pub use bgp::{BgpConfiguration, BgpPeer};
 pub use ipam::{AffinityState, Allocation, Block, BlockAffinity, Handle, IpamConfig};
 pub use node::Node;
@@ -193,6 +193,8 @@ mod tests {
                 keepalive_time: Some(3),
                 max_restart_time: Some(120),
                 bfd: None,
+                max_prefixes: Some(1000),
+                max_prefixes_action: Some(crate::model::PrefixLimitAction::Warn),
             });
         }
         round_trips(&Node {

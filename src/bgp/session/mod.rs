@@ -98,6 +98,11 @@ pub enum SessionCommand {
     Stop { message: Option<String> },
     /// BFD's verdict on the path to the peer (`bfd_hold.rs`).
     Bfd(BfdSignal),
+    /// End the Established session `epoch` with this NOTIFICATION (max-prefix, Cease/1).
+    Cease {
+        epoch: u64,
+        notification: crate::bgp::packet::Notification,
+    },
 }
 
 /// What a session tells the speaker.
@@ -291,6 +296,14 @@ impl Session {
                 end_of_rib,
             } => self.advertise(epoch, &outbound, end_of_rib),
             SessionCommand::Bfd(signal) => self.bfd_signal(signal),
+            SessionCommand::Cease {
+                epoch,
+                notification,
+            } => {
+                if epoch == self.epoch && self.established {
+                    self.feed(Which::Main, Input::Cease(notification));
+                }
+            }
             SessionCommand::Stop { .. } => {}
         }
     }

@@ -7,5 +7,6 @@
 mod bfd_interop;
 mod harness;
 mod interop;
+mod limits;
 mod netns;
 mod session;
