@@ -20,6 +20,7 @@
 //! (readiness).
 
 pub mod calc;
+pub mod calc_rr;
 pub mod follower;
 pub mod follower_bench;
 pub mod forward;

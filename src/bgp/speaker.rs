@@ -57,11 +57,12 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::bfd::{BfdSpec, State as BfdState};
 use crate::bgp::change_feed::{change_feed, ChangeFeed, ChangeSender};
 use crate::bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, PeerConfig, State};
 use crate::bgp::packet::{Family, WireOptions};
 use crate::bgp::rib::{
-    BestRoute, ExportPolicy, PeerId, PeerInfo, Rib, RibEvent, RibOutput, SharedRib,
+    BestRoute, ExportPolicy, PeerId, PeerInfo, Reflection, Rib, RibEvent, RibOutput, SharedRib,
 };
 use crate::bgp::session::{
     describe_reason, spawn_session, SessionCommand, SessionConfig, SessionError, SessionEvent,
@@ -69,6 +70,11 @@ use crate::bgp::session::{
 };
 use crate::bgp::update_groups::{self, UpdateCounts, UpdateGroup, UpdateStats};
 use crate::net::set_tcp_md5;
+
+mod bfd;
+mod limits;
+
+pub use limits::{max_prefixes_notification, MaxPrefixAction, MaxPrefixes};
 
 /// The standard BGP port.
 pub const BGP_PORT: u16 = 179;
@@ -184,6 +190,15 @@ pub struct PeerSpec {
     pub max_restart_time: Option<Duration>,
     /// Which learned routes this peer is sent (our originated prefixes always are).
     pub export: ExportPolicy,
+    /// Route reflection on this session (RFC 4456); `None`: plain BGP.
+    #[serde(default)]
+    pub reflection: Option<Reflection>,
+    /// BFD for this session (`speaker/bfd.rs`); `None`: hold timer only.
+    #[serde(default)]
+    pub bfd: Option<BfdSpec>,
+    /// How many prefixes the peer may send (`speaker/limits.rs`); `None`: no limit.
+    #[serde(default)]
+    pub max_prefixes: Option<MaxPrefixes>,
 }
 
 impl PeerSpec {
@@ -210,6 +225,9 @@ impl PeerSpec {
             passive: false,
             max_restart_time: None,
             export: ExportPolicy::default(),
+            reflection: None,
+            bfd: None,
+            max_prefixes: None,
         }
     }
 }
@@ -233,6 +251,12 @@ pub struct PeerStatus {
     /// The peer sent End-of-RIB on the current session: its initial routes are all in.
     #[serde(default)]
     pub end_of_rib_received: bool,
+    /// The session's route-reflection role, from its spec.
+    #[serde(default)]
+    pub reflection: Option<Reflection>,
+    /// The BFD session's state, when BFD is on for this peer.
+    #[serde(default)]
+    pub bfd: Option<BfdState>,
 }
 
 /// What the speaker reports.
@@ -264,6 +288,7 @@ enum Request {
     Subscribe(ChangeSender),
     Shutdown(oneshot::Sender<()>),
     Queues(oneshot::Sender<Vec<PeerQueues>>),
+    BfdHandle(oneshot::Sender<Option<crate::bfd::BfdHandle>>),
 }
 
 /// The bounded queues of one peer's session (`session::queues`), for tests and benchmarks.
@@ -299,6 +324,7 @@ impl std::fmt::Debug for Request {
             Request::Subscribe(_) => "Subscribe",
             Request::Shutdown(_) => "Shutdown",
             Request::Queues(_) => "Queues",
+            Request::BfdHandle(_) => "BfdHandle",
         })
     }
 }
@@ -365,6 +391,18 @@ impl SpeakerHandle {
     /// Incremental changes of the best routes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<RibEvent> {
         self.events.subscribe()
+    }
+
+    /// Every BFD session and the driver's counters (empty while no peer uses BFD).
+    pub async fn bfd_status(&self) -> Result<crate::bfd::BfdStatus, SpeakerError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::BfdHandle(reply))
+            .map_err(|_| SpeakerError::Stopped)?;
+        match answer.await.map_err(|_| SpeakerError::Stopped)? {
+            Some(handle) => handle.status().await.map_err(|_| SpeakerError::Stopped),
+            None => Ok(crate::bfd::BfdStatus::default()),
+        }
     }
 }
 
@@ -470,6 +508,10 @@ struct PeerEntry {
     end_of_rib: bool,
     /// The wire options of the Established session (its update group's key, with its changes).
     wire: Option<WireOptions>,
+    /// The BFD session's last state, when BFD is on.
+    bfd_state: Option<BfdState>,
+    /// The session epoch whose prefix limit was already reported.
+    max_prefix_reported: Option<u64>,
 }
 
 /// A graceful-restart timer fired.
@@ -495,6 +537,8 @@ struct SpeakerTask {
     feeds: Vec<ChangeSender>,
     events: broadcast::Sender<RibEvent>,
     updates: Arc<UpdateStats>,
+    /// The BFD driver (started with the first peer that wants BFD) and its events.
+    bfd: bfd::BfdLink,
 }
 
 impl SpeakerTask {
@@ -520,6 +564,7 @@ impl SpeakerTask {
             feeds: Vec::new(),
             events,
             updates: Arc::new(UpdateStats::default()),
+            bfd: bfd::BfdLink::new(),
         }
     }
 
@@ -548,6 +593,7 @@ impl SpeakerTask {
                 },
                 Some(message) = self.session_rx.recv() => self.handle_session(message),
                 Some(expired) = self.stale_rx.recv() => self.expire_stale(expired),
+                Some(event) = self.bfd.events.recv() => self.bfd_event(event),
             }
         }
     }
@@ -576,6 +622,9 @@ impl SpeakerTask {
                 queues.sort_by(|a, b| a.name.cmp(&b.name));
                 let _ = reply.send(queues);
             }
+            Request::BfdHandle(reply) => {
+                let _ = reply.send(self.bfd.handle());
+            }
             Request::Shutdown(_) => {}
         }
     }
@@ -597,6 +646,7 @@ impl SpeakerTask {
     fn set_peers(&mut self, specs: Vec<PeerSpec>) {
         let wanted: BTreeMap<String, PeerSpec> =
             specs.into_iter().map(|s| (s.name.clone(), s)).collect();
+        self.change_reflection_in_place(&wanted);
         let stale: Vec<PeerId> = self
             .peers
             .values()
@@ -610,6 +660,35 @@ impl SpeakerTask {
             if !self.by_name.contains_key(&name) {
                 self.add_peer(spec);
             }
+        }
+    }
+
+    /// Peers whose spec changed only in its route-reflection role keep their session: the
+    /// RIB takes the new role and every peer's Adj-RIB-Out is recomputed (RFC 4456 roles are
+    /// local; nothing in the OPEN depends on them).
+    fn change_reflection_in_place(&mut self, wanted: &BTreeMap<String, PeerSpec>) {
+        let mut changed = false;
+        for entry in self.peers.values_mut() {
+            let Some(spec) = wanted.get(&entry.spec.name) else {
+                continue;
+            };
+            if spec.reflection == entry.spec.reflection {
+                continue;
+            }
+            let same_otherwise = PeerSpec {
+                reflection: spec.reflection,
+                ..entry.spec.clone()
+            } == *spec;
+            if same_otherwise {
+                info!(peer = %spec.name, reflection = ?spec.reflection, "route-reflection role changed; session kept");
+                entry.spec.reflection = spec.reflection;
+                self.rib.write().set_reflection(entry.id, spec.reflection);
+                changed = true;
+            }
+        }
+        if changed {
+            let output = self.rib.write().refresh_exports();
+            self.apply(output);
         }
     }
 
@@ -627,9 +706,11 @@ impl SpeakerTask {
             }
         }
         let session = spawn_session(self.session_config(id, &spec), self.session_tx.clone());
+        let bfd_state = self.bfd_add(&spec);
         let mut rib = self.rib.write();
         rib.add_peer(id);
         rib.set_export(id, spec.export);
+        rib.set_reflection(id, spec.reflection);
         drop(rib);
         self.by_name.insert(spec.name.clone(), id);
         self.peers.insert(
@@ -646,6 +727,8 @@ impl SpeakerTask {
                 stale_generation: 0,
                 end_of_rib: false,
                 wire: None,
+                bfd_state,
+                max_prefix_reported: None,
             },
         );
     }
@@ -669,6 +752,7 @@ impl SpeakerTask {
                 warn!(peer = %entry.spec.name, %error, "listener MD5 key not cleared");
             }
         }
+        self.bfd_remove(&entry.spec);
         let output = self.rib.write().remove_peer(id);
         self.apply(output);
         Some(entry.session.task)
@@ -771,6 +855,7 @@ impl SpeakerTask {
                 entry.end_of_rib |= end_of_rib;
                 let output = self.rib.write().receive_update(id, &update);
                 self.apply(output);
+                self.check_max_prefixes(id, epoch);
                 if end_of_rib && self.rib.write().stale_count(id) == 0 {
                     self.cancel_stale_timer(id);
                 }
@@ -992,6 +1077,8 @@ impl SpeakerTask {
                     prefixes_received: received,
                     prefixes_advertised: advertised,
                     end_of_rib_received: entry.state == State::Established && entry.end_of_rib,
+                    reflection: entry.spec.reflection,
+                    bfd: entry.bfd_state,
                 }
             })
             .collect();

@@ -15,12 +15,17 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
         PeerCommand::Create {
             name,
             peer_ip,
+            peer_selector,
             as_number,
             node,
+            node_selector,
             password_file,
             port,
             hold_time,
             source_address,
+            bfd,
+            max_prefixes,
+            max_prefixes_action,
         } => {
             let password = password_file.as_deref().map(read_password).transpose()?;
             let peer = BgpPeer {
@@ -34,6 +39,11 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
                 hold_time: *hold_time,
                 keepalive_time: None,
                 max_restart_time: None,
+                node_selector: node_selector.clone(),
+                peer_selector: peer_selector.clone(),
+                bfd: bfd.apply(None),
+                max_prefixes: *max_prefixes,
+                max_prefixes_action: *max_prefixes_action,
             };
             peer.validate()?;
             match store.create(&keys::peer(name), encode_json(&peer), 0).await {
@@ -53,7 +63,7 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
             print(out, &shown, || {
                 format!(
                     "peer {name} created ({} AS {}, {})\n",
-                    shown.peer_ip,
+                    remote_of(&shown),
                     shown.as_number,
                     shown.peer_type()
                 )
@@ -78,10 +88,13 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
                     .map(|p| {
                         vec![
                             p.name.clone(),
-                            p.peer_ip.to_string(),
+                            remote_of(p),
                             p.as_number.to_string(),
                             p.peer_type().to_string(),
-                            p.node.clone().unwrap_or_else(|| "(all)".into()),
+                            p.node
+                                .clone()
+                                .or_else(|| p.node_selector.clone())
+                                .unwrap_or_else(|| "(all)".into()),
                             if p.password.is_some() { "md5" } else { "-" }.to_string(),
                         ]
                     })
@@ -103,6 +116,29 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
         }
     }
     ok()
+}
+
+/// The remote side of a peer as the tables show it: its address, or its selector.
+fn remote_of(peer: &BgpPeer) -> String {
+    match (&peer.peer_ip, &peer.peer_selector) {
+        (Some(ip), _) => ip.to_string(),
+        (None, Some(selector)) => selector.clone(),
+        (None, None) => "-".into(),
+    }
+}
+
+/// `bfd: ...` for `routectl config get/set`.
+fn bfd_line(bfd: Option<&crate::model::BfdConfig>) -> String {
+    match bfd {
+        Some(b) if b.enabled => format!(
+            "bfd: on ({}/{} ms x{}{})\n",
+            b.min_tx_ms,
+            b.min_rx_ms,
+            b.multiplier,
+            if b.graceful { ", graceful" } else { "" }
+        ),
+        _ => "bfd: off\n".to_owned(),
+    }
 }
 
 /// The MD5 password in `path`, without its trailing newline.
@@ -131,6 +167,7 @@ pub async fn config(
             as_number,
             mesh,
             listen_port,
+            bfd,
         } => {
             let written = update_json(store.as_ref(), key, |current: Option<BgpConfiguration>| {
                 let mut config = current.unwrap_or_default();
@@ -143,6 +180,7 @@ pub async fn config(
                 if let Some(p) = listen_port {
                     config.listen_port = *p;
                 }
+                config.bfd = bfd.apply(config.bfd);
                 config.validate()?;
                 Ok::<_, ValidationError>(Some(config))
             })
@@ -171,7 +209,7 @@ pub async fn config(
             },
             config.listen_port,
             config.graceful_restart_time
-        )
+        ) + &bfd_line(config.bfd.as_ref())
     })?;
     ok()
 }
