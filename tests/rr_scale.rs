@@ -1,7 +1,8 @@
 //! The BGP peer simulator at a CI-sized scale (200 clients × 4 blocks) through one reflector:
 //! every client converges (holds every other client's blocks), a withdraw wave and a flap
 //! reach every client, and the run's figures are printed. Runs tests/bench/rr_scale.sh on the
-//! debug binaries of this build. Needs root, BIRD 2 and ROUTED_E2E=1.
+//! debug binaries of this build, against BIRD 2 and against routed. Needs root, BIRD 2 and
+//! ROUTED_E2E=1.
 
 mod common;
 
@@ -51,10 +52,9 @@ fn simulator_200_clients_converge_through_a_bird_reflector() {
     println!("{}", run_scale("bird"));
 }
 
-/// Enable once routed can be the reflector (issue 13, branch `rr`: Node.rr_cluster_id and
-/// `routectl node set --rr-cluster-id`): the same run against routed.
+/// The same run against routed as the reflector (its Node's rr_cluster_id set, the mesh off,
+/// one iBGP peer per client).
 #[test]
-#[ignore = "needs routed as route reflector (issue 13, branch rr); enable after it merges"]
 fn simulator_200_clients_converge_through_a_routed_reflector() {
     if !common::require_e2e("simulator_200_clients_converge_through_a_routed_reflector") {
         return;
