@@ -85,6 +85,7 @@ protocol device { }
 protocol direct { ipv4; interface "eth0"; }
 template bgp rrc {
   local 10.99.0.1 as 64512; direct; passive on; rr client; rr cluster id 10.99.0.1; hold time 240;
+  error wait time 1, 5;
   ipv4 { import all; export all; gateway direct; };
 }
 CONF
