@@ -3,6 +3,7 @@
 //! rendered reply. A line longer than [`MAX_LINE`] gets a syntax error and the connection is
 //! closed, so a client cannot grow the server's buffers; at most [`MAX_CLIENTS`] at once.
 
+use crate::command::Command;
 use crate::model::Snapshot;
 use crate::{render, Dialect};
 use std::future::Future;
@@ -17,9 +18,10 @@ pub const MAX_LINE: usize = 4096;
 /// Clients served at once; more wait in the listen backlog.
 pub const MAX_CLIENTS: usize = 64;
 
-/// Where the rows come from: called once per command that needs them.
+/// Where the rows come from: called once per parsed command, which it may use to skip rows
+/// the command does not show (routes are only needed by `show route`).
 pub trait Source: Send + Sync + 'static {
-    fn snapshot(&self) -> impl Future<Output = Snapshot> + Send;
+    fn snapshot(&self, command: &Command) -> impl Future<Output = Snapshot> + Send;
 }
 
 /// Binds `path`, replacing a stale socket file left by an earlier run.
@@ -94,7 +96,7 @@ async fn serve_client<S: Source>(
         }
         let reply = match crate::command::parse(text) {
             Ok(cmd) => {
-                let snapshot = source.snapshot().await;
+                let snapshot = source.snapshot(&cmd).await;
                 render::render(dialect, &cmd, &snapshot)
                     .unwrap_or_else(|e| render::error_reply(dialect, &e))
             }
@@ -111,7 +113,7 @@ mod tests {
 
     struct Empty;
     impl Source for Empty {
-        async fn snapshot(&self) -> Snapshot {
+        async fn snapshot(&self, _: &Command) -> Snapshot {
             Snapshot::default()
         }
     }

@@ -574,6 +574,12 @@ mod tests {
             prefixes_received: 3,
             prefixes_advertised: 1,
             end_of_rib_received: state == State::Established,
+            remote_as: 64512,
+            local_as: 64512,
+            established_transitions: 1,
+            messages_received: Default::default(),
+            messages_sent: Default::default(),
+            session: None,
         }
     }
 

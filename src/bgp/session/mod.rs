@@ -40,6 +40,7 @@
 //! jitter also applies to keepalives (RFC 4271 §10 allows both).
 
 mod collision;
+pub mod counters;
 mod error;
 mod graceful;
 mod io;
@@ -77,6 +78,8 @@ pub struct SessionConfig {
     /// Keepalive interval when shorter than a third of the negotiated hold time.
     pub keepalive: Option<Duration>,
     pub fsm: PeerConfig,
+    /// Messages in and out by type (status, metrics); the speaker keeps one per peer.
+    pub counters: std::sync::Arc<counters::MessageCounters>,
 }
 
 /// What the speaker tells a session.
@@ -335,6 +338,8 @@ impl Session {
             "sending UPDATEs"
         );
         if let Some(link) = &self.main.link {
+            let count = messages.len() as u64;
+            self.config.counters.sent(counters::UPDATE, count);
             for message in messages {
                 let _ = link.writer.send(WriteOp::Bytes(message));
             }
@@ -452,6 +457,7 @@ impl Session {
 
     /// Encode and queue one message on a slot's connection.
     fn send(&mut self, which: Which, message: &Message) {
+        let counters = self.config.counters.clone();
         let Some(slot) = self.slot_mut(which) else {
             return;
         };
@@ -463,6 +469,8 @@ impl Session {
         };
         match encode_message(message, &slot.wire) {
             Ok(buffers) => {
+                let kind = counters::index(message);
+                counters.sent(kind, buffers.len() as u64);
                 for buffer in buffers {
                     let _ = link.writer.send(WriteOp::Bytes(buffer));
                 }
