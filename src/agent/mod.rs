@@ -197,6 +197,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     let store = datastore::open(&config.datastore)
         .await
         .with_context(|| format!("cannot open datastore {}", config.datastore.url))?;
+    let store = crate::metrics::datastore::MeteredStore::wrap(store);
     let detected = node::detect(&config).await?;
     info!(node = %config.node_name, address = ?detected.address, method = %detected.method,
         interface = ?detected.interface, mtu = detected.mtu, "node address detected");
@@ -229,7 +230,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", config.socket.display()))?;
     info!(socket = %config.socket.display(), pod_mtu, "local API listening");
     let api = tokio::spawn(server::serve(listener, state.clone()));
-    start_observability(&state, &config)?;
+    start_observability(&state, &config).await?;
 
     // The node forwards pod traffic (per-veth forwarding is set by the CNI plugin).
     match crate::netlink::sysctl::set_sysctl(crate::netlink::sysctl::IP_FORWARD_KEY, "1") {
@@ -272,7 +273,12 @@ pub async fn run(config: AgentConfig) -> Result<()> {
 }
 
 /// The BIRD-compatible sockets and the metrics endpoint, when asked for.
-fn start_observability(state: &Arc<AgentState>, config: &AgentConfig) -> Result<()> {
+async fn start_observability(state: &Arc<AgentState>, config: &AgentConfig) -> Result<()> {
+    if let Some(addr) = config.metrics_listen {
+        crate::metrics::http::start(state.clone(), addr)
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    }
     let mut sockets = Vec::new();
     if let Some(path) = &config.bird_socket {
         sockets.push((path.clone(), bird_compat::Dialect::Bird2));
