@@ -13,7 +13,7 @@ use tracing::{debug, error, info};
 
 const MAX_HEAD: usize = 8192;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
-const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Binds `addr` (an error at start-up: the operator asked for it) and serves in a task.
 pub async fn start(state: Arc<AgentState>, addr: SocketAddr) -> std::io::Result<SocketAddr> {

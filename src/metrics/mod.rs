@@ -1,5 +1,5 @@
 //! Prometheus metrics (`routed --metrics-listen ADDR:PORT`, `GET /metrics`), encoded by the
-//! `prometheus-client` crate (OpenMetrics text).
+//! `prometheus-client` crate (Prometheus text format 0.0.4).
 //!
 //! ```text
 //!  in-process events ──> Metrics (global, long-lived): reconcile pass durations (agent::
@@ -368,11 +368,12 @@ pub fn registry_of(inputs: &Inputs) -> Registry {
     registry
 }
 
-/// Encodes a registry as OpenMetrics text.
+/// Encodes a registry in the Prometheus text format 0.0.4 (what every scraper and
+/// `promtool check metrics` read; its counter families carry their `_total` names).
 pub fn encode(registry: &Registry) -> String {
     let mut out = String::new();
     // Writing into a String cannot fail.
-    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, registry);
     out
 }
 
