@@ -32,6 +32,9 @@ pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Pool(cmd) => pool(store, cmd, out).await,
         Command::Ipam(cmd) => ipam(store, cmd, out).await,
         Command::Node(NodeCommand::List) => node_list(store, out).await,
+        Command::Node(cmd @ (NodeCommand::Label { .. } | NodeCommand::Set { .. })) => {
+            super::node::node(store, cmd, out).await
+        }
         Command::Node(NodeCommand::Delete { name, force }) => {
             resources::command::node_delete(store, name, *force, out).await
         }
@@ -465,6 +468,12 @@ async fn bench_cmd(store: Arc<dyn Datastore>, cmd: &BenchCommand, out: Output) -
                     .await?,
             ]
         }
+        BenchCommand::Follower {
+            nodes,
+            blocks,
+            changes,
+            no_seed,
+        } => return bench_follower(store, *nodes, *blocks, *changes, !*no_seed, out).await,
     };
     print(out, &reports, || {
         let rows = reports
@@ -494,5 +503,30 @@ async fn bench_cmd(store: Arc<dyn Datastore>, cmd: &BenchCommand, out: Output) -
             &rows,
         )
     })?;
+    ok()
+}
+
+/// `routectl bench follower`: one JSON object, or a line of figures.
+async fn bench_follower(
+    store: Arc<dyn Datastore>,
+    nodes: usize,
+    blocks: usize,
+    changes: usize,
+    seed: bool,
+    out: Output,
+) -> Result<ExitCode> {
+    let report = crate::agent::follower_bench::run(store, nodes, blocks, changes, seed)
+        .await
+        .map_err(|e| CliError::Failed(format!("{e:#}")))?;
+    if out == Output::Json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        println!(
+            "nodes={} blocks={} changes={} join_ms={:.0} join_reads={} reads={} reads_per_change={:.2} cpu_ms_per_100={:.0} follower_ms_per_100={:.1} relists={}",
+            report.nodes, report.blocks_per_node, report.changes, report.join_ms,
+            report.join_reads, report.reads, report.reads_per_change, report.cpu_ms_per_100,
+            report.follower_ms_per_100, report.relists
+        );
+    }
     ok()
 }

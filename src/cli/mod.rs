@@ -12,6 +12,7 @@
 mod bgp;
 mod commands;
 pub mod error;
+mod node;
 pub mod resources;
 mod status;
 pub mod table;
@@ -301,6 +302,25 @@ pub enum OnOff {
 pub enum NodeCommand {
     /// List nodes.
     List,
+    /// Set labels (key=value) or remove them (key-), as kubectl does.
+    Label {
+        /// The node.
+        name: String,
+        /// key=value to set, key- to remove.
+        #[arg(required = true)]
+        labels: Vec<String>,
+    },
+    /// Change a node's BGP settings (its route-reflector cluster ID).
+    Set {
+        /// The node.
+        name: String,
+        /// Make the node a route reflector with this cluster ID.
+        #[arg(long, value_name = "A.B.C.D", conflicts_with = "no_rr_cluster_id")]
+        rr_cluster_id: Option<std::net::Ipv4Addr>,
+        /// Clear the cluster ID: the node is no longer a route reflector.
+        #[arg(long, required_unless_present = "rr_cluster_id")]
+        no_rr_cluster_id: bool,
+    },
     /// Decommission a node: release its addresses and blocks, delete its peers and record.
     /// Refused while its agent answers, unless --force; run it again to finish an interrupted one.
     Delete {
@@ -314,19 +334,26 @@ pub enum NodeCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum PeerCommand {
-    /// Create a peer: global, or for one node with --node.
+    /// Create a peer: global, or for one node with --node, or for the nodes --node-selector
+    /// selects; with the address --peer-ip or every node --peer-selector selects.
     Create {
         /// Name of the new peer.
         name: String,
         /// The peer's address.
-        #[arg(long)]
-        peer_ip: IpAddr,
+        #[arg(long, required_unless_present = "peer_selector")]
+        peer_ip: Option<IpAddr>,
+        /// Peer with every node this selects (e.g. "route-reflector == 'true'").
+        #[arg(long, conflicts_with = "peer_ip")]
+        peer_selector: Option<String>,
         /// The peer's AS number.
         #[arg(long = "as")]
         as_number: u32,
         /// Only this node peers with it (default: every node).
         #[arg(long)]
         node: Option<String>,
+        /// Only the nodes this selects have the peering (e.g. "all()").
+        #[arg(long, conflicts_with = "node")]
+        node_selector: Option<String>,
         /// File holding the TCP MD5 password (kept out of shell history).
         #[arg(long)]
         password_file: Option<std::path::PathBuf>,
@@ -404,6 +431,22 @@ pub enum BenchCommand {
         /// Every worker increments this one counter key (checks that no update is lost).
         #[arg(long)]
         shared_key: Option<String>,
+    },
+    /// The agent's datastore follower at scale: seed NODES synthetic nodes with BLOCKS
+    /// affinities each, join as node-00000, count its reads and CPU for CHANGES changes elsewhere.
+    Follower {
+        /// Synthetic Node records to seed.
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Block affinities per node.
+        #[arg(long, default_value_t = 4)]
+        blocks: usize,
+        /// Changes made elsewhere in the cluster while the follower runs.
+        #[arg(long, default_value_t = 100)]
+        changes: usize,
+        /// Do not seed: the datastore already holds the synthetic cluster.
+        #[arg(long)]
+        no_seed: bool,
     },
 }
 

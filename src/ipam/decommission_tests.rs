@@ -49,15 +49,10 @@ async fn cluster() -> Cluster {
     for (name, node) in [("tor-1", Some("node-1")), ("tor-all", None)] {
         let peer = BgpPeer {
             name: name.into(),
-            peer_ip: "192.0.2.1".parse().unwrap(),
-            peer_port: None,
+            peer_ip: Some("192.0.2.1".parse().unwrap()),
             as_number: 65001,
             node: node.map(str::to_string),
-            password: None,
-            source_address: None,
-            hold_time: None,
-            keepalive_time: None,
-            max_restart_time: None,
+            ..BgpPeer::default()
         };
         put(store.as_ref(), &keys::peer(name), &peer).await;
     }

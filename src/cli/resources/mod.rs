@@ -293,9 +293,8 @@ pub fn prepare(origin: &Origin, doc: &Value) -> Result<Prepared, DocumentError> 
     let map = doc.as_object().cloned().unwrap_or_default();
     let calico = map.get("apiVersion").and_then(Value::as_str) == Some(CALICO_API_VERSION);
     for key in map.keys() {
-        let allowed = ["apiVersion", "kind", "metadata", "spec"].contains(&key.as_str())
-            || (calico && key == "status");
-        if !allowed {
+        let known = ["apiVersion", "kind", "metadata", "spec"].contains(&key.as_str());
+        if !(known || calico && key == "status") {
             return Err(err(
                 Some(key.clone()),
                 "unknown top-level field (a document has apiVersion, kind, metadata and spec)"
@@ -310,7 +309,7 @@ pub fn prepare(origin: &Origin, doc: &Value) -> Result<Prepared, DocumentError> 
         .unwrap_or_default();
     for key in metadata.keys() {
         let ours = ["name", "resourceVersion", "labels"].contains(&key.as_str());
-        if !(ours || (calico && calico::CALICO_METADATA_IGNORED.contains(&key.as_str()))) {
+        if !(ours || calico && calico::CALICO_METADATA_IGNORED.contains(&key.as_str())) {
             return Err(err(
                 Some(format!("metadata.{key}")),
                 "unknown metadata field (routed reads name, resourceVersion and labels)".into(),
