@@ -324,6 +324,15 @@ spec:
   maxRestartTime: 2m
 ---
 apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata:
+  name: rack1-rr
+spec:
+  nodeSelector: rack == 'r1'
+  peerSelector: has(route-reflector)
+  asNumber: 63400
+---
+apiVersion: projectcalico.org/v3
 kind: BGPConfiguration
 metadata:
   name: default
@@ -350,7 +359,7 @@ status: {}
 async fn calico_v3_documents_apply_with_the_fields_routed_supports() {
     let (_dir, store) = store();
     let outcomes = apply(store.as_ref(), CALICO, Verb::Apply).await;
-    assert_eq!(outcomes.len(), 4);
+    assert_eq!(outcomes.len(), 5);
     let get = |key: &'static str| {
         let store = store.clone();
         async move {
@@ -372,6 +381,11 @@ async fn calico_v3_documents_apply_with_the_fields_routed_supports() {
             peer["max_restart_time"].as_u64()
         ),
         (Some(30), Some(120))
+    );
+    let rr = get("bgppeers/rack1-rr").await;
+    assert_eq!(
+        (rr["node_selector"].as_str(), rr["peer_selector"].as_str()),
+        (Some("rack == 'r1'"), Some("has(route-reflector)"))
     );
     let config = get("config/bgp").await;
     assert_eq!(
