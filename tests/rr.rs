@@ -313,7 +313,7 @@ impl RrLab {
             let names: Vec<String> = if REFLECTORS.contains(&i) {
                 (1..=NODES)
                     .filter(|j| *j != i)
-                    .map(|j| session(j))
+                    .map(session)
                     .chain([node_session(FRR_IP), node_session(BIRD_IP)])
                     .collect()
             } else {
