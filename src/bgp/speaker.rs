@@ -15,7 +15,7 @@
 //!                                                            └──┬──────────┬──────────┬─┘
 //!   session tasks <── mpsc<SessionCommand> (Incoming stream,    │          │          │
 //!                       Advertise, Stop) ───────────────────────┘          │          │
-//!   route reconciler <── mpsc<Vec<IpNetwork>> (prefixes whose best route changed) ──┘          │
+//!   route reconciler <── ChangeFeed (prefixes whose best route changed, coalesced) ─┘          │
 //!   tests, tools     <── broadcast<RibEvent> (when someone listens) ────────────────────────┘
 //!   route reconciler, status ── SharedRib (read lock: lookups, chunked walks of the Loc-RIB)
 //! ```
@@ -56,6 +56,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::bgp::change_feed::{change_feed, ChangeFeed, ChangeSender};
 use crate::bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, PeerConfig, State};
 use crate::bgp::packet::Family;
 use crate::bgp::rib::{
@@ -87,6 +88,13 @@ pub struct SpeakerConfig {
     pub restarting: bool,
     /// First ConnectRetry interval, unless the peer's timers say otherwise.
     pub connect_retry: Duration,
+    /// Bytes that may wait in one peer's writer queue; over it that session gets Cease.
+    #[serde(default = "default_write_queue_cap")]
+    pub write_queue_cap: usize,
+}
+
+fn default_write_queue_cap() -> usize {
+    crate::bgp::session::DEFAULT_WRITE_QUEUE_CAP
 }
 
 impl SpeakerConfig {
@@ -99,6 +107,7 @@ impl SpeakerConfig {
             graceful_restart_time: 120,
             restarting: false,
             connect_retry: Duration::from_secs(5),
+            write_queue_cap: default_write_queue_cap(),
         }
     }
 }
@@ -257,8 +266,23 @@ enum Request {
     SetPeers(Vec<PeerSpec>),
     SetOriginated(BTreeSet<IpNetwork>),
     Status(oneshot::Sender<Vec<PeerStatus>>),
-    Subscribe(mpsc::UnboundedSender<Vec<IpNetwork>>),
+    Subscribe(ChangeSender),
     Shutdown(oneshot::Sender<()>),
+    Queues(oneshot::Sender<Vec<PeerQueues>>),
+}
+
+/// The bounded queues of one peer's session (`session::queues`), for tests and benchmarks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerQueues {
+    pub name: String,
+    /// Most of its UPDATEs the speaker held at once (≤ `session::ROUTE_BACKLOG` + one read).
+    pub backlog_peak: usize,
+    /// Times its reader paused for room: TCP flow control reached the peer.
+    pub backlog_waits: u64,
+    /// Most bytes queued to it at once (≤ the writer queue cap).
+    pub write_peak: usize,
+    /// Times its writer queue went over the cap (each one a Cease).
+    pub write_overflows: u64,
 }
 
 /// A cheap clonable handle on the speaker.
@@ -277,6 +301,7 @@ impl std::fmt::Debug for Request {
             Request::Status(_) => "Status",
             Request::Subscribe(_) => "Subscribe",
             Request::Shutdown(_) => "Shutdown",
+            Request::Queues(_) => "Queues",
         })
     }
 }
@@ -315,15 +340,24 @@ impl SpeakerHandle {
         &self.rib
     }
 
-    /// From now on, the prefixes whose learned best route changed, one batch per RIB
-    /// operation (read their routes from `rib()`). Unbounded: a slow reader delays nothing
-    /// and misses nothing.
-    pub fn changes(&self) -> Result<mpsc::UnboundedReceiver<Vec<IpNetwork>>, SpeakerError> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// From now on, the prefixes whose learned best route changed (read their routes from
+    /// `rib()`), coalesced: a prefix that changes again before it was taken is queued once,
+    /// so a slow reader delays nothing, misses nothing, and its queue is at most the RIB.
+    pub fn changes(&self) -> Result<ChangeFeed, SpeakerError> {
+        let (tx, rx) = change_feed();
         self.requests
             .send(Request::Subscribe(tx))
             .map_err(|_| SpeakerError::Stopped)?;
         Ok(rx)
+    }
+
+    /// Every peer's queue figures, sorted by name.
+    pub async fn queues(&self) -> Result<Vec<PeerQueues>, SpeakerError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Queues(reply))
+            .map_err(|_| SpeakerError::Stopped)?;
+        answer.await.map_err(|_| SpeakerError::Stopped)
     }
 
     /// Incremental changes of the best routes from now on.
@@ -452,7 +486,7 @@ struct SpeakerTask {
     stale_tx: mpsc::UnboundedSender<StaleExpired>,
     stale_rx: mpsc::UnboundedReceiver<StaleExpired>,
     /// Subscribers to the changed prefixes.
-    feeds: Vec<mpsc::UnboundedSender<Vec<IpNetwork>>>,
+    feeds: Vec<ChangeSender>,
     events: broadcast::Sender<RibEvent>,
 }
 
@@ -522,6 +556,18 @@ impl SpeakerTask {
                 let _ = reply.send(self.status());
             }
             Request::Subscribe(feed) => self.feeds.push(feed),
+            Request::Queues(reply) => {
+                let queues = self.peers.values().map(|entry| PeerQueues {
+                    name: entry.spec.name.clone(),
+                    backlog_peak: entry.session.backlog.peak(),
+                    backlog_waits: entry.session.backlog.waits(),
+                    write_peak: entry.session.writes.peak(),
+                    write_overflows: entry.session.writes.overflows(),
+                });
+                let mut queues: Vec<PeerQueues> = queues.collect();
+                queues.sort_by(|a, b| a.name.cmp(&b.name));
+                let _ = reply.send(queues);
+            }
             Request::Shutdown(_) => {}
         }
     }
@@ -687,6 +733,7 @@ impl SpeakerTask {
             password: spec.password.clone(),
             keepalive: spec.timers.keepalive,
             fsm,
+            write_queue_cap: self.config.write_queue_cap,
         }
     }
 
@@ -737,6 +784,8 @@ impl SpeakerTask {
                 reason,
             } => self.peer_down(id, epoch, graceful, restart_time, &reason),
             SessionEvent::Routes { epoch, update } => {
+                // Room for the next UPDATE of this peer: its reader waits while we hold many.
+                entry.session.backlog.done();
                 if entry.epoch != Some(epoch) {
                     return;
                 }
@@ -910,11 +959,9 @@ impl SpeakerTask {
                 let _ = self.events.send(event.clone());
             }
         }
-        if !self.feeds.is_empty() {
-            let prefixes: Vec<IpNetwork> = output.events.iter().map(RibEvent::prefix).collect();
-            self.feeds
-                .retain(|feed| feed.send(prefixes.clone()).is_ok());
-        }
+        let events = &output.events;
+        self.feeds
+            .retain(|feed| feed.send(events.iter().map(RibEvent::prefix)));
     }
 
     fn status(&self) -> Vec<PeerStatus> {

@@ -75,7 +75,7 @@ pub async fn node(store: Arc<dyn Datastore>, cmd: &NodeCommand, out: Output) -> 
                 Box::new(move |node: &mut Node| node.rr_cluster_id = id),
             )
         }
-        NodeCommand::List => return ok(),
+        NodeCommand::List | NodeCommand::Delete { .. } => return ok(),
     };
     let key = keys::node(name);
     let written = update_json(store.as_ref(), &key, |current: Option<Node>| {
