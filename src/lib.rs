@@ -8,6 +8,7 @@
 //! - [`api`]: the local API's own wire types (`api::v1`) and its unix-socket client.
 //! - [`agent`]: the node agent `routed`: the datastore follower, calc (pure), the reconcilers
 //!   (routes, workloads, tunnels, nftables) under one driver, the local API server, health.
+//! - [`bfd`]: BFD (RFC 5880/5881): packet codec, sans-IO session FSM, the UDP driver.
 //! - [`bgp`]: the BGP speaker: packet codec, sans-IO FSM, sessions, RIB, speaker.
 //! - [`netlink`]: the kernel interface (links, addresses, routes, nexthop objects, neighbours,
 //!   FDB, sysctls, namespaces) behind the `Netlink` trait, with a fake for tests.
@@ -18,6 +19,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod bfd;
 pub mod bgp;
 pub mod cli;
 pub mod cni;

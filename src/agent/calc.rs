@@ -27,6 +27,7 @@ use crate::netlink::{FdbEntry, MacAddr, Neighbour, NextHop, Route, RouteProtocol
 use ipnetwork::IpNetwork;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::time::Duration;
 
 /// Everything calc reads, as of one moment.
 #[derive(Debug, Clone, Default)]
@@ -148,6 +149,19 @@ impl PeerKind {
     }
 }
 
+/// A resource's BFD settings as the speaker's, when enabled.
+pub fn bfd_spec(config: Option<&crate::model::BfdConfig>) -> Option<crate::bfd::BfdSpec> {
+    let config = config.filter(|c| c.enabled)?;
+    Some(crate::bfd::BfdSpec {
+        intervals: crate::bfd::Intervals {
+            min_tx: Duration::from_millis(u64::from(config.min_tx_ms)),
+            min_rx: Duration::from_millis(u64::from(config.min_rx_ms)),
+            multiplier: config.multiplier,
+        },
+        graceful: config.graceful,
+    })
+}
+
 /// The BGP sessions this node should have: Calico's mesh, global and node-specific peers
 /// (by address or by peer selector, see [`crate::agent::calc_rr`]) as the speaker's neutral
 /// peer specs. A route reflector (a node with a cluster ID) has no mesh, and mesh nodes skip
@@ -176,6 +190,7 @@ pub fn desired_peers(me: &Node, state: &ClusterState) -> Vec<PeerSpec> {
             spec.port = state.config.listen_port;
             spec.passive = my_ip.is_some_and(|mine| mine > addr);
             spec.password = state.config.node_mesh_password.clone();
+            spec.bfd = bfd_spec(state.config.bfd.as_ref());
             out.push(spec);
         }
     }
@@ -423,6 +438,35 @@ mod tests {
         assert_eq!(labels, ["global", "node specific"]);
         // The cluster's AS is 64512, these peers' 65001: eBGP.
         assert!(peers.iter().all(|p| p.role == PeerRole::External));
+    }
+
+    #[test]
+    fn bfd_settings_reach_the_peer_specs_only_when_enabled() {
+        use crate::model::BfdConfig;
+        let on = BfdConfig {
+            enabled: true,
+            min_rx_ms: 100,
+            min_tx_ms: 200,
+            multiplier: 5,
+            graceful: true,
+        };
+        let spec = bfd_spec(Some(&on)).unwrap();
+        assert_eq!(spec.intervals.min_rx, Duration::from_millis(100));
+        assert_eq!(spec.intervals.min_tx, Duration::from_millis(200));
+        assert_eq!(spec.intervals.multiplier, 5);
+        assert!(spec.graceful);
+        assert_eq!(bfd_spec(Some(&BfdConfig::default())), None);
+        assert_eq!(bfd_spec(None), None);
+        let state = ClusterState {
+            config: BgpConfiguration {
+                bfd: Some(on),
+                ..Default::default()
+            },
+            nodes: vec![node("a", "10.0.0.1/24"), node("b", "10.0.0.2/24")],
+            ..Default::default()
+        };
+        let peers = desired_peers(&state.nodes[0], &state);
+        assert_eq!(peers[0].bfd, Some(spec));
     }
 
     #[test]

@@ -18,8 +18,8 @@
 
 use super::calc::{peer_name, ClusterState, PeerKind};
 use crate::bgp::rib::Reflection;
-use crate::bgp::speaker::PeerSpec;
-use crate::model::{BgpPeer, Node, Selector};
+use crate::bgp::speaker::{MaxPrefixAction, MaxPrefixes, PeerSpec};
+use crate::model::{BgpPeer, Node, PrefixLimitAction, Selector};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -139,6 +139,14 @@ fn with_peer_settings(mut spec: PeerSpec, peer: &BgpPeer) -> PeerSpec {
     spec.max_restart_time = peer
         .max_restart_time
         .map(|t| Duration::from_secs(u64::from(t)));
+    spec.bfd = super::calc::bfd_spec(peer.bfd.as_ref());
+    spec.max_prefixes = peer.max_prefixes.map(|limit| MaxPrefixes {
+        limit,
+        action: match peer.max_prefixes_action {
+            Some(PrefixLimitAction::Warn) => MaxPrefixAction::Warn,
+            Some(PrefixLimitAction::Restart) | None => MaxPrefixAction::Restart,
+        },
+    });
     spec
 }
 

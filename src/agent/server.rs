@@ -332,6 +332,11 @@ async fn route(request: Request, state: &Arc<AgentState>) -> Result<Response, Se
             let peers = speaker.status().await?;
             Ok(json(200, &peers_to_wire(&peers)))
         }
+        ("GET", "/v1/bfd") => {
+            let speaker = state.speaker.get().ok_or(ServeError::BgpNotRunning)?;
+            let status = speaker.bfd_status().await?;
+            Ok(json(200, &bfd_to_wire(&status)))
+        }
         ("GET", "/v1/ipam/allocations") => {
             let list = async {
                 let held = state.ipam.allocations_of_node(&state.node_name).await;
@@ -513,6 +518,42 @@ fn peer_to_wire(p: &speaker::PeerStatus) -> v1::PeerStatus {
             Some(Reflection::Reflector { .. }) => v1::PeerRole::RouteReflector,
         },
         rr_cluster_id: p.reflection.map(Reflection::cluster_id),
+        bfd: p.bfd.map(|state| state.name().to_owned()),
+    }
+}
+
+fn bfd_to_wire(status: &crate::bfd::BfdStatus) -> v1::BfdStatus {
+    let c = &status.counters;
+    v1::BfdStatus {
+        sessions: status
+            .sessions
+            .iter()
+            .map(|s| v1::BfdSession {
+                peer: s.peer,
+                local: s.local,
+                source_port: s.source_port,
+                state: s.fsm.state.name().to_owned(),
+                remote_state: s.fsm.remote_state.name().to_owned(),
+                diagnostic: format!("{:?}", s.fsm.diagnostic),
+                local_discriminator: s.fsm.local_discriminator,
+                remote_discriminator: s.fsm.remote_discriminator,
+                min_tx_ms: u64::try_from(s.configured.min_tx.as_millis()).unwrap_or(u64::MAX),
+                min_rx_ms: u64::try_from(s.configured.min_rx.as_millis()).unwrap_or(u64::MAX),
+                multiplier: s.configured.multiplier,
+                tx_interval_us: s.fsm.tx_interval_us,
+                detection_time_us: s.fsm.detection_time_us,
+                remote_multiplier: s.fsm.remote_multiplier,
+                polling: s.fsm.polling,
+            })
+            .collect(),
+        counters: v1::BfdCounters {
+            received: c.received,
+            sent: c.sent,
+            bad_ttl: c.bad_ttl,
+            no_session: c.no_session,
+            malformed: c.malformed.clone(),
+            send_errors: c.send_errors,
+        },
     }
 }
 
@@ -582,6 +623,7 @@ mod tests {
             prefixes_advertised: 1,
             end_of_rib_received: state == State::Established,
             reflection: None,
+            bfd: None,
         }
     }
 
@@ -622,6 +664,7 @@ mod tests {
                 reflection: Some(Reflection::Reflector {
                     cluster_id: "1.0.0.1".parse().unwrap(),
                 }),
+                bfd: Some(crate::bfd::State::Up),
                 ..peer(
                     "Global_10_0_0_11",
                     "10.0.0.11",
@@ -765,6 +808,43 @@ mod tests {
         golden::check("bgp-status", &peers_to_wire(&peers()));
     }
 
+    /// A BFD session Up after its Poll, and the counters of dropped datagrams.
+    pub(crate) fn bfd_status() -> crate::bfd::BfdStatus {
+        use crate::bfd::{Diagnostic, FsmStatus, Intervals, SessionStatus, State as Bfd};
+        crate::bfd::BfdStatus {
+            sessions: vec![SessionStatus {
+                peer: "10.0.0.254".parse().unwrap(),
+                local: Some("10.0.0.1".parse().unwrap()),
+                source_port: 49152,
+                configured: Intervals::default(),
+                fsm: FsmStatus {
+                    state: Bfd::Up,
+                    remote_state: Bfd::Up,
+                    local_discriminator: 0x1f2e_3d4c,
+                    remote_discriminator: 7,
+                    diagnostic: Diagnostic::None,
+                    tx_interval_us: 300_000,
+                    detection_time_us: 900_000,
+                    remote_multiplier: 3,
+                    polling: false,
+                },
+            }],
+            counters: crate::bfd::Counters {
+                received: 1200,
+                sent: 1190,
+                bad_ttl: 2,
+                no_session: 1,
+                malformed: [("bad_version".to_owned(), 3)].into_iter().collect(),
+                send_errors: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn bfd_status_maps_to_its_golden_file() {
+        golden::check("bfd-status", &bfd_to_wire(&bfd_status()));
+    }
+
     #[test]
     fn errors_keep_their_status_kind_and_message() {
         let unavailable = ServeError::ipam(
@@ -831,6 +911,8 @@ mod tests {
             2
         );
         assert_eq!(golden::read::<Vec<PeerStatus>>("bgp-status").len(), 9);
+        let bfd = golden::read::<BfdStatus>("bfd-status");
+        assert_eq!(bfd.sessions[0].state, "Up");
         let reconcilers = golden::read::<Vec<ReconcilerStatus>>("reconcilers");
         assert_eq!(reconcilers[1].consecutive_failures, 2);
         let e = golden::read::<ApiError>("error-unavailable");

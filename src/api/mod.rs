@@ -14,6 +14,7 @@
 //! | POST | /v1/ipam/gc | [`v1::GcRequest`] → [`v1::GcResponse`] | `ipam-gc-request.json`, `ipam-gc-response.json` |
 //! | GET | /v1/ipam/allocations | a list of [`v1::AllocationInfo`] held for this node | `ipam-allocations.json` |
 //! | GET | /v1/bgp/status | a list of [`v1::PeerStatus`] (404 `not-found` without BGP) | `bgp-status.json` |
+//! | GET | /v1/bfd | [`v1::BfdStatus`]: BFD sessions and dropped-datagram counters | `bfd-status.json` |
 //!
 //! Errors are [`v1::ApiError`] `{"error": "...", "kind": "..."}` with a status: 400 `invalid`,
 //! 404 `not-found`, 409 `exhausted`, 503 `unavailable` (datastore or speaker), 500 `internal`

@@ -196,6 +196,9 @@ pub struct PeerStatus {
     /// The cluster ID of the reflection: ours towards a client, the reflector's towards it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rr_cluster_id: Option<std::net::Ipv4Addr>,
+    /// The BFD session's state (`AdminDown`, `Down`, `Init`, `Up`) when BFD is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<String>,
 }
 
 /// A session's route-reflection role (RFC 4456). A role this client does not know reads as
@@ -292,6 +295,50 @@ impl std::fmt::Display for ErrorKind {
 
 /// The golden files of `tests/golden/api/v1/`: compared with what the mapping produces, read by
 /// the clients' deserialisers.
+/// `GET /v1/bfd`: the agent's BFD sessions and its receive counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BfdStatus {
+    pub sessions: Vec<BfdSession>,
+    pub counters: BfdCounters,
+}
+
+/// One BFD session (RFC 5880 §6.8.1 variables, intervals in microseconds as on the wire).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BfdSession {
+    pub peer: IpAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<IpAddr>,
+    pub source_port: u16,
+    /// `AdminDown`, `Down`, `Init` or `Up`.
+    pub state: String,
+    pub remote_state: String,
+    /// The last diagnostic (`None`, `ControlDetectionTimeExpired`, ...).
+    pub diagnostic: String,
+    pub local_discriminator: u32,
+    pub remote_discriminator: u32,
+    /// Configured Desired Min TX / Required Min RX (ms) and multiplier.
+    pub min_tx_ms: u64,
+    pub min_rx_ms: u64,
+    pub multiplier: u8,
+    /// What is in force now: our transmit interval and the detection time.
+    pub tx_interval_us: u64,
+    pub detection_time_us: u64,
+    pub remote_multiplier: u8,
+    /// A Poll Sequence (timer change) is under way.
+    pub polling: bool,
+}
+
+/// Datagrams received, sent and dropped, by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BfdCounters {
+    pub received: u64,
+    pub sent: u64,
+    pub bad_ttl: u64,
+    pub no_session: u64,
+    pub malformed: BTreeMap<String, u64>,
+    pub send_errors: u64,
+}
+
 #[cfg(test)]
 pub(crate) mod golden {
     use serde::de::DeserializeOwned;

@@ -157,6 +157,8 @@ pub enum DownReason {
     NotificationSent(Notification),
     NotificationReceived(Notification),
     ConnectionLost,
+    /// BFD declared the path to the peer down (RFC 5882 §4.1).
+    BfdDown,
 }
 
 /// An event for the FSM. `MessageReceived` carries a whole UPDATE; inputs are consumed
@@ -192,6 +194,15 @@ pub enum Input {
     /// The session cannot hold what it must send (the peer does not read): Cease/Out of
     /// Resources (RFC 4486 subcode 8), then restart as after any error.
     OutOfResources,
+    /// BFD says the path is down: close without a NOTIFICATION (it could not arrive) and
+    /// stay Idle until the next ManualStart. `graceful`: end the session as graceful restart
+    /// would, when negotiated (BIRD's `bfd graceful`).
+    BfdDown {
+        graceful: bool,
+    },
+    /// The speaker ends the session with this NOTIFICATION (a Cease such as Maximum Number
+    /// of Prefixes Reached); the session restarts after ConnectRetry like after any error.
+    Cease(Notification),
 }
 
 /// Something for the session task to do, in order.
@@ -311,6 +322,12 @@ impl Fsm {
                     self.send_error(cease, &mut out);
                 }
             }
+            Input::BfdDown { graceful } => self.bfd_down(graceful, &mut out),
+            Input::Cease(notification) => {
+                if self.state == State::Established {
+                    self.send_error(notification, &mut out);
+                }
+            }
         }
         if self.state != from {
             out.push(Output::StateChanged {
@@ -377,6 +394,14 @@ impl Fsm {
         self.started = false;
         self.connect_retry_counter = 0;
         self.go_idle(DownReason::ManualStop, false, out);
+    }
+
+    /// BFD Down: Idle at once, no NOTIFICATION, no automatic restart.
+    fn bfd_down(&mut self, graceful: bool, out: &mut Vec<Output>) {
+        let graceful = graceful && self.graceful_without_notification();
+        self.started = false;
+        self.connect_retry_counter = 0;
+        self.go_idle(DownReason::BfdDown, graceful, out);
     }
 
     /// A TCP connection came up.

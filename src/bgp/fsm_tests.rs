@@ -661,3 +661,51 @@ fn update_sent_restarts_keepalive_timer() {
         )]
     );
 }
+
+#[test]
+fn bfd_down_closes_without_notification_and_waits_for_manual_start() {
+    let mut fsm = established(config(), standard_caps());
+    let out = fsm.handle(Input::BfdDown { graceful: false });
+    assert_eq!(fsm.state(), State::Idle);
+    assert!(sent_notification(&out).is_none());
+    assert!(out.contains(&Output::Disconnect));
+    assert!(out.contains(&Output::SessionDown {
+        reason: DownReason::BfdDown,
+        graceful: false,
+        restart_time: None,
+    }));
+    // Held: no ConnectRetry, and an incoming connection is refused.
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, Output::StartTimer(TimerKind::ConnectRetry, _))));
+    let out = fsm.handle(Input::TcpConnected(ConnectionOrigin::Remote));
+    assert!(out.contains(&Output::Disconnect));
+    let out = fsm.handle(Input::ManualStart);
+    assert!(out.contains(&Output::Connect));
+}
+
+#[test]
+fn bfd_down_with_graceful_keeps_routes_stale_when_negotiated() {
+    let mut fsm = established(gr_config(false), gr_caps(false));
+    let out = fsm.handle(Input::BfdDown { graceful: true });
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::SessionDown {
+            reason: DownReason::BfdDown,
+            graceful: true,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn cease_input_sends_it_and_restarts_after_connect_retry() {
+    let mut fsm = established(config(), standard_caps());
+    let cease = Notification::new(6, 1, vec![0, 1, 1, 0, 0, 0, 2]);
+    let out = fsm.handle(Input::Cease(cease.clone()));
+    assert_eq!(sent_notification(&out), Some(&cease));
+    assert_eq!(fsm.state(), State::Idle);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::StartTimer(TimerKind::ConnectRetry, _))));
+}

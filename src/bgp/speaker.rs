@@ -56,6 +56,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::bfd::{BfdSpec, State as BfdState};
 use crate::bgp::change_feed::{change_feed, ChangeFeed, ChangeSender};
 use crate::bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, PeerConfig, State};
 use crate::bgp::packet::Family;
@@ -67,6 +68,11 @@ use crate::bgp::session::{
     SessionHandle, SessionMessage,
 };
 use crate::net::set_tcp_md5;
+
+mod bfd;
+mod limits;
+
+pub use limits::{max_prefixes_notification, MaxPrefixAction, MaxPrefixes};
 
 /// The standard BGP port.
 pub const BGP_PORT: u16 = 179;
@@ -185,6 +191,12 @@ pub struct PeerSpec {
     /// Route reflection on this session (RFC 4456); `None`: plain BGP.
     #[serde(default)]
     pub reflection: Option<Reflection>,
+    /// BFD for this session (`speaker/bfd.rs`); `None`: hold timer only.
+    #[serde(default)]
+    pub bfd: Option<BfdSpec>,
+    /// How many prefixes the peer may send (`speaker/limits.rs`); `None`: no limit.
+    #[serde(default)]
+    pub max_prefixes: Option<MaxPrefixes>,
 }
 
 impl PeerSpec {
@@ -212,6 +224,8 @@ impl PeerSpec {
             max_restart_time: None,
             export: ExportPolicy::default(),
             reflection: None,
+            bfd: None,
+            max_prefixes: None,
         }
     }
 }
@@ -238,6 +252,9 @@ pub struct PeerStatus {
     /// The session's route-reflection role, from its spec.
     #[serde(default)]
     pub reflection: Option<Reflection>,
+    /// The BFD session's state, when BFD is on for this peer.
+    #[serde(default)]
+    pub bfd: Option<BfdState>,
 }
 
 /// What the speaker reports.
@@ -269,6 +286,7 @@ enum Request {
     Subscribe(ChangeSender),
     Shutdown(oneshot::Sender<()>),
     Queues(oneshot::Sender<Vec<PeerQueues>>),
+    BfdHandle(oneshot::Sender<Option<crate::bfd::BfdHandle>>),
 }
 
 /// The bounded queues of one peer's session (`session::queues`), for tests and benchmarks.
@@ -302,6 +320,7 @@ impl std::fmt::Debug for Request {
             Request::Subscribe(_) => "Subscribe",
             Request::Shutdown(_) => "Shutdown",
             Request::Queues(_) => "Queues",
+            Request::BfdHandle(_) => "BfdHandle",
         })
     }
 }
@@ -363,6 +382,18 @@ impl SpeakerHandle {
     /// Incremental changes of the best routes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<RibEvent> {
         self.events.subscribe()
+    }
+
+    /// Every BFD session and the driver's counters (empty while no peer uses BFD).
+    pub async fn bfd_status(&self) -> Result<crate::bfd::BfdStatus, SpeakerError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::BfdHandle(reply))
+            .map_err(|_| SpeakerError::Stopped)?;
+        match answer.await.map_err(|_| SpeakerError::Stopped)? {
+            Some(handle) => handle.status().await.map_err(|_| SpeakerError::Stopped),
+            None => Ok(crate::bfd::BfdStatus::default()),
+        }
     }
 }
 
@@ -464,6 +495,10 @@ struct PeerEntry {
     stale_generation: u64,
     /// End-of-RIB arrived on the current session.
     end_of_rib: bool,
+    /// The BFD session's last state, when BFD is on.
+    bfd_state: Option<BfdState>,
+    /// The session epoch whose prefix limit was already reported.
+    max_prefix_reported: Option<u64>,
 }
 
 /// A graceful-restart timer fired.
@@ -488,6 +523,8 @@ struct SpeakerTask {
     /// Subscribers to the changed prefixes.
     feeds: Vec<ChangeSender>,
     events: broadcast::Sender<RibEvent>,
+    /// The BFD driver (started with the first peer that wants BFD) and its events.
+    bfd: bfd::BfdLink,
 }
 
 impl SpeakerTask {
@@ -512,6 +549,7 @@ impl SpeakerTask {
             stale_rx,
             feeds: Vec::new(),
             events,
+            bfd: bfd::BfdLink::new(),
         }
     }
 
@@ -540,6 +578,7 @@ impl SpeakerTask {
                 },
                 Some(message) = self.session_rx.recv() => self.handle_session(message),
                 Some(expired) = self.stale_rx.recv() => self.expire_stale(expired),
+                Some(event) = self.bfd.events.recv() => self.bfd_event(event),
             }
         }
     }
@@ -567,6 +606,9 @@ impl SpeakerTask {
                 let mut queues: Vec<PeerQueues> = queues.collect();
                 queues.sort_by(|a, b| a.name.cmp(&b.name));
                 let _ = reply.send(queues);
+            }
+            Request::BfdHandle(reply) => {
+                let _ = reply.send(self.bfd.handle());
             }
             Request::Shutdown(_) => {}
         }
@@ -649,6 +691,7 @@ impl SpeakerTask {
             }
         }
         let session = spawn_session(self.session_config(id, &spec), self.session_tx.clone());
+        let bfd_state = self.bfd_add(&spec);
         let mut rib = self.rib.write();
         rib.add_peer(id);
         rib.set_export(id, spec.export);
@@ -668,6 +711,8 @@ impl SpeakerTask {
                 peer_restart_time: None,
                 stale_generation: 0,
                 end_of_rib: false,
+                bfd_state,
+                max_prefix_reported: None,
             },
         );
     }
@@ -691,6 +736,7 @@ impl SpeakerTask {
                 warn!(peer = %entry.spec.name, %error, "listener MD5 key not cleared");
             }
         }
+        self.bfd_remove(&entry.spec);
         let output = self.rib.write().remove_peer(id);
         self.apply(output);
         Some(entry.session.task)
@@ -793,6 +839,7 @@ impl SpeakerTask {
                 entry.end_of_rib |= end_of_rib;
                 let output = self.rib.write().receive_update(id, &update);
                 self.apply(output);
+                self.check_max_prefixes(id, epoch);
                 if end_of_rib && self.rib.write().stale_count(id) == 0 {
                     self.cancel_stale_timer(id);
                 }
@@ -991,6 +1038,7 @@ impl SpeakerTask {
                     prefixes_advertised: advertised,
                     end_of_rib_received: entry.state == State::Established && entry.end_of_rib,
                     reflection: entry.spec.reflection,
+                    bfd: entry.bfd_state,
                 }
             })
             .collect();

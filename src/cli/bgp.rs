@@ -23,6 +23,9 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
             port,
             hold_time,
             source_address,
+            bfd,
+            max_prefixes,
+            max_prefixes_action,
         } => {
             let password = password_file.as_deref().map(read_password).transpose()?;
             let peer = BgpPeer {
@@ -38,6 +41,9 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
                 max_restart_time: None,
                 node_selector: node_selector.clone(),
                 peer_selector: peer_selector.clone(),
+                bfd: bfd.apply(None),
+                max_prefixes: *max_prefixes,
+                max_prefixes_action: *max_prefixes_action,
             };
             create_peer(store.as_ref(), peer, out).await?;
         }
@@ -130,6 +136,20 @@ fn remote_of(peer: &BgpPeer) -> String {
     }
 }
 
+/// `bfd: ...` for `routectl config get/set`.
+fn bfd_line(bfd: Option<&crate::model::BfdConfig>) -> String {
+    match bfd {
+        Some(b) if b.enabled => format!(
+            "bfd: on ({}/{} ms x{}{})\n",
+            b.min_tx_ms,
+            b.min_rx_ms,
+            b.multiplier,
+            if b.graceful { ", graceful" } else { "" }
+        ),
+        _ => "bfd: off\n".to_owned(),
+    }
+}
+
 /// The MD5 password in `path`, without its trailing newline.
 fn read_password(path: &std::path::Path) -> Result<String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -156,6 +176,7 @@ pub async fn config(
             as_number,
             mesh,
             listen_port,
+            bfd,
         } => {
             let written = update_json(store.as_ref(), key, |current: Option<BgpConfiguration>| {
                 let mut config = current.unwrap_or_default();
@@ -168,6 +189,7 @@ pub async fn config(
                 if let Some(p) = listen_port {
                     config.listen_port = *p;
                 }
+                config.bfd = bfd.apply(config.bfd);
                 config.validate()?;
                 Ok::<_, ValidationError>(Some(config))
             })
@@ -196,7 +218,7 @@ pub async fn config(
             },
             config.listen_port,
             config.graceful_restart_time
-        )
+        ) + &bfd_line(config.bfd.as_ref())
     })?;
     ok()
 }

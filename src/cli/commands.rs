@@ -23,6 +23,9 @@ pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
     if let Command::Completion { shell } = &cli.command {
         return completion(*shell);
     }
+    if let Command::Bfd(super::BfdCommand::Status { socket }) = &cli.command {
+        return super::bfd::status(socket, cli.global.output);
+    }
     let config = cli.global.datastore_config();
     let store = datastore::open(&config)
         .await
@@ -41,7 +44,7 @@ pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Bench(cmd) => bench_cmd(store, cmd, out).await,
         Command::Peer(cmd) => super::bgp::peer(store, cmd, out).await,
         Command::Config(cmd) => super::bgp::config(store, cmd, out).await,
-        Command::Status { .. } | Command::Completion { .. } => ok(),
+        Command::Status { .. } | Command::Completion { .. } | Command::Bfd(_) => ok(),
         Command::Apply(a) => {
             resources::command::write(store, Verb::Apply, &a.file, a.dry_run, out).await
         }

@@ -9,6 +9,7 @@
 //! arguments), 3 invalid input, 4 not found, 5 conflict, 6 no address left, 7 datastore
 //! unavailable, 8 agent unreachable.
 
+mod bfd;
 mod bgp;
 mod commands;
 pub mod error;
@@ -127,6 +128,9 @@ pub enum Command {
         /// The shell the script is for.
         shell: CompletionShell,
     },
+    /// BFD sessions of the local agent.
+    #[command(subcommand)]
+    Bfd(BfdCommand),
 }
 
 /// Shells `routectl completion` writes scripts for.
@@ -162,6 +166,16 @@ pub struct DeleteArgs {
     /// Check what would be deleted; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BfdCommand {
+    /// Every BFD session: state, intervals in force, detection time; and dropped datagrams.
+    Status {
+        /// The agent's local API socket.
+        #[arg(long, env = "ROUTED_SOCKET", default_value = crate::api::DEFAULT_SOCKET)]
+        socket: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -356,6 +370,14 @@ pub enum PeerCommand {
         /// Local address the session is opened from (default: the node address).
         #[arg(long)]
         source_address: Option<IpAddr>,
+        #[command(flatten)]
+        bfd: bfd::BfdArgs,
+        /// Most prefixes the peer may send (none: no limit).
+        #[arg(long)]
+        max_prefixes: Option<u32>,
+        /// Past --max-prefixes: warn (log once) or restart (Cease/1, the default).
+        #[arg(long, value_enum, requires = "max_prefixes")]
+        max_prefixes_action: Option<crate::model::PrefixLimitAction>,
     },
     /// List peers.
     List,
@@ -379,6 +401,9 @@ pub enum ConfigCommand {
         /// TCP port the agents listen on for BGP.
         #[arg(long)]
         listen_port: Option<u16>,
+        /// BFD on the node-to-node mesh sessions.
+        #[command(flatten)]
+        bfd: bfd::BfdArgs,
     },
     /// Show the BGP configuration.
     Get,

@@ -36,6 +36,7 @@ fn render(peers: &[v1::PeerStatus]) -> String {
                     p.info.clone(),
                     p.prefixes_received.to_string(),
                     p.prefixes_advertised.to_string(),
+                    p.bfd.clone().unwrap_or_else(|| "-".into()),
                 ]
             })
             .collect();
@@ -51,6 +52,7 @@ fn render(peers: &[v1::PeerStatus]) -> String {
                     "INFO",
                     "RECEIVED",
                     "ADVERTISED",
+                    "BFD",
                 ],
                 &rows,
             ));

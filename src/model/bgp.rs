@@ -36,6 +36,9 @@ pub struct BgpConfiguration {
     /// TCP MD5 password for mesh sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_mesh_password: Option<String>,
+    /// BFD on the node-to-node mesh sessions (the cluster default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdConfig>,
 }
 
 impl Default for BgpConfiguration {
@@ -46,6 +49,7 @@ impl Default for BgpConfiguration {
             listen_port: default_port(),
             graceful_restart_time: default_restart_time(),
             node_mesh_password: None,
+            bfd: None,
         }
     }
 }
@@ -60,6 +64,9 @@ impl BgpConfiguration {
                 field: "listen_port".into(),
                 reason: "must be 1..=65535".into(),
             });
+        }
+        if let Some(bfd) = &self.bfd {
+            bfd.validate()?;
         }
         Ok(())
     }
@@ -101,6 +108,23 @@ pub struct BgpPeer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_selector: Option<String>,
     // -- end route reflection --
+    /// BFD on this peer's session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdConfig>,
+    /// Most prefixes the peer may send; past it `max_prefixes_action` applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prefixes: Option<u32>,
+    /// `warn` (log once) or `restart` (Cease/1, RFC 4486; the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prefixes_action: Option<PrefixLimitAction>,
+}
+
+/// What happens when a peer sends more than `max_prefixes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PrefixLimitAction {
+    Warn,
+    Restart,
 }
 
 impl BgpPeer {
@@ -130,6 +154,9 @@ impl BgpPeer {
                 field: "password".into(),
                 reason: "TCP MD5 keys are 1..=80 bytes".into(),
             });
+        }
+        if let Some(bfd) = &self.bfd {
+            bfd.validate()?;
         }
         Ok(())
     }
@@ -194,6 +221,67 @@ impl BgpPeer {
 /// Whether a selector text is `all()` (a node selector that makes the peer global).
 fn is_all(text: &str) -> bool {
     Selector::parse(text).is_ok_and(|s| s == Selector::All)
+}
+
+fn default_bfd_interval() -> u32 {
+    300
+}
+fn default_bfd_multiplier() -> u8 {
+    3
+}
+
+/// BFD settings (RFC 5880) of a session, with MetalLB's ranges and FRR's defaults:
+/// 10–60000 ms, multiplier 2–255, 300 ms × 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BfdConfig {
+    /// BFD runs only when this is true.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Required Min RX: how often we can take packets, ms.
+    #[serde(default = "default_bfd_interval")]
+    pub min_rx_ms: u32,
+    /// Desired Min TX: how often we would like to send, ms.
+    #[serde(default = "default_bfd_interval")]
+    pub min_tx_ms: u32,
+    /// Detect Mult: packets missed before the path is declared down.
+    #[serde(default = "default_bfd_multiplier")]
+    pub multiplier: u8,
+    /// On BFD Down keep the peer's routes as stale when graceful restart was negotiated
+    /// (BIRD's `bfd graceful`) instead of withdrawing them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub graceful: bool,
+}
+
+impl Default for BfdConfig {
+    fn default() -> Self {
+        BfdConfig {
+            enabled: false,
+            min_rx_ms: default_bfd_interval(),
+            min_tx_ms: default_bfd_interval(),
+            multiplier: default_bfd_multiplier(),
+            graceful: false,
+        }
+    }
+}
+
+impl BfdConfig {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        for (field, value) in [("min_rx_ms", self.min_rx_ms), ("min_tx_ms", self.min_tx_ms)] {
+            if !(10..=60_000).contains(&value) {
+                return Err(ValidationError::InvalidField {
+                    field: format!("bfd.{field}"),
+                    reason: format!("{value} is not within 10..=60000 ms"),
+                });
+            }
+        }
+        if self.multiplier < 2 {
+            return Err(ValidationError::InvalidField {
+                field: "bfd.multiplier".into(),
+                reason: format!("{} is not within 2..=255", self.multiplier),
+            });
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -261,5 +349,48 @@ mod tests {
             err.contains("peer_selector") && err.contains("column 17"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn bfd_defaults_are_300_ms_times_3_and_ranges_are_checked() {
+        let bfd: BfdConfig = serde_json::from_str(r#"{"enabled":true}"#).unwrap();
+        assert_eq!(
+            (bfd.min_rx_ms, bfd.min_tx_ms, bfd.multiplier),
+            (300, 300, 3)
+        );
+        assert!(bfd.validate().is_ok());
+        for bad in [
+            BfdConfig {
+                min_rx_ms: 9,
+                ..bfd
+            },
+            BfdConfig {
+                min_tx_ms: 60_001,
+                ..bfd
+            },
+            BfdConfig {
+                multiplier: 1,
+                ..bfd
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        let edge = BfdConfig {
+            min_rx_ms: 10,
+            min_tx_ms: 60_000,
+            multiplier: 255,
+            ..bfd
+        };
+        assert!(edge.validate().is_ok());
+        let mut config = BgpConfiguration {
+            bfd: Some(BfdConfig {
+                multiplier: 0,
+                ..bfd
+            }),
+            ..BgpConfiguration::default()
+        };
+        assert!(config.validate().is_err());
+        config.bfd = Some(bfd);
+        assert!(config.validate().is_ok());
     }
 }

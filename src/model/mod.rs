@@ -14,6 +14,7 @@ pub mod node;
 pub mod pool;
 pub mod selector;
 
+pub use bgp::{BfdConfig, PrefixLimitAction};
 pub use bgp::{BgpConfiguration, BgpPeer};
 pub use ipam::{AffinityState, Allocation, Block, BlockAffinity, Handle, IpamConfig};
 pub use node::Node;
@@ -193,6 +194,8 @@ mod tests {
                 hold_time: Some(9),
                 keepalive_time: Some(3),
                 max_restart_time: Some(120),
+                max_prefixes: Some(1000),
+                max_prefixes_action: Some(crate::model::PrefixLimitAction::Warn),
                 ..BgpPeer::default()
             });
         }

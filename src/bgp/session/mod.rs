@@ -26,6 +26,7 @@
 //! - `error.rs`: `SessionError`, what a session reports; the speaker logs it once.
 //! - `queues.rs`: the bounded queues: reader → session → speaker (`RouteBacklog`), and the
 //!   writer queue capped in bytes (over the cap: Cease/Out of Resources, logged once).
+//! - `bfd_hold.rs`: BFD Down ends the session at once and holds it until BFD is Up.
 //! - The TCP-MD5 socket option is `crate::net::set_tcp_md5`.
 //!
 //! Every connection gets its own reader and writer task: a decoder error or panic ends that
@@ -41,6 +42,7 @@
 //! FSM of the session task and cleared once that FSM's first session ends; the ConnectRetry
 //! jitter also applies to keepalives (RFC 4271 §10 allows both).
 
+mod bfd_hold;
 mod collision;
 mod error;
 mod graceful;
@@ -57,6 +59,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
+pub use self::bfd_hold::BfdSignal;
 pub use self::error::SessionError;
 use self::io::{IoEvent, Link};
 use self::queues::Overflow;
@@ -103,6 +106,13 @@ pub enum SessionCommand {
     },
     /// Cease (administrative shutdown, with an optional RFC 9003 message) and end the task.
     Stop { message: Option<String> },
+    /// BFD's verdict on the path to the peer (`bfd_hold.rs`).
+    Bfd(BfdSignal),
+    /// End the Established session `epoch` with this NOTIFICATION (max-prefix, Cease/1).
+    Cease {
+        epoch: u64,
+        notification: crate::bgp::packet::Notification,
+    },
 }
 
 /// What a session tells the speaker.
@@ -227,6 +237,8 @@ struct Session {
     next_conn: u64,
     epoch: u64,
     established: bool,
+    /// BFD went down: no connection is made or accepted until it is Up again.
+    bfd_held: bool,
 }
 
 impl Session {
@@ -252,6 +264,7 @@ impl Session {
             next_conn: 1,
             epoch: 0,
             established: false,
+            bfd_held: false,
         }
     }
 
@@ -304,12 +317,22 @@ impl Session {
 
     fn handle_command(&mut self, command: SessionCommand) {
         match command {
+            SessionCommand::Incoming(stream) if self.bfd_held => drop(stream),
             SessionCommand::Incoming(stream) => self.accept(stream),
             SessionCommand::Advertise {
                 epoch,
                 outbound,
                 end_of_rib,
             } => self.advertise(epoch, &outbound, end_of_rib),
+            SessionCommand::Bfd(signal) => self.bfd_signal(signal),
+            SessionCommand::Cease {
+                epoch,
+                notification,
+            } => {
+                if epoch == self.epoch && self.established {
+                    self.feed(Which::Main, Input::Cease(notification));
+                }
+            }
             SessionCommand::Stop { .. } => {}
         }
     }
@@ -609,5 +632,6 @@ pub fn describe_reason(reason: &DownReason) -> String {
         DownReason::NotificationSent(n) => format!("sent {}", n.describe()),
         DownReason::NotificationReceived(n) => format!("received {}", n.describe()),
         DownReason::ConnectionLost => "connection lost".to_owned(),
+        DownReason::BfdDown => "BFD down".to_owned(),
     }
 }

@@ -5,7 +5,9 @@
 //! with `ROUTED_E2E=1` (see `netns.rs` for the topology and cleanup).
 
 mod backpressure;
+mod bfd_interop;
 mod harness;
 mod interop;
+mod limits;
 mod netns;
 mod session;
