@@ -49,6 +49,18 @@ pub const CALICO_FIELDS: &[(Kind, &str, &str, Conversion)] = &[
     (Kind::BgpPeer, "node", "node", Conversion::Same),
     (
         Kind::BgpPeer,
+        "nodeSelector",
+        "node_selector",
+        Conversion::Same,
+    ),
+    (
+        Kind::BgpPeer,
+        "peerSelector",
+        "peer_selector",
+        Conversion::Same,
+    ),
+    (
+        Kind::BgpPeer,
         "keepaliveTime",
         "keepalive_time",
         Conversion::Seconds,

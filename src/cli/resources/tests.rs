@@ -438,3 +438,21 @@ fn kinds_parse_like_calicoctl() {
     }
     assert_eq!(Kind::parse("pods"), None);
 }
+
+/// Calico's route-reflector recipe as a document (issue 13): the selectors are kept as given.
+#[tokio::test]
+async fn calico_v3_peer_selectors_apply() {
+    let (_dir, store) = store();
+    let text = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: peer-with-route-reflectors\nspec:\n  nodeSelector: all()\n  peerSelector: route-reflector == 'true'\n  asNumber: 64512\n";
+    let outcomes = apply(store.as_ref(), text, Verb::Apply).await;
+    assert_eq!(outcomes.len(), 1);
+    let kv = store
+        .get("bgppeers/peer-with-route-reflectors")
+        .await
+        .unwrap()
+        .unwrap();
+    let peer: serde_json::Value = serde_json::from_slice(&kv.value).unwrap();
+    assert_eq!(peer["node_selector"], "all()");
+    assert_eq!(peer["peer_selector"], "route-reflector == 'true'");
+    assert!(peer.get("peer_ip").is_none(), "{peer}");
+}
