@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The routed lab: a three-node cluster in network namespaces on this machine.
 #
-#   examples/lab.sh up [--etcd] [--tor bird|frr|gobgp]   build, create the cluster, wait for convergence, check, summarise
+#   examples/lab.sh up [--etcd] [--tor bird|frr|gobgp] [--rr]   build, create the cluster, wait for convergence, check, summarise
 #   examples/lab.sh check         all-pairs pod reachability, external host -> pods, pods -> external
 #   examples/lab.sh status        routectl status of each node, blocks, the ToR's view
 #   examples/lab.sh down          remove every namespace, process and file the lab made
@@ -13,6 +13,11 @@
 #       node-1 node-2 node-3   (10.77.0.1-3/24) routed, AS 64512, iBGP full mesh + the ToR
 #       2 pods 2 pods 2 pods   created through routed-cni, addresses from pool lab-pods 10.244.0.0/16
 #
+# With --rr the cluster has six nodes set up the Calico way for route reflection: node-1 and node-2
+# are labelled route-reflector=true with cluster ID 1.0.0.1, the mesh is off, one peer
+# (--node-selector 'all()' --peer-selector "route-reflector == 'true'") makes node-3..6 their
+# clients, and the ToR peers only with the two reflectors, as an iBGP client (AS 64512), so it
+# gets every block with the owning node as next hop. `up --rr` prints the topology it made.
 # The ToR is BIRD 2 by default; `--tor frr` runs FRR (zebra + bgpd) and `--tor gobgp` GoBGP instead.
 # GoBGP programs no kernel routes of its own (that takes zebra, and GoBGP 3.10's zebra client panics
 # on FRR 8.4's API), so with it the lab stands in for zebra: before the external host's checks it
@@ -37,16 +42,28 @@ NODE_AS=64512
 cmd=${1:-up}
 shift || true
 use_etcd=0
+use_rr=0
 TOR_KIND=bird
 while [ $# -gt 0 ]; do
     case "$1" in
         --etcd) use_etcd=1 ;;
+        --rr) use_rr=1 ;;
         --tor) TOR_KIND=${2:-}; shift ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
 case "$TOR_KIND" in bird | frr | gobgp) ;; *) echo "--tor bird|frr|gobgp" >&2; exit 2 ;; esac
+# Route-reflection mode (--rr, remembered for check/status/down): six nodes, two reflectors, an iBGP ToR.
+if [ "$cmd" != up ] && [ -f "$LAB/rr" ]; then use_rr=1; fi
+RR_CLUSTER_ID=1.0.0.1
+REFLECTORS="1 2"
+if [ $use_rr = 1 ]; then
+    NODES=6
+    TOR_AS=$NODE_AS
+fi
+# The nodes the ToR peers with: every node, or only the reflectors.
+tor_neighbours() { if [ $use_rr = 1 ]; then echo $REFLECTORS; else seq 1 $NODES; fi; }
 
 say() { printf '==> %s\n' "$*"; }
 # Foreground commands only: a daemon is started with `ip netns exec ... &` itself, so that `$!` is
@@ -167,7 +184,7 @@ start_frr() {
         echo " no bgp ebgp-requires-policy"
         echo " no bgp network import-check"
         echo " bgp graceful-restart"
-        for i in $(seq 1 $NODES); do
+        for i in $(tor_neighbours); do
             echo " neighbor $RACK.$i remote-as $NODE_AS"
             echo " neighbor $RACK.$i timers connect 2"
         done
@@ -189,7 +206,7 @@ start_gobgp() {
     say "ToR: GoBGP, AS $TOR_AS, eBGP to every node; originates $EXT_NET.0/24"
     {
         printf '[global.config]\n  as = %s\n  router-id = "%s"\n  port = 179\n' "$TOR_AS" "$RACK.254"
-        for i in $(seq 1 $NODES); do
+        for i in $(tor_neighbours); do
             printf '[[neighbors]]\n  [neighbors.config]\n    neighbor-address = "%s"\n    peer-as = %s\n' "$RACK.$i" "$NODE_AS"
             printf '  [neighbors.timers.config]\n    connect-retry = 2\n'
             printf '  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = "ipv4-unicast"\n'
@@ -254,9 +271,10 @@ start_bird() {
         echo "  local $RACK.254 as $TOR_AS;"
         echo "  ipv4 { import all; export where source = RTS_DEVICE; };"
         echo "  graceful restart on;"
+        if [ $use_rr = 1 ]; then echo "  direct;"; fi
         echo "  connect delay time 1; connect retry time 2; error wait time 1, 10;"
         echo "}"
-        for i in $(seq 1 $NODES); do
+        for i in $(tor_neighbours); do
             echo "protocol bgp node_$i from rack_node { neighbor $RACK.$i as $NODE_AS; }"
         done
     } >"$LAB/bird.conf"
@@ -444,9 +462,13 @@ up() {
     if [ $use_etcd = 1 ]; then start_etcd; fi
     say "datastore $(datastore_url): pool lab-pods $POOL_CIDR, BGP peer tor ($RACK.254, AS $TOR_AS)"
     R pool create lab-pods --cidr "$POOL_CIDR" >/dev/null
-    R peer create tor --peer-ip "$RACK.254" --as "$TOR_AS" >/dev/null
-    say "agents: routed on node-1..node-$NODES (AS $NODE_AS, full mesh)"
-    start_agents
+    if [ $use_rr = 1 ]; then
+        setup_rr
+    else
+        R peer create tor --peer-ip "$RACK.254" --as "$TOR_AS" >/dev/null
+        say "agents: routed on node-1..node-$NODES (AS $NODE_AS, full mesh)"
+        start_agents
+    fi
     create_pods
     say "waiting for convergence (every block in every other node's kernel and at the ToR)"
     wait_until 60 "routes to converge" converged
@@ -456,6 +478,38 @@ up() {
     echo
     echo "The lab is up. Try: ip netns exec $(pod_ns 1 1) ping $(pod_ip 3 2)"
     echo "                    $0 status | $0 check | $0 down"
+}
+
+# --rr: Calico's recipe. Peers and mesh off first, then the agents, then the reflectors' labels and
+# cluster IDs (a node record exists once its agent registered it).
+setup_rr() {
+    touch "$LAB/rr"
+    R config set --mesh off >/dev/null
+    R peer create to-reflectors --as "$NODE_AS" --node-selector 'all()' \
+        --peer-selector "route-reflector == 'true'" >/dev/null
+    R peer create tor --peer-ip "$RACK.254" --as "$TOR_AS" \
+        --node-selector "route-reflector == 'true'" >/dev/null
+    say "agents: routed on node-1..node-$NODES (AS $NODE_AS, mesh off)"
+    start_agents
+    for i in $REFLECTORS; do
+        R node label "node-$i" route-reflector=true >/dev/null
+        R node set "node-$i" --rr-cluster-id "$RR_CLUSTER_ID" >/dev/null
+    done
+    rr_topology
+}
+
+rr_topology() {
+    say "route-reflection topology (cluster ID $RR_CLUSTER_ID, AS $NODE_AS, mesh off)"
+    local clients=""
+    for i in $(seq 1 $NODES); do
+        case " $REFLECTORS " in *" $i "*) ;; *) clients="$clients node-$i($RACK.$i)" ;; esac
+    done
+    for i in $REFLECTORS; do
+        echo "    reflector node-$i ($RACK.$i): label route-reflector=true, cluster $RR_CLUSTER_ID"
+    done
+    echo "    clients:$clients — each peers with both reflectors (peer to-reflectors)"
+    echo "    ToR $RACK.254 ($TOR_KIND, AS $TOR_AS): iBGP client of node-1 and node-2 only (peer tor)"
+    echo "    reflectors peer with each other as plain iBGP (same cluster ID)"
 }
 
 down() {
@@ -482,5 +536,5 @@ case "$cmd" in
     down) down ;;
     status) status ;;
     check) check ;;
-    *) echo "usage: $0 up [--etcd] [--tor bird|frr|gobgp] | check | status | down" >&2; exit 2 ;;
+    *) echo "usage: $0 up [--etcd] [--tor bird|frr|gobgp] [--rr] | check | status | down" >&2; exit 2 ;;
 esac

@@ -335,6 +335,12 @@ async fn bad_inputs_get_the_spec_codes_and_leak_nothing() {
             1,
         ),
         (
+            "no network name (the agent is not asked)",
+            add_env("ADD", "c1", &p, "eth0", ""),
+            conf.replace("\"name\":\"routed\",", ""),
+            7,
+        ),
+        (
             "missing CNI_NETNS on ADD",
             vec![
                 ("CNI_COMMAND", "ADD"),

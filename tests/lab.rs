@@ -194,3 +194,41 @@ fn lab_with_frr_and_gobgp_as_the_tor() {
         assert_eq!(processes_mentioning(&lab_dir), Vec::<String>::new());
     }
 }
+
+/// `lab.sh up --rr` (issue 13, item 7): six nodes with two route reflectors set up the Calico
+/// way and the ToR an iBGP client of the reflectors; every pod pair and the external host reach
+/// every pod, the topology is printed, and the clients see both reflectors in `routectl status`.
+#[test]
+fn lab_with_route_reflectors() {
+    if !common::require_e2e("lab_with_route_reflectors") {
+        return;
+    }
+    let mut lab = Lab {
+        name: format!("rlr{:x}", common::rand_suffix() & 0xffff),
+        dir: tempfile::tempdir().expect("temp dir"),
+        up: true,
+    };
+    let (ok, out) = lab.run(&["up", "--rr"]);
+    assert!(ok, "lab up --rr failed:\n{out}");
+    assert!(
+        out.contains(
+            "summary: pod pairs 132/132, external->pod 12/12, pod->external source 6/6 (natOutgoing=false)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("route-reflection topology (cluster ID 1.0.0.1"),
+        "{out}"
+    );
+    assert!(out.contains("route reflector, cluster 1.0.0.1"), "{out}");
+    assert!(out.contains("rr client, cluster 1.0.0.1"), "{out}");
+    let (ok, status) = lab.run(&["status"]);
+    assert!(
+        ok && status.contains("route reflector, cluster 1.0.0.1"),
+        "{status}"
+    );
+    let (ok, out) = lab.run(&["down"]);
+    lab.up = false;
+    assert!(ok, "{out}");
+    assert_eq!(namespaces_named(&lab.name), Vec::<String>::new());
+}

@@ -492,7 +492,9 @@ fn status_json_prints_the_agents_bgp_status_unchanged() {
     agent.join().unwrap();
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("| 10.0.0.2     | node-to-node mesh | up ") && out.contains("IPv6 BGP status"),
+        out.contains("| 10.0.0.2     | node-to-node mesh                | up ")
+            && out.contains("| rr client, cluster 1.0.0.1       |")
+            && out.contains("IPv6 BGP status"),
         "{out}"
     );
 }
@@ -506,4 +508,155 @@ fn status_on_an_agent_without_bgp_exits_4() {
     agent.join().unwrap();
     assert_eq!(code, 4, "not found: {err}");
     assert!(err.contains("BGP is not running on this node"), "{err}");
+}
+
+/// `routectl node label` / `node set` (issue 13): kubectl-style labels, the cluster ID, and
+/// errors for bad labels and unknown nodes.
+#[test]
+fn node_label_and_rr_cluster_id() {
+    let (url, _dir) = common::sqlite_url();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = common::open(&url).await;
+        let node = routed::model::Node {
+            name: "node-1".into(),
+            ipv4_address: Some("192.0.2.10/24".parse().unwrap()),
+            ..Default::default()
+        };
+        store
+            .create("nodes/node-1", routed::datastore::encode_json(&node), 0)
+            .await
+            .unwrap();
+    });
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let (code, out, err) = run_routectl(&url, &all);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let node = json(&["node", "label", "node-1", "route-reflector=true", "zone=a"]);
+    assert_eq!(node["labels"]["route-reflector"], "true");
+    assert_eq!(node["labels"]["zone"], "a");
+    assert_eq!(node["ipv4_address"], "192.0.2.10/24", "other fields kept");
+    let node = json(&["node", "label", "node-1", "zone-"]);
+    assert!(node["labels"].get("zone").is_none(), "{node}");
+    let node = json(&["node", "set", "node-1", "--rr-cluster-id", "1.0.0.1"]);
+    assert_eq!(node["rr_cluster_id"], "1.0.0.1");
+    assert_eq!(node["labels"]["route-reflector"], "true");
+    let node = json(&["node", "set", "node-1", "--no-rr-cluster-id"]);
+    assert!(node.get("rr_cluster_id").is_none(), "{node}");
+
+    let (code, _, err) = run_routectl(&url, &["node", "label", "node-1", "zone"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("key=value"), "{err}");
+    let (code, _, err) = run_routectl(&url, &["node", "label", "node-9", "a=b"]);
+    assert_eq!(code, 4, "{err}");
+    let (code, _, _) = run_routectl(&url, &["node", "set", "node-1", "--rr-cluster-id", "1.2.3"]);
+    assert_eq!(code, 2);
+    let (code, _, _) = run_routectl(&url, &["node", "set", "node-1"]);
+    assert_eq!(
+        code, 2,
+        "one of --rr-cluster-id / --no-rr-cluster-id is required"
+    );
+}
+
+/// `peer create --peer-selector / --node-selector` (issue 13): selectors are stored, a bad one
+/// is refused with its column, and the address/selector and node/selector pairs exclude each
+/// other.
+#[test]
+fn peer_create_with_selectors() {
+    let (url, _dir) = common::sqlite_url();
+    let (code, out, err) = run_routectl(
+        &url,
+        &[
+            "peer",
+            "create",
+            "to-rr",
+            "--as",
+            "64512",
+            "--node-selector",
+            "all()",
+            "--peer-selector",
+            "route-reflector == 'true'",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("route-reflector == 'true' AS 64512, global"),
+        "{out}"
+    );
+    let (_, json, _) = run_routectl(&url, &["peer", "list", "-o", "json"]);
+    let peers: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(peers[0]["peer_selector"], "route-reflector == 'true'");
+    assert_eq!(peers[0]["node_selector"], "all()");
+    assert!(peers[0].get("peer_ip").is_none(), "{peers}");
+
+    let (code, _, err) = run_routectl(
+        &url,
+        &[
+            "peer",
+            "create",
+            "bad",
+            "--as",
+            "64512",
+            "--peer-selector",
+            "route-reflector = 'true'",
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("column 17"), "{err}");
+    let (code, _, err) = run_routectl(
+        &url,
+        &[
+            "peer",
+            "create",
+            "bad",
+            "--as",
+            "1",
+            "--peer-selector",
+            "a == 'b",
+            "--node",
+            "n",
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("unterminated") && err.contains("column 6"),
+        "{err}"
+    );
+    let (code, _, _) = run_routectl(
+        &url,
+        &[
+            "peer",
+            "create",
+            "bad",
+            "--as",
+            "1",
+            "--peer-ip",
+            "192.0.2.1",
+            "--peer-selector",
+            "all()",
+        ],
+    );
+    assert_eq!(code, 2, "--peer-ip and --peer-selector exclude each other");
+    let (code, _, _) = run_routectl(&url, &["peer", "create", "bad", "--as", "1"]);
+    assert_eq!(code, 2, "one of --peer-ip / --peer-selector is required");
+    let (code, _, _) = run_routectl(
+        &url,
+        &[
+            "peer",
+            "create",
+            "bad",
+            "--as",
+            "1",
+            "--peer-ip",
+            "192.0.2.1",
+            "--node",
+            "n",
+            "--node-selector",
+            "all()",
+        ],
+    );
+    assert_eq!(code, 2, "--node and --node-selector exclude each other");
 }

@@ -554,3 +554,92 @@ fn killing_one_of_two_reflectors_loses_no_packet_and_it_rejoins() {
         assert_eq!(result.received, result.transmitted, "{}", result.output);
     }
 }
+
+/// BIRD 2 as the reflector (`rr client; rr cluster id`), `ip` on the rack.
+fn start_bird_reflector(lab: &Lab, ip: &str, clients: &[usize]) -> Daemon {
+    let netns = rack_member(lab, "birdrr", ip);
+    let mut conf = format!(
+        "router id {ip};\nprotocol device {{}}\n\
+         template bgp clients {{ local {ip} as 64512; rr client; rr cluster id {CLUSTER_ID}; direct;\n\
+         connect retry time 1; ipv4 {{ import all; export all; }}; }}\n"
+    );
+    for i in clients {
+        conf.push_str(&format!(
+            "protocol bgp client_{i} from clients {{ neighbor {} as 64512; }}\n",
+            node_ip(*i)
+        ));
+    }
+    let dir = lab.dir.path();
+    std::fs::write(dir.join("bird-rr.conf"), conf).expect("write bird-rr.conf");
+    let args: Vec<String> = [
+        "bird",
+        "-f",
+        "-c",
+        &dir.join("bird-rr.conf").display().to_string(),
+        "-s",
+        &dir.join("bird-rr.ctl").display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Daemon::spawn(
+        netns,
+        &args,
+        dir.join("bird-rr.log"),
+        "BIRD 2 (Debian package bird2)",
+    )
+}
+
+#[test]
+fn routed_clients_behind_a_bird_reflector_learn_every_block() {
+    if !common::require_e2e("routed_clients_behind_a_bird_reflector_learn_every_block") {
+        return;
+    }
+    const RR: &str = "10.100.0.250";
+    let (url, _store) = common::sqlite_url();
+    for args in [
+        &["config", "set", "--mesh", "off"][..],
+        &[
+            "peer",
+            "create",
+            "bird-rr",
+            "--peer-ip",
+            RR,
+            "--as",
+            "64512",
+        ][..],
+    ] {
+        let (code, out, err) = common::run_routectl(&url, args);
+        assert_eq!(code, 0, "routectl {args:?}: {out}{err}");
+    }
+    let lab = Lab::start(cluster::rack(), &url, 3);
+    let _bird = start_bird_reflector(&lab, RR, &[1, 2, 3]);
+    let pods: Vec<(Netns, String)> = (1..=3)
+        .map(|i| lab.pod(i, &format!("birdrr-pod-{i}")))
+        .collect();
+    for i in 1..=3 {
+        wait_for(
+            &format!("node-{i} routes every other block via its node"),
+            || {
+                let routes = lab.routes(i, 232);
+                for j in (1..=3).filter(|j| *j != i) {
+                    let via = format!("via {} dev eth0", node_ip(j));
+                    if !common::routes_via(&routes, &block_of(&pods[j - 1].1), &via) {
+                        return Err(format!("no {via}:\n{routes}"));
+                    }
+                }
+                Ok(())
+            },
+        );
+        let peers = lab.bgp_status(i).expect("status");
+        let row = &peers[0];
+        assert_eq!(row["state"], "Established", "{peers}");
+        assert_eq!(
+            row["role"], "Peer",
+            "an external reflector is a plain iBGP peer: {row}"
+        );
+    }
+    let ping = Ping::start(&pods[0].0, &pods[2].1, 5);
+    let result = ping.finish();
+    assert_eq!(result.received, 5, "{}", result.output);
+}

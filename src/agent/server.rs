@@ -193,13 +193,19 @@ async fn handle_connection(mut stream: UnixStream, state: Arc<AgentState>) -> st
     let response = match read_request(&mut stream).await? {
         Ok(request) => {
             let span = info_span!("api", method = %request.method, path = %request.path);
-            async {
+            let cni = crate::metrics::cni_command(&request.method, &request.path);
+            let started = std::time::Instant::now();
+            let response = async {
                 route(request, &state)
                     .await
                     .unwrap_or_else(ServeError::into_response)
             }
             .instrument(span)
-            .await
+            .await;
+            if let Some(command) = cni {
+                crate::metrics::global().observe_cni(command, response.status, started.elapsed());
+            }
+            response
         }
         Err(reason) => ServeError::BadRequest(reason).into_response(),
     };
@@ -624,6 +630,12 @@ mod tests {
             end_of_rib_received: state == State::Established,
             reflection: None,
             bfd: None,
+            remote_as: 64512,
+            local_as: 64512,
+            established_transitions: 1,
+            messages_received: Default::default(),
+            messages_sent: Default::default(),
+            session: None,
         }
     }
 

@@ -64,6 +64,7 @@ use crate::bgp::packet::{Family, WireOptions};
 use crate::bgp::rib::{
     BestRoute, ExportPolicy, PeerId, PeerInfo, Reflection, Rib, RibEvent, RibOutput, SharedRib,
 };
+pub use crate::bgp::session::counters::{MessageCounters, MessageCounts};
 use crate::bgp::session::{
     describe_reason, spawn_session, SessionCommand, SessionConfig, SessionError, SessionEvent,
     SessionHandle, SessionMessage,
@@ -257,6 +258,33 @@ pub struct PeerStatus {
     /// The BFD session's state, when BFD is on for this peer.
     #[serde(default)]
     pub bfd: Option<BfdState>,
+    // Observability (metrics, the BIRD socket): AS numbers, counters, the session's details.
+    #[serde(default)]
+    pub remote_as: u32,
+    #[serde(default)]
+    pub local_as: u32,
+    /// Times the session reached Established since the peer was configured.
+    #[serde(default)]
+    pub established_transitions: u64,
+    #[serde(default)]
+    pub messages_received: MessageCounts,
+    #[serde(default)]
+    pub messages_sent: MessageCounts,
+    /// What the current or last Established session negotiated.
+    #[serde(default)]
+    pub session: Option<SessionDetails>,
+}
+
+/// What an Established session negotiated, for status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionDetails {
+    pub router_id: Ipv4Addr,
+    pub local_address: IpAddr,
+    /// Negotiated hold time and keepalive interval, seconds.
+    pub hold_time: u16,
+    pub keepalive_time: u16,
+    pub route_refresh: bool,
+    pub graceful_restart: bool,
 }
 
 /// What the speaker reports.
@@ -512,6 +540,12 @@ struct PeerEntry {
     bfd_state: Option<BfdState>,
     /// The session epoch whose prefix limit was already reported.
     max_prefix_reported: Option<u64>,
+    /// Messages in and out (shared with the session task).
+    counters: std::sync::Arc<MessageCounters>,
+    /// How many times the session reached Established.
+    established_transitions: u64,
+    /// What the current (or last) Established session negotiated.
+    negotiated: Option<SessionDetails>,
 }
 
 /// A graceful-restart timer fired.
@@ -705,7 +739,10 @@ impl SpeakerTask {
                 warn!(peer = %spec.name, %error, "listener MD5 key not set");
             }
         }
-        let session = spawn_session(self.session_config(id, &spec), self.session_tx.clone());
+        let counters = std::sync::Arc::new(MessageCounters::default());
+        let mut session_config = self.session_config(id, &spec);
+        session_config.counters = counters.clone();
+        let session = spawn_session(session_config, self.session_tx.clone());
         let bfd_state = self.bfd_add(&spec);
         let mut rib = self.rib.write();
         rib.add_peer(id);
@@ -729,6 +766,9 @@ impl SpeakerTask {
                 wire: None,
                 bfd_state,
                 max_prefix_reported: None,
+                counters,
+                established_transitions: 0,
+                negotiated: None,
             },
         );
     }
@@ -796,6 +836,7 @@ impl SpeakerTask {
             keepalive: spec.timers.keepalive,
             fsm,
             write_queue_cap: self.config.write_queue_cap,
+            counters: Default::default(),
         }
     }
 
@@ -879,6 +920,15 @@ impl SpeakerTask {
         entry.end_of_rib = false;
         entry.wire = Some(negotiated.wire);
         entry.info = "Established".to_owned();
+        entry.established_transitions += 1;
+        entry.negotiated = Some(SessionDetails {
+            router_id: negotiated.peer_id,
+            local_address,
+            hold_time: negotiated.hold_time,
+            keepalive_time: negotiated.keepalive_time,
+            route_refresh: negotiated.route_refresh,
+            graceful_restart: negotiated.peer_graceful_restart.is_some(),
+        });
         let peer_gr = negotiated.peer_graceful_restart.clone();
         entry.peer_restart_time = peer_gr
             .as_ref()
@@ -1079,6 +1129,12 @@ impl SpeakerTask {
                     end_of_rib_received: entry.state == State::Established && entry.end_of_rib,
                     reflection: entry.spec.reflection,
                     bfd: entry.bfd_state,
+                    remote_as: entry.spec.remote_as,
+                    local_as: self.local_as_for(&entry.spec),
+                    established_transitions: entry.established_transitions,
+                    messages_received: entry.counters.received_counts(),
+                    messages_sent: entry.counters.sent_counts(),
+                    session: entry.negotiated.clone(),
                 }
             })
             .collect();

@@ -52,6 +52,16 @@ struct Args {
     /// Log lines as text or as JSON objects.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve a BIRD 2.0-compatible control socket here (birdc, bird_exporter -bird.v2).
+    #[arg(long, env = "ROUTED_BIRD_SOCKET")]
+    bird_socket: Option<PathBuf>,
+    /// Serve a BIRD 1.6-compatible control socket here (calicoctl node status, calico-node
+    /// -bird-ready, birdcl of BIRD 1.6).
+    #[arg(long, env = "ROUTED_BIRD1_SOCKET")]
+    bird1_socket: Option<PathBuf>,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (e.g. 0.0.0.0:9099).
+    #[arg(long, env = "ROUTED_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -105,6 +115,9 @@ fn main() -> ExitCode {
         mtu: args.mtu,
         manage_forward: !args.no_forward_rules,
         bgp: !args.no_bgp,
+        bird_socket: args.bird_socket,
+        bird1_socket: args.bird1_socket,
+        metrics_listen: args.metrics_listen,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

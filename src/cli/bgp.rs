@@ -45,29 +45,7 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
                 max_prefixes: *max_prefixes,
                 max_prefixes_action: *max_prefixes_action,
             };
-            peer.validate()?;
-            match store.create(&keys::peer(name), encode_json(&peer), 0).await {
-                Ok(_) => {}
-                Err(DatastoreError::AlreadyExists { .. }) => {
-                    return Err(CliError::conflict(
-                        format!("peer {name}"),
-                        format!("peer {name} already exists; delete it first to change it"),
-                    ))
-                }
-                Err(e) => return Err(e.into()),
-            }
-            let shown = BgpPeer {
-                password: peer.password.as_ref().map(|_| "********".into()),
-                ..peer
-            };
-            print(out, &shown, || {
-                format!(
-                    "peer {name} created ({} AS {}, {})\n",
-                    remote_of(&shown),
-                    shown.as_number,
-                    shown.peer_type()
-                )
-            })?;
+            create_peer(store.as_ref(), peer, out).await?;
         }
         PeerCommand::List => {
             let mut peers: Vec<BgpPeer> = store
@@ -116,6 +94,37 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
         }
     }
     ok()
+}
+
+/// Validate and write a new peer, then print it (password masked).
+async fn create_peer(store: &dyn Datastore, peer: BgpPeer, out: Output) -> Result<()> {
+    let name = peer.name.clone();
+    peer.validate()?;
+    match store
+        .create(&keys::peer(&name), encode_json(&peer), 0)
+        .await
+    {
+        Ok(_) => {}
+        Err(DatastoreError::AlreadyExists { .. }) => {
+            return Err(CliError::conflict(
+                format!("peer {name}"),
+                format!("peer {name} already exists; delete it first to change it"),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let shown = BgpPeer {
+        password: peer.password.as_ref().map(|_| "********".into()),
+        ..peer
+    };
+    print(out, &shown, || {
+        format!(
+            "peer {name} created ({} AS {}, {})\n",
+            remote_of(&shown),
+            shown.as_number,
+            shown.peer_type()
+        )
+    })
 }
 
 /// The remote side of a peer as the tables show it: its address, or its selector.

@@ -245,6 +245,14 @@ async fn ipam(store: Arc<dyn Datastore>, cmd: &IpamCommand, out: Output) -> Resu
                 return Ok(ExitCode::from(super::error::exit::FAILED));
             }
         }
+        IpamCommand::Repair {
+            dry_run,
+            grace_period,
+        } => {
+            let grace = std::time::Duration::from_secs(*grace_period);
+            let report = ipam.repair(grace, *dry_run).await?;
+            print(out, &report, || render_repair(&report))?;
+        }
         IpamCommand::Config {
             strict_affinity,
             max_blocks_per_host,
@@ -269,6 +277,36 @@ async fn ipam(store: Arc<dyn Datastore>, cmd: &IpamCommand, out: Output) -> Resu
         }
     }
     ok()
+}
+
+fn render_repair(r: &crate::ipam::repair::RepairReport) -> String {
+    let mut text = String::new();
+    for h in &r.leaked_handles {
+        text.push_str(&format!(
+            "leaked: handle {} of node {} ({} address(es))\n",
+            h.handle,
+            h.node,
+            h.addresses.len()
+        ));
+    }
+    for s in &r.skipped {
+        text.push_str(&format!("skipped: {s}\n"));
+    }
+    if r.dry_run {
+        text.push_str(&format!(
+            "dry run: {} leaked handle(s) would be released; nothing changed\n",
+            r.leaked_handles.len()
+        ));
+    } else {
+        text.push_str(&format!(
+            "released {} address(es) of {} handle(s), the blocks of {} missing node(s), {} empty block(s)\n",
+            r.addresses_released,
+            r.released_handles.len(),
+            r.nodes_cleaned.len(),
+            r.empty_blocks_released.len()
+        ));
+    }
+    text
 }
 
 fn render_pools(pools: &[IpPool]) -> String {
@@ -327,6 +365,13 @@ fn render_check(report: &CheckReport) -> String {
             "checked {} pool(s), {} block(s), {} affinity record(s), {} handle(s), {} allocated address(es)\n",
             report.pools, report.blocks, report.affinities, report.handles, report.allocated
         );
+    if !report.reclaimable_blocks.is_empty() {
+        text.push_str(&format!(
+            "{} empty block(s) still affine, reclaimable by `routectl ipam repair`: {}\n",
+            report.reclaimable_blocks.len(),
+            report.reclaimable_blocks.join(", ")
+        ));
+    }
     if report.is_clean() {
         text.push_str("no inconsistency found\n");
     } else {

@@ -285,6 +285,16 @@ pub enum IpamCommand {
     },
     /// Check every IPAM record for inconsistencies (exit 1 when any is found).
     Check,
+    /// Release leaked addresses and blocks: what two scans a grace period apart both find
+    /// (addresses and claims of nodes without a Node record, empty blocks still affine).
+    Repair {
+        /// Report what would be released; release nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds between the two scans; a leak must be seen in both.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        grace_period: u64,
+    },
     /// Show or change IPAM settings.
     Config {
         /// on: nodes never borrow from other nodes' blocks.

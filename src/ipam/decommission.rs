@@ -217,11 +217,11 @@ impl Ipam {
 
     /// Deletes the node's empty blocks and claims; a block still holding others' addresses
     /// keeps them and loses its affinity.
-    async fn release_node_blocks(
+    pub(super) async fn release_node_blocks(
         &self,
         node: &str,
         done: &mut Decommission,
-    ) -> Result<(), DecommissionError> {
+    ) -> Result<(), IpamError> {
         done.blocks_released = self.release_empty_blocks(Some(node)).await?;
         let store = self.store.as_ref();
         for kv in store.list(&keys::affinities_of(node)).await?.kvs {

@@ -31,6 +31,7 @@ pub mod decommission;
 mod error;
 pub mod pools;
 pub mod release;
+pub mod repair;
 
 pub use check::{CheckReport, Finding, FindingKind};
 pub use error::IpamError;

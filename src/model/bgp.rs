@@ -82,6 +82,8 @@ pub struct BgpPeer {
     pub peer_ip: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_port: Option<u16>,
+    /// The peer's AS. With `peer_selector` each session uses the selected node's own AS (this
+    /// may then be 0).
     pub as_number: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
@@ -128,7 +130,7 @@ pub enum PrefixLimitAction {
 impl BgpPeer {
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate_name(&self.name)?;
-        if self.as_number == 0 {
+        if self.as_number == 0 && self.peer_selector.is_none() {
             return Err(ValidationError::InvalidAsNumber(0));
         }
         if let Some(node) = &self.node {
@@ -332,6 +334,8 @@ mod tests {
         let mut selected = both.clone();
         selected.peer_ip = None;
         selected.node_selector = Some("all()".into());
+        assert!(selected.validate().is_ok());
+        selected.as_number = 0; // the selected nodes' own AS
         assert!(selected.validate().is_ok());
         assert_eq!(selected.peer_type(), "global");
         selected.node = Some("node-1".into());

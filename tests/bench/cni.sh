@@ -6,9 +6,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-200}
-for p in etcd /usr/lib/cni/ptp /usr/lib/cni/host-local; do
-  command -v "$p" >/dev/null || [ -x "$p" ] || { echo "missing $p (apt-get install etcd-server containernetworking-plugins)" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "cni.sh needs root (network namespaces)" >&2; exit 1; }
+for p in etcd etcdctl /usr/lib/cni/ptp /usr/lib/cni/host-local; do
+  command -v "$p" >/dev/null || [ -x "$p" ] || { echo "missing $p (apt-get install etcd-server etcd-client containernetworking-plugins)" >&2; exit 1; }
 done
+# wait_until SECONDS DESCRIPTION COMMAND...: polls COMMAND; gives up with a message after SECONDS.
+wait_until() {
+  local deadline=$((SECONDS + $1)) what=$2; shift 2
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { echo "cni.sh: gave up waiting for $what (see $work/*.log)" >&2; exit 1; }
+    sleep 0.1
+  done
+}
 cargo build --release --quiet --bin routed --bin routed-cni --bin routectl
 B=$PWD/target/release
 work=$(mktemp -d)
@@ -36,14 +45,14 @@ ip netns exec "$node" etcd --name b --data-dir "$work/etcd" --listen-client-urls
   --initial-advertise-peer-urls "http://127.0.0.1:$((port + 1))" \
   --initial-cluster "b=http://127.0.0.1:$((port + 1))" >"$work/etcd.log" 2>&1 &
 etcd_pid=$!
-until ip netns exec "$node" etcdctl --endpoints "127.0.0.1:$port" endpoint health >/dev/null 2>&1; do sleep 0.1; done
+wait_until 30 "etcd to answer" ip netns exec "$node" etcdctl --endpoints "127.0.0.1:$port" endpoint health
 DS="etcd://127.0.0.1:$port"
 ip netns exec "$node" "$B/routectl" --datastore "$DS" pool create bench --cidr 10.81.0.0/16 >/dev/null
 
 ip netns exec "$node" "$B/routed" --node-name bench --datastore "$DS" --ip 192.0.2.1/24 \
   --socket "$work/agent.sock" >"$work/agent.log" 2>&1 &
 agent_pid=$!
-until [ -S "$work/agent.sock" ]; do sleep 0.05; done
+wait_until 60 "the agent's socket" test -S "$work/agent.sock"
 sleep 0.5
 
 for i in $(seq 1 "$N"); do ip netns add "rtb-$tag-r$i"; ip netns add "rtb-$tag-p$i"; done

@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZES=${*:-1000 5000}
 PROFILE=${PROFILE:-release}
-command -v etcd >/dev/null || { echo "etcd not installed (apt-get install etcd-server)" >&2; exit 1; }
+for p in etcd etcdctl; do
+  command -v "$p" >/dev/null || { echo "$p not installed (apt-get install etcd-server etcd-client)" >&2; exit 1; }
+done
 if [ "$PROFILE" = release ]; then
   cargo build --release --quiet --bin routectl
 else
@@ -23,7 +25,12 @@ etcd --name bench --data-dir "$work/etcd" \
   --initial-cluster "bench=http://127.0.0.1:$peer" >"$work/etcd.log" 2>&1 &
 etcd_pid=$!
 trap 'kill $etcd_pid 2>/dev/null; wait $etcd_pid 2>/dev/null; rm -rf "$work"' EXIT
-until etcdctl --endpoints "127.0.0.1:$port" endpoint health >/dev/null 2>&1; do sleep 0.1; done
+for _ in $(seq 300); do # at most 30 s
+  etcdctl --endpoints "127.0.0.1:$port" endpoint health >/dev/null 2>&1 && break
+  sleep 0.1
+done
+etcdctl --endpoints "127.0.0.1:$port" endpoint health >/dev/null 2>&1 ||
+  { echo "etcd did not answer within 30 s (see $work/etcd.log)" >&2; exit 1; }
 
 echo "| nodes × blocks | join (ms) | join reads | reads per change | process CPU per 100 changes (ms) | follower busy per 100 changes (ms) | re-lists |"
 echo "|---|---|---|---|---|---|---|"

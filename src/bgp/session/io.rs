@@ -400,6 +400,8 @@ impl Session {
             );
         }
         let open = matches!(decoded.message, Message::Open(_));
+        let kind = super::counters::index(&decoded.message);
+        self.config.counters.received(kind, 1);
         self.feed(which, Input::MessageReceived(decoded.message));
         if !open {
             return;

@@ -44,6 +44,7 @@
 
 mod bfd_hold;
 mod collision;
+pub mod counters;
 mod error;
 mod graceful;
 mod io;
@@ -88,6 +89,8 @@ pub struct SessionConfig {
     pub fsm: PeerConfig,
     /// Bytes that may wait in a connection's writer queue; over it the session sends Cease.
     pub write_queue_cap: usize,
+    /// Messages in and out by type (status, metrics); the speaker keeps one per peer.
+    pub counters: std::sync::Arc<counters::MessageCounters>,
 }
 
 /// What the speaker tells a session.
@@ -384,16 +387,18 @@ impl Session {
             messages = messages.len(),
             "sending UPDATEs"
         );
-        self.send_updates(epoch, messages);
+        self.send_updates(epoch, messages.into_iter());
     }
 
     /// Queue UPDATEs on the Established main connection (an overflow: Cease).
-    fn send_updates(&mut self, epoch: u64, messages: impl IntoIterator<Item = Vec<u8>>) {
+    fn send_updates(&mut self, epoch: u64, messages: impl ExactSizeIterator<Item = Vec<u8>>) {
         if epoch != self.epoch || !self.established {
             debug!(epoch, current = self.epoch, "dropping stale advertisement");
             return;
         }
         if let Some(link) = &self.main.link {
+            let count = messages.len() as u64;
+            self.config.counters.sent(counters::UPDATE, count);
             for message in messages {
                 if let Err(overflow) = link.writer.push(message) {
                     self.overflowed(Which::Main, overflow);
@@ -516,6 +521,7 @@ impl Session {
 
     /// Encode and queue one message on a slot's connection.
     fn send(&mut self, which: Which, message: &Message) {
+        let counters = self.config.counters.clone();
         let Some(slot) = self.slot_mut(which) else {
             return;
         };
@@ -526,17 +532,19 @@ impl Session {
             return;
         };
         match encode_message(message, &slot.wire) {
-            // The NOTIFICATION is the connection's last message: it goes past the cap.
-            Ok(buffers) if matches!(message, Message::Notification(_)) => {
-                for buffer in buffers {
-                    link.writer.push_last(buffer);
-                }
-            }
             Ok(buffers) => {
-                let pushed: Result<(), Overflow> =
-                    buffers.into_iter().try_for_each(|b| link.writer.push(b));
-                if let Err(overflow) = pushed {
-                    self.overflowed(which, overflow);
+                counters.sent(counters::index(message), buffers.len() as u64);
+                if matches!(message, Message::Notification(_)) {
+                    // The NOTIFICATION is the connection's last message: it goes past the cap.
+                    for buffer in buffers {
+                        link.writer.push_last(buffer);
+                    }
+                } else {
+                    let pushed: Result<(), Overflow> =
+                        buffers.into_iter().try_for_each(|b| link.writer.push(b));
+                    if let Err(overflow) = pushed {
+                        self.overflowed(which, overflow);
+                    }
                 }
             }
             Err(source) => {

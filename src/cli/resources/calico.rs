@@ -49,6 +49,18 @@ pub const CALICO_FIELDS: &[(Kind, &str, &str, Conversion)] = &[
     (Kind::BgpPeer, "node", "node", Conversion::Same),
     (
         Kind::BgpPeer,
+        "nodeSelector",
+        "node_selector",
+        Conversion::Same,
+    ),
+    (
+        Kind::BgpPeer,
+        "peerSelector",
+        "peer_selector",
+        Conversion::Same,
+    ),
+    (
+        Kind::BgpPeer,
         "keepaliveTime",
         "keepalive_time",
         Conversion::Seconds,
@@ -58,6 +70,18 @@ pub const CALICO_FIELDS: &[(Kind, &str, &str, Conversion)] = &[
         "maxRestartTime",
         "max_restart_time",
         Conversion::Seconds,
+    ),
+    (
+        Kind::BgpPeer,
+        "nodeSelector",
+        "node_selector",
+        Conversion::Same,
+    ),
+    (
+        Kind::BgpPeer,
+        "peerSelector",
+        "peer_selector",
+        Conversion::Same,
     ),
     (
         Kind::BgpConfiguration,

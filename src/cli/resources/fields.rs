@@ -61,24 +61,50 @@ pub fn to_snake(camel: &str) -> String {
     out
 }
 
-/// Renames the top-level keys of a stored record to document names.
-pub fn to_document_spec(record: Map<String, Value>) -> Map<String, Value> {
-    record.into_iter().map(|(k, v)| (to_camel(&k), v)).collect()
+/// Fields whose map keys are the user's own (never renamed, never checked field by field).
+pub const USER_KEYED: &[&str] = &["labels"];
+
+/// Renames every key of `value` with `rename`, nested objects included, except inside the
+/// user-keyed maps.
+fn rename_keys(value: Value, rename: &dyn Fn(&str) -> String) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(rename_map(map, rename)),
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(|v| rename_keys(v, rename)).collect())
+        }
+        other => other,
+    }
 }
 
-/// Renames the top-level keys of a document's spec to model names. A key that is not camelCase
-/// (it holds '_') is kept as written, so it is reported as unknown under its own name.
-pub fn from_document_spec(spec: &Map<String, Value>) -> Map<String, Value> {
-    spec.iter()
+fn rename_map(map: Map<String, Value>, rename: &dyn Fn(&str) -> String) -> Map<String, Value> {
+    map.into_iter()
         .map(|(k, v)| {
-            let name = if k.contains('_') {
-                k.clone()
+            let v = if USER_KEYED.contains(&k.as_str()) {
+                v
             } else {
-                to_snake(k)
+                rename_keys(v, rename)
             };
-            (name, v.clone())
+            (rename(&k), v)
         })
         .collect()
+}
+
+/// Renames the keys of a stored record (nested settings such as `bfd` too) to document names.
+pub fn to_document_spec(record: Map<String, Value>) -> Map<String, Value> {
+    rename_map(record, &to_camel)
+}
+
+/// Renames the keys of a document's spec to model names. A key that is not camelCase (it
+/// holds '_') is kept as written, so it is reported as unknown under its own name.
+pub fn from_document_spec(spec: &Map<String, Value>) -> Map<String, Value> {
+    let rename = |k: &str| {
+        if k.contains('_') {
+            k.to_string()
+        } else {
+            to_snake(k)
+        }
+    };
+    rename_map(spec.clone(), &rename)
 }
 
 /// True when a value carries nothing (null, empty string, list or map): a field given so is
@@ -93,13 +119,23 @@ pub fn is_empty_value(v: &Value) -> bool {
 }
 
 /// Fields of `input` that the model did not take: absent from `reparsed` (the model's own
-/// serialisation of what it decoded) although given with a value.
+/// serialisation of what it decoded) although given with a value; nested settings are
+/// compared too (`bfd.min_rx`).
 pub fn unknown_fields(input: &Map<String, Value>, reparsed: &Map<String, Value>) -> Vec<String> {
-    input
-        .iter()
-        .filter(|(k, v)| !reparsed.contains_key(*k) && !is_empty_value(v))
-        .map(|(k, _)| k.clone())
-        .collect()
+    let mut out = Vec::new();
+    for (k, v) in input {
+        match (reparsed.get(k), v) {
+            (None, v) if !is_empty_value(v) => out.push(k.clone()),
+            (Some(Value::Object(taken)), Value::Object(given))
+                if !USER_KEYED.contains(&k.as_str()) =>
+            {
+                let nested = unknown_fields(given, taken);
+                out.extend(nested.into_iter().map(|f| format!("{k}.{f}")));
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Decodes a model record from `record` (model names). On failure, names the field whose value
@@ -152,6 +188,19 @@ mod tests {
             assert_eq!(to_camel(snake), camel);
             assert_eq!(to_snake(camel), snake);
         }
+    }
+
+    #[test]
+    fn nested_settings_are_renamed_and_checked_but_labels_are_not() {
+        let record: Map<String, Value> =
+            serde_json::from_str(r#"{"bfd":{"min_rx_ms":300},"labels":{"rack_id":"r1"}}"#).unwrap();
+        let doc = to_document_spec(record.clone());
+        assert_eq!(doc["bfd"]["minRxMs"], 300);
+        assert_eq!(doc["labels"]["rack_id"], "r1");
+        assert_eq!(from_document_spec(&doc), record);
+        let given: Map<String, Value> =
+            serde_json::from_str(r#"{"bfd":{"min_rx_ms":300,"min_rx":1}}"#).unwrap();
+        assert_eq!(unknown_fields(&given, &record), ["bfd.min_rx"]);
     }
 
     #[test]

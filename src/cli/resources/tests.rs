@@ -57,7 +57,7 @@ const ROUND_TRIP: &[(Kind, &str)] = &[
     ),
     (
         Kind::BgpPeer,
-        "apiVersion: routed.io/v1\nkind: BGPPeer\nmetadata:\n  name: rack1\nspec:\n  peerIP: 192.0.2.1\n  peerPort: 1179\n  asNumber: 65001\n  node: node-1\n  holdTime: 9\n  keepaliveTime: 3\n  maxRestartTime: 120\n---\napiVersion: routed.io/v1\nkind: BGPPeer\nmetadata:\n  name: tor6\nspec:\n  peerIP: 2001:db8::1\n  asNumber: 65002\n",
+        "apiVersion: routed.io/v1\nkind: BGPPeer\nmetadata:\n  name: rack1\nspec:\n  peerIP: 192.0.2.1\n  peerPort: 1179\n  asNumber: 65001\n  node: node-1\n  holdTime: 9\n  keepaliveTime: 3\n  maxRestartTime: 120\n  bfd:\n    enabled: true\n    minRxMs: 100\n    minTxMs: 100\n    multiplier: 3\n  maxPrefixes: 1000\n---\napiVersion: routed.io/v1\nkind: BGPPeer\nmetadata:\n  name: tor6\nspec:\n  peerIP: 2001:db8::1\n  asNumber: 65002\n",
     ),
     (
         Kind::BgpConfiguration,
@@ -165,6 +165,12 @@ fn bad_documents_name_file_document_and_field() {
     assert!(prepare_error(bad_version).contains("apiVersion: \"v1\" is not supported"));
     let bad_yaml = "apiVersion: [\n";
     assert!(prepare_error(bad_yaml).contains("not valid YAML"));
+    let nested_typo = "apiVersion: routed.io/v1\nkind: BGPPeer\nmetadata:\n  name: rack1\nspec:\n  peerIP: 192.0.2.1\n  asNumber: 1\n  bfd:\n    enabled: true\n    minRx: 100\n";
+    let e = prepare_error(nested_typo);
+    assert!(
+        e.contains("(BGPPeer rack1): spec.bfd.minRx: unknown field"),
+        "{e}"
+    );
     let labels_on_pool = "apiVersion: routed.io/v1\nkind: IPPool\nmetadata:\n  name: p\n  labels: {a: b}\nspec:\n  cidr: 10.0.0.0/16\n";
     assert!(prepare_error(labels_on_pool).contains("metadata.labels: IPPool has no labels"));
 }
@@ -324,6 +330,15 @@ spec:
   maxRestartTime: 2m
 ---
 apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata:
+  name: rack1-rr
+spec:
+  nodeSelector: rack == 'r1'
+  peerSelector: has(route-reflector)
+  asNumber: 63400
+---
+apiVersion: projectcalico.org/v3
 kind: BGPConfiguration
 metadata:
   name: default
@@ -350,7 +365,7 @@ status: {}
 async fn calico_v3_documents_apply_with_the_fields_routed_supports() {
     let (_dir, store) = store();
     let outcomes = apply(store.as_ref(), CALICO, Verb::Apply).await;
-    assert_eq!(outcomes.len(), 4);
+    assert_eq!(outcomes.len(), 5);
     let get = |key: &'static str| {
         let store = store.clone();
         async move {
@@ -372,6 +387,11 @@ async fn calico_v3_documents_apply_with_the_fields_routed_supports() {
             peer["max_restart_time"].as_u64()
         ),
         (Some(30), Some(120))
+    );
+    let rr = get("bgppeers/rack1-rr").await;
+    assert_eq!(
+        (rr["node_selector"].as_str(), rr["peer_selector"].as_str()),
+        (Some("rack == 'r1'"), Some("has(route-reflector)"))
     );
     let config = get("config/bgp").await;
     assert_eq!(
@@ -417,4 +437,22 @@ fn kinds_parse_like_calicoctl() {
         assert_eq!(Kind::parse(text), Some(kind), "{text}");
     }
     assert_eq!(Kind::parse("pods"), None);
+}
+
+/// Calico's route-reflector recipe as a document (issue 13): the selectors are kept as given.
+#[tokio::test]
+async fn calico_v3_peer_selectors_apply() {
+    let (_dir, store) = store();
+    let text = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: peer-with-route-reflectors\nspec:\n  nodeSelector: all()\n  peerSelector: route-reflector == 'true'\n  asNumber: 64512\n";
+    let outcomes = apply(store.as_ref(), text, Verb::Apply).await;
+    assert_eq!(outcomes.len(), 1);
+    let kv = store
+        .get("bgppeers/peer-with-route-reflectors")
+        .await
+        .unwrap()
+        .unwrap();
+    let peer: serde_json::Value = serde_json::from_slice(&kv.value).unwrap();
+    assert_eq!(peer["node_selector"], "all()");
+    assert_eq!(peer["peer_selector"], "route-reflector == 'true'");
+    assert!(peer.get("peer_ip").is_none(), "{peer}");
 }

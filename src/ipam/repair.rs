@@ -1,0 +1,282 @@
+//! IPAM leaks and their repair (`routectl ipam check` reports them, `routectl ipam repair` fixes
+//! what is safe), with Calico's garbage-collection cautions.
+//!
+//! ```text
+//!  leak_scan ──(grace period)──> leak_scan ──> confirmed = seen in both scans, unchanged
+//!     │                                          │ (dry run: report and stop)
+//!     │                                          v
+//!     │   per leaked handle: re-read the node record just before ──> release_handle (all of
+//!     │                      the handle's addresses together), or skip if the node is back
+//!     │   per affinity of a missing node: re-check, then the decommission's block release
+//!     └── per empty block still affine to a live node: released only if still empty and
+//!         unchanged (the block's revision is compared in the delete)
+//! ```
+//! What is a leak: an address whose `node` attribute names a node without a Node record (or
+//! an unattributed one in such a node's block), an affinity of such a node, and, as reclaimable
+//! rather than inconsistent, an empty block still affine to a live node. Missing-node findings
+//! are only made when the cluster has Node records at all (IPAM used on its own, with
+//! `routectl ipam allocate --node` for nodes no agent registered, has no leaks of this kind).
+
+use super::decommission::{Decommission, MARKERS};
+use super::{Ipam, IpamError};
+use crate::datastore::{Compare, Op, Txn};
+use crate::model::{keys, Block};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Duration;
+use tracing::info;
+
+/// Calico's default is 15 minutes for its controller; an operator running repair by hand
+/// usually waits less. `routectl ipam repair --grace-period` sets it.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
+
+/// A handle whose addresses belong to a node that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct LeakedHandle {
+    pub handle: String,
+    pub node: String,
+    /// (address, sequence number) of every address the handle holds there.
+    pub addresses: Vec<(IpAddr, u64)>,
+}
+
+/// One scan of the IPAM records for leaks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LeakScan {
+    /// Nodes with a Node record.
+    pub nodes: BTreeSet<String>,
+    pub handles: Vec<LeakedHandle>,
+    /// node → blocks it claims, for nodes without a record.
+    pub affinities: BTreeMap<String, Vec<String>>,
+    /// (block, its node, block revision) of empty blocks still affine to a live node.
+    pub empty_blocks: Vec<(String, String, i64)>,
+}
+
+/// What a repair found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RepairReport {
+    pub dry_run: bool,
+    pub grace_seconds: u64,
+    /// Leaks seen in both scans.
+    pub leaked_handles: Vec<LeakedHandle>,
+    pub released_handles: Vec<String>,
+    pub addresses_released: usize,
+    /// Missing nodes whose blocks and claims were released.
+    pub nodes_cleaned: Vec<String>,
+    pub empty_blocks_released: Vec<String>,
+    /// Leaks left alone because the re-check just before release found them changed.
+    pub skipped: Vec<String>,
+}
+
+impl Ipam {
+    /// Reads the blocks, affinities and node names once and lists what is leaked.
+    pub async fn leak_scan(&self) -> Result<LeakScan, IpamError> {
+        let store = self.store.as_ref();
+        let nodes: BTreeSet<String> = store
+            .list_keys(keys::NODES)
+            .await?
+            .kvs
+            .iter()
+            .map(|kv| keys::last_part(&kv.key).to_string())
+            .collect();
+        let markers: BTreeSet<String> = store
+            .list_keys(MARKERS)
+            .await?
+            .kvs
+            .iter()
+            .map(|kv| keys::last_part(&kv.key).to_string())
+            .collect();
+        let blocks = super::cache::load_all_blocks(store).await?;
+        let mut scan = LeakScan {
+            nodes,
+            ..LeakScan::default()
+        };
+        let missing = |node: &str| {
+            !scan.nodes.is_empty() && !scan.nodes.contains(node) || markers.contains(node)
+        };
+        let mut handles: BTreeMap<(String, String), Vec<(IpAddr, u64)>> = BTreeMap::new();
+        for (block, revision) in &blocks {
+            collect_block(block, &missing, &mut handles);
+            if let Some(node) = block.affinity.as_deref() {
+                if block.is_empty() && !missing(node) {
+                    scan.empty_blocks
+                        .push((block.cidr.to_string(), node.to_string(), *revision));
+                }
+            }
+        }
+        scan.handles = handles
+            .into_iter()
+            .map(|((handle, node), addresses)| LeakedHandle {
+                handle,
+                node,
+                addresses,
+            })
+            .collect();
+        for kv in store.list_keys(keys::AFFINITIES).await?.kvs {
+            if let Some((node, cidr)) = keys::parse_affinity_key(&kv.key) {
+                if missing(&node) {
+                    scan.affinities
+                        .entry(node)
+                        .or_default()
+                        .push(cidr.to_string());
+                }
+            }
+        }
+        Ok(scan)
+    }
+
+    /// Scans twice, `grace` apart, and releases what both scans found (see the module doc).
+    pub async fn repair(&self, grace: Duration, dry_run: bool) -> Result<RepairReport, IpamError> {
+        let first = self.leak_scan().await?;
+        tokio::time::sleep(grace).await;
+        let second = self.leak_scan().await?;
+        let mut report = self.repair_confirmed(&first, &second, dry_run).await?;
+        report.grace_seconds = grace.as_secs();
+        Ok(report)
+    }
+
+    /// Releases the leaks `first` and `second` agree on, each re-checked just before.
+    pub async fn repair_confirmed(
+        &self,
+        first: &LeakScan,
+        second: &LeakScan,
+        dry_run: bool,
+    ) -> Result<RepairReport, IpamError> {
+        let mut report = RepairReport {
+            dry_run,
+            leaked_handles: second
+                .handles
+                .iter()
+                .filter(|h| first.handles.contains(h))
+                .cloned()
+                .collect(),
+            ..RepairReport::default()
+        };
+        if dry_run {
+            return Ok(report);
+        }
+        let store = self.store.as_ref();
+        for leak in report.leaked_handles.clone() {
+            if store.get(&keys::node(&leak.node)).await?.is_some() {
+                report.skipped.push(format!(
+                    "handle {}: node {} is back",
+                    leak.handle, leak.node
+                ));
+                continue;
+            }
+            let freed = self.release_handle(&leak.handle).await?;
+            info!(handle = %leak.handle, node = %leak.node, addresses = freed.len(), "released leaked handle");
+            report.addresses_released += freed.len();
+            report.released_handles.push(leak.handle);
+        }
+        for node in second
+            .affinities
+            .keys()
+            .filter(|n| first.affinities.contains_key(*n))
+        {
+            if store.get(&keys::node(node)).await?.is_some() {
+                report
+                    .skipped
+                    .push(format!("blocks of node {node}: the node is back"));
+                continue;
+            }
+            let mut done = Decommission::default();
+            self.release_node_blocks(node, &mut done).await?;
+            report.nodes_cleaned.push(node.clone());
+        }
+        for (cidr, node, revision) in &second.empty_blocks {
+            let seen_before = first
+                .empty_blocks
+                .iter()
+                .any(|(c, n, _)| c == cidr && n == node);
+            if seen_before && self.release_empty_block(cidr, node, *revision).await? {
+                report.empty_blocks_released.push(cidr.clone());
+            }
+        }
+        self.invalidate_cache().await;
+        Ok(report)
+    }
+
+    /// Deletes one empty block and its node's claim, if the block is unchanged since the scan.
+    async fn release_empty_block(
+        &self,
+        cidr: &str,
+        node: &str,
+        revision: i64,
+    ) -> Result<bool, IpamError> {
+        let Ok(net) = cidr.parse::<ipnetwork::IpNetwork>() else {
+            return Ok(false);
+        };
+        let block_key = keys::block(&net);
+        let txn = Txn {
+            compare: vec![Compare::revision(&block_key, revision)],
+            success: vec![
+                Op::delete(&block_key),
+                Op::delete(keys::affinity(node, &net)),
+            ],
+            failure: vec![],
+        };
+        let released = self.store.txn(txn).await?.succeeded;
+        if released {
+            info!(block = %cidr, node, "released empty block");
+        }
+        Ok(released)
+    }
+}
+
+/// Adds the block's allocations of missing nodes to `handles`.
+fn collect_block(
+    block: &Block,
+    missing: &dyn Fn(&str) -> bool,
+    handles: &mut BTreeMap<(String, String), Vec<(IpAddr, u64)>>,
+) {
+    for (ordinal, a) in &block.allocations {
+        let owner = a
+            .attributes
+            .get("node")
+            .map(String::as_str)
+            .or(block.affinity.as_deref());
+        let Some(owner) = owner.filter(|o| missing(o)) else {
+            continue;
+        };
+        if let Some(ip) = block.ip_at(*ordinal) {
+            handles
+                .entry((a.handle.clone(), owner.to_string()))
+                .or_default()
+                .push((ip, a.sequence));
+        }
+    }
+}
+
+impl LeakScan {
+    /// The scan's leaks as `check` findings.
+    pub fn findings(&self) -> Vec<super::Finding> {
+        let mut out = Vec::new();
+        for h in &self.handles {
+            let ips: Vec<String> = h.addresses.iter().map(|(ip, _)| ip.to_string()).collect();
+            out.push(super::Finding {
+                kind: super::FindingKind::AllocationOfMissingNode,
+                message: format!(
+                    "handle {} holds {} for node {}, which has no Node record (`routectl ipam repair`)",
+                    h.handle,
+                    ips.join(", "),
+                    h.node
+                ),
+            });
+        }
+        for (node, cidrs) in &self.affinities {
+            out.push(super::Finding {
+                kind: super::FindingKind::AffinityOfMissingNode,
+                message: format!(
+                    "node {node}, which has no Node record, still claims block(s) {} (`routectl ipam repair`)",
+                    cidrs.join(", ")
+                ),
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+#[path = "repair_tests.rs"]
+mod tests;
