@@ -330,6 +330,7 @@ mod tests {
             messages_received: Default::default(),
             messages_sent: Default::default(),
             session: None,
+            reflection: None,
         }
     }
 

@@ -27,7 +27,6 @@ use crate::netlink::{FdbEntry, MacAddr, Neighbour, NextHop, Route, RouteProtocol
 use ipnetwork::IpNetwork;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::time::Duration;
 
 /// Everything calc reads, as of one moment.
 #[derive(Debug, Clone, Default)]
@@ -104,7 +103,7 @@ pub fn ipip_wanted(pool: Option<&IpPool>, next_hop: IpAddr, local_subnets: &[IpN
     }
 }
 
-fn peer_name(prefix: &str, ip: IpAddr, port: u16) -> String {
+pub(super) fn peer_name(prefix: &str, ip: IpAddr, port: u16) -> String {
     let ip = ip.to_string().replace(['.', ':'], "_");
     if port == 179 {
         format!("{prefix}_{ip}")
@@ -140,7 +139,7 @@ impl PeerKind {
     }
 
     /// The prefix of the peer's name (Calico's: `Mesh_10_0_0_2`, `Global_<ip>`, `Node_<ip>`).
-    fn name_prefix(self) -> &'static str {
+    pub(super) fn name_prefix(self) -> &'static str {
         match self {
             PeerKind::Mesh => "Mesh",
             PeerKind::Global => "Global",
@@ -150,17 +149,19 @@ impl PeerKind {
 }
 
 /// The BGP sessions this node should have: Calico's mesh, global and node-specific peers
-/// as the speaker's neutral peer specs.
+/// (by address or by peer selector, see [`crate::agent::calc_rr`]) as the speaker's neutral
+/// peer specs. A route reflector (a node with a cluster ID) has no mesh, and mesh nodes skip
+/// reflectors.
 pub fn desired_peers(me: &Node, state: &ClusterState) -> Vec<PeerSpec> {
     let my_ip = me.ipv4_address.map(|a| a.ip());
     let my_as = me.as_number.unwrap_or(state.config.as_number);
     let mut out = Vec::new();
-    if state.config.node_to_node_mesh {
+    if state.config.node_to_node_mesh && me.rr_cluster_id.is_none() {
         for node in &state.nodes {
             let Some(addr) = node.ipv4_address.map(|a| a.ip()) else {
                 continue;
             };
-            if node.name == me.name || Some(addr) == my_ip {
+            if node.name == me.name || Some(addr) == my_ip || node.rr_cluster_id.is_some() {
                 continue;
             }
             let remote_as = node.as_number.unwrap_or(state.config.as_number);
@@ -179,35 +180,7 @@ pub fn desired_peers(me: &Node, state: &ClusterState) -> Vec<PeerSpec> {
         }
     }
     for peer in &state.peers {
-        let kind = match &peer.node {
-            None => PeerKind::Global,
-            Some(n) if *n == me.name => PeerKind::NodeSpecific,
-            Some(_) => continue,
-        };
-        if Some(peer.peer_ip) == my_ip {
-            continue; // a global peer list that includes this node itself
-        }
-        let port = peer.peer_port.unwrap_or(179);
-        let mut spec = PeerSpec::new(
-            peer_name(kind.name_prefix(), peer.peer_ip, port),
-            kind.label(),
-            peer.peer_ip,
-            my_as,
-            peer.as_number,
-        );
-        spec.port = port;
-        spec.password = peer.password.clone();
-        spec.source_address = peer.source_address;
-        if let Some(hold) = peer.hold_time {
-            spec.timers.hold_time = hold;
-        }
-        spec.timers.keepalive = peer
-            .keepalive_time
-            .map(|k| Duration::from_secs(u64::from(k)));
-        spec.max_restart_time = peer
-            .max_restart_time
-            .map(|t| Duration::from_secs(u64::from(t)));
-        out.push(spec);
+        out.extend(super::calc_rr::explicit_peers(me, peer, state));
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out.dedup_by(|a, b| a.name == b.name);
@@ -418,7 +391,7 @@ mod tests {
     fn global_and_node_specific_peers() {
         let peer = |name: &str, ip: &str, node: Option<&str>| BgpPeer {
             name: name.into(),
-            peer_ip: ip.parse().unwrap(),
+            peer_ip: Some(ip.parse().unwrap()),
             peer_port: None,
             as_number: 65001,
             node: node.map(str::to_string),
@@ -427,6 +400,7 @@ mod tests {
             hold_time: Some(9),
             keepalive_time: None,
             max_restart_time: None,
+            ..BgpPeer::default()
         };
         let state = ClusterState {
             config: BgpConfiguration {

@@ -21,7 +21,9 @@
 
 pub mod bird_socket;
 pub mod calc;
+pub mod calc_rr;
 pub mod follower;
+pub mod follower_bench;
 pub mod forward;
 pub mod health;
 pub mod nat;
@@ -328,7 +330,14 @@ async fn start_routing(
 ) -> Result<crate::bgp::speaker::Speaker> {
     use crate::bgp::speaker::{Speaker, SpeakerConfig};
     use crate::netlink::Netlink;
-    let snapshot = load_state_until_done(state).await;
+    // The one follower of the cluster view; its first full read is the start-up state (it
+    // retries on its own while the datastore is unreachable).
+    let stats = Arc::new(follower::FollowerStats::default());
+    let mut view_rx =
+        follower::spawn_follow_cluster(state.store.clone(), state.node_name.clone(), stats);
+    let snapshot = follower::first_state(&mut view_rx)
+        .await
+        .context("the datastore follower ended")?;
     let me = snapshot
         .nodes
         .iter()
@@ -378,9 +387,9 @@ async fn start_routing(
     // `None` until the tunnel manager's first pass: tunl0 routes are adopted until then.
     let (encap_tx, encap_rx) = tokio::sync::watch::channel(None);
     tokio::spawn(follower::follow_datastore(
-        state.clone(),
         me,
         handle.clone(),
+        view_rx,
         local_tx,
         cluster_tx,
     ));
@@ -406,21 +415,6 @@ async fn start_routing(
         state.reconciler_stats("routes"),
     ));
     Ok(speaker)
-}
-
-/// Reads the cluster state, retrying while the datastore is unreachable.
-async fn load_state_until_done(state: &AgentState) -> calc::ClusterState {
-    let mut delay = std::time::Duration::from_millis(200);
-    loop {
-        match follower::load_state(state.store.as_ref(), &state.node_name).await {
-            Ok(snapshot) => return snapshot,
-            Err(e) => {
-                warn!(error = %format!("{e:#}"), "cannot read cluster state; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(10));
-            }
-        }
-    }
 }
 
 /// Registers the node, retrying while the datastore is unreachable (the API still serves).

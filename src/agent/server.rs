@@ -18,6 +18,7 @@ use super::reconciler;
 use super::AgentState;
 use crate::api::v1;
 use crate::bgp::fsm::State;
+use crate::bgp::rib::Reflection;
 use crate::bgp::speaker::{self, SpeakerError};
 use crate::ipam::{self, IpamError};
 use serde::Serialize;
@@ -512,6 +513,12 @@ fn peer_to_wire(p: &speaker::PeerStatus) -> v1::PeerStatus {
         prefixes_received: p.prefixes_received as u64,
         prefixes_advertised: p.prefixes_advertised as u64,
         end_of_rib_received: p.end_of_rib_received,
+        role: match p.reflection {
+            None => v1::PeerRole::Peer,
+            Some(Reflection::Client { .. }) => v1::PeerRole::RrClient,
+            Some(Reflection::Reflector { .. }) => v1::PeerRole::RouteReflector,
+        },
+        rr_cluster_id: p.reflection.map(Reflection::cluster_id),
     }
 }
 
@@ -586,6 +593,7 @@ mod tests {
             messages_received: Default::default(),
             messages_sent: Default::default(),
             session: None,
+            reflection: None,
         }
     }
 
@@ -621,6 +629,28 @@ mod tests {
             speaker::PeerStatus {
                 description: "route reflector".into(),
                 ..peer("Rr_10_0_0_9", "10.0.0.9", PeerKind::Global, State::Active)
+            },
+            speaker::PeerStatus {
+                reflection: Some(Reflection::Reflector {
+                    cluster_id: "1.0.0.1".parse().unwrap(),
+                }),
+                ..peer(
+                    "Global_10_0_0_11",
+                    "10.0.0.11",
+                    PeerKind::Global,
+                    State::Established,
+                )
+            },
+            speaker::PeerStatus {
+                reflection: Some(Reflection::Client {
+                    cluster_id: "1.0.0.1".parse().unwrap(),
+                }),
+                ..peer(
+                    "Global_10_0_0_21",
+                    "10.0.0.21",
+                    PeerKind::Global,
+                    State::Established,
+                )
             },
         ]
     }
@@ -812,7 +842,7 @@ mod tests {
             golden::read::<Vec<AllocationInfo>>("ipam-allocations").len(),
             2
         );
-        assert_eq!(golden::read::<Vec<PeerStatus>>("bgp-status").len(), 7);
+        assert_eq!(golden::read::<Vec<PeerStatus>>("bgp-status").len(), 9);
         let reconcilers = golden::read::<Vec<ReconcilerStatus>>("reconcilers");
         assert_eq!(reconcilers[1].consecutive_failures, 2);
         let e = golden::read::<ApiError>("error-unavailable");

@@ -15,7 +15,7 @@
 //!                                                            └──┬──────────┬──────────┬─┘
 //!   session tasks <── mpsc<SessionCommand> (Incoming stream,    │          │          │
 //!                       Advertise, Stop) ───────────────────────┘          │          │
-//!   route reconciler <── mpsc<Vec<IpNetwork>> (prefixes whose best route changed) ──┘          │
+//!   route reconciler <── ChangeFeed (prefixes whose best route changed, coalesced) ─┘          │
 //!   tests, tools     <── broadcast<RibEvent> (when someone listens) ────────────────────────┘
 //!   route reconciler, status ── SharedRib (read lock: lookups, chunked walks of the Loc-RIB)
 //! ```
@@ -56,10 +56,11 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::bgp::change_feed::{change_feed, ChangeFeed, ChangeSender};
 use crate::bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, PeerConfig, State};
 use crate::bgp::packet::Family;
 use crate::bgp::rib::{
-    BestRoute, ExportPolicy, PeerId, PeerInfo, Rib, RibEvent, RibOutput, SharedRib,
+    BestRoute, ExportPolicy, PeerId, PeerInfo, Reflection, Rib, RibEvent, RibOutput, SharedRib,
 };
 pub use crate::bgp::session::counters::{MessageCounters, MessageCounts};
 use crate::bgp::session::{
@@ -88,6 +89,13 @@ pub struct SpeakerConfig {
     pub restarting: bool,
     /// First ConnectRetry interval, unless the peer's timers say otherwise.
     pub connect_retry: Duration,
+    /// Bytes that may wait in one peer's writer queue; over it that session gets Cease.
+    #[serde(default = "default_write_queue_cap")]
+    pub write_queue_cap: usize,
+}
+
+fn default_write_queue_cap() -> usize {
+    crate::bgp::session::DEFAULT_WRITE_QUEUE_CAP
 }
 
 impl SpeakerConfig {
@@ -100,6 +108,7 @@ impl SpeakerConfig {
             graceful_restart_time: 120,
             restarting: false,
             connect_retry: Duration::from_secs(5),
+            write_queue_cap: default_write_queue_cap(),
         }
     }
 }
@@ -174,6 +183,9 @@ pub struct PeerSpec {
     pub max_restart_time: Option<Duration>,
     /// Which learned routes this peer is sent (our originated prefixes always are).
     pub export: ExportPolicy,
+    /// Route reflection on this session (RFC 4456); `None`: plain BGP.
+    #[serde(default)]
+    pub reflection: Option<Reflection>,
 }
 
 impl PeerSpec {
@@ -200,6 +212,7 @@ impl PeerSpec {
             passive: false,
             max_restart_time: None,
             export: ExportPolicy::default(),
+            reflection: None,
         }
     }
 }
@@ -223,6 +236,9 @@ pub struct PeerStatus {
     /// The peer sent End-of-RIB on the current session: its initial routes are all in.
     #[serde(default)]
     pub end_of_rib_received: bool,
+    /// The session's route-reflection role, from its spec.
+    #[serde(default)]
+    pub reflection: Option<Reflection>,
     // Observability (metrics, the BIRD socket): AS numbers, counters, the session's details.
     #[serde(default)]
     pub remote_as: u32,
@@ -278,8 +294,23 @@ enum Request {
     SetPeers(Vec<PeerSpec>),
     SetOriginated(BTreeSet<IpNetwork>),
     Status(oneshot::Sender<Vec<PeerStatus>>),
-    Subscribe(mpsc::UnboundedSender<Vec<IpNetwork>>),
+    Subscribe(ChangeSender),
     Shutdown(oneshot::Sender<()>),
+    Queues(oneshot::Sender<Vec<PeerQueues>>),
+}
+
+/// The bounded queues of one peer's session (`session::queues`), for tests and benchmarks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerQueues {
+    pub name: String,
+    /// Most of its UPDATEs the speaker held at once (≤ `session::ROUTE_BACKLOG` + one read).
+    pub backlog_peak: usize,
+    /// Times its reader paused for room: TCP flow control reached the peer.
+    pub backlog_waits: u64,
+    /// Most bytes queued to it at once (≤ the writer queue cap).
+    pub write_peak: usize,
+    /// Times its writer queue went over the cap (each one a Cease).
+    pub write_overflows: u64,
 }
 
 /// A cheap clonable handle on the speaker.
@@ -298,6 +329,7 @@ impl std::fmt::Debug for Request {
             Request::Status(_) => "Status",
             Request::Subscribe(_) => "Subscribe",
             Request::Shutdown(_) => "Shutdown",
+            Request::Queues(_) => "Queues",
         })
     }
 }
@@ -336,15 +368,24 @@ impl SpeakerHandle {
         &self.rib
     }
 
-    /// From now on, the prefixes whose learned best route changed, one batch per RIB
-    /// operation (read their routes from `rib()`). Unbounded: a slow reader delays nothing
-    /// and misses nothing.
-    pub fn changes(&self) -> Result<mpsc::UnboundedReceiver<Vec<IpNetwork>>, SpeakerError> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// From now on, the prefixes whose learned best route changed (read their routes from
+    /// `rib()`), coalesced: a prefix that changes again before it was taken is queued once,
+    /// so a slow reader delays nothing, misses nothing, and its queue is at most the RIB.
+    pub fn changes(&self) -> Result<ChangeFeed, SpeakerError> {
+        let (tx, rx) = change_feed();
         self.requests
             .send(Request::Subscribe(tx))
             .map_err(|_| SpeakerError::Stopped)?;
         Ok(rx)
+    }
+
+    /// Every peer's queue figures, sorted by name.
+    pub async fn queues(&self) -> Result<Vec<PeerQueues>, SpeakerError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Queues(reply))
+            .map_err(|_| SpeakerError::Stopped)?;
+        answer.await.map_err(|_| SpeakerError::Stopped)
     }
 
     /// Incremental changes of the best routes from now on.
@@ -479,7 +520,7 @@ struct SpeakerTask {
     stale_tx: mpsc::UnboundedSender<StaleExpired>,
     stale_rx: mpsc::UnboundedReceiver<StaleExpired>,
     /// Subscribers to the changed prefixes.
-    feeds: Vec<mpsc::UnboundedSender<Vec<IpNetwork>>>,
+    feeds: Vec<ChangeSender>,
     events: broadcast::Sender<RibEvent>,
 }
 
@@ -549,6 +590,18 @@ impl SpeakerTask {
                 let _ = reply.send(self.status());
             }
             Request::Subscribe(feed) => self.feeds.push(feed),
+            Request::Queues(reply) => {
+                let queues = self.peers.values().map(|entry| PeerQueues {
+                    name: entry.spec.name.clone(),
+                    backlog_peak: entry.session.backlog.peak(),
+                    backlog_waits: entry.session.backlog.waits(),
+                    write_peak: entry.session.writes.peak(),
+                    write_overflows: entry.session.writes.overflows(),
+                });
+                let mut queues: Vec<PeerQueues> = queues.collect();
+                queues.sort_by(|a, b| a.name.cmp(&b.name));
+                let _ = reply.send(queues);
+            }
             Request::Shutdown(_) => {}
         }
     }
@@ -570,6 +623,7 @@ impl SpeakerTask {
     fn set_peers(&mut self, specs: Vec<PeerSpec>) {
         let wanted: BTreeMap<String, PeerSpec> =
             specs.into_iter().map(|s| (s.name.clone(), s)).collect();
+        self.change_reflection_in_place(&wanted);
         let stale: Vec<PeerId> = self
             .peers
             .values()
@@ -583,6 +637,35 @@ impl SpeakerTask {
             if !self.by_name.contains_key(&name) {
                 self.add_peer(spec);
             }
+        }
+    }
+
+    /// Peers whose spec changed only in its route-reflection role keep their session: the
+    /// RIB takes the new role and every peer's Adj-RIB-Out is recomputed (RFC 4456 roles are
+    /// local; nothing in the OPEN depends on them).
+    fn change_reflection_in_place(&mut self, wanted: &BTreeMap<String, PeerSpec>) {
+        let mut changed = false;
+        for entry in self.peers.values_mut() {
+            let Some(spec) = wanted.get(&entry.spec.name) else {
+                continue;
+            };
+            if spec.reflection == entry.spec.reflection {
+                continue;
+            }
+            let same_otherwise = PeerSpec {
+                reflection: spec.reflection,
+                ..entry.spec.clone()
+            } == *spec;
+            if same_otherwise {
+                info!(peer = %spec.name, reflection = ?spec.reflection, "route-reflection role changed; session kept");
+                entry.spec.reflection = spec.reflection;
+                self.rib.write().set_reflection(entry.id, spec.reflection);
+                changed = true;
+            }
+        }
+        if changed {
+            let output = self.rib.write().refresh_exports();
+            self.apply(output);
         }
     }
 
@@ -606,6 +689,7 @@ impl SpeakerTask {
         let mut rib = self.rib.write();
         rib.add_peer(id);
         rib.set_export(id, spec.export);
+        rib.set_reflection(id, spec.reflection);
         drop(rib);
         self.by_name.insert(spec.name.clone(), id);
         self.peers.insert(
@@ -690,6 +774,7 @@ impl SpeakerTask {
             keepalive: spec.timers.keepalive,
             fsm,
             counters: Default::default(),
+            write_queue_cap: self.config.write_queue_cap,
         }
     }
 
@@ -740,6 +825,8 @@ impl SpeakerTask {
                 reason,
             } => self.peer_down(id, epoch, graceful, restart_time, &reason),
             SessionEvent::Routes { epoch, update } => {
+                // Room for the next UPDATE of this peer: its reader waits while we hold many.
+                entry.session.backlog.done();
                 if entry.epoch != Some(epoch) {
                     return;
                 }
@@ -922,11 +1009,9 @@ impl SpeakerTask {
                 let _ = self.events.send(event.clone());
             }
         }
-        if !self.feeds.is_empty() {
-            let prefixes: Vec<IpNetwork> = output.events.iter().map(RibEvent::prefix).collect();
-            self.feeds
-                .retain(|feed| feed.send(prefixes.clone()).is_ok());
-        }
+        let events = &output.events;
+        self.feeds
+            .retain(|feed| feed.send(events.iter().map(RibEvent::prefix)));
     }
 
     fn status(&self) -> Vec<PeerStatus> {
@@ -961,6 +1046,7 @@ impl SpeakerTask {
                     messages_received: entry.counters.received_counts(),
                     messages_sent: entry.counters.sent_counts(),
                     session: entry.negotiated.clone(),
+                    reflection: entry.spec.reflection,
                 }
             })
             .collect();

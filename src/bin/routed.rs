@@ -16,14 +16,19 @@ struct Args {
     /// This node's name (default: the hostname).
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
+    /// Datastore URL: etcd://HOST:PORT[,HOST:PORT], etcds://... (TLS) or sqlite:///PATH.
     #[arg(long, env = "ROUTED_DATASTORE", default_value = DEFAULT_URL)]
     datastore: String,
+    /// Key prefix inside the datastore.
     #[arg(long, env = "ROUTED_DATASTORE_PREFIX", default_value = DEFAULT_PREFIX)]
     datastore_prefix: String,
+    /// CA certificate (PEM) that signed etcd's server certificate.
     #[arg(long, env = "ROUTED_ETCD_CA_FILE")]
     etcd_ca_file: Option<String>,
+    /// Client certificate (PEM) presented to etcd.
     #[arg(long, env = "ROUTED_ETCD_CERT_FILE")]
     etcd_cert_file: Option<String>,
+    /// Private key (PEM) of the client certificate.
     #[arg(long, env = "ROUTED_ETCD_KEY_FILE")]
     etcd_key_file: Option<String>,
     /// The node address with its prefix length (default: detect with --ip-autodetection).
@@ -44,6 +49,7 @@ struct Args {
     /// Do not run BGP (IPAM and the CNI API only).
     #[arg(long)]
     no_bgp: bool,
+    /// Log lines as text or as JSON objects.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Serve a BIRD 2.0-compatible control socket here (birdc, bird_exporter -bird.v2).

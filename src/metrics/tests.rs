@@ -25,6 +25,7 @@ fn peer(name: &str, address: &str, state: State) -> PeerStatus {
             ..Default::default()
         },
         session: None,
+        reflection: None,
     }
 }
 
