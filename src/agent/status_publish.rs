@@ -3,8 +3,8 @@
 //! ([`crate::model::keys::node_status`]) on a lease the agent keeps alive.
 //!
 //! ```text
-//!  every CHECK (2 s): speaker.status() + originated blocks + kernel scan (proto 232, 233)
-//!      ──> report ──(changed since the last write, or PERIOD (30 s) passed)──> put with lease
+//!  every CHECK (2 s): speaker.status() + originated blocks + kernel routes in the pools
+//!  (proto 232, 233; scanned every PERIOD) ──> report ──(changed since the last write, or PERIOD (30 s) passed)──> put with lease
 //! ```
 //! Changes are debounced by the check interval (a burst of session changes is one write). The
 //! lease (TTL 90 s) is renewed on every write; when the agent stops the key expires, which is
@@ -27,31 +27,44 @@ fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-async fn programmed_routes() -> Vec<String> {
+/// Learned routes inside the IP pools (other nodes' blocks): a full BGP table from a ToR is
+/// neither listed nor kept while scanning.
+async fn programmed_routes(state: &AgentState) -> Vec<String> {
     use crate::netlink::{RouteFilter, RouteProtocol as P};
     let Ok(netlink) = crate::netlink::KernelNetlink::new().await else {
         return Vec::new();
+    };
+    let pools: Vec<ipnetwork::IpNetwork> = match state.ipam.list_pools().await {
+        Ok(pools) => pools.iter().map(|p| p.cidr).collect(),
+        Err(_) => return Vec::new(),
     };
     let mut out = BTreeSet::new();
     for proto in [P::BGP, P::TUNNEL] {
         let found = netlink
             .scan_routes(
                 RouteFilter::protocol(proto),
-                BTreeSet::new(),
-                |set, route| {
-                    set.insert(route.destination.to_string());
+                (pools.clone(), BTreeSet::new()),
+                |(pools, set), route| {
+                    let d = route.destination;
+                    if pools
+                        .iter()
+                        .any(|p| p.contains(d.network()) && p.prefix() <= d.prefix())
+                    {
+                        set.insert(d.to_string());
+                    }
                 },
             )
             .await;
-        if let Ok(found) = found {
+        if let Ok((_, found)) = found {
             out.extend(found);
         }
     }
     out.into_iter().collect()
 }
 
-/// This node's report now (`published` left 0: set when written).
-async fn report(state: &AgentState) -> v1::NodeStatusReport {
+/// This node's report now (`published` left 0: set when written); `programmed` are the
+/// kernel routes, read at most every PERIOD by the caller.
+async fn report(state: &AgentState, programmed: &[String]) -> v1::NodeStatusReport {
     let mut report = v1::NodeStatusReport {
         node: state.node_name.clone(),
         address: state.node_address.map(|a| a.ip()),
@@ -60,7 +73,7 @@ async fn report(state: &AgentState) -> v1::NodeStatusReport {
         published: 0,
         sessions: Vec::new(),
         advertised_blocks: Vec::new(),
-        programmed_routes: programmed_routes().await,
+        programmed_routes: programmed.to_vec(),
     };
     if let Some(speaker) = state.speaker.get() {
         let peers = speaker.status().await.unwrap_or_default();
@@ -77,8 +90,19 @@ pub async fn run(state: Arc<AgentState>) {
     let mut lease: Option<LeaseId> = None;
     let mut last: Option<(v1::NodeStatusReport, Instant)> = None;
     let mut failing = false;
+    let mut programmed: Option<(Vec<String>, Instant)> = None;
     loop {
-        let current = report(&state).await;
+        if programmed
+            .as_ref()
+            .is_none_or(|(_, at)| at.elapsed() >= PERIOD)
+        {
+            programmed = Some((programmed_routes(&state).await, Instant::now()));
+        }
+        let routes = programmed
+            .as_ref()
+            .map(|(r, _)| r.as_slice())
+            .unwrap_or_default();
+        let current = report(&state, routes).await;
         let due = match &last {
             Some((previous, at)) => *previous != current || at.elapsed() >= PERIOD,
             None => true,
