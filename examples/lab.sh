@@ -297,8 +297,14 @@ start_etcd() {
 
 start_agents() {
     for i in $(seq 1 $NODES); do
+        # ROUTED_LAB_OBSERVABILITY=1: both BIRD-compatible sockets and /metrics on each agent.
+        local obs=()
+        if [ "${ROUTED_LAB_OBSERVABILITY:-0}" = 1 ]; then
+            obs=(--bird-socket "$LAB/node-$i-bird.ctl" --bird1-socket "$LAB/node-$i-bird1.ctl"
+                --metrics-listen "$RACK.$i:9099")
+        fi
         ip netns exec "$(node_ns "$i")" "$(bin_dir)/routed" --node-name "node-$i" --datastore "$(datastore_url)" \
-            --ip "$RACK.$i/24" --socket "$LAB/node-$i.sock" >"$LAB/node-$i.log" 2>&1 &
+            --ip "$RACK.$i/24" --socket "$LAB/node-$i.sock" "${obs[@]}" >"$LAB/node-$i.log" 2>&1 &
         remember_pid $!
     done
     for i in $(seq 1 $NODES); do

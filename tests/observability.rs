@@ -548,3 +548,26 @@ fn promtool_finds_the_metrics_clean_and_prometheus_reads_back_session_up() {
         },
     );
 }
+
+#[test]
+fn cluster_status_lists_every_node_of_a_converged_lab_without_problems() {
+    if !common::require_e2e("cluster_status_lists_every_node_of_a_converged_lab_without_problems") {
+        return;
+    }
+    let setup = Setup::start();
+    wait_for("routectl cluster status: both nodes, no problems", || {
+        let (ok, out) = setup.lab.routectl(&["cluster", "status", "-o", "json"]);
+        let view: serde_json::Value =
+            serde_json::from_str(&out).map_err(|e| format!("{ok} {e}: {out}"))?;
+        let nodes = view["nodes"].as_array().cloned().unwrap_or_default();
+        let fresh = nodes.iter().filter(|n| n["status_age"].is_u64()).count();
+        let clean = view["problems"].as_array().is_some_and(|p| p.is_empty());
+        let programmed = nodes.iter().all(|n| {
+            n["routes_expected"].as_u64() >= Some(1)
+                && n["routes_programmed"] == n["routes_expected"]
+        });
+        (fresh == 2 && clean && programmed).then_some(()).ok_or(out)
+    });
+    let out = setup.lab.routectl_ok(&["status", "--node", "node-2"]);
+    assert!(out.contains("10.100.0.1") && out.contains("up"), "{out}");
+}

@@ -33,6 +33,7 @@ pub mod reconciler;
 pub mod repair;
 pub mod routing;
 pub mod server;
+pub mod status_publish;
 pub mod tunnel_devices;
 pub mod tunnels;
 pub mod vxlan;
@@ -288,7 +289,9 @@ async fn start_observability(state: &Arc<AgentState>, config: &AgentConfig) -> R
     if let Some(path) = &config.bird1_socket {
         sockets.push((path.clone(), bird_compat::Dialect::Bird1));
     }
-    bird_socket::start(state, &sockets)
+    bird_socket::start(state, &sockets)?;
+    tokio::spawn(status_publish::run(state.clone()));
+    Ok(())
 }
 
 /// Opens the shared route-deletion monitor and starts the workload reconciler on it; returns

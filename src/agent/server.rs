@@ -501,7 +501,7 @@ fn reconcilers_to_wire(
         .collect()
 }
 
-fn peers_to_wire(peers: &[speaker::PeerStatus]) -> Vec<v1::PeerStatus> {
+pub(super) fn peers_to_wire(peers: &[speaker::PeerStatus]) -> Vec<v1::PeerStatus> {
     peers.iter().map(peer_to_wire).collect()
 }
 

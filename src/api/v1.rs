@@ -293,6 +293,26 @@ impl std::fmt::Display for ErrorKind {
     }
 }
 
+/// What each agent publishes under [`crate::model::keys::node_status`] (a leased key: it
+/// disappears when the agent stops renewing it) and `routectl cluster status` reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatusReport {
+    pub node: String,
+    /// The node address (how the other nodes' sessions name this one).
+    pub address: Option<IpAddr>,
+    pub version: String,
+    /// When the agent started, unix seconds.
+    pub started: u64,
+    /// When this report was written, unix seconds.
+    pub published: u64,
+    /// Its BGP sessions, as `GET /v1/bgp/status` shows them (`info`: the last error).
+    pub sessions: Vec<PeerStatus>,
+    /// The blocks it originates.
+    pub advertised_blocks: Vec<String>,
+    /// Learned routes of ours in its kernel (protocols 232 and 233: other nodes' blocks).
+    pub programmed_routes: Vec<String>,
+}
+
 /// The golden files of `tests/golden/api/v1/`: compared with what the mapping produces, read by
 /// the clients' deserialisers.
 /// `GET /v1/bfd`: the agent's BFD sessions and its receive counters.

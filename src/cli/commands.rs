@@ -17,7 +17,7 @@ use std::sync::Arc;
 pub(super) type Result<T, E = CliError> = std::result::Result<T, E>;
 
 pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
-    if let Command::Status { socket } = &cli.command {
+    if let Command::Status { socket, node: None } = &cli.command {
         return super::status::status(socket, cli.global.output);
     }
     if let Command::Completion { shell } = &cli.command {
@@ -44,6 +44,10 @@ pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Bench(cmd) => bench_cmd(store, cmd, out).await,
         Command::Peer(cmd) => super::bgp::peer(store, cmd, out).await,
         Command::Config(cmd) => super::bgp::config(store, cmd, out).await,
+        Command::Status {
+            node: Some(node), ..
+        } => super::cluster::node_status(store, node, out).await,
+        Command::Cluster(super::ClusterCommand::Status) => super::cluster::status(store, out).await,
         Command::Status { .. } | Command::Completion { .. } | Command::Bfd(_) => ok(),
         Command::Apply(a) => {
             resources::command::write(store, Verb::Apply, &a.file, a.dry_run, out).await

@@ -11,6 +11,7 @@
 
 mod bfd;
 mod bgp;
+mod cluster;
 mod commands;
 pub mod error;
 mod node;
@@ -104,7 +105,13 @@ pub enum Command {
         /// The agent's local API socket.
         #[arg(long, env = "ROUTED_SOCKET", default_value = crate::api::DEFAULT_SOCKET)]
         socket: std::path::PathBuf,
+        /// Show another node's sessions, as its agent published them in the datastore.
+        #[arg(long)]
+        node: Option<String>,
     },
+    /// The whole cluster's view, from the status every agent publishes.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Datastore and IPAM benchmarks (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -131,6 +138,14 @@ pub enum Command {
     /// BFD sessions of the local agent.
     #[command(subcommand)]
     Bfd(BfdCommand),
+}
+
+/// `routectl cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// One row per node (sessions up/total, routes programmed/expected, status age), then the
+    /// problems found: one-sided sessions, blocks missing from a kernel, expired statuses.
+    Status,
 }
 
 /// Shells `routectl completion` writes scripts for.

@@ -16,7 +16,7 @@ pub fn status(socket: &Path, out: Output) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn render(peers: &[v1::PeerStatus]) -> String {
+pub(super) fn render(peers: &[v1::PeerStatus]) -> String {
     let mut text = String::from("routed process is running.\n");
     for (family, v4) in [("IPv4", true), ("IPv6", false)] {
         text.push_str(&format!("\n{family} BGP status\n"));

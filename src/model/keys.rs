@@ -13,6 +13,14 @@ pub const NODES: &str = "nodes/";
 pub const BLOCKS: &str = "ipam/blocks/";
 pub const AFFINITIES: &str = "ipam/affinity/";
 pub const HANDLES: &str = "ipam/handles/";
+/// Each agent's published status (`api::v1::NodeStatusReport`) under a leased key: the key
+/// exists while the agent runs (`routectl cluster status`; "agent alive" for other tools).
+pub const NODE_STATUS: &str = "status/nodes/";
+
+/// `status/nodes/<node>`: node's live status (gone within the lease TTL once its agent stops).
+pub fn node_status(node: &str) -> String {
+    format!("{NODE_STATUS}{node}")
+}
 
 /// `10.0.0.0/26` → `10.0.0.0-26` (v6 `fd00::/122` → `fd00::-122`).
 pub fn cidr_to_key_part(cidr: &IpNetwork) -> String {
