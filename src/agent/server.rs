@@ -512,6 +512,7 @@ fn peer_to_wire(p: &speaker::PeerStatus) -> v1::PeerStatus {
         prefixes_advertised: p.prefixes_advertised as u64,
         end_of_rib_received: p.end_of_rib_received,
         bfd: p.bfd.map(|state| state.name().to_owned()),
+        errors: p.errors.clone(),
     }
 }
 
@@ -616,6 +617,11 @@ mod tests {
             prefixes_advertised: 1,
             end_of_rib_received: state == State::Established,
             bfd: None,
+            errors: if state == State::Established {
+                Default::default()
+            } else {
+                [("connect".to_owned(), 12)].into_iter().collect()
+            },
         }
     }
 

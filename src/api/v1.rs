@@ -193,6 +193,10 @@ pub struct PeerStatus {
     /// The BFD session's state (`AdminDown`, `Down`, `Init`, `Up`) when BFD is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd: Option<String>,
+    /// Errors the peer's sessions reported, by kind (`decode`, `malformed_attribute`,
+    /// `connect`, ...): what the log shows only a count of after the first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors: BTreeMap<String, u64>,
 }
 
 /// Where a peer comes from (Calico's peer types). A kind this client does not know reads as
