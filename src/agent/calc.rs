@@ -224,6 +224,7 @@ pub fn desired_peers(me: &Node, state: &ClusterState) -> Vec<PeerSpec> {
             .max_restart_time
             .map(|t| Duration::from_secs(u64::from(t)));
         spec.bfd = bfd_spec(peer.bfd.as_ref());
+        spec.local_as = peer.local_as_number;
         spec.max_prefixes = peer.max_prefixes.map(|limit| MaxPrefixes {
             limit,
             action: match peer.max_prefixes_action {
@@ -454,6 +455,7 @@ mod tests {
             bfd: None,
             max_prefixes: None,
             max_prefixes_action: None,
+            local_as_number: None,
         };
         let state = ClusterState {
             config: BgpConfiguration {
@@ -505,6 +507,48 @@ mod tests {
         };
         let peers = desired_peers(&state.nodes[0], &state);
         assert_eq!(peers[0].bfd, Some(spec));
+    }
+
+    #[test]
+    fn peer_hardening_fields_reach_the_peer_spec() {
+        let peer = BgpPeer {
+            name: "tor".into(),
+            peer_ip: "10.0.0.254".parse().unwrap(),
+            peer_port: Some(1179),
+            as_number: 65001,
+            node: None,
+            password: None,
+            source_address: Some("10.0.0.1".parse().unwrap()),
+            hold_time: Some(30),
+            keepalive_time: Some(5),
+            max_restart_time: Some(60),
+            bfd: None,
+            max_prefixes: Some(100),
+            max_prefixes_action: Some(PrefixLimitAction::Warn),
+            local_as_number: Some(65100),
+        };
+        let state = ClusterState {
+            config: BgpConfiguration {
+                node_to_node_mesh: false,
+                ..Default::default()
+            },
+            nodes: vec![node("a", "10.0.0.1/24")],
+            peers: vec![peer],
+            ..Default::default()
+        };
+        let spec = &desired_peers(&state.nodes[0], &state)[0];
+        assert_eq!(spec.port, 1179);
+        assert_eq!(spec.local_as, Some(65100));
+        assert_eq!(spec.source_address, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(spec.timers.keepalive, Some(Duration::from_secs(5)));
+        assert_eq!(spec.max_restart_time, Some(Duration::from_secs(60)));
+        assert_eq!(
+            spec.max_prefixes,
+            Some(MaxPrefixes {
+                limit: 100,
+                action: MaxPrefixAction::Warn
+            })
+        );
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
             bfd,
             max_prefixes,
             max_prefixes_action,
+            keepalive_time,
+            max_restart_time,
+            local_as_number,
         } => {
             let password = password_file.as_deref().map(read_password).transpose()?;
             let peer = BgpPeer {
@@ -35,11 +38,12 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
                 password,
                 source_address: *source_address,
                 hold_time: *hold_time,
-                keepalive_time: None,
-                max_restart_time: None,
+                keepalive_time: *keepalive_time,
+                max_restart_time: *max_restart_time,
                 bfd: bfd.apply(None),
                 max_prefixes: *max_prefixes,
                 max_prefixes_action: *max_prefixes_action,
+                local_as_number: *local_as_number,
             };
             peer.validate()?;
             match store.create(&keys::peer(name), encode_json(&peer), 0).await {

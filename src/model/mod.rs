@@ -195,6 +195,7 @@ mod tests {
                 bfd: None,
                 max_prefixes: Some(1000),
                 max_prefixes_action: Some(crate::model::PrefixLimitAction::Warn),
+                local_as_number: Some(65100),
             });
         }
         round_trips(&Node {
