@@ -26,6 +26,7 @@ pub mod cni;
 pub mod datastore;
 pub mod ipam;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod netlink;

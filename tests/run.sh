@@ -21,6 +21,9 @@ need containerd containerd
 need runc runc
 need busybox busybox-static
 need bird bird2
+# Observability tests (tests/observability.rs): promtool + the Prometheus server, bird_exporter.
+need promtool prometheus
+need prometheus-bird-exporter prometheus-bird-exporter
 need /usr/lib/frr/bgpd frr
 need gobgpd gobgpd
 need tcpdump tcpdump

@@ -1,10 +1,47 @@
-//! BIRD control-socket compatibility for routed.
+//! BIRD control-socket compatibility for routed: the server side of BIRD's control protocol
+//! and pure renderers of its replies, so `birdc`, calico-node's checks, calicoctl's
+//! `node status` and prometheus-bird-exporter read routed unchanged.
 //!
-//! BIRD's `birdc` talks to the daemon over a unix socket with numbered reply lines
-//! (`0001 BIRD 2.0 ready.`, `1002-...` continuation lines, `0000` end of reply).
-//! This crate will hold the server side of that protocol and the renderers that
-//! print routed's state the way `birdc show protocols` does, so tools written for
-//! Calico's BIRD keep working. For now it only fixes the reply-code framing.
+//! ```text
+//!  client ──line──> server ──parse──> command ──┐
+//!                     ▲                         ├─> render (dialect, command, snapshot) ──> Reply
+//!                     │      Source::snapshot ──┘                                          │
+//!                     └────────────────────────── encode (codes, continuations, end) <─────┘
+//! ```
+//! The crate knows nothing of routed: the agent implements [`server::Source`] by filling the
+//! neutral rows of [`model`] (protocols, routes, BFD sessions, status). Two dialects:
+//! [`Dialect::Bird1`] (BIRD 1.6.8, the lower-case header calicoctl and calico-node parse) and
+//! [`Dialect::Bird2`] (BIRD 2.0.12, for `birdc` of bird2 and the exporter's `-bird.v2`). The
+//! golden files in `tests/golden/` are raw captures of those daemons (`capture/capture.sh`).
+
+pub mod command;
+pub mod model;
+pub mod render;
+pub mod reply;
+pub mod server;
+pub mod time;
+
+pub use model::*;
+pub use reply::Reply;
+
+/// Which BIRD a socket speaks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// BIRD 1.6.8: `name proto table state since info`, whole seconds.
+    Bird1,
+    /// BIRD 2.0.12: `Name Proto Table State Since Info`, milliseconds, channels.
+    Bird2,
+}
+
+impl Dialect {
+    /// The version the welcome line and `show status` announce.
+    pub fn version(self) -> &'static str {
+        match self {
+            Dialect::Bird1 => "1.6.8",
+            Dialect::Bird2 => "2.0.12",
+        }
+    }
+}
 
 /// Formats one reply line of the BIRD control protocol: a four-digit code, then
 /// `-` when more lines of the same reply follow or a space on the last line.
@@ -12,6 +49,9 @@ pub fn format_reply_line(code: u16, more_follows: bool, text: &str) -> String {
     let sep = if more_follows { '-' } else { ' ' };
     format!("{code:04}{sep}{text}\n")
 }
+
+#[cfg(test)]
+mod golden_tests;
 
 #[cfg(test)]
 mod tests {

@@ -22,8 +22,6 @@
 //!   VXLAN 50).
 
 use crate::bgp::speaker::PeerSpec;
-use crate::bgp::speaker::{MaxPrefixAction, MaxPrefixes};
-use crate::model::PrefixLimitAction;
 use crate::model::{AffinityState, BgpConfiguration, BgpPeer, EncapMode, IpPool, Node};
 use crate::netlink::{FdbEntry, MacAddr, Neighbour, NextHop, Route, RouteProtocol};
 use ipnetwork::IpNetwork;
@@ -106,7 +104,7 @@ pub fn ipip_wanted(pool: Option<&IpPool>, next_hop: IpAddr, local_subnets: &[IpN
     }
 }
 
-fn peer_name(prefix: &str, ip: IpAddr, port: u16) -> String {
+pub(super) fn peer_name(prefix: &str, ip: IpAddr, port: u16) -> String {
     let ip = ip.to_string().replace(['.', ':'], "_");
     if port == 179 {
         format!("{prefix}_{ip}")
@@ -142,7 +140,7 @@ impl PeerKind {
     }
 
     /// The prefix of the peer's name (Calico's: `Mesh_10_0_0_2`, `Global_<ip>`, `Node_<ip>`).
-    fn name_prefix(self) -> &'static str {
+    pub(super) fn name_prefix(self) -> &'static str {
         match self {
             PeerKind::Mesh => "Mesh",
             PeerKind::Global => "Global",
@@ -165,17 +163,19 @@ pub fn bfd_spec(config: Option<&crate::model::BfdConfig>) -> Option<crate::bfd::
 }
 
 /// The BGP sessions this node should have: Calico's mesh, global and node-specific peers
-/// as the speaker's neutral peer specs.
+/// (by address or by peer selector, see [`crate::agent::calc_rr`]) as the speaker's neutral
+/// peer specs. A route reflector (a node with a cluster ID) has no mesh, and mesh nodes skip
+/// reflectors.
 pub fn desired_peers(me: &Node, state: &ClusterState) -> Vec<PeerSpec> {
     let my_ip = me.ipv4_address.map(|a| a.ip());
     let my_as = me.as_number.unwrap_or(state.config.as_number);
     let mut out = Vec::new();
-    if state.config.node_to_node_mesh {
+    if state.config.node_to_node_mesh && me.rr_cluster_id.is_none() {
         for node in &state.nodes {
             let Some(addr) = node.ipv4_address.map(|a| a.ip()) else {
                 continue;
             };
-            if node.name == me.name || Some(addr) == my_ip {
+            if node.name == me.name || Some(addr) == my_ip || node.rr_cluster_id.is_some() {
                 continue;
             }
             let remote_as = node.as_number.unwrap_or(state.config.as_number);
@@ -195,44 +195,7 @@ pub fn desired_peers(me: &Node, state: &ClusterState) -> Vec<PeerSpec> {
         }
     }
     for peer in &state.peers {
-        let kind = match &peer.node {
-            None => PeerKind::Global,
-            Some(n) if *n == me.name => PeerKind::NodeSpecific,
-            Some(_) => continue,
-        };
-        if Some(peer.peer_ip) == my_ip {
-            continue; // a global peer list that includes this node itself
-        }
-        let port = peer.peer_port.unwrap_or(179);
-        let mut spec = PeerSpec::new(
-            peer_name(kind.name_prefix(), peer.peer_ip, port),
-            kind.label(),
-            peer.peer_ip,
-            my_as,
-            peer.as_number,
-        );
-        spec.port = port;
-        spec.password = peer.password.clone();
-        spec.source_address = peer.source_address;
-        if let Some(hold) = peer.hold_time {
-            spec.timers.hold_time = hold;
-        }
-        spec.timers.keepalive = peer
-            .keepalive_time
-            .map(|k| Duration::from_secs(u64::from(k)));
-        spec.max_restart_time = peer
-            .max_restart_time
-            .map(|t| Duration::from_secs(u64::from(t)));
-        spec.bfd = bfd_spec(peer.bfd.as_ref());
-        spec.local_as = peer.local_as_number;
-        spec.max_prefixes = peer.max_prefixes.map(|limit| MaxPrefixes {
-            limit,
-            action: match peer.max_prefixes_action {
-                Some(PrefixLimitAction::Warn) => MaxPrefixAction::Warn,
-                Some(PrefixLimitAction::Restart) | None => MaxPrefixAction::Restart,
-            },
-        });
-        out.push(spec);
+        out.extend(super::calc_rr::explicit_peers(me, peer, state));
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out.dedup_by(|a, b| a.name == b.name);
@@ -443,7 +406,7 @@ mod tests {
     fn global_and_node_specific_peers() {
         let peer = |name: &str, ip: &str, node: Option<&str>| BgpPeer {
             name: name.into(),
-            peer_ip: ip.parse().unwrap(),
+            peer_ip: Some(ip.parse().unwrap()),
             peer_port: None,
             as_number: 65001,
             node: node.map(str::to_string),
@@ -452,10 +415,7 @@ mod tests {
             hold_time: Some(9),
             keepalive_time: None,
             max_restart_time: None,
-            bfd: None,
-            max_prefixes: None,
-            max_prefixes_action: None,
-            local_as_number: None,
+            ..BgpPeer::default()
         };
         let state = ClusterState {
             config: BgpConfiguration {
@@ -511,9 +471,11 @@ mod tests {
 
     #[test]
     fn peer_hardening_fields_reach_the_peer_spec() {
+        use crate::bgp::speaker::{MaxPrefixAction, MaxPrefixes};
+        use crate::model::PrefixLimitAction;
         let peer = BgpPeer {
             name: "tor".into(),
-            peer_ip: "10.0.0.254".parse().unwrap(),
+            peer_ip: Some("10.0.0.254".parse().unwrap()),
             peer_port: Some(1179),
             as_number: 65001,
             node: None,
@@ -526,6 +488,7 @@ mod tests {
             max_prefixes: Some(100),
             max_prefixes_action: Some(PrefixLimitAction::Warn),
             local_as_number: Some(65100),
+            ..BgpPeer::default()
         };
         let state = ClusterState {
             config: BgpConfiguration {

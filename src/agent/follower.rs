@@ -1,135 +1,354 @@
-//! The one datastore follower of the agent: reads everything calc needs (config, nodes, peers,
-//! pools, every node's affinities), re-reads it after any relevant change (queued events are
-//! drained first, so a burst is one read), and hands the result to the speaker (peers,
-//! originated blocks), the route reconciler (local blocks) and the tunnel manager (snapshot).
-//! A failed read keeps the last state in force: nothing downstream changes because the
-//! datastore cannot be read.
+//! The one datastore follower of the agent: an in-memory view of what calc needs (the BGP
+//! config, nodes, peers, pools, every node's affinities), kept current by applying watch events
+//! one by one, and handed to the speaker (peers, originated blocks), the route reconciler (local
+//! blocks) and the tunnel manager (snapshot).
+//!
+//! ```text
+//!  config/bgp  nodes/  bgppeers/  ippools/  ipam/affinity/     one list-then-watch each
+//!       └─────────┴────────┴─────────┴───────────┘             (watch_with_resync)
+//!                          v  (source, event)
+//!  ClusterView::apply: put/delete one record; a snapshot (first read, or after compaction or a
+//!  lost watch) replaces that source's records      ── no datastore read per event ──
+//!                          v  changed and every source read once (a queued burst is one change)
+//!  ClusterState ──> watch channel ──> follow_datastore: speaker.set_originated / set_peers,
+//!                                     local blocks, tunnel snapshot
+//! ```
+//! Nothing else is followed: IPAM blocks, handles and the IPAM config (most of the datastore's
+//! writes) never reach this agent's follower, and a change elsewhere in the cluster costs no
+//! read at all, only the rebuild of the in-memory state. A prefix is re-listed only when its
+//! watch reports compaction or fails. An undecodable record is logged and left out (the one
+//! it replaced stays); while the datastore is unreachable the last state stays in force.
 //!
 //! The reconcilers that run without BGP follow one prefix each through [`follow_prefix`]
 //! (IPAM blocks for the workload routes, pools for nftables): list-then-watch with resync, the
 //! records decoded into a map published on a watch channel (`None` until the first full read).
 
 use super::calc::{self, ClusterState};
-use super::AgentState;
 use crate::bgp::speaker::{PeerSpec, SpeakerHandle};
 use crate::datastore::sync::{watch_with_resync, SyncEvent};
 use crate::datastore::{decode_json, Datastore, KeyValue};
-use crate::model::{keys, BgpConfiguration, BgpPeer, BlockAffinity, IpPool, Node};
-use anyhow::Result;
+use crate::model::{keys, AffinityState, BgpConfiguration, BgpPeer, BlockAffinity, IpPool, Node};
 use ipnetwork::IpNetwork;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::watch;
+use std::time::Instant;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-/// Loads everything calc needs for `node`.
-pub async fn load_state(store: &dyn Datastore, node: &str) -> Result<ClusterState> {
-    let config = match store.get(keys::BGP_CONFIG).await? {
-        Some(kv) => decode_json::<BgpConfiguration>(&kv)?,
-        None => BgpConfiguration::default(),
-    };
-    let nodes = list_json::<Node>(store, keys::NODES).await?;
-    let peers = list_json::<BgpPeer>(store, keys::PEERS).await?;
-    let pools = list_json::<IpPool>(store, keys::POOLS).await?;
-    let mut all_affinities = Vec::new();
-    for kv in store.list(keys::AFFINITIES).await?.kvs {
-        if let Some((owner, cidr)) = keys::parse_affinity_key(&kv.key) {
-            all_affinities.push((owner, cidr, decode_json::<BlockAffinity>(&kv)?.state));
+/// One followed prefix of the cluster view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Config,
+    Nodes,
+    Peers,
+    Pools,
+    Affinities,
+}
+
+impl Source {
+    /// Every source, in the order of [`ClusterView`]'s "read once" flags.
+    pub const ALL: [Source; 5] = [
+        Source::Config,
+        Source::Nodes,
+        Source::Peers,
+        Source::Pools,
+        Source::Affinities,
+    ];
+
+    /// The datastore prefix it follows.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Source::Config => keys::BGP_CONFIG,
+            Source::Nodes => keys::NODES,
+            Source::Peers => keys::PEERS,
+            Source::Pools => keys::POOLS,
+            Source::Affinities => keys::AFFINITIES,
         }
     }
-    let affinities = all_affinities
-        .iter()
-        .filter(|(owner, _, _)| owner == node)
-        .map(|(_, cidr, state)| (*cidr, *state))
-        .collect();
-    Ok(ClusterState {
-        config,
-        nodes,
-        peers,
-        pools,
-        affinities,
-        all_affinities,
-    })
+
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
-/// Every record under `prefix`, decoded as `T` (the first undecodable one is the error).
-async fn list_json<T: DeserializeOwned>(store: &dyn Datastore, prefix: &str) -> Result<Vec<T>> {
-    let listed = store.list(prefix).await?;
-    Ok(listed
-        .kvs
-        .iter()
-        .map(decode_json::<T>)
-        .collect::<Result<_, _>>()?)
+/// An affinity as calc sees it: (owner node, block, state).
+type Affinity = (String, IpNetwork, AffinityState);
+
+/// The in-memory cluster view, changed one event at a time (sans-IO: no datastore access).
+#[derive(Debug, Default)]
+pub struct ClusterView {
+    config: Option<BgpConfiguration>,
+    nodes: BTreeMap<String, Node>,
+    peers: BTreeMap<String, BgpPeer>,
+    pools: BTreeMap<String, IpPool>,
+    affinities: BTreeMap<String, Affinity>,
+    /// Which sources have been read in full at least once.
+    read: [bool; 5],
 }
 
-/// Every node's affinities matter: VXLAN routes follow other nodes' blocks.
-fn relevant(key: &str, _node: &str) -> bool {
-    key.starts_with(keys::NODES)
-        || key.starts_with(keys::PEERS)
-        || key.starts_with("config/")
-        || key.starts_with(keys::POOLS)
-        || key.starts_with(keys::AFFINITIES)
+impl ClusterView {
+    /// Applies one event of `source`; true when the view changed (a snapshot always counts).
+    pub fn apply(&mut self, source: Source, event: SyncEvent) -> bool {
+        match event {
+            SyncEvent::Snapshot { kvs, .. } => {
+                self.replace(source, &kvs);
+                self.read[source.index()] = true;
+                true
+            }
+            // Before the first snapshot there is nothing to change (it always comes first).
+            _ if !self.read[source.index()] => false,
+            SyncEvent::Put(kv) => self.put(source, &kv),
+            SyncEvent::Delete { key, .. } => self.delete(source, &key),
+        }
+    }
+
+    /// True once every source has been read in full.
+    pub fn ready(&self) -> bool {
+        self.read.iter().all(|read| *read)
+    }
+
+    /// The state calc computes from, for `node` (its own affinities picked out).
+    pub fn state(&self, node: &str) -> ClusterState {
+        let all_affinities: Vec<Affinity> = self.affinities.values().cloned().collect();
+        let affinities = all_affinities
+            .iter()
+            .filter(|(owner, _, _)| owner == node)
+            .map(|(_, cidr, state)| (*cidr, *state))
+            .collect();
+        ClusterState {
+            config: self.config.clone().unwrap_or_default(),
+            nodes: self.nodes.values().cloned().collect(),
+            peers: self.peers.values().cloned().collect(),
+            pools: self.pools.values().cloned().collect(),
+            affinities,
+            all_affinities,
+        }
+    }
+
+    fn replace(&mut self, source: Source, kvs: &[KeyValue]) {
+        match source {
+            Source::Config => {
+                self.config = None;
+                for kv in kvs.iter().filter(|kv| kv.key == keys::BGP_CONFIG) {
+                    self.config = decode_logged(kv, "BGP configuration");
+                }
+            }
+            Source::Nodes => self.nodes = decode_all(kvs, "node"),
+            Source::Peers => self.peers = decode_all(kvs, "BGP peer"),
+            Source::Pools => self.pools = decode_all(kvs, "pool"),
+            Source::Affinities => {
+                self.affinities = kvs
+                    .iter()
+                    .filter_map(|kv| Some((kv.key.clone(), decode_affinity(kv)?)))
+                    .collect();
+            }
+        }
+    }
+
+    fn put(&mut self, source: Source, kv: &KeyValue) -> bool {
+        match source {
+            Source::Config if kv.key == keys::BGP_CONFIG => {
+                match decode_logged::<BgpConfiguration>(kv, "BGP configuration") {
+                    Some(config) if self.config.as_ref() != Some(&config) => {
+                        self.config = Some(config);
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            Source::Config => false,
+            Source::Nodes => put_record(&mut self.nodes, kv, "node"),
+            Source::Peers => put_record(&mut self.peers, kv, "BGP peer"),
+            Source::Pools => put_record(&mut self.pools, kv, "pool"),
+            Source::Affinities => match decode_affinity(kv) {
+                Some(affinity) if self.affinities.get(&kv.key) != Some(&affinity) => {
+                    self.affinities.insert(kv.key.clone(), affinity);
+                    true
+                }
+                _ => false,
+            },
+        }
+    }
+
+    fn delete(&mut self, source: Source, key: &str) -> bool {
+        match source {
+            Source::Config if key == keys::BGP_CONFIG => self.config.take().is_some(),
+            Source::Config => false,
+            Source::Nodes => self.nodes.remove(key).is_some(),
+            Source::Peers => self.peers.remove(key).is_some(),
+            Source::Pools => self.pools.remove(key).is_some(),
+            Source::Affinities => self.affinities.remove(key).is_some(),
+        }
+    }
 }
 
-/// Follows the datastore and keeps the speaker's peers and originated blocks, the local
-/// blocks for the reconciler, and the snapshot for the tunnel manager up to date.
+fn decode_logged<T: DeserializeOwned>(kv: &KeyValue, what: &str) -> Option<T> {
+    match decode_json::<T>(kv) {
+        Ok(record) => Some(record),
+        Err(e) => {
+            warn!(key = %kv.key, error = %e, "undecodable {what} ignored");
+            None
+        }
+    }
+}
+
+fn decode_all<T: DeserializeOwned>(kvs: &[KeyValue], what: &str) -> BTreeMap<String, T> {
+    kvs.iter()
+        .filter_map(|kv| Some((kv.key.clone(), decode_logged(kv, what)?)))
+        .collect()
+}
+
+fn decode_affinity(kv: &KeyValue) -> Option<Affinity> {
+    let (owner, cidr) = keys::parse_affinity_key(&kv.key)?;
+    let affinity = decode_logged::<BlockAffinity>(kv, "block affinity")?;
+    Some((owner, cidr, affinity.state))
+}
+
+/// Puts one decoded record; true when it differs from the one it replaces.
+fn put_record<T: DeserializeOwned + PartialEq>(
+    map: &mut BTreeMap<String, T>,
+    kv: &KeyValue,
+    what: &str,
+) -> bool {
+    match decode_logged::<T>(kv, what) {
+        Some(record) if map.get(&kv.key) != Some(&record) => {
+            map.insert(kv.key.clone(), record);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// What the follower has done, for benchmarks and tests.
+#[derive(Debug, Default)]
+pub struct FollowerStats {
+    /// Watch events applied (snapshots included).
+    pub events: AtomicU64,
+    /// Full reads of a source (the first one of each included).
+    pub snapshots: AtomicU64,
+    /// Cluster states built and published.
+    pub published: AtomicU64,
+    /// Time spent applying events and building states, in microseconds.
+    pub busy_micros: AtomicU64,
+}
+
+/// Follows the five sources of the cluster view for `node` and publishes its state on the
+/// returned channel: `None` until each source has been read once, then a new state after every
+/// change (a burst of queued events is one change). Runs until every receiver is gone.
+pub fn spawn_follow_cluster(
+    store: Arc<dyn Datastore>,
+    node: String,
+    stats: Arc<FollowerStats>,
+) -> watch::Receiver<Option<Arc<ClusterState>>> {
+    let (tx, rx) = watch::channel(None);
+    let (merged_tx, merged) = mpsc::channel(1024);
+    for source in Source::ALL {
+        let mut events = watch_with_resync(store.clone(), source.prefix().to_string());
+        let merged_tx = merged_tx.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if merged_tx.send((source, event)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    tokio::spawn(follow_cluster(merged, node, tx, stats));
+    rx
+}
+
+async fn follow_cluster(
+    mut merged: mpsc::Receiver<(Source, SyncEvent)>,
+    node: String,
+    tx: watch::Sender<Option<Arc<ClusterState>>>,
+    stats: Arc<FollowerStats>,
+) {
+    let mut view = ClusterView::default();
+    loop {
+        let event = tokio::select! {
+            event = merged.recv() => event,
+            _ = tx.closed() => return,
+        };
+        let Some(first) = event else { return };
+        let began = Instant::now();
+        let mut changed = apply_counted(&mut view, first, &stats);
+        while let Ok(more) = merged.try_recv() {
+            changed |= apply_counted(&mut view, more, &stats);
+        }
+        if changed && view.ready() {
+            tx.send_replace(Some(Arc::new(view.state(&node))));
+            stats.published.fetch_add(1, Ordering::Relaxed);
+        }
+        let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+        stats.busy_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+}
+
+fn apply_counted(
+    view: &mut ClusterView,
+    (source, event): (Source, SyncEvent),
+    stats: &FollowerStats,
+) -> bool {
+    stats.events.fetch_add(1, Ordering::Relaxed);
+    if matches!(event, SyncEvent::Snapshot { .. }) {
+        stats.snapshots.fetch_add(1, Ordering::Relaxed);
+        info!(
+            prefix = source.prefix(),
+            "cluster view: prefix read in full"
+        );
+    }
+    view.apply(source, event)
+}
+
+/// Waits for the first full cluster state; `None` when the follower ended before it.
+pub async fn first_state(
+    view: &mut watch::Receiver<Option<Arc<ClusterState>>>,
+) -> Option<Arc<ClusterState>> {
+    let state = view.wait_for(|state| state.is_some()).await.ok()?;
+    state.clone()
+}
+
+/// Hands every new cluster state to the speaker (originated blocks, peers), the route
+/// reconciler (local blocks) and the tunnel manager (the state itself).
 pub async fn follow_datastore(
-    state: Arc<AgentState>,
     me: Node,
     speaker: SpeakerHandle,
+    mut view: watch::Receiver<Option<Arc<ClusterState>>>,
     local_tx: watch::Sender<Option<BTreeSet<IpNetwork>>>,
     cluster_tx: watch::Sender<Option<Arc<ClusterState>>>,
 ) {
-    let mut events = watch_with_resync(state.store.clone(), String::new());
-    let mut last_peers: Vec<PeerSpec> = Vec::new();
-    let mut synced = false;
-    while let Some(first) = events.recv().await {
-        let mut dirty = is_relevant(&first, &me.name);
-        while let Ok(more) = events.try_recv() {
-            dirty |= is_relevant(&more, &me.name);
-        }
-        if !dirty {
-            continue;
-        }
-        let snapshot = match load_state(state.store.as_ref(), &me.name).await {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %format!("{e:#}"), "cannot read cluster state; keeping the current routing");
-                continue;
+    let mut last_peers: Option<Vec<PeerSpec>> = None;
+    loop {
+        let current = view.borrow_and_update().clone();
+        if let Some(snapshot) = current {
+            let me_now = snapshot
+                .nodes
+                .iter()
+                .find(|n| n.name == me.name)
+                .cloned()
+                .unwrap_or_else(|| me.clone());
+            // Originated blocks first: a restarting speaker's End-of-RIB must not go out before
+            // its blocks are in the RIB, or its peers would drop the stale routes to them.
+            let _ = speaker.set_originated(calc::originated_blocks(&snapshot));
+            let peers = calc::desired_peers(&me_now, &snapshot);
+            if last_peers.as_ref() != Some(&peers) {
+                info!(peers = peers.len(), "BGP peers changed");
+                let _ = speaker.set_peers(peers.clone());
+                last_peers = Some(peers);
             }
-        };
-        let me_now = snapshot
-            .nodes
-            .iter()
-            .find(|n| n.name == me.name)
-            .cloned()
-            .unwrap_or_else(|| me.clone());
-        // Originated blocks first: a restarting speaker's End-of-RIB must not go out before
-        // its blocks are in the RIB, or its peers would drop the stale routes to them.
-        let _ = speaker.set_originated(calc::originated_blocks(&snapshot));
-        let peers = calc::desired_peers(&me_now, &snapshot);
-        if peers != last_peers || !synced {
-            info!(peers = peers.len(), "BGP peers changed");
-            let _ = speaker.set_peers(peers.clone());
-            last_peers = peers;
+            local_tx.send_if_modified(|current| {
+                let next = Some(calc::local_blocks(&snapshot));
+                let changed = *current != next;
+                *current = next;
+                changed
+            });
+            let _ = cluster_tx.send(Some(snapshot));
         }
-        synced = true;
-        local_tx.send_if_modified(|current| {
-            let next = Some(calc::local_blocks(&snapshot));
-            let changed = *current != next;
-            *current = next;
-            changed
-        });
-        let _ = cluster_tx.send(Some(Arc::new(snapshot)));
-    }
-}
-
-fn is_relevant(event: &SyncEvent, node: &str) -> bool {
-    match event {
-        SyncEvent::Snapshot { .. } => true,
-        SyncEvent::Put(kv) => relevant(&kv.key, node),
-        SyncEvent::Delete { key, .. } => relevant(key, node),
+        if view.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -219,6 +438,143 @@ mod tests {
             version: 1,
             lease: 0,
         }
+    }
+
+    fn put(key: &str, value: &[u8]) -> SyncEvent {
+        SyncEvent::Put(kv(key, value))
+    }
+
+    fn delete(key: &str) -> SyncEvent {
+        SyncEvent::Delete {
+            key: key.into(),
+            mod_revision: 9,
+        }
+    }
+
+    fn snapshot(kvs: Vec<KeyValue>) -> SyncEvent {
+        SyncEvent::Snapshot { kvs, revision: 1 }
+    }
+
+    fn node(name: &str, address: &str) -> Node {
+        Node {
+            name: name.into(),
+            ipv4_address: Some(address.parse().unwrap()),
+            ..Node::default()
+        }
+    }
+
+    fn node_kv(name: &str, address: &str) -> KeyValue {
+        kv(&keys::node(name), &encode_json(&node(name, address)))
+    }
+
+    fn affinity_kv(owner: &str, cidr: &str) -> KeyValue {
+        let cidr: IpNetwork = cidr.parse().unwrap();
+        let affinity = BlockAffinity {
+            state: AffinityState::Confirmed,
+        };
+        kv(&keys::affinity(owner, &cidr), &encode_json(&affinity))
+    }
+
+    /// A view with every source read: nodes a and b, one affinity each.
+    fn ready_view() -> ClusterView {
+        let mut view = ClusterView::default();
+        for source in Source::ALL {
+            let kvs = match source {
+                Source::Nodes => vec![node_kv("a", "10.0.0.1/24"), node_kv("b", "10.0.0.2/24")],
+                Source::Affinities => vec![
+                    affinity_kv("a", "10.65.0.0/26"),
+                    affinity_kv("b", "10.65.0.64/26"),
+                ],
+                _ => vec![],
+            };
+            assert!(view.apply(source, snapshot(kvs)));
+        }
+        view
+    }
+
+    fn node_names(view: &ClusterView) -> Vec<String> {
+        view.state("a").nodes.into_iter().map(|n| n.name).collect()
+    }
+
+    #[test]
+    fn view_is_ready_only_once_every_source_was_read_and_ignores_events_before() {
+        let mut view = ClusterView::default();
+        assert!(!view.apply(Source::Nodes, SyncEvent::Put(node_kv("a", "10.0.0.1/24"))));
+        for source in &Source::ALL[..4] {
+            view.apply(*source, snapshot(vec![]));
+            assert!(!view.ready());
+        }
+        view.apply(Source::Affinities, snapshot(vec![]));
+        assert!(view.ready());
+        assert!(
+            node_names(&view).is_empty(),
+            "the early put was not applied"
+        );
+    }
+
+    #[test]
+    fn create_event_adds_the_record_without_a_read() {
+        let mut view = ready_view();
+        assert!(view.apply(Source::Nodes, SyncEvent::Put(node_kv("c", "10.0.0.3/24"))));
+        assert_eq!(node_names(&view), ["a", "b", "c"]);
+        assert!(view.apply(
+            Source::Affinities,
+            SyncEvent::Put(affinity_kv("a", "10.65.1.0/26"))
+        ));
+        let state = view.state("a");
+        assert_eq!(state.affinities.len(), 2);
+        assert_eq!(state.all_affinities.len(), 3);
+    }
+
+    #[test]
+    fn modify_event_replaces_the_record_and_an_identical_put_is_no_change() {
+        let mut view = ready_view();
+        assert!(view.apply(Source::Nodes, SyncEvent::Put(node_kv("b", "10.0.0.22/24"))));
+        let b = view
+            .state("a")
+            .nodes
+            .into_iter()
+            .find(|n| n.name == "b")
+            .unwrap();
+        assert_eq!(b.ipv4_address, Some("10.0.0.22/24".parse().unwrap()));
+        assert!(!view.apply(Source::Nodes, SyncEvent::Put(node_kv("b", "10.0.0.22/24"))));
+    }
+
+    #[test]
+    fn delete_event_removes_the_record_and_an_unknown_key_is_no_change() {
+        let mut view = ready_view();
+        assert!(view.apply(Source::Nodes, delete(&keys::node("b"))));
+        assert_eq!(node_names(&view), ["a"]);
+        let cidr: IpNetwork = "10.65.0.64/26".parse().unwrap();
+        assert!(view.apply(Source::Affinities, delete(&keys::affinity("b", &cidr))));
+        assert_eq!(view.state("a").all_affinities.len(), 1);
+        assert!(!view.apply(Source::Nodes, delete(&keys::node("zz"))));
+    }
+
+    #[test]
+    fn snapshot_after_compaction_relists_one_source_and_keeps_the_others() {
+        let mut view = ready_view();
+        // The nodes' watch was compacted: its re-list replaces the nodes, nothing else.
+        assert!(view.apply(Source::Nodes, snapshot(vec![node_kv("c", "10.0.0.3/24")])));
+        assert_eq!(node_names(&view), ["c"]);
+        assert_eq!(view.state("a").all_affinities.len(), 2);
+        assert!(view.ready());
+    }
+
+    #[test]
+    fn undecodable_record_is_left_out_and_the_one_it_replaces_stays() {
+        let mut view = ready_view();
+        assert!(!view.apply(Source::Nodes, put(&keys::node("b"), b"not json")));
+        assert_eq!(node_names(&view), ["a", "b"]);
+        assert!(!view.apply(Source::Config, put("config/bgpx", b"{}")));
+        let config = BgpConfiguration {
+            as_number: 65010,
+            ..BgpConfiguration::default()
+        };
+        assert!(view.apply(Source::Config, put(keys::BGP_CONFIG, &encode_json(&config))));
+        assert_eq!(view.state("a").config.as_number, 65010);
+        assert!(view.apply(Source::Config, delete(keys::BGP_CONFIG)));
+        assert_eq!(view.state("a").config, BgpConfiguration::default());
     }
 
     #[test]

@@ -19,8 +19,11 @@
 //! `forward` (table inet routed), `server` (the local API, mapped to `api::v1`), `health`
 //! (readiness).
 
+pub mod bird_socket;
 pub mod calc;
+pub mod calc_rr;
 pub mod follower;
+pub mod follower_bench;
 pub mod forward;
 pub mod health;
 pub mod nat;
@@ -61,6 +64,13 @@ pub struct AgentConfig {
     pub manage_forward: bool,
     /// Run the BGP speaker and program learned routes.
     pub bgp: bool,
+    // Observability: BIRD-compatible sockets (either or both) and the Prometheus endpoint.
+    /// `--bird-socket`: BIRD 2.0's dialect.
+    pub bird_socket: Option<PathBuf>,
+    /// `--bird1-socket`: BIRD 1.6's dialect (calicoctl, calico-node).
+    pub bird1_socket: Option<PathBuf>,
+    /// `--metrics-listen`: where `/metrics` is served.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Shared state of a running agent.
@@ -88,6 +98,8 @@ pub struct AgentState {
     sysctls: std::sync::RwLock<std::collections::BTreeMap<String, String>>,
     /// Each reconciler's counters, by name, in the order they started.
     reconcilers: std::sync::RwLock<Vec<(&'static str, Arc<reconciler::ReconcilerStats>)>>,
+    /// When the agent started (BIRD's `Last reboot`, the published status).
+    pub started: std::time::SystemTime,
 }
 
 impl AgentState {
@@ -187,6 +199,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     let store = datastore::open(&config.datastore)
         .await
         .with_context(|| format!("cannot open datastore {}", config.datastore.url))?;
+    let store = crate::metrics::datastore::MeteredStore::wrap(store);
     let detected = node::detect(&config).await?;
     info!(node = %config.node_name, address = ?detected.address, method = %detected.method,
         interface = ?detected.interface, mtu = detected.mtu, "node address detected");
@@ -213,11 +226,13 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         mtu_override: config.mtu,
         sysctls: Default::default(),
         reconcilers: Default::default(),
+        started: std::time::SystemTime::now(),
     });
     let listener = server::bind(&config.socket)
         .with_context(|| format!("cannot listen on {}", config.socket.display()))?;
     info!(socket = %config.socket.display(), pod_mtu, "local API listening");
     let api = tokio::spawn(server::serve(listener, state.clone()));
+    start_observability(&state, &config).await?;
 
     // The node forwards pod traffic (per-veth forwarding is set by the CNI plugin).
     match crate::netlink::sysctl::set_sysctl(crate::netlink::sysctl::IP_FORWARD_KEY, "1") {
@@ -259,6 +274,23 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     Ok(())
 }
 
+/// The BIRD-compatible sockets and the metrics endpoint, when asked for.
+async fn start_observability(state: &Arc<AgentState>, config: &AgentConfig) -> Result<()> {
+    if let Some(addr) = config.metrics_listen {
+        crate::metrics::http::start(state.clone(), addr)
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    }
+    let mut sockets = Vec::new();
+    if let Some(path) = &config.bird_socket {
+        sockets.push((path.clone(), bird_compat::Dialect::Bird2));
+    }
+    if let Some(path) = &config.bird1_socket {
+        sockets.push((path.clone(), bird_compat::Dialect::Bird1));
+    }
+    bird_socket::start(state, &sockets)
+}
+
 /// Opens the shared route-deletion monitor and starts the workload reconciler on it; returns
 /// the monitor for the other repair loops (`None`: each opens its own).
 async fn start_workloads(state: &Arc<AgentState>) -> Option<crate::netlink::SharedDeletions> {
@@ -298,7 +330,14 @@ async fn start_routing(
 ) -> Result<crate::bgp::speaker::Speaker> {
     use crate::bgp::speaker::{Speaker, SpeakerConfig};
     use crate::netlink::Netlink;
-    let snapshot = load_state_until_done(state).await;
+    // The one follower of the cluster view; its first full read is the start-up state (it
+    // retries on its own while the datastore is unreachable).
+    let stats = Arc::new(follower::FollowerStats::default());
+    let mut view_rx =
+        follower::spawn_follow_cluster(state.store.clone(), state.node_name.clone(), stats);
+    let snapshot = follower::first_state(&mut view_rx)
+        .await
+        .context("the datastore follower ended")?;
     let me = snapshot
         .nodes
         .iter()
@@ -348,9 +387,9 @@ async fn start_routing(
     // `None` until the tunnel manager's first pass: tunl0 routes are adopted until then.
     let (encap_tx, encap_rx) = tokio::sync::watch::channel(None);
     tokio::spawn(follower::follow_datastore(
-        state.clone(),
         me,
         handle.clone(),
+        view_rx,
         local_tx,
         cluster_tx,
     ));
@@ -376,21 +415,6 @@ async fn start_routing(
         state.reconciler_stats("routes"),
     ));
     Ok(speaker)
-}
-
-/// Reads the cluster state, retrying while the datastore is unreachable.
-async fn load_state_until_done(state: &AgentState) -> calc::ClusterState {
-    let mut delay = std::time::Duration::from_millis(200);
-    loop {
-        match follower::load_state(state.store.as_ref(), &state.node_name).await {
-            Ok(snapshot) => return snapshot,
-            Err(e) => {
-                warn!(error = %format!("{e:#}"), "cannot read cluster state; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(10));
-            }
-        }
-    }
 }
 
 /// Registers the node, retrying while the datastore is unreachable (the API still serves).

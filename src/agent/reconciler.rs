@@ -259,7 +259,9 @@ pub async fn run<R: Reconciler>(
             .map(|i| reconciler.desired(i));
         let mut more = false;
         if let Some(desired) = desired {
+            let started = Instant::now();
             let result = reconciler.apply(desired, wake).await;
+            crate::metrics::global().observe_reconcile(reconciler.name(), started.elapsed());
             stats.record(&result);
             match result {
                 Ok(applied) => {

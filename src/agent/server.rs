@@ -18,6 +18,7 @@ use super::reconciler;
 use super::AgentState;
 use crate::api::v1;
 use crate::bgp::fsm::State;
+use crate::bgp::rib::Reflection;
 use crate::bgp::speaker::{self, SpeakerError};
 use crate::ipam::{self, IpamError};
 use serde::Serialize;
@@ -192,13 +193,19 @@ async fn handle_connection(mut stream: UnixStream, state: Arc<AgentState>) -> st
     let response = match read_request(&mut stream).await? {
         Ok(request) => {
             let span = info_span!("api", method = %request.method, path = %request.path);
-            async {
+            let cni = crate::metrics::cni_command(&request.method, &request.path);
+            let started = std::time::Instant::now();
+            let response = async {
                 route(request, &state)
                     .await
                     .unwrap_or_else(ServeError::into_response)
             }
             .instrument(span)
-            .await
+            .await;
+            if let Some(command) = cni {
+                crate::metrics::global().observe_cni(command, response.status, started.elapsed());
+            }
+            response
         }
         Err(reason) => ServeError::BadRequest(reason).into_response(),
     };
@@ -511,6 +518,12 @@ fn peer_to_wire(p: &speaker::PeerStatus) -> v1::PeerStatus {
         prefixes_received: p.prefixes_received as u64,
         prefixes_advertised: p.prefixes_advertised as u64,
         end_of_rib_received: p.end_of_rib_received,
+        role: match p.reflection {
+            None => v1::PeerRole::Peer,
+            Some(Reflection::Client { .. }) => v1::PeerRole::RrClient,
+            Some(Reflection::Reflector { .. }) => v1::PeerRole::RouteReflector,
+        },
+        rr_cluster_id: p.reflection.map(Reflection::cluster_id),
         bfd: p.bfd.map(|state| state.name().to_owned()),
         errors: p.errors.clone(),
     }
@@ -616,12 +629,19 @@ mod tests {
             prefixes_received: 3,
             prefixes_advertised: 1,
             end_of_rib_received: state == State::Established,
+            reflection: None,
             bfd: None,
             errors: if state == State::Established {
                 Default::default()
             } else {
                 [("connect".to_owned(), 12)].into_iter().collect()
             },
+            remote_as: 64512,
+            local_as: 64512,
+            established_transitions: 1,
+            messages_received: Default::default(),
+            messages_sent: Default::default(),
+            session: None,
         }
     }
 
@@ -659,10 +679,24 @@ mod tests {
                 ..peer("Rr_10_0_0_9", "10.0.0.9", PeerKind::Global, State::Active)
             },
             speaker::PeerStatus {
+                reflection: Some(Reflection::Reflector {
+                    cluster_id: "1.0.0.1".parse().unwrap(),
+                }),
                 bfd: Some(crate::bfd::State::Up),
                 ..peer(
-                    "Global_10_0_0_254",
-                    "10.0.0.254",
+                    "Global_10_0_0_11",
+                    "10.0.0.11",
+                    PeerKind::Global,
+                    State::Established,
+                )
+            },
+            speaker::PeerStatus {
+                reflection: Some(Reflection::Client {
+                    cluster_id: "1.0.0.1".parse().unwrap(),
+                }),
+                ..peer(
+                    "Global_10_0_0_21",
+                    "10.0.0.21",
                     PeerKind::Global,
                     State::Established,
                 )
@@ -894,7 +928,7 @@ mod tests {
             golden::read::<Vec<AllocationInfo>>("ipam-allocations").len(),
             2
         );
-        assert_eq!(golden::read::<Vec<PeerStatus>>("bgp-status").len(), 8);
+        assert_eq!(golden::read::<Vec<PeerStatus>>("bgp-status").len(), 9);
         let bfd = golden::read::<BfdStatus>("bfd-status");
         assert_eq!(bfd.sessions[0].state, "Up");
         let reconcilers = golden::read::<Vec<ReconcilerStatus>>("reconcilers");

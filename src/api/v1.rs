@@ -190,6 +190,12 @@ pub struct PeerStatus {
     /// The peer sent End-of-RIB on the current session: its initial routes are all in.
     #[serde(default)]
     pub end_of_rib_received: bool,
+    /// The session's route-reflection role (`Peer` when none).
+    #[serde(default)]
+    pub role: PeerRole,
+    /// The cluster ID of the reflection: ours towards a client, the reflector's towards it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rr_cluster_id: Option<std::net::Ipv4Addr>,
     /// The BFD session's state (`AdminDown`, `Down`, `Init`, `Up`) when BFD is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd: Option<String>,
@@ -197,6 +203,21 @@ pub struct PeerStatus {
     /// `connect`, ...): what the log shows only a count of after the first.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub errors: BTreeMap<String, u64>,
+}
+
+/// A session's route-reflection role (RFC 4456). A role this client does not know reads as
+/// `Other`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerRole {
+    /// Plain BGP.
+    #[default]
+    Peer,
+    /// The peer is a route reflector (we are its client, or a reflector of its cluster).
+    RouteReflector,
+    /// The peer is our route-reflector client.
+    RrClient,
+    #[serde(other)]
+    Other,
 }
 
 /// Where a peer comes from (Calico's peer types). A kind this client does not know reads as

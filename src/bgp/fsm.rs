@@ -191,6 +191,9 @@ pub enum Input {
     UpdateSent,
     /// The speaker resolved a collision against this connection (§6.8).
     CollisionLost,
+    /// The session cannot hold what it must send (the peer does not read): Cease/Out of
+    /// Resources (RFC 4486 subcode 8), then restart as after any error.
+    OutOfResources,
     /// BFD says the path is down: close without a NOTIFICATION (it could not arrive) and
     /// stay Idle until the next ManualStart. `graceful`: end the session as graceful restart
     /// would, when negotiated (BIRD's `bfd graceful`).
@@ -313,6 +316,12 @@ impl Fsm {
             Input::KeepaliveTimerExpired => self.expire_keepalive(&mut out),
             Input::UpdateSent => self.note_update_sent(&mut out),
             Input::CollisionLost => self.lose_collision(&mut out),
+            Input::OutOfResources => {
+                if self.state != State::Idle {
+                    let cease = Notification::cease(codes::CEASE_OUT_OF_RESOURCES);
+                    self.send_error(cease, &mut out);
+                }
+            }
             Input::BfdDown { graceful } => self.bfd_down(graceful, &mut out),
             Input::Cease(notification) => {
                 if self.state == State::Established {

@@ -21,6 +21,7 @@
 //! 8654 (extended message), 9003 (shutdown communication), 9072 (extended optional
 //! parameters length), 9234 (role, parsed only).
 
+pub mod change_feed;
 pub mod fsm;
 pub mod packet;
 pub mod rib;

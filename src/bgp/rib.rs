@@ -23,9 +23,20 @@
 //!
 //! Export policy (Calico's): our originated prefixes (the node's confirmed blocks) go to
 //! every peer with next-hop self, ORIGIN IGP, AS_PATH empty (iBGP, with LOCAL_PREF 100) or
-//! our AS (eBGP). Learned routes are never sent to iBGP peers when learned over iBGP (no
-//! route reflection); other learned routes are sent only when the peer's `ExportPolicy` says
-//! so (per peer, `set_export`; off by default). A prefix we originate is never taken from a peer for the Loc-RIB view the
+//! our AS (eBGP). Routes learned over iBGP go to iBGP peers only by route reflection (below);
+//! other learned routes are sent only when the peer's `ExportPolicy` says so (per peer,
+//! `set_export`; off by default).
+//!
+//! Route reflection (RFC 4456), when some peers are our clients (`set_reflection` with
+//! [`Reflection::Client`]): an iBGP-learned best path from a client goes to every other iBGP
+//! peer, one from a non-client to the clients only (§6); never to the peer it came from nor
+//! to the router named by its ORIGINATOR_ID. The reflected copy gets ORIGINATOR_ID (the
+//! source's BGP identifier, when absent) and our cluster ID prepended to CLUSTER_LIST (§8);
+//! NEXT_HOP, AS_PATH, LOCAL_PREF and MED stay (§10). Towards eBGP both attributes are
+//! stripped. Received iBGP paths whose ORIGINATOR_ID is our router ID or whose CLUSTER_LIST
+//! holds one of our cluster IDs are dropped as loops (as withdrawals), checked on arrival.
+//! Best path: ORIGINATOR_ID stands in for the peer's BGP identifier, then the shorter
+//! CLUSTER_LIST wins, before the peer address (§9). A prefix we originate is never taken from a peer for the Loc-RIB view the
 //! reconciler gets: the local block (a blackhole plus /32s) wins.
 //!
 //! Graceful restart (RFC 4724 §4.2): `peer_down(graceful)` keeps the peer's paths marked
@@ -77,7 +88,7 @@ pub struct PeerInfo {
 }
 
 /// Which learned routes are re-advertised to a peer (our originated prefixes always are).
-/// iBGP-learned routes never go to iBGP peers (no route reflection yet). Per peer
+/// iBGP-learned routes go to iBGP peers only by route reflection ([`Reflection`]). Per peer
 /// (`Rib::set_export`), with the RIB's own as the default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportPolicy {
@@ -198,11 +209,33 @@ struct PeerRib {
     adj_out: BTreeMap<IpNetwork, PathAttributes>,
     /// What this peer is sent; `None`: the RIB's default policy.
     export: Option<ExportPolicy>,
+    /// Our cluster ID when the peer is our route-reflector client.
+    client_of: Option<Ipv4Addr>,
 }
 
 impl PeerRib {
     fn known(&self) -> Option<&PeerInfo> {
         self.info.as_ref().or(self.last_info.as_ref())
+    }
+}
+
+/// Route reflection on one session (RFC 4456), as the agent decides it (Calico's rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reflection {
+    /// The peer is our route-reflector client; we reflect with this cluster ID.
+    Client { cluster_id: Ipv4Addr },
+    /// The peer is a route reflector of this cluster and we are its client (or a reflector
+    /// of the same cluster): plain iBGP on our side, recorded for status.
+    Reflector { cluster_id: Ipv4Addr },
+}
+
+impl Reflection {
+    /// The cluster ID the role names.
+    pub fn cluster_id(self) -> Ipv4Addr {
+        match self {
+            Reflection::Client { cluster_id } | Reflection::Reflector { cluster_id } => cluster_id,
+        }
     }
 }
 
@@ -299,6 +332,8 @@ pub struct Rib {
     table: BTreeMap<IpNetwork, Dest>,
     /// Prefixes with a selection that we do not originate (the reconciler's view).
     visible: usize,
+    /// Our cluster IDs (those of our clients' sessions), with how many clients use each.
+    cluster_ids: BTreeMap<Ipv4Addr, usize>,
 }
 
 /// A prefix touched by an operation and its next hops before it.
@@ -315,7 +350,71 @@ impl Rib {
             originated: BTreeSet::new(),
             table: BTreeMap::new(),
             visible: 0,
+            cluster_ids: BTreeMap::new(),
         }
+    }
+
+    /// Set a peer's route-reflection role (before its session comes up). Only
+    /// [`Reflection::Client`] changes what the RIB does.
+    pub fn set_reflection(&mut self, peer: PeerId, reflection: Option<Reflection>) {
+        let client_of = match reflection {
+            Some(Reflection::Client { cluster_id }) => Some(cluster_id),
+            _ => None,
+        };
+        let state = self.peers.entry(peer).or_default();
+        let old = std::mem::replace(&mut state.client_of, client_of);
+        self.forget_cluster_id(old);
+        if let Some(id) = client_of {
+            *self.cluster_ids.entry(id).or_default() += 1;
+        }
+    }
+
+    fn forget_cluster_id(&mut self, id: Option<Ipv4Addr>) {
+        let Some(id) = id else {
+            return;
+        };
+        if let Some(count) = self.cluster_ids.get_mut(&id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.cluster_ids.remove(&id);
+            }
+        }
+    }
+
+    /// Recompute every Established peer's Adj-RIB-Out (after a route-reflection role
+    /// changed): what a peer should now get is announced, what it should no longer get is
+    /// withdrawn. The Loc-RIB does not change.
+    pub fn refresh_exports(&mut self) -> RibOutput {
+        let prefixes: Vec<Touched> = self
+            .table
+            .keys()
+            .chain(self.originated.iter())
+            .map(|p| (*p, Hops::new()))
+            .collect();
+        let established: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| s.info.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        let mut out = RibOutput::default();
+        for peer in established {
+            let outbound = self.update_adj_out(peer, &prefixes);
+            if !outbound.is_empty() {
+                out.outbound.insert(peer, outbound);
+            }
+        }
+        out
+    }
+
+    /// Whether we reflect routes (some peer is our client).
+    pub fn is_reflector(&self) -> bool {
+        !self.cluster_ids.is_empty()
+    }
+
+    /// Whether learned routes can go to `peer`: its export policy allows some, or we reflect.
+    fn exports_learned_to(&self, peer: PeerId) -> bool {
+        self.policy_for(peer).exports_learned() || self.is_reflector()
     }
 
     /// Make a peer known (before its session comes up). Idempotent.
@@ -339,7 +438,9 @@ impl Rib {
     /// Forget a peer: its paths are withdrawn from the Loc-RIB.
     pub fn remove_peer(&mut self, peer: PeerId) -> RibOutput {
         let touched = self.drop_paths(peer, false);
-        self.peers.remove(&peer);
+        if let Some(state) = self.peers.remove(&peer) {
+            self.forget_cluster_id(state.client_of);
+        }
         self.reselect(touched)
     }
 
@@ -351,7 +452,7 @@ impl Rib {
         state.info = Some(info);
         state.adj_out.clear();
         let mut prefixes: BTreeSet<IpNetwork> = self.originated.clone();
-        if self.policy_for(peer).exports_learned() {
+        if self.exports_learned_to(peer) {
             prefixes.extend(
                 self.table
                     .iter()
@@ -469,6 +570,11 @@ impl Rib {
         }
         let looped = if ibgp {
             update.attributes.originator_id == Some(self.router_id)
+                || update
+                    .attributes
+                    .cluster_list
+                    .iter()
+                    .any(|c| self.cluster_ids.contains_key(c))
         } else {
             update
                 .attributes
@@ -715,7 +821,7 @@ impl Rib {
     /// Diff the export of `prefixes` to `peer` against its Adj-RIB-Out.
     fn update_adj_out(&mut self, peer: PeerId, prefixes: &[Touched]) -> Outbound {
         let mut out = Outbound::default();
-        let exports_learned = self.policy_for(peer).exports_learned();
+        let exports_learned = self.exports_learned_to(peer);
         for (prefix, _) in prefixes {
             let wanted = if exports_learned || self.originated.contains(prefix) {
                 self.export(peer, prefix)
@@ -776,7 +882,10 @@ impl Rib {
             return None;
         }
         if to_ibgp {
-            if !choice.ebgp || !policy.ebgp_learned_to_ibgp {
+            if !choice.ebgp {
+                return self.reflect(peer, info, prefix, path);
+            }
+            if !policy.ebgp_learned_to_ibgp {
                 return None;
             }
             let mut attrs = PathAttributes::clone(&path.attributes);
@@ -804,6 +913,35 @@ impl Rib {
         attrs.originator_id = None;
         attrs.cluster_list.clear();
         with_next_hop(attrs, prefix, info.local_address)
+    }
+}
+
+impl Rib {
+    /// RFC 4456 §6, §8, §10: the copy of an iBGP-learned best `path` that reflection sends to
+    /// iBGP peer `to`, if any.
+    fn reflect(
+        &self,
+        to: PeerId,
+        to_info: &PeerInfo,
+        prefix: &IpNetwork,
+        path: &Held,
+    ) -> Option<PathAttributes> {
+        let from = self.peers.get(&path.peer)?;
+        let to_client = self.peers.get(&to)?.client_of;
+        // From a client: to clients and non-clients; from a non-client: to clients only.
+        let cluster_id = from.client_of.or(to_client)?;
+        let originator = path
+            .attributes
+            .originator_id
+            .or_else(|| from.known().map(|i| i.router_id))?;
+        if to_info.router_id == originator {
+            return None; // never back to where the route began
+        }
+        let mut attrs = PathAttributes::clone(&path.attributes);
+        attrs.originator_id = Some(originator);
+        attrs.cluster_list.insert(0, cluster_id);
+        attrs.local_pref = Some(attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF));
+        with_next_hop(attrs, prefix, path.next_hop(prefix)?)
     }
 }
 
@@ -867,7 +1005,16 @@ fn choose(dest: &Dest, peers: &BTreeMap<PeerId, PeerRib>, local_asn: u32) -> Opt
         if candidates.iter().any(|c| c.ebgp) {
             candidates.retain(|c| c.ebgp);
         }
-        candidates.sort_by_key(|c| (u32::from(c.router_id), c.address, c.peer));
+        // RFC 4456 §9: ORIGINATOR_ID in place of the BGP identifier (`router_id`), then the
+        // shorter CLUSTER_LIST.
+        candidates.sort_by_key(|c| {
+            (
+                u32::from(c.router_id),
+                c.path.attributes.cluster_list.len(),
+                c.address,
+                c.peer,
+            )
+        });
     }
     let best = candidates.first()?;
     let group = candidates

@@ -1,4 +1,4 @@
-//! RIB tests: best path, multipath, export policy, packing, graceful restart.
+//! RIB tests: best path, multipath, export policy, packing, graceful restart, route reflection.
 
 use super::*;
 use crate::bgp::packet::{encode_updates, Family, WireOptions};
@@ -614,4 +614,308 @@ fn for_each_best_walks_in_chunks_without_gaps() {
     }
     assert_eq!(seen.len(), 100);
     assert!(seen.windows(2).all(|w| w[0] < w[1]));
+}
+
+// ---- Route reflection (RFC 4456) ----
+
+const CLUSTER: Ipv4Addr = Ipv4Addr::new(1, 0, 0, 1);
+
+/// A reflector (router id 10.0.0.1, cluster 1.0.0.1) with clients 2 and 3 and non-client 4
+/// (another reflector), all iBGP.
+fn reflector() -> (Rib, PeerId, PeerId, PeerId) {
+    let mut rib = rib();
+    let client = Some(Reflection::Client {
+        cluster_id: CLUSTER,
+    });
+    for n in [2, 3] {
+        rib.set_reflection(PeerId(n), client);
+    }
+    let c2 = up(&mut rib, 2, LOCAL_AS);
+    let c3 = up(&mut rib, 3, LOCAL_AS);
+    let plain = up(&mut rib, 4, LOCAL_AS);
+    (rib, c2, c3, plain)
+}
+
+fn client_route(next_hop: &str) -> PathAttributes {
+    PathAttributes {
+        local_pref: Some(100),
+        med: Some(7),
+        ..attrs(&[], next_hop)
+    }
+}
+
+/// The attributes `peer` is sent for `prefix` in `out`.
+fn sent<'a>(out: &'a RibOutput, peer: PeerId, prefix: &str) -> Option<&'a PathAttributes> {
+    out.outbound
+        .get(&peer)?
+        .announce
+        .iter()
+        .find_map(|(a, prefixes)| prefixes.contains(&net(prefix)).then_some(a))
+}
+
+#[test]
+fn rr_client_route_goes_to_clients_and_non_clients_with_originator_and_cluster_list() {
+    let (mut rib, c2, c3, plain) = reflector();
+    let original = client_route("10.0.0.2");
+    let out = rib.receive_update(c2, &announce(original.clone(), &["10.244.2.0/26"]));
+    for peer in [c3, plain] {
+        let attrs = sent(&out, peer, "10.244.2.0/26").expect("reflected");
+        assert_eq!(attrs.originator_id, Some(Ipv4Addr::new(10, 0, 0, 2)));
+        assert_eq!(attrs.cluster_list, vec![CLUSTER]);
+        // §10: next hop, AS_PATH, LOCAL_PREF and MED unchanged.
+        assert_eq!(attrs.next_hop, original.next_hop);
+        assert_eq!(attrs.as_path, original.as_path);
+        assert_eq!(attrs.local_pref, Some(100));
+        assert_eq!(attrs.med, Some(7));
+    }
+    assert!(
+        sent(&out, c2, "10.244.2.0/26").is_none(),
+        "not back to the source"
+    );
+    // A reflector is a node too: the reflected route is in its own Loc-RIB.
+    assert_eq!(hops(&rib, "10.244.2.0/26"), vec![ip("10.0.0.2")]);
+}
+
+#[test]
+fn rr_non_client_route_goes_to_clients_only() {
+    let (mut rib, c2, c3, plain) = reflector();
+    let plain2 = up(&mut rib, 5, LOCAL_AS);
+    let out = rib.receive_update(
+        plain,
+        &announce(client_route("10.0.0.4"), &["10.244.4.0/26"]),
+    );
+    for peer in [c2, c3] {
+        let attrs = sent(&out, peer, "10.244.4.0/26").expect("reflected to clients");
+        assert_eq!(attrs.originator_id, Some(Ipv4Addr::new(10, 0, 0, 4)));
+        assert_eq!(attrs.cluster_list, vec![CLUSTER]);
+    }
+    assert!(sent(&out, plain2, "10.244.4.0/26").is_none());
+    assert!(rib.adj_out(plain2).unwrap().is_empty());
+}
+
+#[test]
+fn rr_keeps_an_existing_originator_id_and_prepends_its_cluster_id() {
+    let (mut rib, c2, c3, _) = reflector();
+    let other_cluster = Ipv4Addr::new(2, 0, 0, 2);
+    let reflected_elsewhere = PathAttributes {
+        originator_id: Some(Ipv4Addr::new(10, 0, 0, 99)),
+        cluster_list: vec![other_cluster],
+        ..client_route("10.0.0.99")
+    };
+    let out = rib.receive_update(c2, &announce(reflected_elsewhere, &["10.244.99.0/26"]));
+    let attrs = sent(&out, c3, "10.244.99.0/26").unwrap();
+    assert_eq!(attrs.originator_id, Some(Ipv4Addr::new(10, 0, 0, 99)));
+    assert_eq!(attrs.cluster_list, vec![CLUSTER, other_cluster]);
+}
+
+#[test]
+fn rr_never_reflects_to_the_router_named_by_originator_id() {
+    let (mut rib, c2, c3, plain) = reflector();
+    // Non-client 4 reflected client 3's route to us (another cluster): not back to 3.
+    let from_three = PathAttributes {
+        originator_id: Some(Ipv4Addr::new(10, 0, 0, 3)),
+        cluster_list: vec![Ipv4Addr::new(2, 0, 0, 2)],
+        ..client_route("10.0.0.3")
+    };
+    let out = rib.receive_update(plain, &announce(from_three, &["10.244.3.0/26"]));
+    assert!(sent(&out, c3, "10.244.3.0/26").is_none());
+    assert!(sent(&out, c2, "10.244.3.0/26").is_some());
+}
+
+#[test]
+fn rr_drops_a_route_carrying_its_cluster_id() {
+    let (mut rib, c2, c3, plain) = reflector();
+    let looped = PathAttributes {
+        originator_id: Some(Ipv4Addr::new(10, 0, 0, 2)),
+        cluster_list: vec![Ipv4Addr::new(3, 0, 0, 3), CLUSTER],
+        ..client_route("10.0.0.2")
+    };
+    let out = rib.receive_update(plain, &announce(looped, &["10.244.2.0/26"]));
+    assert!(out.events.is_empty() && out.outbound.is_empty(), "{out:?}");
+    assert!(rib.selected(&net("10.244.2.0/26")).is_none());
+    assert_eq!(rib.counts(plain).0, 0);
+    let _ = (c2, c3);
+}
+
+#[test]
+fn rr_drops_a_route_whose_originator_id_is_its_router_id() {
+    let (mut rib, c2, _, _) = reflector();
+    let ours = PathAttributes {
+        originator_id: Some(Ipv4Addr::new(10, 0, 0, 1)),
+        ..client_route("10.0.0.2")
+    };
+    let out = rib.receive_update(c2, &announce(ours, &["10.244.1.0/26"]));
+    assert!(out.events.is_empty());
+    assert!(rib.selected(&net("10.244.1.0/26")).is_none());
+}
+
+#[test]
+fn rr_tie_break_uses_originator_id_in_place_of_the_router_id() {
+    // A client of two reflectors (peers 7 and 8): the path reflected by 8 names originator
+    // 10.0.0.3, the one by 7 originator 10.0.0.5: 8's wins although 7 has the lower id.
+    let mut rib = rib();
+    let rr7 = up(&mut rib, 7, LOCAL_AS);
+    let rr8 = up(&mut rib, 8, LOCAL_AS);
+    let via = |originator: u8, next_hop: &str| PathAttributes {
+        originator_id: Some(Ipv4Addr::new(10, 0, 0, originator)),
+        cluster_list: vec![CLUSTER],
+        ..client_route(next_hop)
+    };
+    rib.receive_update(rr7, &announce(via(5, "10.0.0.5"), &["10.244.7.0/26"]));
+    rib.receive_update(rr8, &announce(via(3, "10.0.0.3"), &["10.244.7.0/26"]));
+    assert_eq!(rib.selected(&net("10.244.7.0/26")).unwrap().best, rr8);
+}
+
+#[test]
+fn rr_tie_break_prefers_the_shorter_cluster_list() {
+    let mut rib = rib();
+    let rr7 = up(&mut rib, 7, LOCAL_AS);
+    let rr8 = up(&mut rib, 8, LOCAL_AS);
+    let via = |clusters: Vec<Ipv4Addr>| PathAttributes {
+        originator_id: Some(Ipv4Addr::new(10, 0, 0, 3)),
+        cluster_list: clusters,
+        ..client_route("10.0.0.3")
+    };
+    let two = vec![Ipv4Addr::new(2, 0, 0, 2), CLUSTER];
+    rib.receive_update(rr7, &announce(via(two), &["10.244.3.0/26"]));
+    rib.receive_update(rr8, &announce(via(vec![CLUSTER]), &["10.244.3.0/26"]));
+    let selected = rib.selected(&net("10.244.3.0/26")).unwrap();
+    assert_eq!(
+        selected.best, rr8,
+        "shorter CLUSTER_LIST before the lower peer address"
+    );
+    // Same next hop through both reflectors: one kernel next hop.
+    assert_eq!(selected.next_hops, vec![ip("10.0.0.3")]);
+}
+
+#[test]
+fn rr_strips_originator_id_and_cluster_list_towards_ebgp() {
+    let policy = ExportPolicy {
+        ebgp_learned_to_ibgp: false,
+        learned_to_ebgp: true,
+    };
+    let mut rib = Rib::new(LOCAL_AS, Ipv4Addr::new(10, 0, 0, 1), policy);
+    rib.set_reflection(
+        PeerId(2),
+        Some(Reflection::Client {
+            cluster_id: CLUSTER,
+        }),
+    );
+    let c2 = up(&mut rib, 2, LOCAL_AS);
+    let tor = up(&mut rib, 9, TOR_AS);
+    let reflected = PathAttributes {
+        originator_id: Some(Ipv4Addr::new(10, 0, 0, 2)),
+        cluster_list: vec![Ipv4Addr::new(2, 0, 0, 2)],
+        ..client_route("10.0.0.2")
+    };
+    let out = rib.receive_update(c2, &announce(reflected, &["10.244.2.0/26"]));
+    let attrs = sent(&out, tor, "10.244.2.0/26").expect("exported to the ToR");
+    assert_eq!(attrs.originator_id, None);
+    assert!(attrs.cluster_list.is_empty());
+}
+
+#[test]
+fn rr_ebgp_learned_routes_follow_the_export_policy_without_reflection_attributes() {
+    let policy = ExportPolicy {
+        ebgp_learned_to_ibgp: true,
+        learned_to_ebgp: false,
+    };
+    let mut rib = Rib::new(LOCAL_AS, Ipv4Addr::new(10, 0, 0, 1), policy);
+    rib.set_reflection(
+        PeerId(2),
+        Some(Reflection::Client {
+            cluster_id: CLUSTER,
+        }),
+    );
+    let c2 = up(&mut rib, 2, LOCAL_AS);
+    let plain = up(&mut rib, 4, LOCAL_AS);
+    let tor = up(&mut rib, 9, TOR_AS);
+    let out = rib.receive_update(tor, &announce(attrs(&[TOR_AS], "10.0.0.9"), &["0.0.0.0/0"]));
+    for peer in [c2, plain] {
+        let attrs = sent(&out, peer, "0.0.0.0/0").expect("eBGP route to every iBGP peer");
+        assert_eq!(attrs.originator_id, None);
+        assert!(attrs.cluster_list.is_empty());
+    }
+}
+
+#[test]
+fn rr_client_joining_later_gets_the_reflected_table_and_leaving_withdraws() {
+    let (mut rib, c2, _, _) = reflector();
+    rib.receive_update(c2, &announce(client_route("10.0.0.2"), &["10.244.2.0/26"]));
+    rib.set_reflection(
+        PeerId(6),
+        Some(Reflection::Client {
+            cluster_id: CLUSTER,
+        }),
+    );
+    rib.add_peer(PeerId(6));
+    let outbound = rib.peer_up(PeerId(6), info(6, LOCAL_AS));
+    assert_eq!(outbound.announced_len(), 1);
+    assert_eq!(outbound.announce[0].0.cluster_list, vec![CLUSTER]);
+    // The source client leaves: every peer that got the route is told.
+    let out = rib.remove_peer(c2);
+    assert!(out
+        .outbound
+        .values()
+        .all(|o| o.withdraw == vec![net("10.244.2.0/26")]));
+    assert_eq!(out.outbound.len(), 3);
+}
+
+#[test]
+fn rr_role_cleared_stops_reflection_and_loop_checks() {
+    let mut rib = rib();
+    rib.set_reflection(
+        PeerId(2),
+        Some(Reflection::Client {
+            cluster_id: CLUSTER,
+        }),
+    );
+    assert!(rib.is_reflector());
+    rib.set_reflection(PeerId(2), None);
+    assert!(!rib.is_reflector());
+    rib.set_reflection(
+        PeerId(3),
+        Some(Reflection::Reflector {
+            cluster_id: CLUSTER,
+        }),
+    );
+    assert!(
+        !rib.is_reflector(),
+        "being a client does not make us a reflector"
+    );
+    rib.set_reflection(
+        PeerId(3),
+        Some(Reflection::Client {
+            cluster_id: CLUSTER,
+        }),
+    );
+    rib.remove_peer(PeerId(3));
+    assert!(!rib.is_reflector());
+}
+
+#[test]
+fn rr_role_change_on_a_live_session_reexports_without_touching_the_loc_rib() {
+    // Peers 2 and 3 are plain iBGP: nothing reflected.
+    let mut rib = rib();
+    let a = up(&mut rib, 2, LOCAL_AS);
+    let b = up(&mut rib, 3, LOCAL_AS);
+    rib.receive_update(a, &announce(client_route("10.0.0.2"), &["10.244.2.0/26"]));
+    assert!(rib.adj_out(b).unwrap().is_empty());
+    // 2 becomes our client: its route now goes to 3, with the reflection attributes.
+    rib.set_reflection(
+        a,
+        Some(Reflection::Client {
+            cluster_id: CLUSTER,
+        }),
+    );
+    let out = rib.refresh_exports();
+    assert!(out.events.is_empty(), "the Loc-RIB is unchanged");
+    let attrs = sent(&out, b, "10.244.2.0/26").expect("reflected after the change");
+    assert_eq!(attrs.cluster_list, vec![CLUSTER]);
+    assert!(!out.outbound.contains_key(&a));
+    // And back: withdrawn from 3.
+    rib.set_reflection(a, None);
+    let out = rib.refresh_exports();
+    assert_eq!(out.outbound[&b].withdraw, vec![net("10.244.2.0/26")]);
+    assert!(rib.adj_out(b).unwrap().is_empty());
 }

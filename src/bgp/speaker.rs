@@ -15,7 +15,7 @@
 //!                                                            └──┬──────────┬──────────┬─┘
 //!   session tasks <── mpsc<SessionCommand> (Incoming stream,    │          │          │
 //!                       Advertise, Stop) ───────────────────────┘          │          │
-//!   route reconciler <── mpsc<Vec<IpNetwork>> (prefixes whose best route changed) ──┘          │
+//!   route reconciler <── ChangeFeed (prefixes whose best route changed, coalesced) ─┘          │
 //!   tests, tools     <── broadcast<RibEvent> (when someone listens) ────────────────────────┘
 //!   route reconciler, status ── SharedRib (read lock: lookups, chunked walks of the Loc-RIB)
 //! ```
@@ -57,11 +57,13 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::bfd::{BfdSpec, State as BfdState};
+use crate::bgp::change_feed::{change_feed, ChangeFeed, ChangeSender};
 use crate::bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, PeerConfig, State};
 use crate::bgp::packet::Family;
 use crate::bgp::rib::{
-    BestRoute, ExportPolicy, PeerId, PeerInfo, Rib, RibEvent, RibOutput, SharedRib,
+    BestRoute, ExportPolicy, PeerId, PeerInfo, Reflection, Rib, RibEvent, RibOutput, SharedRib,
 };
+pub use crate::bgp::session::counters::{MessageCounters, MessageCounts};
 use crate::bgp::session::{
     describe_reason, spawn_session, SessionCommand, SessionConfig, SessionError, SessionEvent,
     SessionHandle, SessionMessage,
@@ -94,6 +96,13 @@ pub struct SpeakerConfig {
     pub restarting: bool,
     /// First ConnectRetry interval, unless the peer's timers say otherwise.
     pub connect_retry: Duration,
+    /// Bytes that may wait in one peer's writer queue; over it that session gets Cease.
+    #[serde(default = "default_write_queue_cap")]
+    pub write_queue_cap: usize,
+}
+
+fn default_write_queue_cap() -> usize {
+    crate::bgp::session::DEFAULT_WRITE_QUEUE_CAP
 }
 
 impl SpeakerConfig {
@@ -106,6 +115,7 @@ impl SpeakerConfig {
             graceful_restart_time: 120,
             restarting: false,
             connect_retry: Duration::from_secs(5),
+            write_queue_cap: default_write_queue_cap(),
         }
     }
 }
@@ -180,6 +190,9 @@ pub struct PeerSpec {
     pub max_restart_time: Option<Duration>,
     /// Which learned routes this peer is sent (our originated prefixes always are).
     pub export: ExportPolicy,
+    /// Route reflection on this session (RFC 4456); `None`: plain BGP.
+    #[serde(default)]
+    pub reflection: Option<Reflection>,
     /// BFD for this session (`speaker/bfd.rs`); `None`: hold timer only.
     #[serde(default)]
     pub bfd: Option<BfdSpec>,
@@ -212,6 +225,7 @@ impl PeerSpec {
             passive: false,
             max_restart_time: None,
             export: ExportPolicy::default(),
+            reflection: None,
             bfd: None,
             max_prefixes: None,
         }
@@ -237,12 +251,42 @@ pub struct PeerStatus {
     /// The peer sent End-of-RIB on the current session: its initial routes are all in.
     #[serde(default)]
     pub end_of_rib_received: bool,
+    /// The session's route-reflection role, from its spec.
+    #[serde(default)]
+    pub reflection: Option<Reflection>,
     /// The BFD session's state, when BFD is on for this peer.
     #[serde(default)]
     pub bfd: Option<BfdState>,
     /// Errors the peer's sessions reported, by kind (`SessionError::kind`).
     #[serde(default)]
     pub errors: BTreeMap<String, u64>,
+    // Observability (metrics, the BIRD socket): AS numbers, counters, the session's details.
+    #[serde(default)]
+    pub remote_as: u32,
+    #[serde(default)]
+    pub local_as: u32,
+    /// Times the session reached Established since the peer was configured.
+    #[serde(default)]
+    pub established_transitions: u64,
+    #[serde(default)]
+    pub messages_received: MessageCounts,
+    #[serde(default)]
+    pub messages_sent: MessageCounts,
+    /// What the current or last Established session negotiated.
+    #[serde(default)]
+    pub session: Option<SessionDetails>,
+}
+
+/// What an Established session negotiated, for status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionDetails {
+    pub router_id: Ipv4Addr,
+    pub local_address: IpAddr,
+    /// Negotiated hold time and keepalive interval, seconds.
+    pub hold_time: u16,
+    pub keepalive_time: u16,
+    pub route_refresh: bool,
+    pub graceful_restart: bool,
 }
 
 /// What the speaker reports.
@@ -271,9 +315,24 @@ enum Request {
     SetPeers(Vec<PeerSpec>),
     SetOriginated(BTreeSet<IpNetwork>),
     Status(oneshot::Sender<Vec<PeerStatus>>),
-    Subscribe(mpsc::UnboundedSender<Vec<IpNetwork>>),
+    Subscribe(ChangeSender),
     Shutdown(oneshot::Sender<()>),
+    Queues(oneshot::Sender<Vec<PeerQueues>>),
     BfdHandle(oneshot::Sender<Option<crate::bfd::BfdHandle>>),
+}
+
+/// The bounded queues of one peer's session (`session::queues`), for tests and benchmarks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerQueues {
+    pub name: String,
+    /// Most of its UPDATEs the speaker held at once (≤ `session::ROUTE_BACKLOG` + one read).
+    pub backlog_peak: usize,
+    /// Times its reader paused for room: TCP flow control reached the peer.
+    pub backlog_waits: u64,
+    /// Most bytes queued to it at once (≤ the writer queue cap).
+    pub write_peak: usize,
+    /// Times its writer queue went over the cap (each one a Cease).
+    pub write_overflows: u64,
 }
 
 /// A cheap clonable handle on the speaker.
@@ -292,6 +351,7 @@ impl std::fmt::Debug for Request {
             Request::Status(_) => "Status",
             Request::Subscribe(_) => "Subscribe",
             Request::Shutdown(_) => "Shutdown",
+            Request::Queues(_) => "Queues",
             Request::BfdHandle(_) => "BfdHandle",
         })
     }
@@ -331,15 +391,24 @@ impl SpeakerHandle {
         &self.rib
     }
 
-    /// From now on, the prefixes whose learned best route changed, one batch per RIB
-    /// operation (read their routes from `rib()`). Unbounded: a slow reader delays nothing
-    /// and misses nothing.
-    pub fn changes(&self) -> Result<mpsc::UnboundedReceiver<Vec<IpNetwork>>, SpeakerError> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// From now on, the prefixes whose learned best route changed (read their routes from
+    /// `rib()`), coalesced: a prefix that changes again before it was taken is queued once,
+    /// so a slow reader delays nothing, misses nothing, and its queue is at most the RIB.
+    pub fn changes(&self) -> Result<ChangeFeed, SpeakerError> {
+        let (tx, rx) = change_feed();
         self.requests
             .send(Request::Subscribe(tx))
             .map_err(|_| SpeakerError::Stopped)?;
         Ok(rx)
+    }
+
+    /// Every peer's queue figures, sorted by name.
+    pub async fn queues(&self) -> Result<Vec<PeerQueues>, SpeakerError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Queues(reply))
+            .map_err(|_| SpeakerError::Stopped)?;
+        answer.await.map_err(|_| SpeakerError::Stopped)
     }
 
     /// Incremental changes of the best routes from now on.
@@ -464,6 +533,12 @@ struct PeerEntry {
     max_prefix_reported: Option<u64>,
     /// Error counts per kind, and the log's rate limit.
     error_log: log_limit::ErrorLog,
+    /// Messages in and out (shared with the session task).
+    counters: std::sync::Arc<MessageCounters>,
+    /// How many times the session reached Established.
+    established_transitions: u64,
+    /// What the current (or last) Established session negotiated.
+    negotiated: Option<SessionDetails>,
 }
 
 /// A graceful-restart timer fired.
@@ -486,7 +561,7 @@ struct SpeakerTask {
     stale_tx: mpsc::UnboundedSender<StaleExpired>,
     stale_rx: mpsc::UnboundedReceiver<StaleExpired>,
     /// Subscribers to the changed prefixes.
-    feeds: Vec<mpsc::UnboundedSender<Vec<IpNetwork>>>,
+    feeds: Vec<ChangeSender>,
     events: broadcast::Sender<RibEvent>,
     /// The BFD driver (started with the first peer that wants BFD) and its events.
     bfd: bfd::BfdLink,
@@ -560,6 +635,18 @@ impl SpeakerTask {
                 let _ = reply.send(self.status());
             }
             Request::Subscribe(feed) => self.feeds.push(feed),
+            Request::Queues(reply) => {
+                let queues = self.peers.values().map(|entry| PeerQueues {
+                    name: entry.spec.name.clone(),
+                    backlog_peak: entry.session.backlog.peak(),
+                    backlog_waits: entry.session.backlog.waits(),
+                    write_peak: entry.session.writes.peak(),
+                    write_overflows: entry.session.writes.overflows(),
+                });
+                let mut queues: Vec<PeerQueues> = queues.collect();
+                queues.sort_by(|a, b| a.name.cmp(&b.name));
+                let _ = reply.send(queues);
+            }
             Request::BfdHandle(reply) => {
                 let _ = reply.send(self.bfd.handle());
             }
@@ -584,6 +671,7 @@ impl SpeakerTask {
     fn set_peers(&mut self, specs: Vec<PeerSpec>) {
         let wanted: BTreeMap<String, PeerSpec> =
             specs.into_iter().map(|s| (s.name.clone(), s)).collect();
+        self.change_reflection_in_place(&wanted);
         let stale: Vec<PeerId> = self
             .peers
             .values()
@@ -600,6 +688,35 @@ impl SpeakerTask {
         }
     }
 
+    /// Peers whose spec changed only in its route-reflection role keep their session: the
+    /// RIB takes the new role and every peer's Adj-RIB-Out is recomputed (RFC 4456 roles are
+    /// local; nothing in the OPEN depends on them).
+    fn change_reflection_in_place(&mut self, wanted: &BTreeMap<String, PeerSpec>) {
+        let mut changed = false;
+        for entry in self.peers.values_mut() {
+            let Some(spec) = wanted.get(&entry.spec.name) else {
+                continue;
+            };
+            if spec.reflection == entry.spec.reflection {
+                continue;
+            }
+            let same_otherwise = PeerSpec {
+                reflection: spec.reflection,
+                ..entry.spec.clone()
+            } == *spec;
+            if same_otherwise {
+                info!(peer = %spec.name, reflection = ?spec.reflection, "route-reflection role changed; session kept");
+                entry.spec.reflection = spec.reflection;
+                self.rib.write().set_reflection(entry.id, spec.reflection);
+                changed = true;
+            }
+        }
+        if changed {
+            let output = self.rib.write().refresh_exports();
+            self.apply(output);
+        }
+    }
+
     fn add_peer(&mut self, spec: PeerSpec) {
         // Ids are never reused while the speaker runs (4 billion peer changes would wrap).
         let id = PeerId(self.next_peer);
@@ -613,11 +730,15 @@ impl SpeakerTask {
                 warn!(peer = %spec.name, %error, "listener MD5 key not set");
             }
         }
-        let session = spawn_session(self.session_config(id, &spec), self.session_tx.clone());
+        let counters = std::sync::Arc::new(MessageCounters::default());
+        let mut session_config = self.session_config(id, &spec);
+        session_config.counters = counters.clone();
+        let session = spawn_session(session_config, self.session_tx.clone());
         let bfd_state = self.bfd_add(&spec);
         let mut rib = self.rib.write();
         rib.add_peer(id);
         rib.set_export(id, spec.export);
+        rib.set_reflection(id, spec.reflection);
         drop(rib);
         self.by_name.insert(spec.name.clone(), id);
         self.peers.insert(
@@ -636,6 +757,9 @@ impl SpeakerTask {
                 bfd_state,
                 max_prefix_reported: None,
                 error_log: log_limit::ErrorLog::default(),
+                counters,
+                established_transitions: 0,
+                negotiated: None,
             },
         );
     }
@@ -702,6 +826,8 @@ impl SpeakerTask {
             password: spec.password.clone(),
             keepalive: spec.timers.keepalive,
             fsm,
+            write_queue_cap: self.config.write_queue_cap,
+            counters: Default::default(),
         }
     }
 
@@ -752,6 +878,8 @@ impl SpeakerTask {
                 reason,
             } => self.peer_down(id, epoch, graceful, restart_time, &reason),
             SessionEvent::Routes { epoch, update } => {
+                // Room for the next UPDATE of this peer: its reader waits while we hold many.
+                entry.session.backlog.done();
                 if entry.epoch != Some(epoch) {
                     return;
                 }
@@ -782,6 +910,15 @@ impl SpeakerTask {
         entry.epoch = Some(epoch);
         entry.end_of_rib = false;
         entry.info = "Established".to_owned();
+        entry.established_transitions += 1;
+        entry.negotiated = Some(SessionDetails {
+            router_id: negotiated.peer_id,
+            local_address,
+            hold_time: negotiated.hold_time,
+            keepalive_time: negotiated.keepalive_time,
+            route_refresh: negotiated.route_refresh,
+            graceful_restart: negotiated.peer_graceful_restart.is_some(),
+        });
         let peer_gr = negotiated.peer_graceful_restart.clone();
         entry.peer_restart_time = peer_gr
             .as_ref()
@@ -926,11 +1063,9 @@ impl SpeakerTask {
                 let _ = self.events.send(event.clone());
             }
         }
-        if !self.feeds.is_empty() {
-            let prefixes: Vec<IpNetwork> = output.events.iter().map(RibEvent::prefix).collect();
-            self.feeds
-                .retain(|feed| feed.send(prefixes.clone()).is_ok());
-        }
+        let events = &output.events;
+        self.feeds
+            .retain(|feed| feed.send(events.iter().map(RibEvent::prefix)));
     }
 
     fn status(&self) -> Vec<PeerStatus> {
@@ -959,8 +1094,15 @@ impl SpeakerTask {
                     prefixes_received: received,
                     prefixes_advertised: advertised,
                     end_of_rib_received: entry.state == State::Established && entry.end_of_rib,
+                    reflection: entry.spec.reflection,
                     bfd: entry.bfd_state,
                     errors: entry.error_log.totals(),
+                    remote_as: entry.spec.remote_as,
+                    local_as: self.local_as_for(&entry.spec),
+                    established_transitions: entry.established_transitions,
+                    messages_received: entry.counters.received_counts(),
+                    messages_sent: entry.counters.sent_counts(),
+                    session: entry.negotiated.clone(),
                 }
             })
             .collect();

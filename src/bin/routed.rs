@@ -16,14 +16,19 @@ struct Args {
     /// This node's name (default: the hostname).
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
+    /// Datastore URL: etcd://HOST:PORT[,HOST:PORT], etcds://... (TLS) or sqlite:///PATH.
     #[arg(long, env = "ROUTED_DATASTORE", default_value = DEFAULT_URL)]
     datastore: String,
+    /// Key prefix inside the datastore.
     #[arg(long, env = "ROUTED_DATASTORE_PREFIX", default_value = DEFAULT_PREFIX)]
     datastore_prefix: String,
+    /// CA certificate (PEM) that signed etcd's server certificate.
     #[arg(long, env = "ROUTED_ETCD_CA_FILE")]
     etcd_ca_file: Option<String>,
+    /// Client certificate (PEM) presented to etcd.
     #[arg(long, env = "ROUTED_ETCD_CERT_FILE")]
     etcd_cert_file: Option<String>,
+    /// Private key (PEM) of the client certificate.
     #[arg(long, env = "ROUTED_ETCD_KEY_FILE")]
     etcd_key_file: Option<String>,
     /// The node address with its prefix length (default: detect with --ip-autodetection).
@@ -44,8 +49,19 @@ struct Args {
     /// Do not run BGP (IPAM and the CNI API only).
     #[arg(long)]
     no_bgp: bool,
+    /// Log lines as text or as JSON objects.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve a BIRD 2.0-compatible control socket here (birdc, bird_exporter -bird.v2).
+    #[arg(long, env = "ROUTED_BIRD_SOCKET")]
+    bird_socket: Option<PathBuf>,
+    /// Serve a BIRD 1.6-compatible control socket here (calicoctl node status, calico-node
+    /// -bird-ready, birdcl of BIRD 1.6).
+    #[arg(long, env = "ROUTED_BIRD1_SOCKET")]
+    bird1_socket: Option<PathBuf>,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (e.g. 0.0.0.0:9099).
+    #[arg(long, env = "ROUTED_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -99,6 +115,9 @@ fn main() -> ExitCode {
         mtu: args.mtu,
         manage_forward: !args.no_forward_rules,
         bgp: !args.no_bgp,
+        bird_socket: args.bird_socket,
+        bird1_socket: args.bird1_socket,
+        metrics_listen: args.metrics_listen,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -15,8 +15,10 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
         PeerCommand::Create {
             name,
             peer_ip,
+            peer_selector,
             as_number,
             node,
+            node_selector,
             password_file,
             port,
             hold_time,
@@ -40,6 +42,8 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
                 hold_time: *hold_time,
                 keepalive_time: *keepalive_time,
                 max_restart_time: *max_restart_time,
+                node_selector: node_selector.clone(),
+                peer_selector: peer_selector.clone(),
                 bfd: bfd.apply(None),
                 max_prefixes: *max_prefixes,
                 max_prefixes_action: *max_prefixes_action,
@@ -63,7 +67,7 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
             print(out, &shown, || {
                 format!(
                     "peer {name} created ({} AS {}, {})\n",
-                    shown.peer_ip,
+                    remote_of(&shown),
                     shown.as_number,
                     shown.peer_type()
                 )
@@ -88,10 +92,13 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
                     .map(|p| {
                         vec![
                             p.name.clone(),
-                            p.peer_ip.to_string(),
+                            remote_of(p),
                             p.as_number.to_string(),
                             p.peer_type().to_string(),
-                            p.node.clone().unwrap_or_else(|| "(all)".into()),
+                            p.node
+                                .clone()
+                                .or_else(|| p.node_selector.clone())
+                                .unwrap_or_else(|| "(all)".into()),
                             if p.password.is_some() { "md5" } else { "-" }.to_string(),
                         ]
                     })
@@ -113,6 +120,15 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
         }
     }
     ok()
+}
+
+/// The remote side of a peer as the tables show it: its address, or its selector.
+fn remote_of(peer: &BgpPeer) -> String {
+    match (&peer.peer_ip, &peer.peer_selector) {
+        (Some(ip), _) => ip.to_string(),
+        (None, Some(selector)) => selector.clone(),
+        (None, None) => "-".into(),
+    }
 }
 
 /// `bfd: ...` for `routectl config get/set`.

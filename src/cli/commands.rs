@@ -3,6 +3,7 @@
 //! by `cli::run`.
 
 use super::error::CliError;
+use super::resources::{self, store::Verb};
 use super::{
     table, BenchCommand, Cli, Command, IpamCommand, NodeCommand, OnOff, Output, PoolCommand,
 };
@@ -19,6 +20,9 @@ pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
     if let Command::Status { socket } = &cli.command {
         return super::status::status(socket, cli.global.output);
     }
+    if let Command::Completion { shell } = &cli.command {
+        return completion(*shell);
+    }
     if let Command::Bfd(super::BfdCommand::Status { socket }) = &cli.command {
         return super::bfd::status(socket, cli.global.output);
     }
@@ -31,10 +35,32 @@ pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Pool(cmd) => pool(store, cmd, out).await,
         Command::Ipam(cmd) => ipam(store, cmd, out).await,
         Command::Node(NodeCommand::List) => node_list(store, out).await,
+        Command::Node(cmd @ (NodeCommand::Label { .. } | NodeCommand::Set { .. })) => {
+            super::node::node(store, cmd, out).await
+        }
+        Command::Node(NodeCommand::Delete { name, force }) => {
+            resources::command::node_delete(store, name, *force, out).await
+        }
         Command::Bench(cmd) => bench_cmd(store, cmd, out).await,
         Command::Peer(cmd) => super::bgp::peer(store, cmd, out).await,
         Command::Config(cmd) => super::bgp::config(store, cmd, out).await,
-        Command::Status { .. } | Command::Bfd(_) => ok(),
+        Command::Status { .. } | Command::Completion { .. } | Command::Bfd(_) => ok(),
+        Command::Apply(a) => {
+            resources::command::write(store, Verb::Apply, &a.file, a.dry_run, out).await
+        }
+        Command::Create(a) => {
+            resources::command::write(store, Verb::Create, &a.file, a.dry_run, out).await
+        }
+        Command::Replace(a) => {
+            resources::command::write(store, Verb::Replace, &a.file, a.dry_run, out).await
+        }
+        Command::Get { kind, name } => {
+            resources::command::get(store, kind, name.as_deref(), out).await
+        }
+        Command::Delete(d) => {
+            let (kind, name, file) = (d.kind.as_deref(), d.name.as_deref(), d.file.as_deref());
+            resources::command::delete(store, kind, name, file, d.dry_run, out).await
+        }
     }
 }
 
@@ -47,9 +73,22 @@ pub(super) fn print<T: Serialize>(
     match out {
         Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
         Output::Yaml => print!("{}", serde_yaml::to_string(value)?),
-        Output::Table => print!("{}", table()),
+        Output::Table | Output::Wide => print!("{}", table()),
     }
     Ok(())
+}
+
+/// `routectl completion SHELL`: the completion script on standard output.
+fn completion(shell: super::CompletionShell) -> Result<ExitCode> {
+    use clap::CommandFactory;
+    let shell = match shell {
+        super::CompletionShell::Bash => clap_complete::Shell::Bash,
+        super::CompletionShell::Zsh => clap_complete::Shell::Zsh,
+        super::CompletionShell::Fish => clap_complete::Shell::Fish,
+    };
+    let mut command = Cli::command();
+    clap_complete::generate(shell, &mut command, "routectl", &mut std::io::stdout());
+    ok()
 }
 
 pub(super) fn ok() -> Result<ExitCode> {
@@ -387,6 +426,12 @@ async fn bench_cmd(store: Arc<dyn Datastore>, cmd: &BenchCommand, out: Output) -
                     .await?,
             ]
         }
+        BenchCommand::Follower {
+            nodes,
+            blocks,
+            changes,
+            no_seed,
+        } => return bench_follower(store, *nodes, *blocks, *changes, !*no_seed, out).await,
     };
     print(out, &reports, || {
         let rows = reports
@@ -416,5 +461,30 @@ async fn bench_cmd(store: Arc<dyn Datastore>, cmd: &BenchCommand, out: Output) -
             &rows,
         )
     })?;
+    ok()
+}
+
+/// `routectl bench follower`: one JSON object, or a line of figures.
+async fn bench_follower(
+    store: Arc<dyn Datastore>,
+    nodes: usize,
+    blocks: usize,
+    changes: usize,
+    seed: bool,
+    out: Output,
+) -> Result<ExitCode> {
+    let report = crate::agent::follower_bench::run(store, nodes, blocks, changes, seed)
+        .await
+        .map_err(|e| CliError::Failed(format!("{e:#}")))?;
+    if out == Output::Json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        println!(
+            "nodes={} blocks={} changes={} join_ms={:.0} join_reads={} reads={} reads_per_change={:.2} cpu_ms_per_100={:.0} follower_ms_per_100={:.1} relists={}",
+            report.nodes, report.blocks_per_node, report.changes, report.join_ms,
+            report.join_reads, report.reads, report.reads_per_change, report.cpu_ms_per_100,
+            report.follower_ms_per_100, report.relists
+        );
+    }
     ok()
 }

@@ -51,6 +51,10 @@ pub enum CliError {
     /// Anything else (a corrupt record, an output that cannot be written...).
     #[error("{0}")]
     Failed(String),
+    /// Documents given to apply/create/replace/delete are invalid; `message` names the file,
+    /// the document and the field of each.
+    #[error("{message}")]
+    InvalidDocument { message: String },
 }
 
 impl CliError {
@@ -65,6 +69,7 @@ impl CliError {
             CliError::DatastoreUnavailable { .. } => exit::DATASTORE_UNAVAILABLE,
             CliError::AgentUnreachable { .. } => exit::AGENT_UNREACHABLE,
             CliError::Failed(_) => exit::FAILED,
+            CliError::InvalidDocument { .. } => exit::INVALID,
         }
     }
 

@@ -13,6 +13,8 @@ mod bfd;
 mod bgp;
 mod commands;
 pub mod error;
+mod node;
+pub mod resources;
 mod status;
 pub mod table;
 
@@ -35,6 +37,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Datastore URL: etcd://HOST:PORT[,HOST:PORT], etcds://... (TLS) or sqlite:///PATH.
     #[arg(long, global = true, env = "ROUTED_DATASTORE", default_value = DEFAULT_URL)]
@@ -75,6 +78,8 @@ pub enum Output {
     Table,
     Json,
     Yaml,
+    /// A table with every field (`routectl get`); other commands print their table.
+    Wide,
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,9 +108,64 @@ pub enum Command {
     /// Datastore and IPAM benchmarks (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Create or update resources from YAML/JSON documents (like `calicoctl apply`).
+    Apply(WriteArgs),
+    /// Create resources from documents; fails for any that exists already.
+    Create(WriteArgs),
+    /// Replace existing resources with documents; fails for any that does not exist.
+    Replace(WriteArgs),
+    /// Print resources as documents (`-o yaml` prints what `apply -f` takes back).
+    Get {
+        /// ippool, bgppeer, bgpconfiguration, node or ipamconfig (any case, singular or plural).
+        kind: String,
+        /// Only this object (all of the kind when omitted).
+        name: Option<String>,
+    },
+    /// Delete resources named on the command line or in a file.
+    Delete(DeleteArgs),
+    /// Print a shell completion script (e.g. `routectl completion bash > /etc/bash_completion.d/routectl`).
+    Completion {
+        /// The shell the script is for.
+        shell: CompletionShell,
+    },
     /// BFD sessions of the local agent.
     #[command(subcommand)]
     Bfd(BfdCommand),
+}
+
+/// Shells `routectl completion` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// Options of `routectl apply`, `create` and `replace`.
+#[derive(Debug, Clone, Args)]
+pub struct WriteArgs {
+    /// File of YAML or JSON documents (several separated by `---`), or `-` for standard input.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: String,
+    /// Check every document against the datastore and say what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Options of `routectl delete`.
+#[derive(Debug, Clone, Args)]
+pub struct DeleteArgs {
+    /// Kind of the object to delete (ippool, bgppeer, node, ...).
+    #[arg(requires = "name", conflicts_with = "file")]
+    pub kind: Option<String>,
+    /// Name of the object to delete.
+    pub name: Option<String>,
+    /// Delete the objects the documents in FILE (or `-`) name.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: Option<String>,
+    /// Check what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,22 +182,27 @@ pub enum BfdCommand {
 pub enum PoolCommand {
     /// Create a pool.
     Create {
+        /// Name of the new pool (lower-case letters, digits, '-' and '.').
         name: String,
+        /// The pool's network, e.g. 10.244.0.0/16 or fd00:10::/48.
         #[arg(long)]
         cidr: String,
         /// Prefix length of each block (default 26 for IPv4, 122 for IPv6).
         #[arg(long)]
         block_size: Option<u8>,
-        /// Never | Always | CrossSubnet
+        /// IPIP encapsulation: Never | Always | CrossSubnet.
         #[arg(long, default_value = "Never")]
         ipip_mode: String,
-        /// Never | Always | CrossSubnet
+        /// VXLAN encapsulation: Never | Always | CrossSubnet.
         #[arg(long, default_value = "Never")]
         vxlan_mode: String,
+        /// Masquerade pod traffic leaving the pools (SNAT to the node address).
         #[arg(long)]
         nat_outgoing: bool,
+        /// Create the pool disabled: nothing is allocated from it.
         #[arg(long)]
         disabled: bool,
+        /// Do not advertise the pool's blocks over BGP.
         #[arg(long)]
         disable_bgp_export: bool,
     },
@@ -145,21 +210,29 @@ pub enum PoolCommand {
     List,
     /// Change a pool's modes or flags (CIDR and block size are immutable).
     Set {
+        /// Name of the pool to change.
         name: String,
+        /// IPIP encapsulation: Never | Always | CrossSubnet.
         #[arg(long)]
         ipip_mode: Option<String>,
+        /// VXLAN encapsulation: Never | Always | CrossSubnet.
         #[arg(long)]
         vxlan_mode: Option<String>,
+        /// true: masquerade pod traffic leaving the pools.
         #[arg(long)]
         nat_outgoing: Option<bool>,
+        /// true: allocate nothing more from the pool (existing addresses stay).
         #[arg(long)]
         disabled: Option<bool>,
+        /// true: do not advertise the pool's blocks over BGP.
         #[arg(long)]
         disable_bgp_export: Option<bool>,
     },
     /// Delete a pool (refused while addresses are allocated from it, unless --force).
     Delete {
+        /// Name of the pool to delete.
         name: String,
+        /// Delete even while addresses are allocated (their blocks and records go too).
         #[arg(long)]
         force: bool,
     },
@@ -169,10 +242,13 @@ pub enum PoolCommand {
 pub enum IpamCommand {
     /// Allocate addresses for a handle on a node and print them.
     Allocate {
+        /// Node whose blocks the addresses come from.
         #[arg(long)]
         node: String,
+        /// Handle the addresses are recorded under (release them with --handle).
         #[arg(long)]
         handle: String,
+        /// How many addresses.
         #[arg(long, default_value_t = 1)]
         count: usize,
         /// Only from these pools (repeatable).
@@ -185,8 +261,10 @@ pub enum IpamCommand {
     /// Release addresses: by handle, by address, or give back empty blocks.
     #[command(group(clap::ArgGroup::new("what").required(true).args(["handle", "ip", "empty_blocks"])))]
     Release {
+        /// Release every address of this handle.
         #[arg(long)]
         handle: Option<String>,
+        /// Release this one address.
         #[arg(long)]
         ip: Option<IpAddr>,
         /// With --ip: only if the address still carries this sequence number.
@@ -195,11 +273,13 @@ pub enum IpamCommand {
         /// Release blocks that hold no address (of --node, or of every node).
         #[arg(long)]
         empty_blocks: bool,
+        /// With --empty-blocks: only this node's blocks.
         #[arg(long, requires = "empty_blocks")]
         node: Option<String>,
     },
     /// Show blocks: owner, used and free addresses.
     Show {
+        /// Only the blocks affine to this node.
         #[arg(long)]
         node: Option<String>,
     },
@@ -226,26 +306,68 @@ pub enum OnOff {
 pub enum NodeCommand {
     /// List nodes.
     List,
+    /// Set labels (key=value) or remove them (key-), as kubectl does.
+    Label {
+        /// The node.
+        name: String,
+        /// key=value to set, key- to remove.
+        #[arg(required = true)]
+        labels: Vec<String>,
+    },
+    /// Change a node's BGP settings (its route-reflector cluster ID).
+    Set {
+        /// The node.
+        name: String,
+        /// Make the node a route reflector with this cluster ID.
+        #[arg(long, value_name = "A.B.C.D", conflicts_with = "no_rr_cluster_id")]
+        rr_cluster_id: Option<std::net::Ipv4Addr>,
+        /// Clear the cluster ID: the node is no longer a route reflector.
+        #[arg(long, required_unless_present = "rr_cluster_id")]
+        no_rr_cluster_id: bool,
+    },
+    /// Decommission a node: release its addresses and blocks, delete its peers and record.
+    /// Refused while its agent answers, unless --force; run it again to finish an interrupted one.
+    Delete {
+        /// Name of the node to remove.
+        name: String,
+        /// Remove it even though its agent still answers.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum PeerCommand {
-    /// Create a peer: global, or for one node with --node.
+    /// Create a peer: global, or for one node with --node, or for the nodes --node-selector
+    /// selects; with the address --peer-ip or every node --peer-selector selects.
     Create {
+        /// Name of the new peer.
         name: String,
-        #[arg(long)]
-        peer_ip: IpAddr,
+        /// The peer's address.
+        #[arg(long, required_unless_present = "peer_selector")]
+        peer_ip: Option<IpAddr>,
+        /// Peer with every node this selects (e.g. "route-reflector == 'true'").
+        #[arg(long, conflicts_with = "peer_ip")]
+        peer_selector: Option<String>,
+        /// The peer's AS number.
         #[arg(long = "as")]
         as_number: u32,
+        /// Only this node peers with it (default: every node).
         #[arg(long)]
         node: Option<String>,
+        /// Only the nodes this selects have the peering (e.g. "all()").
+        #[arg(long, conflicts_with = "node")]
+        node_selector: Option<String>,
         /// File holding the TCP MD5 password (kept out of shell history).
         #[arg(long)]
         password_file: Option<std::path::PathBuf>,
+        /// The peer's BGP port (default 179).
         #[arg(long)]
         port: Option<u16>,
+        /// Hold time to offer, seconds (0, or at least 3; default 90).
         #[arg(long)]
         hold_time: Option<u16>,
+        /// Local address the session is opened from (default: the node address).
         #[arg(long)]
         source_address: Option<IpAddr>,
         #[command(flatten)]
@@ -269,17 +391,23 @@ pub enum PeerCommand {
     /// List peers.
     List,
     /// Delete a peer.
-    Delete { name: String },
+    Delete {
+        /// Name of the peer to delete.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Change the cluster's AS, node-to-node mesh or BGP port.
     Set {
+        /// The cluster's AS number (nodes without their own).
         #[arg(long = "as")]
         as_number: Option<u32>,
+        /// The full node-to-node BGP mesh: on or off.
         #[arg(long)]
         mesh: Option<OnOff>,
+        /// TCP port the agents listen on for BGP.
         #[arg(long)]
         listen_port: Option<u16>,
         /// BFD on the node-to-node mesh sessions.
@@ -294,12 +422,16 @@ pub enum ConfigCommand {
 pub enum BenchCommand {
     /// Allocate COUNT single-address handles per worker on NODE, then release them.
     Ipam {
+        /// Node the addresses are allocated for.
         #[arg(long)]
         node: String,
+        /// Concurrent workers.
         #[arg(long, default_value_t = 1)]
         workers: usize,
+        /// Allocations per worker.
         #[arg(long, default_value_t = 1000)]
         count: usize,
+        /// Handles are named PREFIX-WORKER-N.
         #[arg(long, default_value = "bench")]
         handle_prefix: String,
         /// Keep the addresses (print them) instead of releasing.
@@ -314,13 +446,31 @@ pub enum BenchCommand {
     },
     /// Raw single-key compare-and-swap transactions.
     Cas {
+        /// Concurrent workers.
         #[arg(long, default_value_t = 1)]
         workers: usize,
+        /// Transactions per worker.
         #[arg(long, default_value_t = 1000)]
         count: usize,
         /// Every worker increments this one counter key (checks that no update is lost).
         #[arg(long)]
         shared_key: Option<String>,
+    },
+    /// The agent's datastore follower at scale: seed NODES synthetic nodes with BLOCKS
+    /// affinities each, join as node-00000, count its reads and CPU for CHANGES changes elsewhere.
+    Follower {
+        /// Synthetic Node records to seed.
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Block affinities per node.
+        #[arg(long, default_value_t = 4)]
+        blocks: usize,
+        /// Changes made elsewhere in the cluster while the follower runs.
+        #[arg(long, default_value_t = 100)]
+        changes: usize,
+        /// Do not seed: the datastore already holds the synthetic cluster.
+        #[arg(long)]
+        no_seed: bool,
     },
 }
 

@@ -64,6 +64,14 @@ fn render(peers: &[v1::PeerStatus]) -> String {
 /// The peer's type column: the agent's description of the peer (`node-to-node mesh`,
 /// `global`, ...), or the wire kind when an older agent sent none.
 fn peer_label(p: &v1::PeerStatus) -> String {
+    let cluster = p
+        .rr_cluster_id
+        .map_or_else(String::new, |id| format!(", cluster {id}"));
+    match p.role {
+        v1::PeerRole::RouteReflector => return format!("route reflector{cluster}"),
+        v1::PeerRole::RrClient => return format!("rr client{cluster}"),
+        v1::PeerRole::Peer | v1::PeerRole::Other => {}
+    }
     if p.description.is_empty() {
         format!("{:?}", p.kind)
     } else {
@@ -82,8 +90,10 @@ mod tests {
         let peers: Vec<v1::PeerStatus> = golden::read("bgp-status");
         let text = render(&peers);
         assert!(
-            text.contains("| 10.0.0.2     | node-to-node mesh | up ")
-                && text.contains("| 10.0.0.254   | global            | active ")
+            text.contains("| 10.0.0.2     | node-to-node mesh                | up ")
+                && text.contains("| 10.0.0.254   | global                           | active ")
+                && text.contains("| 10.0.0.11    | route reflector, cluster 1.0.0.1 | up ")
+                && text.contains("| 10.0.0.21    | rr client, cluster 1.0.0.1       | up ")
                 && text.contains("| fd00::1      | node specific | idle ")
                 && text.contains("| opensent ")
                 && text.contains("| openconfirm ")

@@ -823,4 +823,28 @@ mod tests {
             code::INVALID_ENVIRONMENT
         );
     }
+
+    /// The configuration is checked whole before the agent is asked: with no agent at the
+    /// socket, a configuration without `name` is code 7 (invalid), not 11 (try again later).
+    #[test]
+    fn add_without_a_network_name_is_invalid_config_before_the_agent_is_asked() {
+        let vars: HashMap<String, String> = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/var/run/netns/none"),
+            ("CNI_IFNAME", "eth0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for conf in [
+            r#"{"cniVersion":"1.0.0","type":"routed-cni","socket":"/nonexistent/routed.sock"}"#,
+            r#"{"cniVersion":"1.0.0","name":"a b","type":"routed-cni","socket":"/nonexistent/s"}"#,
+            r#"{"cniVersion":"1.0.0","name":"routed","socket":"/nonexistent/routed.sock"}"#,
+            r#"{"cniVersion":"1.0.0","name":"routed","type":"routed-cni","socket":"rel/s"}"#,
+        ] {
+            let err = run(&vars, conf.as_bytes()).unwrap_err();
+            assert_eq!(err.code, code::INVALID_CONFIG, "{conf}: {err:?}");
+        }
+    }
 }

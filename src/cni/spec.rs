@@ -180,7 +180,50 @@ pub fn parse_config(stdin: &[u8]) -> Result<NetConf, CniError> {
             "",
         ));
     }
+    validate_config(&conf)?;
     Ok(conf)
+}
+
+/// The rest of the configuration, checked before the agent is asked anything (CNI spec,
+/// "Network configuration"): `name` and `type` present, `name` of the allowed characters,
+/// `socket` an absolute path. Each failure is code 7 naming the field.
+pub fn validate_config(conf: &NetConf) -> Result<(), CniError> {
+    let invalid =
+        |msg: String, details: &str| Err(CniError::new(code::INVALID_CONFIG, msg, details));
+    if conf.name.is_empty() {
+        return invalid(
+            "the network configuration has no \"name\"".into(),
+            "add \"name\": \"routed\" (letters, digits, '_', '.', '-') to the configuration file",
+        );
+    }
+    let name_ok = conf
+        .name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && conf
+            .name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if !name_ok {
+        return invalid(
+            format!("network name {:?} is not valid", conf.name),
+            "use letters, digits, '_', '.' and '-', starting with a letter or digit",
+        );
+    }
+    if conf.plugin_type.is_empty() {
+        return invalid(
+            "the network configuration has no \"type\"".into(),
+            "add \"type\": \"routed-cni\"",
+        );
+    }
+    if conf.socket.as_ref().is_some_and(|s| !s.is_absolute()) {
+        return invalid(
+            "\"socket\" must be an absolute path".into(),
+            "e.g. \"socket\": \"/run/routed/routed.sock\"",
+        );
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -27,6 +27,7 @@ mod batch;
 pub mod bench;
 mod cache;
 mod check;
+pub mod decommission;
 mod error;
 pub mod pools;
 pub mod release;

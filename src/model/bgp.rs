@@ -3,6 +3,7 @@
 //! Field meanings follow Calico's BGPConfiguration and BGPPeer; the defaults are Calico's
 //! (AS 64512, node-to-node mesh on, port 179).
 
+use super::selector::Selector;
 use super::{validate_name, ValidationError};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -71,12 +72,14 @@ impl BgpConfiguration {
     }
 }
 
-/// An explicit BGP peer (`/routed/v1/bgppeers/<name>`): global when `node` is empty,
-/// otherwise only the named node peers with it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An explicit BGP peer (`/routed/v1/bgppeers/<name>`): global when neither `node` nor
+/// `node_selector` is set, otherwise only the named or selected nodes peer with it. The remote
+/// side is `peer_ip`, or every node `peer_selector` selects (exactly one of the two).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BgpPeer {
     pub name: String,
-    pub peer_ip: IpAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_ip: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_port: Option<u16>,
     pub as_number: u32,
@@ -94,6 +97,15 @@ pub struct BgpPeer {
     /// How long to keep this peer's routes when it restarts gracefully, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_restart_time: Option<u32>,
+    // -- route reflection (issue 13) --
+    /// Which nodes have this peering (Calico selector syntax); excludes `node`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<String>,
+    /// Peer with every node this selects (Calico selector syntax) instead of `peer_ip`; the
+    /// selected nodes open the reverse side by themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_selector: Option<String>,
+    // -- end route reflection --
     /// BFD on this peer's session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd: Option<BfdConfig>,
@@ -126,12 +138,7 @@ impl BgpPeer {
         if let Some(node) = &self.node {
             validate_name(node)?;
         }
-        if self.peer_ip.is_unspecified() || self.peer_ip.is_multicast() {
-            return Err(ValidationError::InvalidField {
-                field: "peer_ip".into(),
-                reason: format!("{} is not a unicast address", self.peer_ip),
-            });
-        }
+        self.validate_selectors()?;
         if let Some(hold) = self.hold_time {
             if hold != 0 && hold < 3 {
                 return Err(ValidationError::InvalidField {
@@ -167,12 +174,64 @@ impl BgpPeer {
 
     /// The peer type shown by `routectl status`.
     pub fn peer_type(&self) -> &'static str {
-        if self.node.is_some() {
+        if self.node.is_some() || self.node_selector.as_deref().is_some_and(|s| !is_all(s)) {
             "node specific"
         } else {
             "global"
         }
     }
+
+    /// "Exactly one of peer_ip / peer_selector", "not both node and node_selector", and
+    /// selectors that parse (the error names the field and the column).
+    fn validate_selectors(&self) -> Result<(), ValidationError> {
+        let invalid = |field: &str, reason: String| ValidationError::InvalidField {
+            field: field.into(),
+            reason,
+        };
+        match (self.peer_ip, &self.peer_selector) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "peer_ip",
+                    "give either peer_ip or peer_selector, not both".into(),
+                ))
+            }
+            (None, None) => return Err(invalid("peer_ip", "give peer_ip or peer_selector".into())),
+            (Some(ip), None) if ip.is_unspecified() || ip.is_multicast() => {
+                return Err(invalid("peer_ip", format!("{ip} is not a unicast address")))
+            }
+            _ => {}
+        }
+        if self.node.is_some() && self.node_selector.is_some() {
+            return Err(invalid(
+                "node_selector",
+                "give either node or node_selector, not both".into(),
+            ));
+        }
+        for (field, selector) in [
+            ("node_selector", &self.node_selector),
+            ("peer_selector", &self.peer_selector),
+        ] {
+            if let Some(text) = selector {
+                Selector::parse(text).map_err(|e| invalid(field, format!("{text:?}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The parsed node selector (`None`: not set or not valid; `validate` refuses the latter).
+    pub fn node_selector(&self) -> Option<Selector> {
+        Selector::parse(self.node_selector.as_deref()?).ok()
+    }
+
+    /// The parsed peer selector (`None`: not set or not valid).
+    pub fn peer_selector(&self) -> Option<Selector> {
+        Selector::parse(self.peer_selector.as_deref()?).ok()
+    }
+}
+
+/// Whether a selector text is `all()` (a node selector that makes the peer global).
+fn is_all(text: &str) -> bool {
+    Selector::parse(text).is_ok_and(|s| s == Selector::All)
 }
 
 fn default_bfd_interval() -> u32 {
@@ -263,8 +322,42 @@ mod tests {
         p.as_number = 0;
         assert!(p.validate().is_err());
         p.as_number = 1;
-        p.peer_ip = "0.0.0.0".parse().unwrap();
+        p.peer_ip = Some("0.0.0.0".parse().unwrap());
         assert!(p.validate().is_err());
+    }
+
+    #[test]
+    fn peer_ip_xor_peer_selector_and_node_xor_node_selector() {
+        let base: BgpPeer =
+            serde_yaml::from_str("name: rr\npeer_ip: 192.0.2.1\nas_number: 64512\n").unwrap();
+        assert!(base.validate().is_ok());
+        let mut both = base.clone();
+        both.peer_selector = Some("route-reflector == 'true'".into());
+        assert!(both
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("not both"));
+        let mut neither = both.clone();
+        neither.peer_selector = None;
+        neither.peer_ip = None;
+        assert!(neither.validate().is_err());
+        let mut selected = both.clone();
+        selected.peer_ip = None;
+        selected.node_selector = Some("all()".into());
+        assert!(selected.validate().is_ok());
+        assert_eq!(selected.peer_type(), "global");
+        selected.node = Some("node-1".into());
+        assert!(selected.validate().is_err());
+        selected.node = None;
+        selected.node_selector = Some("zone == 'a'".into());
+        assert_eq!(selected.peer_type(), "node specific");
+        selected.peer_selector = Some("route-reflector = 'true'".into());
+        let err = selected.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("peer_selector") && err.contains("column 17"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,12 +12,14 @@ pub mod ipam;
 pub mod keys;
 pub mod node;
 pub mod pool;
+pub mod selector;
 
 pub use bgp::{BfdConfig, PrefixLimitAction};
 pub use bgp::{BgpConfiguration, BgpPeer};
 pub use ipam::{AffinityState, Allocation, Block, BlockAffinity, Handle, IpamConfig};
 pub use node::Node;
 pub use pool::{EncapMode, IpPool};
+pub use selector::{Selector, SelectorError};
 
 use thiserror::Error;
 
@@ -183,7 +185,7 @@ mod tests {
         for (peer_ip, node) in [("192.0.2.1", Some("node-1")), ("2001:db8::1", None)] {
             round_trips(&BgpPeer {
                 name: "tor".into(),
-                peer_ip: peer_ip.parse().unwrap(),
+                peer_ip: Some(peer_ip.parse().unwrap()),
                 peer_port: Some(1179),
                 as_number: 65001,
                 node: node.map(str::to_owned),
@@ -192,10 +194,10 @@ mod tests {
                 hold_time: Some(9),
                 keepalive_time: Some(3),
                 max_restart_time: Some(120),
-                bfd: None,
                 max_prefixes: Some(1000),
                 max_prefixes_action: Some(crate::model::PrefixLimitAction::Warn),
                 local_as_number: Some(65100),
+                ..BgpPeer::default()
             });
         }
         round_trips(&Node {

@@ -49,6 +49,9 @@ impl Node {
                 reason: "must be an IPv4 address with prefix length".into(),
             });
         }
+        for (key, value) in &self.labels {
+            validate_label(key, value)?;
+        }
         if self.ipv6_address.is_some_and(|a| !a.is_ipv6()) {
             return Err(ValidationError::InvalidField {
                 field: "ipv6_address".into(),
@@ -56,5 +59,49 @@ impl Node {
             });
         }
         Ok(())
+    }
+}
+
+/// Checks a label the way Kubernetes does, loosely: a key of letters, digits and `_ . / -`
+/// (at most 253 characters; what a selector can name), a value of letters, digits and
+/// `_ . -` (at most 63, may be empty).
+pub fn validate_label(key: &str, value: &str) -> Result<(), ValidationError> {
+    let invalid = |reason: &str| {
+        Err(ValidationError::InvalidField {
+            field: format!("label {key:?}"),
+            reason: reason.to_string(),
+        })
+    };
+    let key_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-');
+    if key.is_empty() {
+        return invalid("the key must not be empty");
+    }
+    if key.len() > 253 || !key.chars().all(key_char) {
+        return invalid("keys use letters, digits, '_', '.', '/' and '-' (at most 253)");
+    }
+    let value_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    if value.len() > 63 || !value.chars().all(value_char) {
+        return invalid("values use letters, digits, '_', '.' and '-' (at most 63)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_validated() {
+        assert!(validate_label("route-reflector", "true").is_ok());
+        assert!(validate_label("topology.kubernetes.io/zone", "").is_ok());
+        assert!(validate_label("", "x").is_err());
+        assert!(validate_label("a b", "x").is_err());
+        assert!(validate_label("a", "it's").is_err());
+        let mut node = Node {
+            name: "n1".into(),
+            ..Node::default()
+        };
+        node.labels.insert("bad key".into(), "v".into());
+        assert!(node.validate().is_err());
     }
 }

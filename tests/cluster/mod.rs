@@ -30,11 +30,23 @@ pub struct Lab {
     pub rack: Netns,
     pub url: String,
     pub dir: tempfile::TempDir,
+    /// More arguments for node i's agent (`{dir}` is the lab's directory).
+    pub agent_args: fn(usize) -> Vec<String>,
 }
 
 impl Lab {
     /// Creates the pool 10.90.0.0/16 (through routectl in the rack) and starts `n` nodes.
     pub fn start(rack: Netns, url: &str, n: usize) -> Lab {
+        Lab::start_with(rack, url, n, |_| Vec::new())
+    }
+
+    /// [`Lab::start`], node i's agent started with `agent_args(i)` more arguments.
+    pub fn start_with(
+        rack: Netns,
+        url: &str,
+        n: usize,
+        agent_args: fn(usize) -> Vec<String>,
+    ) -> Lab {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut lab = Lab {
             agents: Vec::new(),
@@ -42,6 +54,7 @@ impl Lab {
             rack,
             url: url.to_string(),
             dir,
+            agent_args,
         };
         lab.routectl_ok(&["pool", "create", "lab-pods", "--cidr", "10.90.0.0/16"]);
         for i in 1..=n {
@@ -81,12 +94,18 @@ impl Lab {
 
     /// Starts node `i`'s agent (again) and waits until it is ready.
     pub fn start_agent(&self, i: usize) -> Agent {
-        Agent::start(
+        let dir = self.dir.path().display().to_string();
+        let extra: Vec<String> = (self.agent_args)(i)
+            .into_iter()
+            .map(|a| a.replace("{dir}", &dir))
+            .collect();
+        Agent::start_with(
             self.node(i),
             &format!("node-{i}"),
             &self.url,
             &Lab::address(i),
             self.dir.path(),
+            &extra,
         )
     }
 

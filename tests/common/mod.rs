@@ -369,6 +369,18 @@ pub struct Agent {
 impl Agent {
     /// Starts `routed` in `netns` and waits until it is ready.
     pub fn start(netns: &Netns, node: &str, url: &str, ip: &str, dir: &std::path::Path) -> Agent {
+        Agent::start_with(netns, node, url, ip, dir, &[])
+    }
+
+    /// [`Agent::start`] with more command-line arguments (`--bird-socket PATH`...).
+    pub fn start_with(
+        netns: &Netns,
+        node: &str,
+        url: &str,
+        ip: &str,
+        dir: &std::path::Path,
+        extra: &[String],
+    ) -> Agent {
         let socket = dir.join(format!("{node}.sock"));
         // Appended to, so a restarted agent's log follows the first one's.
         let log = std::fs::OpenOptions::new()
@@ -389,6 +401,7 @@ impl Agent {
                 "--socket",
             ])
             .arg(&socket)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

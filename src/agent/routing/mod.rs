@@ -1,8 +1,8 @@
 //! The route reconciler: speaker → calc → kernel (the datastore side is `follower`).
 //!
 //! ```text
-//!  datastore watch (nodes, bgppeers, config, ippools, my affinities)
-//!        │ any change: reload snapshot (debounced by draining queued events)
+//!  datastore watch (nodes, bgppeers, config, ippools, affinities)
+//!        │ each event applied to the follower's in-memory view (a queued burst is one change)
 //!        v
 //!  calc::desired_peers ──> speaker.set_peers      calc::originated_blocks ──> speaker.set_originated
 //!  calc::local_blocks ──┐
@@ -31,6 +31,7 @@
 
 use super::calc;
 use super::reconciler::{self, Applied, Feed, Reconciler, ReconcilerStats, Triggers, Wake};
+use crate::bgp::change_feed::ChangeFeed;
 use crate::bgp::speaker::SpeakerHandle;
 use crate::netlink::{Netlink, RouteEvent, RouteProtocol, RouteWatch};
 use async_trait::async_trait;
@@ -128,7 +129,7 @@ fn both(
 /// The route reconciler's feed: the monitor's repairs first, then the speaker's change
 /// batches (its queue is the backlog a due full resync waits for).
 struct RouteFeed {
-    changes: mpsc::UnboundedReceiver<Vec<IpNetwork>>,
+    changes: ChangeFeed,
     repairs: mpsc::UnboundedReceiver<Input>,
 }
 
@@ -145,7 +146,7 @@ impl Feed<Input> for RouteFeed {
     fn try_recv(&mut self) -> Option<Input> {
         match self.repairs.try_recv() {
             Ok(repair) => Some(repair),
-            Err(_) => self.changes.try_recv().ok().map(Input::Changed),
+            Err(_) => self.changes.try_recv().map(Input::Changed),
         }
     }
 

@@ -948,3 +948,69 @@ fn zettabgp_panic_becomes_codec_error() {
     assert!(matches!(err, DecodeError::Codec { .. }));
     assert_eq!(err.to_notification().code, 2);
 }
+
+/// A reflected IPv4 route as FRR and BIRD reflectors send it (RFC 4456 §8): ORIGINATOR_ID
+/// (type 9, optional, 4 bytes) and CLUSTER_LIST (type 10, optional, our cluster first), after
+/// the RFC 4271 attributes in type order.
+fn reflected_update_wire() -> Vec<u8> {
+    msg(
+        0x02,
+        "0000 002e
+         40 01 01 00
+         40 02 00
+         40 03 04 0a000002
+         80 04 04 00000007
+         40 05 04 00000064
+         80 09 04 0a000002
+         80 0a 08 01000001 02000002
+         1a 0af40200",
+    )
+}
+
+fn reflected_attrs() -> PathAttributes {
+    PathAttributes {
+        origin: Some(Origin::Igp),
+        as_path: Some(AsPath::default()),
+        next_hop: Some(Ipv4Addr::new(10, 0, 0, 2)),
+        med: Some(7),
+        local_pref: Some(100),
+        originator_id: Some(Ipv4Addr::new(10, 0, 0, 2)),
+        cluster_list: vec![Ipv4Addr::new(1, 0, 0, 1), Ipv4Addr::new(2, 0, 0, 2)],
+        ..PathAttributes::default()
+    }
+}
+
+#[test]
+fn originator_id_and_cluster_list_both_ways() {
+    let nlri = vec![net("10.244.2.0/26")];
+    let encoded = encode_updates(&reflected_attrs(), &nlri, &[], &four_octet()).unwrap();
+    assert_eq!(encoded.len(), 1);
+    assert_bytes_eq(&encoded[0], &reflected_update_wire());
+    let decoded = decode(&reflected_update_wire(), &four_octet()).unwrap();
+    assert!(decoded.findings.is_empty());
+    let Message::Update(update) = decoded.message else {
+        panic!("not an UPDATE");
+    };
+    assert_eq!(update.attributes, reflected_attrs());
+    assert_eq!(update.nlri, nlri);
+}
+
+/// RFC 7606 §7.10 / §7.11: a CLUSTER_LIST that is not a multiple of 4 bytes, or an
+/// ORIGINATOR_ID of the wrong length, is treat-as-withdraw; the session stays.
+#[test]
+fn malformed_cluster_list_and_originator_id_are_treat_as_withdraw() {
+    for (type_code, attr) in [(10, "80 0a 06 01000001 0200"), (9, "80 09 05 0a00000200")] {
+        let attrs = format!("40 01 01 00 40 02 00 40 03 04 0a000002 {attr}");
+        let len = hex(&attrs).len();
+        let wire = msg(0x02, &format!("0000 {len:04x} {attrs} 1a 0af40200"));
+        let decoded = decode_update_frame(&wire, &four_octet()).unwrap();
+        assert!(
+            decoded
+                .findings
+                .iter()
+                .any(|f| f.type_code == type_code && f.action == AttributeAction::TreatAsWithdraw),
+            "type {type_code}: {:?}",
+            decoded.findings
+        );
+    }
+}

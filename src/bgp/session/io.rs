@@ -3,9 +3,11 @@
 //! ```text
 //!   connect task ── IoEvent::Connected / ConnectFailed ──> session task
 //!   reader task ─── IoEvent::Frame / Closed ─────────────> session task (handle_io)
+//!     (bounded channel; before each socket read the reader waits while the speaker
+//!      holds ROUTE_BACKLOG of this peer's UPDATEs: see `queues`)
 //!   reader task <── WireOptions (oneshot) ──────────────── session, once the FSM has
 //!                                                          negotiated the peer's OPEN
-//!   writer task <── WriteOp (bytes, close) ─────────────── session
+//!   writer task <── WriteOp (bytes, close) ─────────────── session (WriteQueue, capped in bytes)
 //! ```
 //!
 //! The reader decodes until the peer's OPEN with default wire options, then waits for the
@@ -25,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, warn, Instrument};
 
+use super::queues::{Queued, RouteBacklog, WriteOp, WriteQueue};
 use super::{Session, SessionConfig, SessionError, SessionEvent, Which};
 use crate::bgp::fsm::{ConnectionOrigin, Input, State};
 use crate::bgp::packet::{decode_message, DecodeError, Decoded, FrameReader, Message, WireOptions};
@@ -54,18 +57,11 @@ pub(super) struct IoEvent {
     kind: IoKind,
 }
 
-/// What the writer task does.
-#[derive(Debug)]
-pub(super) enum WriteOp {
-    Bytes(Vec<u8>),
-    Close,
-}
-
 /// An open TCP connection.
 #[derive(Debug)]
 pub(super) struct Link {
     pub(super) conn: u64,
-    pub(super) writer: mpsc::UnboundedSender<WriteOp>,
+    pub(super) writer: WriteQueue,
     writer_abort: AbortHandle,
     reader_abort: AbortHandle,
     pub(super) local_address: IpAddr,
@@ -84,7 +80,7 @@ impl Link {
     /// Flush what is queued, close, and cut the connection if the flush hangs.
     pub(super) fn close(self) {
         self.reader_abort.abort();
-        let _ = self.writer.send(WriteOp::Close);
+        self.writer.close();
         let writer_abort = self.writer_abort;
         tokio::spawn(async move {
             tokio::time::sleep(CLOSE_FLUSH_TIMEOUT).await;
@@ -134,20 +130,23 @@ async fn open_socket(socket: TcpSocket, config: &SessionConfig) -> io::Result<Tc
 fn spawn_reader(
     conn: u64,
     read_half: OwnedReadHalf,
-    io_tx: mpsc::UnboundedSender<IoEvent>,
+    io_tx: mpsc::Sender<IoEvent>,
     wire: oneshot::Receiver<WireOptions>,
+    backlog: Arc<RouteBacklog>,
 ) -> AbortHandle {
-    let reader = tokio::spawn(read_loop(conn, read_half, io_tx.clone(), wire).in_current_span());
+    let reader =
+        tokio::spawn(read_loop(conn, read_half, io_tx.clone(), wire, backlog).in_current_span());
     let abort = reader.abort_handle();
     tokio::spawn(
         async move {
             if let Err(error) = reader.await {
                 if error.is_panic() {
                     warn!(conn, "reader task panicked; closing the connection");
-                    let _ = io_tx.send(IoEvent {
+                    let closed = IoEvent {
                         conn,
                         kind: IoKind::Closed("reader panicked".to_owned()),
-                    });
+                    };
+                    let _ = io_tx.send(closed).await;
                 }
             }
         }
@@ -158,28 +157,36 @@ fn spawn_reader(
 
 /// Read, frame and decode until the connection ends or a message is bad. After the peer's
 /// OPEN, wait for the negotiated wire options before the next frame (the session drops
-/// the sender when negotiation failed; the connection is closing then).
+/// the sender when negotiation failed; the connection is closing then). Before each socket
+/// read it waits for room in the speaker's backlog of this peer's UPDATEs, and each event
+/// waits for room in the session's queue: a peer that sends faster than we process is
+/// slowed by TCP flow control.
 async fn read_loop(
     conn: u64,
     mut read_half: OwnedReadHalf,
-    io_tx: mpsc::UnboundedSender<IoEvent>,
+    io_tx: mpsc::Sender<IoEvent>,
     wire_rx: oneshot::Receiver<WireOptions>,
+    backlog: Arc<RouteBacklog>,
 ) {
     let mut frames = FrameReader::new();
     let mut wire = WireOptions::default();
     let mut hex_logged = false;
     let mut wire_rx = Some(wire_rx);
     let mut buffer = vec![0u8; 16 * 1024];
-    let send = |kind| io_tx.send(IoEvent { conn, kind }).is_ok();
+    let send = |kind| {
+        let io_tx = io_tx.clone();
+        async move { io_tx.send(IoEvent { conn, kind }).await.is_ok() }
+    };
     loop {
+        backlog.wait_room().await;
         let read = match read_half.read(&mut buffer).await {
             Ok(0) => {
-                send(IoKind::Closed("end of stream".to_owned()));
+                send(IoKind::Closed("end of stream".to_owned())).await;
                 return;
             }
             Ok(n) => n,
             Err(error) => {
-                send(IoKind::Closed(error.to_string()));
+                send(IoKind::Closed(error.to_string())).await;
                 return;
             }
         };
@@ -190,7 +197,7 @@ async fn read_loop(
                 Ok(None) => break,
                 Err(error) => {
                     let bytes = frames.buffered_bytes().to_vec();
-                    send(IoKind::BadFrame { error, bytes });
+                    send(IoKind::BadFrame { error, bytes }).await;
                     return;
                 }
             };
@@ -200,7 +207,8 @@ async fn read_loop(
                     send(IoKind::BadFrame {
                         error,
                         bytes: frame,
-                    });
+                    })
+                    .await;
                     return;
                 }
             };
@@ -215,7 +223,7 @@ async fn read_loop(
                 }
             }
             let open = matches!(decoded.message, Message::Open(_));
-            if !send(IoKind::Frame(Box::new(decoded))) {
+            if !send(IoKind::Frame(Box::new(decoded))).await {
                 return;
             }
             if open {
@@ -248,12 +256,19 @@ fn hex_bytes(bytes: &[u8]) -> String {
     text
 }
 
-/// Write queued messages until told to close; then shut the connection down.
-async fn write_loop(mut write_half: OwnedWriteHalf, mut queue: mpsc::UnboundedReceiver<WriteOp>) {
+/// Write queued messages until told to close; then shut the connection down. Each message
+/// leaves the queue's byte count once written.
+async fn write_loop(
+    mut write_half: OwnedWriteHalf,
+    mut queue: mpsc::UnboundedReceiver<WriteOp>,
+    queued: Arc<Queued>,
+) {
     while let Some(op) = queue.recv().await {
         match op {
             WriteOp::Bytes(bytes) => {
-                if let Err(error) = write_half.write_all(&bytes).await {
+                let written = write_half.write_all(&bytes).await;
+                queued.written(bytes.len());
+                if let Err(error) = written {
                     debug!(%error, "write failed");
                     break;
                 }
@@ -286,9 +301,16 @@ impl Session {
         let _ = stream.set_nodelay(true);
         let (read_half, write_half) = stream.into_split();
         let (wire_tx, wire_rx) = oneshot::channel();
-        let reader = spawn_reader(conn, read_half, self.io_tx.clone(), wire_rx);
-        let (writer_tx, writer_rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(write_loop(write_half, writer_rx).in_current_span());
+        let reader = spawn_reader(
+            conn,
+            read_half,
+            self.io_tx.clone(),
+            wire_rx,
+            self.backlog.clone(),
+        );
+        let (writer_tx, writer_rx, queued) =
+            WriteQueue::new(self.write_stats.clone(), self.config.write_queue_cap);
+        let writer = tokio::spawn(write_loop(write_half, writer_rx, queued).in_current_span());
         let link = Link {
             conn,
             writer: writer_tx,
@@ -383,6 +405,8 @@ impl Session {
             });
         }
         let open = matches!(decoded.message, Message::Open(_));
+        let kind = super::counters::index(&decoded.message);
+        self.config.counters.received(kind, 1);
         self.feed(which, Input::MessageReceived(decoded.message));
         if !open {
             return;
@@ -414,7 +438,7 @@ impl Session {
                     Ok(stream) => IoKind::Connected(stream),
                     Err(error) => IoKind::ConnectFailed(error),
                 };
-                let _ = io_tx.send(IoEvent { conn, kind });
+                let _ = io_tx.send(IoEvent { conn, kind }).await;
             }
             .in_current_span(),
         );

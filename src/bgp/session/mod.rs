@@ -11,7 +11,7 @@
 //!      caught by catch_unwind in `packet`, and its          timers: ConnectRetry (jittered),│
 //!      JoinError::is_panic becomes Closed)                  Hold, Keepalive per slot        v
 //!   reader task <── WireOptions (oneshot, after the OPEN) ── fsm.negotiated()   Vec<Output>
-//!   writer task <── WriteOp (bytes, close) ─────────────────────────────────────────┘
+//!   writer task <── WriteOp (bytes, close; WriteQueue capped in bytes) ─────────────┘
 //!                                                                  │
 //!   speaker <── SessionMessage { peer, SessionEvent } ─────────────┘
 //!               (StateChanged, Established, Down, Routes, RouteRefresh, Error(SessionError))
@@ -24,6 +24,8 @@
 //! - `collision.rs`: a second connection while the first is open (RFC 4271 §6.8).
 //! - `graceful.rs`: graceful restart (RFC 4724): a restarted peer, and our R bit.
 //! - `error.rs`: `SessionError`, what a session reports; the speaker logs it once.
+//! - `queues.rs`: the bounded queues: reader → session → speaker (`RouteBacklog`), and the
+//!   writer queue capped in bytes (over the cap: Cease/Out of Resources, logged once).
 //! - `bfd_hold.rs`: BFD Down ends the session at once and holds it until BFD is Up.
 //! - The TCP-MD5 socket option is `crate::net::set_tcp_md5`.
 //!
@@ -42,12 +44,15 @@
 
 mod bfd_hold;
 mod collision;
+pub mod counters;
 mod error;
 mod graceful;
 mod io;
+mod queues;
 mod timers;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -57,7 +62,11 @@ use tracing::{debug, info, warn, Instrument};
 
 pub use self::bfd_hold::BfdSignal;
 pub use self::error::SessionError;
-use self::io::{IoEvent, Link, WriteOp};
+use self::io::{IoEvent, Link};
+use self::queues::Overflow;
+pub use self::queues::{
+    RouteBacklog, WriteStats, DEFAULT_WRITE_QUEUE_CAP, READ_EVENTS, ROUTE_BACKLOG,
+};
 use self::timers::{jitter, sleep_until_opt, Timers};
 use crate::bgp::fsm::{DownReason, Fsm, Input, Negotiated, Output, PeerConfig, State, TimerKind};
 use crate::bgp::packet::{
@@ -80,6 +89,10 @@ pub struct SessionConfig {
     /// Keepalive interval when shorter than a third of the negotiated hold time.
     pub keepalive: Option<Duration>,
     pub fsm: PeerConfig,
+    /// Bytes that may wait in a connection's writer queue; over it the session sends Cease.
+    pub write_queue_cap: usize,
+    /// Messages in and out by type (status, metrics); the speaker keeps one per peer.
+    pub counters: std::sync::Arc<counters::MessageCounters>,
 }
 
 /// What the speaker tells a session.
@@ -151,6 +164,10 @@ pub struct SessionHandle {
     /// The peer's span (`bgp_peer`, with its name and address): the session task runs in
     /// it, and the speaker logs the session's events in it.
     pub span: tracing::Span,
+    /// The peer's UPDATEs the speaker holds: call `done()` after processing each `Routes`.
+    pub backlog: Arc<RouteBacklog>,
+    /// The writer queues' peak and overflows.
+    pub writes: Arc<WriteStats>,
 }
 
 /// Start a session task. It runs until `Stop`, or until the command channel closes.
@@ -160,15 +177,16 @@ pub fn spawn_session(
 ) -> SessionHandle {
     let (commands, command_rx) = mpsc::unbounded_channel();
     let span = tracing::info_span!("bgp_peer", peer = %config.name, address = %config.remote.ip());
-    let task = tokio::spawn(
-        Session::new(config, events)
-            .run(command_rx)
-            .instrument(span.clone()),
-    );
+    let backlog = RouteBacklog::new(ROUTE_BACKLOG);
+    let writes = Arc::new(WriteStats::default());
+    let session = Session::new(config, events, backlog.clone(), writes.clone());
+    let task = tokio::spawn(session.run(command_rx).instrument(span.clone()));
     SessionHandle {
         commands,
         task,
         span,
+        backlog,
+        writes,
     }
 }
 
@@ -208,8 +226,13 @@ enum Which {
 struct Session {
     config: SessionConfig,
     events: mpsc::UnboundedSender<SessionMessage>,
-    io_tx: mpsc::UnboundedSender<IoEvent>,
-    io_rx: mpsc::UnboundedReceiver<IoEvent>,
+    io_tx: mpsc::Sender<IoEvent>,
+    io_rx: mpsc::Receiver<IoEvent>,
+    /// This peer's UPDATEs handed to the speaker and not yet processed.
+    backlog: Arc<RouteBacklog>,
+    write_stats: Arc<WriteStats>,
+    /// A writer queue went over its cap: Cease once the current outputs are carried out.
+    overflow: Option<(Which, Overflow)>,
     main: Slot,
     second: Option<Slot>,
     /// The outgoing connection attempt in flight.
@@ -222,14 +245,22 @@ struct Session {
 }
 
 impl Session {
-    fn new(config: SessionConfig, events: mpsc::UnboundedSender<SessionMessage>) -> Self {
-        let (io_tx, io_rx) = mpsc::unbounded_channel();
+    fn new(
+        config: SessionConfig,
+        events: mpsc::UnboundedSender<SessionMessage>,
+        backlog: Arc<RouteBacklog>,
+        write_stats: Arc<WriteStats>,
+    ) -> Self {
+        let (io_tx, io_rx) = mpsc::channel(queues::READ_EVENTS);
         let main = Slot::new(config.fsm.clone());
         Session {
             config,
             events,
             io_tx,
             io_rx,
+            backlog,
+            write_stats,
+            overflow: None,
             main,
             second: None,
             connecting: None,
@@ -261,6 +292,7 @@ impl Session {
                 Some(event) = self.io_rx.recv() => self.handle_io(event),
                 () = sleep_until_opt(deadline) => self.fire_timers(),
             }
+            self.handle_overflow();
         }
         info!("session stopped");
     }
@@ -358,8 +390,13 @@ impl Session {
             "sending UPDATEs"
         );
         if let Some(link) = &self.main.link {
+            let count = messages.len() as u64;
+            self.config.counters.sent(counters::UPDATE, count);
             for message in messages {
-                let _ = link.writer.send(WriteOp::Bytes(message));
+                if let Err(overflow) = link.writer.push(message) {
+                    self.overflowed(Which::Main, overflow);
+                    return;
+                }
             }
         }
         let outputs = self.main.fsm.handle(Input::UpdateSent);
@@ -455,6 +492,8 @@ impl Session {
                 } => self.session_down(&reason, graceful, restart_time),
                 Output::RoutesReceived(update) => {
                     if which == Which::Main && self.established {
+                        // The speaker calls `done()` once it processed them.
+                        self.backlog.add();
                         self.report(SessionEvent::Routes {
                             epoch: self.epoch,
                             update,
@@ -475,6 +514,7 @@ impl Session {
 
     /// Encode and queue one message on a slot's connection.
     fn send(&mut self, which: Which, message: &Message) {
+        let counters = self.config.counters.clone();
         let Some(slot) = self.slot_mut(which) else {
             return;
         };
@@ -486,8 +526,18 @@ impl Session {
         };
         match encode_message(message, &slot.wire) {
             Ok(buffers) => {
-                for buffer in buffers {
-                    let _ = link.writer.send(WriteOp::Bytes(buffer));
+                counters.sent(counters::index(message), buffers.len() as u64);
+                if matches!(message, Message::Notification(_)) {
+                    // The NOTIFICATION is the connection's last message: it goes past the cap.
+                    for buffer in buffers {
+                        link.writer.push_last(buffer);
+                    }
+                } else {
+                    let pushed: Result<(), Overflow> =
+                        buffers.into_iter().try_for_each(|b| link.writer.push(b));
+                    if let Err(overflow) = pushed {
+                        self.overflowed(which, overflow);
+                    }
                 }
             }
             Err(source) => {
@@ -538,6 +588,25 @@ impl Session {
             reason: reason.clone(),
         });
         self.drop_restarting_bit();
+    }
+
+    /// Note a writer queue over its cap (logged once: the session goes down for it).
+    fn overflowed(&mut self, which: Which, overflow: Overflow) {
+        if self.overflow.is_none() {
+            warn!(
+                queued = overflow.queued,
+                cap = overflow.cap,
+                "writer queue over its cap: the peer does not read; sending Cease (out of resources)"
+            );
+            self.overflow = Some((which, overflow));
+        }
+    }
+
+    /// Cease the connection whose writer queue went over its cap.
+    fn handle_overflow(&mut self) {
+        if let Some((which, _)) = self.overflow.take() {
+            self.feed(which, Input::OutOfResources);
+        }
     }
 
     fn report(&self, event: SessionEvent) {

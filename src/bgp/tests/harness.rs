@@ -100,6 +100,32 @@ impl RawPeer {
         extra: Vec<Capability>,
     ) -> RawPeer {
         let socket = TcpSocket::new_v4().expect("socket");
+        Self::establish_on(socket, source, target, asn, id, hold, extra).await
+    }
+
+    /// `establish`, with a receive buffer of `bytes` (no autotuning): a peer that stops
+    /// reading stalls the speaker's writes after that much, not after megabytes.
+    pub async fn establish_small_window(
+        source: IpAddr,
+        target: SocketAddr,
+        asn: u32,
+        id: Ipv4Addr,
+        bytes: u32,
+    ) -> RawPeer {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        Self::establish_on(socket, source, target, asn, id, 90, Vec::new()).await
+    }
+
+    async fn establish_on(
+        socket: TcpSocket,
+        source: IpAddr,
+        target: SocketAddr,
+        asn: u32,
+        id: Ipv4Addr,
+        hold: u16,
+        extra: Vec<Capability>,
+    ) -> RawPeer {
         socket.bind(SocketAddr::new(source, 0)).expect("bind");
         let stream = socket.connect(target).await.expect("connect to speaker");
         let mut peer = RawPeer {
