@@ -60,18 +60,7 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
                 }
                 Err(e) => return Err(e.into()),
             }
-            let shown = BgpPeer {
-                password: peer.password.as_ref().map(|_| "********".into()),
-                ..peer
-            };
-            print(out, &shown, || {
-                format!(
-                    "peer {name} created ({} AS {}, {})\n",
-                    remote_of(&shown),
-                    shown.as_number,
-                    shown.peer_type()
-                )
-            })?;
+            print_created(out, name, peer)?;
         }
         PeerCommand::List => {
             let mut peers: Vec<BgpPeer> = store
@@ -129,6 +118,22 @@ fn remote_of(peer: &BgpPeer) -> String {
         (None, Some(selector)) => selector.clone(),
         (None, None) => "-".into(),
     }
+}
+
+/// What `peer create` prints: the peer as written, its password masked.
+fn print_created(out: Output, name: &str, peer: BgpPeer) -> Result<()> {
+    let shown = BgpPeer {
+        password: peer.password.as_ref().map(|_| "********".into()),
+        ..peer
+    };
+    print(out, &shown, || {
+        format!(
+            "peer {name} created ({} AS {}, {})\n",
+            remote_of(&shown),
+            shown.as_number,
+            shown.peer_type()
+        )
+    })
 }
 
 /// `bfd: ...` for `routectl config get/set`.
