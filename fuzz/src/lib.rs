@@ -8,3 +8,7 @@
 
 #[path = "../../src/bgp/packet/mod.rs"]
 pub mod packet;
+
+/// routed's BFD Control packet codec (`src/bfd/packet.rs`), on its own like `packet`.
+#[path = "../../src/bfd/packet.rs"]
+pub mod bfd_packet;

@@ -332,6 +332,7 @@ mod tests {
             session: None,
             reflection: None,
             bfd: None,
+            errors: Default::default(),
         }
     }
 

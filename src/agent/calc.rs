@@ -470,6 +470,51 @@ mod tests {
     }
 
     #[test]
+    fn peer_hardening_fields_reach_the_peer_spec() {
+        use crate::bgp::speaker::{MaxPrefixAction, MaxPrefixes};
+        use crate::model::PrefixLimitAction;
+        let peer = BgpPeer {
+            name: "tor".into(),
+            peer_ip: Some("10.0.0.254".parse().unwrap()),
+            peer_port: Some(1179),
+            as_number: 65001,
+            node: None,
+            password: None,
+            source_address: Some("10.0.0.1".parse().unwrap()),
+            hold_time: Some(30),
+            keepalive_time: Some(5),
+            max_restart_time: Some(60),
+            bfd: None,
+            max_prefixes: Some(100),
+            max_prefixes_action: Some(PrefixLimitAction::Warn),
+            local_as_number: Some(65100),
+            ..BgpPeer::default()
+        };
+        let state = ClusterState {
+            config: BgpConfiguration {
+                node_to_node_mesh: false,
+                ..Default::default()
+            },
+            nodes: vec![node("a", "10.0.0.1/24")],
+            peers: vec![peer],
+            ..Default::default()
+        };
+        let spec = &desired_peers(&state.nodes[0], &state)[0];
+        assert_eq!(spec.port, 1179);
+        assert_eq!(spec.local_as, Some(65100));
+        assert_eq!(spec.source_address, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(spec.timers.keepalive, Some(Duration::from_secs(5)));
+        assert_eq!(spec.max_restart_time, Some(Duration::from_secs(60)));
+        assert_eq!(
+            spec.max_prefixes,
+            Some(MaxPrefixes {
+                limit: 100,
+                action: MaxPrefixAction::Warn
+            })
+        );
+    }
+
+    #[test]
     fn exports_confirmed_blocks_of_exported_pools_only() {
         let mut vx = IpPool::new("vx", "10.2.0.0/16".parse().unwrap());
         vx.vxlan_mode = EncapMode::Always;

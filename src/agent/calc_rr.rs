@@ -140,6 +140,7 @@ fn with_peer_settings(mut spec: PeerSpec, peer: &BgpPeer) -> PeerSpec {
         .max_restart_time
         .map(|t| Duration::from_secs(u64::from(t)));
     spec.bfd = super::calc::bfd_spec(peer.bfd.as_ref());
+    spec.local_as = peer.local_as_number;
     spec.max_prefixes = peer.max_prefixes.map(|limit| MaxPrefixes {
         limit,
         action: match peer.max_prefixes_action {

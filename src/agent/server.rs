@@ -525,6 +525,7 @@ fn peer_to_wire(p: &speaker::PeerStatus) -> v1::PeerStatus {
         },
         rr_cluster_id: p.reflection.map(Reflection::cluster_id),
         bfd: p.bfd.map(|state| state.name().to_owned()),
+        errors: p.errors.clone(),
     }
 }
 
@@ -630,6 +631,11 @@ mod tests {
             end_of_rib_received: state == State::Established,
             reflection: None,
             bfd: None,
+            errors: if state == State::Established {
+                Default::default()
+            } else {
+                [("connect".to_owned(), 12)].into_iter().collect()
+            },
             remote_as: 64512,
             local_as: 64512,
             established_transitions: 1,

@@ -199,6 +199,10 @@ pub struct PeerStatus {
     /// The BFD session's state (`AdminDown`, `Down`, `Init`, `Up`) when BFD is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd: Option<String>,
+    /// Errors the peer's sessions reported, by kind (`decode`, `malformed_attribute`,
+    /// `connect`, ...): what the log shows only a count of after the first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors: BTreeMap<String, u64>,
 }
 
 /// A session's route-reflection role (RFC 4456). A role this client does not know reads as

@@ -74,6 +74,7 @@ use crate::net::set_tcp_md5;
 
 mod bfd;
 mod limits;
+mod log_limit;
 
 pub use limits::{max_prefixes_notification, MaxPrefixAction, MaxPrefixes};
 
@@ -258,6 +259,9 @@ pub struct PeerStatus {
     /// The BFD session's state, when BFD is on for this peer.
     #[serde(default)]
     pub bfd: Option<BfdState>,
+    /// Errors the peer's sessions reported, by kind (`SessionError::kind`).
+    #[serde(default)]
+    pub errors: BTreeMap<String, u64>,
     // Observability (metrics, the BIRD socket): AS numbers, counters, the session's details.
     #[serde(default)]
     pub remote_as: u32,
@@ -540,6 +544,8 @@ struct PeerEntry {
     bfd_state: Option<BfdState>,
     /// The session epoch whose prefix limit was already reported.
     max_prefix_reported: Option<u64>,
+    /// Error counts per kind, and the log's rate limit.
+    error_log: log_limit::ErrorLog,
     /// Messages in and out (shared with the session task).
     counters: std::sync::Arc<MessageCounters>,
     /// How many times the session reached Established.
@@ -766,6 +772,7 @@ impl SpeakerTask {
                 wire: None,
                 bfd_state,
                 max_prefix_reported: None,
+                error_log: log_limit::ErrorLog::default(),
                 counters,
                 established_transitions: 0,
                 negotiated: None,
@@ -1129,6 +1136,7 @@ impl SpeakerTask {
                     end_of_rib_received: entry.state == State::Established && entry.end_of_rib,
                     reflection: entry.spec.reflection,
                     bfd: entry.bfd_state,
+                    errors: entry.error_log.totals(),
                     remote_as: entry.spec.remote_as,
                     local_as: self.local_as_for(&entry.spec),
                     established_transitions: entry.established_transitions,
@@ -1146,15 +1154,28 @@ impl SpeakerTask {
 /// Log a session's error once (in the peer's span, which the caller entered) and keep its
 /// text as the peer's last error when status shows it. An error that repeats on every
 /// retry (a peer that is down) is logged at debug level while it stays the same.
+///
+/// Every other error goes through the peer's `ErrorLog`: the first of each kind in full,
+/// then a count at most every few seconds (`speaker/log_limit.rs`).
 fn record_error(entry: &mut PeerEntry, error: &SessionError) {
     let text = error.to_string();
     let known = entry.info == text;
+    let verdict = entry
+        .error_log
+        .admit(error.kind(), std::time::Instant::now());
     if error.repeats() && known {
         debug!(%error, "session error");
-    } else if let SessionError::Decode { bytes, .. } = error {
-        warn!(%error, %bytes, "session error");
     } else {
-        warn!(%error, "session error");
+        match verdict {
+            log_limit::Verdict::Full => match error {
+                SessionError::Decode { bytes, .. } => warn!(%error, %bytes, "session error"),
+                _ => warn!(%error, "session error"),
+            },
+            log_limit::Verdict::Count { suppressed, total } => {
+                warn!(kind = error.kind(), suppressed, total, last = %error, "session errors repeated");
+            }
+            log_limit::Verdict::Quiet => {}
+        }
     }
     if error.shows_in_status() {
         entry.info = text;

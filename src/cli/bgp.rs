@@ -26,6 +26,9 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
             bfd,
             max_prefixes,
             max_prefixes_action,
+            keepalive_time,
+            max_restart_time,
+            local_as_number,
         } => {
             let password = password_file.as_deref().map(read_password).transpose()?;
             let peer = BgpPeer {
@@ -37,13 +40,14 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
                 password,
                 source_address: *source_address,
                 hold_time: *hold_time,
-                keepalive_time: None,
-                max_restart_time: None,
+                keepalive_time: *keepalive_time,
+                max_restart_time: *max_restart_time,
                 node_selector: node_selector.clone(),
                 peer_selector: peer_selector.clone(),
                 bfd: bfd.apply(None),
                 max_prefixes: *max_prefixes,
                 max_prefixes_action: *max_prefixes_action,
+                local_as_number: *local_as_number,
             };
             create_peer(store.as_ref(), peer, out).await?;
         }
@@ -113,6 +117,20 @@ async fn create_peer(store: &dyn Datastore, peer: BgpPeer, out: Output) -> Resul
         }
         Err(e) => return Err(e.into()),
     }
+    print_created(out, &name, peer)
+}
+
+/// The remote side of a peer as the tables show it: its address, or its selector.
+fn remote_of(peer: &BgpPeer) -> String {
+    match (&peer.peer_ip, &peer.peer_selector) {
+        (Some(ip), _) => ip.to_string(),
+        (None, Some(selector)) => selector.clone(),
+        (None, None) => "-".into(),
+    }
+}
+
+/// What `peer create` prints: the peer as written, its password masked.
+fn print_created(out: Output, name: &str, peer: BgpPeer) -> Result<()> {
     let shown = BgpPeer {
         password: peer.password.as_ref().map(|_| "********".into()),
         ..peer
@@ -125,15 +143,6 @@ async fn create_peer(store: &dyn Datastore, peer: BgpPeer, out: Output) -> Resul
             shown.peer_type()
         )
     })
-}
-
-/// The remote side of a peer as the tables show it: its address, or its selector.
-fn remote_of(peer: &BgpPeer) -> String {
-    match (&peer.peer_ip, &peer.peer_selector) {
-        (Some(ip), _) => ip.to_string(),
-        (None, Some(selector)) => selector.clone(),
-        (None, None) => "-".into(),
-    }
 }
 
 /// `bfd: ...` for `routectl config get/set`.

@@ -403,6 +403,15 @@ pub enum PeerCommand {
         /// Past --max-prefixes: warn (log once) or restart (Cease/1, the default).
         #[arg(long, value_enum, requires = "max_prefixes")]
         max_prefixes_action: Option<crate::model::PrefixLimitAction>,
+        /// Keepalive interval, seconds, when shorter than a third of the hold time.
+        #[arg(long)]
+        keepalive_time: Option<u16>,
+        /// Longest time to keep the peer's routes when it restarts gracefully, seconds.
+        #[arg(long)]
+        max_restart_time: Option<u32>,
+        /// Our AS on this session instead of the cluster's (Calico's localASNumber).
+        #[arg(long = "local-as")]
+        local_as_number: Option<u32>,
     },
     /// List peers.
     List,

@@ -27,6 +27,7 @@ fn peer(name: &str, address: &str, state: State) -> PeerStatus {
         session: None,
         reflection: None,
         bfd: None,
+        errors: Default::default(),
     }
 }
 

@@ -117,6 +117,10 @@ pub struct BgpPeer {
     /// `warn` (log once) or `restart` (Cease/1, RFC 4486; the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_prefixes_action: Option<PrefixLimitAction>,
+    /// Our AS on this session instead of the cluster's or the node's (Calico's
+    /// `localASNumber`): only the OPEN carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_as_number: Option<u32>,
 }
 
 /// What happens when a peer sends more than `max_prefixes`.
@@ -157,6 +161,15 @@ impl BgpPeer {
         }
         if let Some(bfd) = &self.bfd {
             bfd.validate()?;
+        }
+        if self.local_as_number == Some(0) {
+            return Err(ValidationError::InvalidAsNumber(0));
+        }
+        if self.keepalive_time == Some(0) {
+            return Err(ValidationError::InvalidField {
+                field: "keepalive_time".into(),
+                reason: "must be at least 1 second".into(),
+            });
         }
         Ok(())
     }

@@ -196,6 +196,7 @@ mod tests {
                 max_restart_time: Some(120),
                 max_prefixes: Some(1000),
                 max_prefixes_action: Some(crate::model::PrefixLimitAction::Warn),
+                local_as_number: Some(65100),
                 ..BgpPeer::default()
             });
         }

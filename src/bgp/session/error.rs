@@ -8,7 +8,7 @@
 use std::io;
 use std::sync::Arc;
 
-use crate::bgp::packet::{DecodeError, EncodeError};
+use crate::bgp::packet::{AttributeFinding, DecodeError, EncodeError};
 
 /// A session's error. `peer` is the peer's name.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -34,8 +34,15 @@ pub enum SessionError {
         peer: String,
         #[source]
         source: DecodeError,
-        /// The message's bytes as hex (cut after 4,096), for the log.
+        /// The message's bytes as hex (cut after `io::LOGGED_BYTES`), for the log.
         bytes: String,
+    },
+    /// An UPDATE had a malformed attribute the session survives (RFC 7606: treat-as-withdraw
+    /// or attribute discard); the speaker rate-limits these in the log.
+    #[error("malformed attribute {} ({:?}): {}", .finding.type_code, .finding.action, .finding.error)]
+    MalformedAttribute {
+        peer: String,
+        finding: AttributeFinding,
     },
     /// A message to the peer could not be encoded (our bug or configuration); it was
     /// skipped.
@@ -63,7 +70,20 @@ impl SessionError {
             | SessionError::Md5 { peer, .. }
             | SessionError::Decode { peer, .. }
             | SessionError::Encode { peer, .. }
-            | SessionError::NoLocalAddress { peer, .. } => peer,
+            | SessionError::NoLocalAddress { peer, .. }
+            | SessionError::MalformedAttribute { peer, .. } => peer,
+        }
+    }
+
+    /// The error's kind, the key the speaker's log limiter counts by.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SessionError::Connect { .. } => "connect",
+            SessionError::Md5 { .. } => "md5",
+            SessionError::Decode { .. } => "decode",
+            SessionError::Encode { .. } => "encode",
+            SessionError::NoLocalAddress { .. } => "no_local_address",
+            SessionError::MalformedAttribute { .. } => "malformed_attribute",
         }
     }
 

@@ -30,9 +30,7 @@ use tracing::{debug, warn, Instrument};
 use super::queues::{Queued, RouteBacklog, WriteOp, WriteQueue};
 use super::{Session, SessionConfig, SessionError, SessionEvent, Which};
 use crate::bgp::fsm::{ConnectionOrigin, Input, State};
-use crate::bgp::packet::{
-    decode_message, DecodeError, Decoded, FrameReader, Message, WireOptions, MAX_MESSAGE_LEN,
-};
+use crate::bgp::packet::{decode_message, DecodeError, Decoded, FrameReader, Message, WireOptions};
 use crate::net::set_tcp_md5;
 
 /// How long a closing connection may take to flush before it is cut.
@@ -172,6 +170,7 @@ async fn read_loop(
 ) {
     let mut frames = FrameReader::new();
     let mut wire = WireOptions::default();
+    let mut hex_logged = false;
     let mut wire_rx = Some(wire_rx);
     let mut buffer = vec![0u8; 16 * 1024];
     let send = |kind| {
@@ -214,7 +213,14 @@ async fn read_loop(
                 }
             };
             if !decoded.findings.is_empty() {
-                warn!(conn, bytes = %hex_bytes(&frame), "UPDATE with malformed attributes (RFC 7606)");
+                // The bytes once per connection; the session reports each finding and the
+                // speaker rate-limits those.
+                if hex_logged {
+                    debug!(conn, "UPDATE with malformed attributes (RFC 7606)");
+                } else {
+                    hex_logged = true;
+                    warn!(conn, bytes = %hex_bytes(&frame), "UPDATE with malformed attributes (RFC 7606)");
+                }
             }
             let open = matches!(decoded.message, Message::Open(_));
             if !send(IoKind::Frame(Box::new(decoded))).await {
@@ -234,8 +240,9 @@ async fn read_loop(
     }
 }
 
-/// Most message bytes one log line shows (a whole 4,096-byte message fits).
-const LOGGED_BYTES: usize = MAX_MESSAGE_LEN;
+/// Most message bytes one log line shows: enough for any attribute's header and start,
+/// short enough that a peer cannot make one line large (the length is given when cut).
+pub(super) const LOGGED_BYTES: usize = 512;
 
 /// The bytes as hex for a log line, cut after `LOGGED_BYTES` (the length is given then).
 fn hex_bytes(bytes: &[u8]) -> String {
@@ -392,12 +399,10 @@ impl Session {
     /// moved to the main slot, when the OPEN resolved a collision).
     fn receive(&mut self, which: Which, conn: u64, decoded: Decoded) {
         for finding in &decoded.findings {
-            warn!(
-                type_code = finding.type_code,
-                action = ?finding.action,
-                error = %finding.error,
-                "malformed attribute (RFC 7606)"
-            );
+            self.report_error(|peer| SessionError::MalformedAttribute {
+                peer,
+                finding: finding.clone(),
+            });
         }
         let open = matches!(decoded.message, Message::Open(_));
         let kind = super::counters::index(&decoded.message);

@@ -109,3 +109,62 @@ async fn warn_action_keeps_the_session_and_the_routes() {
     assert_eq!(status.state, State::Established);
     assert_eq!(status.prefixes_received, 3);
 }
+
+/// A log sink for one test (a thread-local default subscriber: the current-thread runtime
+/// polls every task of the speaker on this thread).
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ten_thousand_survivable_malformed_updates_add_under_100_kb_to_the_log() {
+    let buffer = LogBuffer::default();
+    let sink = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let net = 42;
+    let s = speaker(addr(net, 1)).await;
+    let flooder = addr(net, 9);
+    s.handle()
+        .set_peers(vec![passive("Global_flood", flooder, 65009)])
+        .unwrap();
+    let target = s.listen_addr().unwrap();
+    let mut raw = RawPeer::establish(flooder, target, 65009, Ipv4Addr::new(9, 9, 9, 9), 90).await;
+    // COMMUNITIES of length 3: treat-as-withdraw (RFC 7606), the session survives.
+    let bad = message(
+        2,
+        "0000 0014 40 01 01 00 40 02 00 40 03 04 0a000001 c0 08 03 000001 10 0a09",
+    );
+    let before = buffer.0.lock().unwrap().len();
+    let batch: Vec<u8> = (0..100).flat_map(|_| bad.clone()).collect();
+    for _ in 0..100 {
+        raw.send(&batch).await;
+    }
+    let status = super::harness::wait_for("10,000 findings counted", WAIT * 4, || async {
+        let status = peer_status(&s.handle(), "Global_flood").await?;
+        (status.errors.get("malformed_attribute") == Some(&10_000)).then_some(status)
+    })
+    .await;
+    assert_eq!(status.state, State::Established);
+    let added = buffer.0.lock().unwrap().len() - before;
+    assert!(added < 100_000, "the flood added {added} bytes to the log");
+    let text = String::from_utf8_lossy(&buffer.0.lock().unwrap()).into_owned();
+    assert!(
+        text.contains("malformed attribute 8"),
+        "first occurrence logged in full:\n{text}"
+    );
+}
