@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  client ─> bird_compat::server ─> AgentSource::snapshot ─> speaker.status(), Loc-RIB,
-//!                                         │                   originated blocks, bfd_sessions()
+//!                                         │                   originated blocks, bfd_status()
 //!                                         └─> rows_of (pure) ─> bird_compat::Snapshot ─> render
 //! ```
 //! Rows, as Calico's BIRD shows them: `device1` and `kernel1` (always up), `static1` (the
@@ -43,11 +43,23 @@ pub struct Inputs {
     pub bfd: Vec<bird::BfdSession>,
 }
 
-/// The BFD sessions to show (`show bfd sessions`, a `bfd1` row, bird_exporter's BFD metrics).
-/// BFD is not wired yet: none. This is the one place to map the BFD module's sessions to
-/// [`bird::BfdSession`] rows (protocol `bfd1`).
-pub fn bfd_sessions(_state: &AgentState) -> Vec<bird::BfdSession> {
-    Vec::new()
+/// The BFD sessions to show (`show bfd sessions`, a `bfd1` row, bird_exporter's BFD metrics):
+/// the BFD driver's sessions as [`bird::BfdSession`] rows of protocol `bfd1`. BIRD's Interval
+/// is the transmit interval in force, its Timeout the detection time.
+pub fn bfd_rows(status: &crate::bfd::BfdStatus, interface: &str) -> Vec<bird::BfdSession> {
+    status
+        .sessions
+        .iter()
+        .map(|s| bird::BfdSession {
+            protocol: "bfd1".into(),
+            address: s.peer,
+            interface: Some(interface.to_owned()),
+            state: s.fsm.state.name().to_owned(),
+            since: bird::Timestamp(s.since_unix_ms),
+            interval_ms: s.fsm.tx_interval_us / 1000,
+            timeout_ms: s.fsm.detection_time_us / 1000,
+        })
+        .collect()
 }
 
 fn bgp_state(state: State) -> bird::BgpState {
@@ -259,11 +271,13 @@ impl AgentSource {
                 .and_then(|d| d.interface.clone())
                 .unwrap_or_default(),
             next_hop: address,
-            bfd: bfd_sessions(state),
             ..Inputs::default()
         };
         if let Some(speaker) = state.speaker.get() {
             inputs.peers = speaker.status().await.unwrap_or_default();
+            if let Ok(bfd) = speaker.bfd_status().await {
+                inputs.bfd = bfd_rows(&bfd, &inputs.interface);
+            }
             inputs.originated = speaker.rib().read().originated().iter().copied().collect();
             if matches!(command, Command::Route(_) | Command::RouteCount) {
                 inputs.learned = speaker.best_routes();
@@ -399,5 +413,47 @@ mod tests {
         assert!(text.contains(
             "10.0.0.2                  eth0       Up         21:43:31.000    0.300    0.900"
         ));
+    }
+
+    #[test]
+    fn bfd_rows_show_the_driver_sessions_with_interval_and_detection_time() {
+        use crate::bfd::{fsm::FsmStatus, packet::Diagnostic, BfdStatus, Intervals, State as Bfd};
+        use std::time::Duration;
+        let session = crate::bfd::driver::SessionStatus {
+            peer: "10.0.0.2".parse().unwrap(),
+            local: None,
+            source_port: 49152,
+            configured: Intervals {
+                min_tx: Duration::from_millis(300),
+                min_rx: Duration::from_millis(300),
+                multiplier: 3,
+            },
+            fsm: FsmStatus {
+                state: Bfd::Up,
+                remote_state: Bfd::Up,
+                local_discriminator: 1,
+                remote_discriminator: 2,
+                diagnostic: Diagnostic::None,
+                tx_interval_us: 300_000,
+                detection_time_us: 900_000,
+                remote_multiplier: 3,
+                polling: false,
+            },
+            since_unix_ms: 1_796_161_411_000,
+        };
+        let status = BfdStatus {
+            sessions: vec![session],
+            ..BfdStatus::default()
+        };
+        let mut with_bfd = inputs();
+        with_bfd.bfd = bfd_rows(&status, "eth0");
+        let text = respond(Dialect::Bird2, "show bfd sessions", &rows_of(&with_bfd)).encode();
+        assert!(text.contains(
+            "10.0.0.2                  eth0       Up         21:43:31.000    0.300    0.900"
+        ));
+        assert!(rows_of(&with_bfd)
+            .protocols
+            .iter()
+            .any(|p| p.name == "bfd1"));
     }
 }

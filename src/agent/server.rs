@@ -846,6 +846,7 @@ mod tests {
                     remote_multiplier: 3,
                     polling: false,
                 },
+                since_unix_ms: 0,
             }],
             counters: crate::bfd::Counters {
                 received: 1200,

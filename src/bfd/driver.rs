@@ -111,6 +111,9 @@ pub struct SessionStatus {
     pub source_port: u16,
     pub configured: Intervals,
     pub fsm: FsmStatus,
+    /// When the session started or last changed state, Unix milliseconds (BIRD's "Since").
+    #[serde(default)]
+    pub since_unix_ms: u64,
 }
 
 /// Every session and the counters.
@@ -241,6 +244,8 @@ struct Session {
     fsm: Fsm,
     socket: UdpSocket,
     source_port: u16,
+    /// Start or last state change.
+    since: std::time::SystemTime,
 }
 
 struct DriverTask {
@@ -322,6 +327,7 @@ impl DriverTask {
                 fsm,
                 socket,
                 source_port,
+                since: std::time::SystemTime::now(),
             },
         );
         Ok(())
@@ -459,6 +465,9 @@ impl DriverTask {
                     remote_admin_down,
                 } => {
                     info!(%peer, from = from.name(), to = to.name(), ?diagnostic, "BFD state");
+                    if let Some(session) = self.sessions.get_mut(&peer) {
+                        session.since = std::time::SystemTime::now();
+                    }
                     let _ = self.events.send(BfdEvent {
                         peer,
                         from,
@@ -481,6 +490,10 @@ impl DriverTask {
                 source_port: s.source_port,
                 configured: s.peer.intervals,
                 fsm: s.fsm.status(),
+                since_unix_ms: s
+                    .since
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             })
             .collect();
         sessions.sort_by_key(|s| s.peer);
