@@ -121,10 +121,10 @@ fn index_of(config: &SimConfig, prefix: &IpNetwork) -> Option<usize> {
     let IpNetwork::V4(v4) = prefix else {
         return None;
     };
-    if v4.prefix() != 26 {
-        return None;
+    if v4.prefix() != 26 || v4.ip() != v4.network() {
+        return None; // not a /26, or host bits set: not one of the simulated blocks
     }
-    let offset = u32::from(v4.network()).checked_sub(u32::from(config.block_base))?;
+    let offset = u32::from(v4.ip()).checked_sub(u32::from(config.block_base))?;
     let index = (offset / 64) as usize;
     (offset % 64 == 0 && index < config.clients * config.blocks).then_some(index)
 }
