@@ -90,7 +90,7 @@ pub struct SessionConfig {
     /// Bytes that may wait in a connection's writer queue; over it the session sends Cease.
     pub write_queue_cap: usize,
     /// Messages in and out by type (status, metrics); the speaker keeps one per peer.
-    pub counters: std::sync::Arc<counters::MessageCounters>,
+    pub counters: Arc<counters::MessageCounters>,
 }
 
 /// What the speaker tells a session.

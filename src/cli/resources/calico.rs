@@ -72,18 +72,6 @@ pub const CALICO_FIELDS: &[(Kind, &str, &str, Conversion)] = &[
         Conversion::Seconds,
     ),
     (
-        Kind::BgpPeer,
-        "nodeSelector",
-        "node_selector",
-        Conversion::Same,
-    ),
-    (
-        Kind::BgpPeer,
-        "peerSelector",
-        "peer_selector",
-        Conversion::Same,
-    ),
-    (
         Kind::BgpConfiguration,
         "asNumber",
         "as_number",
