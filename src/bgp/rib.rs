@@ -7,13 +7,15 @@
 //!                                                                     │
 //!  set_originated(blocks) ─────────────────────────────────────────────┤
 //!                                                                     v
-//!                    for every Established peer Q: export(Q, prefix) diffed against adj_out[Q]
+//!        for every update group G (`rib_groups.rs`): export(G, prefix) diffed once against
+//!        G's Adj-RIB-Out (shared by its members; split horizon as per-member exceptions)
 //!                                                                     │
-//!                                 RibOutput { best: Vec<RibEvent>, outbound: per-peer Outbound }
+//!     RibOutput { events: Vec<RibEvent>, groups: Vec<GroupChanges>, single: per-peer Outbound }
 //! ```
 //!
-//! The caller (the speaker) turns `RibEvent`s into what the route reconciler sees and hands
-//! each `Outbound` to the peer's session, which encodes it with `encode_updates`.
+//! The caller (the speaker) turns `RibEvent`s into what the route reconciler sees, encodes
+//! each group's changes once for all its members (`update_groups.rs`), and hands a peer's
+//! first full table (`peer_up`) to its session, which encodes it with `encode_updates`.
 //!
 //! Best path (RFC 4271 §9.1.2.2, the steps routed needs): highest LOCAL_PREF (eBGP paths
 //! count as 100), shortest AS_PATH, lowest ORIGIN, lowest MED among paths from the same
@@ -56,6 +58,9 @@ use smallvec::SmallVec;
 
 use crate::bgp::packet::{AsPath, MpNextHop, Origin, PathAttributes, Update};
 
+pub use groups::{Exception, GroupChanges};
+use groups::{GroupKey, Memo, MemoKey, OutGroup, Sent};
+
 /// A peer, as the RIB knows it: an opaque number the speaker assigns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PeerId(pub u32);
@@ -96,13 +101,6 @@ pub struct ExportPolicy {
     pub ebgp_learned_to_ibgp: bool,
     /// Send learned routes to eBGP peers (next-hop self, our AS prepended).
     pub learned_to_ebgp: bool,
-}
-
-impl ExportPolicy {
-    /// Whether any learned route can be exported at all.
-    fn exports_learned(self) -> bool {
-        self.ebgp_learned_to_ibgp || self.learned_to_ebgp
-    }
 }
 
 /// One path in the Adj-RIB-In of a peer. The attributes are shared by every prefix of the
@@ -165,7 +163,7 @@ impl RibEvent {
 /// Announcements grouped by identical attributes, and withdrawals, for one peer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outbound {
-    pub announce: Vec<(PathAttributes, Vec<IpNetwork>)>,
+    pub announce: Vec<(Arc<PathAttributes>, Vec<IpNetwork>)>,
     pub withdraw: Vec<IpNetwork>,
 }
 
@@ -179,21 +177,39 @@ impl Outbound {
     pub fn announced_len(&self) -> usize {
         self.announce.iter().map(|(_, p)| p.len()).sum()
     }
-
-    /// Add one announcement to the group with the same attributes (packing).
-    fn push_announce(&mut self, attributes: PathAttributes, prefix: IpNetwork) {
-        match self.announce.iter_mut().find(|(a, _)| *a == attributes) {
-            Some((_, prefixes)) => prefixes.push(prefix),
-            None => self.announce.push((attributes, vec![prefix])),
-        }
-    }
 }
 
 /// What one RIB operation changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RibOutput {
     pub events: Vec<RibEvent>,
-    pub outbound: BTreeMap<PeerId, Outbound>,
+    /// What each update group's members are sent (each group's changes computed once).
+    pub groups: Vec<GroupChanges>,
+    /// What single peers are sent (a peer that moved to another group).
+    pub single: BTreeMap<PeerId, Outbound>,
+}
+
+impl RibOutput {
+    /// Every peer's own changes (peers sent nothing left out): for tests and tools; the
+    /// speaker sends `groups` as they are.
+    pub fn outbound(&self) -> BTreeMap<PeerId, Outbound> {
+        let mut out = BTreeMap::new();
+        for group in &self.groups {
+            for member in &group.members {
+                let changes = group.for_member(*member);
+                if !changes.is_empty() {
+                    out.insert(*member, changes);
+                }
+            }
+        }
+        out.extend(
+            self.single
+                .iter()
+                .filter(|(_, o)| !o.is_empty())
+                .map(|(p, o)| (*p, o.clone())),
+        );
+        out
+    }
 }
 
 /// Per-peer state. The peer's paths live in the prefix table; here are its counters.
@@ -206,7 +222,10 @@ struct PeerRib {
     /// Paths of this peer in the table, and how many of them are stale.
     received: usize,
     stale: usize,
-    adj_out: BTreeMap<IpNetwork, PathAttributes>,
+    /// The update group while Established, and how many of its Adj-RIB-Out's entries
+    /// split horizon withholds from this peer.
+    group: Option<GroupKey>,
+    withheld: usize,
     /// What this peer is sent; `None`: the RIB's default policy.
     export: Option<ExportPolicy>,
     /// Our cluster ID when the peer is our route-reflector client.
@@ -334,6 +353,10 @@ pub struct Rib {
     visible: usize,
     /// Our cluster IDs (those of our clients' sessions), with how many clients use each.
     cluster_ids: BTreeMap<Ipv4Addr, usize>,
+    /// One Adj-RIB-Out per update group (`rib_groups.rs`).
+    groups: BTreeMap<GroupKey, OutGroup>,
+    /// While `receive_updates` runs: the prefixes whose export waits for the batch's end.
+    deferred: Option<Vec<Touched>>,
 }
 
 /// A prefix touched by an operation and its next hops before it.
@@ -351,6 +374,8 @@ impl Rib {
             table: BTreeMap::new(),
             visible: 0,
             cluster_ids: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            deferred: None,
         }
     }
 
@@ -381,9 +406,10 @@ impl Rib {
         }
     }
 
-    /// Recompute every Established peer's Adj-RIB-Out (after a route-reflection role
-    /// changed): what a peer should now get is announced, what it should no longer get is
-    /// withdrawn. The Loc-RIB does not change.
+    /// Recompute every Established peer's Adj-RIB-Out (after a route-reflection role or an
+    /// export policy changed): what a peer should now get is announced, what it should no
+    /// longer get is withdrawn. A peer whose group key changed moves to its new group (its
+    /// own diff, in `single`); every other group is diffed once. The Loc-RIB does not change.
     pub fn refresh_exports(&mut self) -> RibOutput {
         let prefixes: Vec<Touched> = self
             .table
@@ -397,11 +423,29 @@ impl Rib {
             .filter(|(_, s)| s.info.is_some())
             .map(|(id, _)| *id)
             .collect();
-        let mut out = RibOutput::default();
+        let mut movers = Vec::new();
         for peer in established {
-            let outbound = self.update_adj_out(peer, &prefixes);
-            if !outbound.is_empty() {
-                out.outbound.insert(peer, outbound);
+            let key = self.group_key(peer);
+            if self.peers.get(&peer).and_then(|s| s.group) != key {
+                let old: BTreeMap<IpNetwork, Arc<PathAttributes>> =
+                    self.view(peer).map(|(p, a)| (*p, a.clone())).collect();
+                self.leave_group(peer);
+                movers.push((peer, key, old));
+            }
+        }
+        let mut out = RibOutput {
+            groups: self.update_groups(&prefixes),
+            ..RibOutput::default()
+        };
+        for (peer, key, old) in movers {
+            if let Some(key) = key {
+                self.join_group(peer, key);
+            }
+            let new: BTreeMap<IpNetwork, Arc<PathAttributes>> =
+                self.view(peer).map(|(p, a)| (*p, a.clone())).collect();
+            let changes = groups::diff_views(&old, &new);
+            if !changes.is_empty() {
+                out.single.insert(peer, changes);
             }
         }
         out
@@ -410,11 +454,6 @@ impl Rib {
     /// Whether we reflect routes (some peer is our client).
     pub fn is_reflector(&self) -> bool {
         !self.cluster_ids.is_empty()
-    }
-
-    /// Whether learned routes can go to `peer`: its export policy allows some, or we reflect.
-    fn exports_learned_to(&self, peer: PeerId) -> bool {
-        self.policy_for(peer).exports_learned() || self.is_reflector()
     }
 
     /// Make a peer known (before its session comes up). Idempotent.
@@ -427,16 +466,9 @@ impl Rib {
         self.peers.entry(peer).or_default().export = Some(policy);
     }
 
-    /// The export policy of a peer.
-    fn policy_for(&self, peer: PeerId) -> ExportPolicy {
-        self.peers
-            .get(&peer)
-            .and_then(|p| p.export)
-            .unwrap_or(self.policy)
-    }
-
     /// Forget a peer: its paths are withdrawn from the Loc-RIB.
     pub fn remove_peer(&mut self, peer: PeerId) -> RibOutput {
+        self.leave_group(peer);
         let touched = self.drop_paths(peer, false);
         if let Some(state) = self.peers.remove(&peer) {
             self.forget_cluster_id(state.client_of);
@@ -444,32 +476,18 @@ impl Rib {
         self.reselect(touched)
     }
 
-    /// The session came up: returns the full Adj-RIB-Out for the peer (and nothing else
+    /// The session came up (or the peer asked for a refresh): the peer joins its update
+    /// group, and the group's Adj-RIB-Out as this peer sees it is returned (nothing else
     /// changes). The caller follows it with End-of-RIB.
     pub fn peer_up(&mut self, peer: PeerId, info: PeerInfo) -> Outbound {
+        self.leave_group(peer);
         let state = self.peers.entry(peer).or_default();
         state.last_info = Some(info.clone());
         state.info = Some(info);
-        state.adj_out.clear();
-        let mut prefixes: BTreeSet<IpNetwork> = self.originated.clone();
-        if self.exports_learned_to(peer) {
-            prefixes.extend(
-                self.table
-                    .iter()
-                    .filter(|(_, d)| d.choice.is_some())
-                    .map(|(p, _)| *p),
-            );
+        if let Some(key) = self.group_key(peer) {
+            self.join_group(peer, key);
         }
-        let mut out = Outbound::default();
-        for prefix in prefixes {
-            if let Some(attrs) = self.export(peer, &prefix) {
-                out.push_announce(attrs.clone(), prefix);
-                if let Some(state) = self.peers.get_mut(&peer) {
-                    state.adj_out.insert(prefix, attrs);
-                }
-            }
-        }
-        out
+        self.view_outbound(peer)
     }
 
     /// An Established peer's session details.
@@ -484,7 +502,7 @@ impl Rib {
             return RibOutput::default();
         };
         state.info = None;
-        state.adj_out.clear();
+        self.leave_group(peer);
         if graceful {
             let mut stale = 0;
             for dest in self.table.values_mut() {
@@ -740,16 +758,39 @@ impl Rib {
         )
     }
 
-    /// A peer's Adj-RIB-Out.
-    pub fn adj_out(&self, peer: PeerId) -> Option<&BTreeMap<IpNetwork, PathAttributes>> {
-        self.peers.get(&peer).map(|s| &s.adj_out)
+    /// A peer's Adj-RIB-Out (a copy of its view of its update group's).
+    pub fn adj_out(&self, peer: PeerId) -> Option<BTreeMap<IpNetwork, Arc<PathAttributes>>> {
+        self.peers.get(&peer)?;
+        Some(self.view(peer).map(|(p, a)| (*p, a.clone())).collect())
     }
 
     /// Prefixes received from and advertised to a peer.
     pub fn counts(&self, peer: PeerId) -> (usize, usize) {
         self.peers
             .get(&peer)
-            .map_or((0, 0), |s| (s.received, s.adj_out.len()))
+            .map_or((0, 0), |s| (s.received, self.advertised(peer)))
+    }
+
+    /// Apply UPDATEs from Established peers as one operation: the best-route events come per
+    /// UPDATE, the export of every prefix they touched runs once at the end (one diff per
+    /// update group however many UPDATEs touched a prefix).
+    pub fn receive_updates<'a>(
+        &mut self,
+        updates: impl IntoIterator<Item = (PeerId, &'a Update)>,
+    ) -> RibOutput {
+        self.deferred = Some(Vec::new());
+        let mut events = Vec::new();
+        for (peer, update) in updates {
+            events.extend(self.receive_update(peer, update).events);
+        }
+        let mut touched = self.deferred.take().unwrap_or_default();
+        touched.sort_by_key(|t| t.0);
+        touched.dedup_by(|later, first| later.0 == first.0);
+        RibOutput {
+            events,
+            groups: self.update_groups(&touched),
+            single: BTreeMap::new(),
+        }
     }
 
     /// Re-run selection for the touched prefixes, then export what changed to every
@@ -794,17 +835,9 @@ impl Rib {
                 });
             }
         }
-        let established: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, s)| s.info.is_some())
-            .map(|(id, _)| *id)
-            .collect();
-        for peer in established {
-            let outbound = self.update_adj_out(peer, &touched);
-            if !outbound.is_empty() {
-                out.outbound.insert(peer, outbound);
-            }
+        match &mut self.deferred {
+            Some(deferred) => deferred.extend(touched),
+            None => out.groups = self.update_groups(&touched),
         }
         out
     }
@@ -818,81 +851,80 @@ impl Rib {
             .count();
     }
 
-    /// Diff the export of `prefixes` to `peer` against its Adj-RIB-Out.
-    fn update_adj_out(&mut self, peer: PeerId, prefixes: &[Touched]) -> Outbound {
-        let mut out = Outbound::default();
-        let exports_learned = self.exports_learned_to(peer);
-        for (prefix, _) in prefixes {
-            let wanted = if exports_learned || self.originated.contains(prefix) {
-                self.export(peer, prefix)
-            } else {
-                None
-            };
-            let Some(state) = self.peers.get_mut(&peer) else {
-                break;
-            };
-            let current = state.adj_out.get(prefix);
-            if current == wanted.as_ref() {
-                continue;
-            }
-            match wanted {
-                Some(attrs) => {
-                    state.adj_out.insert(*prefix, attrs.clone());
-                    out.push_announce(attrs, *prefix);
-                }
-                None => {
-                    state.adj_out.remove(prefix);
-                    out.withdraw.push(*prefix);
-                }
-            }
-        }
-        out
-    }
-
-    /// What to advertise to `peer` for `prefix`, if anything.
-    fn export(&self, peer: PeerId, prefix: &IpNetwork) -> Option<PathAttributes> {
-        let info = self.peers.get(&peer)?.info.as_ref()?;
-        let family_ok = match prefix {
-            IpNetwork::V4(_) => info.ipv4,
-            IpNetwork::V6(_) => info.ipv6,
-        };
-        if !family_ok {
+    /// What a group of `key` is sent for `prefix`, if anything (split horizon left to the
+    /// group's members: `Sent::source`, `Sent::originator`).
+    fn export(&self, key: &GroupKey, prefix: &IpNetwork, memo: &mut Memo) -> Option<Sent> {
+        let v4 = matches!(prefix, IpNetwork::V4(_));
+        if !(if v4 { key.ipv4 } else { key.ipv6 }) {
             return None;
         }
-        let to_ibgp = info.peer_asn == self.local_asn;
-        let policy = self.policy_for(peer);
         if self.originated.contains(prefix) {
-            let as_path = if to_ibgp {
-                AsPath::default()
-            } else {
-                AsPath::from_sequence(vec![self.local_asn])
-            };
-            let attrs = PathAttributes {
-                origin: Some(Origin::Igp),
-                as_path: Some(as_path),
-                local_pref: to_ibgp.then_some(DEFAULT_LOCAL_PREF),
-                ..PathAttributes::default()
-            };
-            return with_next_hop(attrs, prefix, info.local_address);
+            return memo.get_or(MemoKey::Originated { v4 }, || {
+                let as_path = if key.ibgp {
+                    AsPath::default()
+                } else {
+                    AsPath::from_sequence(vec![self.local_asn])
+                };
+                let attrs = PathAttributes {
+                    origin: Some(Origin::Igp),
+                    as_path: Some(as_path),
+                    local_pref: key.ibgp.then_some(DEFAULT_LOCAL_PREF),
+                    ..PathAttributes::default()
+                };
+                Some(Sent {
+                    attributes: Arc::new(with_next_hop(attrs, prefix, key.local_address)?),
+                    source: None,
+                    originator: None,
+                })
+            });
         }
         let dest = self.table.get(prefix)?;
         let choice = dest.choice?;
         let path = dest.paths.get(usize::from(choice.best))?;
-        if path.peer == peer {
-            return None;
-        }
-        if to_ibgp {
-            if !choice.ebgp {
-                return self.reflect(peer, info, prefix, path);
+        let memo_key = MemoKey::Learned {
+            attributes: Arc::as_ptr(&path.attributes) as usize,
+            peer: path.peer,
+            v4,
+        };
+        memo.get_or(memo_key, || {
+            self.export_learned(key, prefix, path, choice.ebgp)
+        })
+    }
+
+    /// The export of a learned best `path` (from an eBGP peer when `ebgp`).
+    fn export_learned(
+        &self,
+        key: &GroupKey,
+        prefix: &IpNetwork,
+        path: &Held,
+        ebgp: bool,
+    ) -> Option<Sent> {
+        // The Loc-RIB's own `Arc` when export changed nothing.
+        let sent = |attrs: PathAttributes, originator| {
+            let attributes = if attrs == *path.attributes {
+                path.attributes.clone()
+            } else {
+                Arc::new(attrs)
+            };
+            Some(Sent {
+                attributes,
+                source: Some(path.peer),
+                originator,
+            })
+        };
+        if key.ibgp {
+            if !ebgp {
+                let (attrs, originator) = self.reflect(key, prefix, path)?;
+                return sent(attrs, Some(originator));
             }
-            if !policy.ebgp_learned_to_ibgp {
+            if !key.ebgp_learned_to_ibgp {
                 return None;
             }
             let mut attrs = PathAttributes::clone(&path.attributes);
             attrs.local_pref = Some(attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF));
-            return with_next_hop(attrs, prefix, path.next_hop(prefix)?);
+            return sent(with_next_hop(attrs, prefix, path.next_hop(prefix)?)?, None);
         }
-        if !policy.learned_to_ebgp {
+        if !key.learned_to_ebgp {
             return None;
         }
         let mut attrs = PathAttributes::clone(&path.attributes);
@@ -912,36 +944,35 @@ impl Rib {
         attrs.med = None;
         attrs.originator_id = None;
         attrs.cluster_list.clear();
-        with_next_hop(attrs, prefix, info.local_address)
+        sent(with_next_hop(attrs, prefix, key.local_address)?, None)
     }
 }
 
 impl Rib {
     /// RFC 4456 §6, §8, §10: the copy of an iBGP-learned best `path` that reflection sends to
-    /// iBGP peer `to`, if any.
+    /// the iBGP peers of group `key`, if any, and its ORIGINATOR_ID (never sent back to the
+    /// router of that identifier: the group's split horizon).
     fn reflect(
         &self,
-        to: PeerId,
-        to_info: &PeerInfo,
+        key: &GroupKey,
         prefix: &IpNetwork,
         path: &Held,
-    ) -> Option<PathAttributes> {
+    ) -> Option<(PathAttributes, Ipv4Addr)> {
         let from = self.peers.get(&path.peer)?;
-        let to_client = self.peers.get(&to)?.client_of;
         // From a client: to clients and non-clients; from a non-client: to clients only.
-        let cluster_id = from.client_of.or(to_client)?;
+        let cluster_id = from.client_of.or(key.client_of)?;
         let originator = path
             .attributes
             .originator_id
             .or_else(|| from.known().map(|i| i.router_id))?;
-        if to_info.router_id == originator {
-            return None; // never back to where the route began
-        }
         let mut attrs = PathAttributes::clone(&path.attributes);
         attrs.originator_id = Some(originator);
         attrs.cluster_list.insert(0, cluster_id);
         attrs.local_pref = Some(attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF));
-        with_next_hop(attrs, prefix, path.next_hop(prefix)?)
+        Some((
+            with_next_hop(attrs, prefix, path.next_hop(prefix)?)?,
+            originator,
+        ))
     }
 }
 
@@ -1120,6 +1151,9 @@ fn is_unusable(next_hop: IpAddr) -> bool {
         IpAddr::V6(v6) => v6.is_unspecified() || v6.is_multicast() || v6 == Ipv6Addr::LOCALHOST,
     }
 }
+
+#[path = "rib_groups.rs"]
+mod groups;
 
 #[cfg(test)]
 #[path = "rib_tests.rs"]

@@ -93,7 +93,7 @@ fn ibgp_learned_route_is_never_sent_to_ibgp_peers() {
     let a = up(&mut rib, 2, LOCAL_AS);
     let b = up(&mut rib, 3, LOCAL_AS);
     let out = rib.receive_update(a, &announce(attrs(&[], "10.0.0.2"), &["10.244.1.0/26"]));
-    assert!(out.outbound.is_empty(), "{out:?}");
+    assert!(out.outbound().is_empty(), "{out:?}");
     assert!(rib.adj_out(b).unwrap().is_empty());
 }
 
@@ -288,14 +288,14 @@ fn originated_prefixes_go_to_every_peer_with_next_hop_self() {
         out.events.is_empty(),
         "local blocks are not routes for the reconciler"
     );
-    let to_mesh = &out.outbound[&mesh];
+    let to_mesh = &out.outbound()[&mesh];
     assert_eq!(to_mesh.announce.len(), 1, "one attribute set: one group");
     let (mesh_attrs, mesh_prefixes) = &to_mesh.announce[0];
     assert_eq!(mesh_prefixes.len(), 2);
     assert_eq!(mesh_attrs.next_hop, Some(Ipv4Addr::new(10, 0, 0, 1)));
     assert_eq!(mesh_attrs.local_pref, Some(100));
     assert_eq!(mesh_attrs.as_path, Some(AsPath::default()));
-    let (tor_attrs, _) = &out.outbound[&tor].announce[0];
+    let (tor_attrs, _) = &out.outbound()[&tor].announce[0];
     assert_eq!(
         tor_attrs.as_path,
         Some(AsPath::from_sequence(vec![LOCAL_AS]))
@@ -313,10 +313,10 @@ fn removing_an_originated_prefix_withdraws_it() {
         net("10.244.0.64/26"),
     ]));
     let out = rib.set_originated(BTreeSet::from([net("10.244.0.0/26")]));
-    assert_eq!(out.outbound[&mesh].withdraw, vec![net("10.244.0.64/26")]);
-    assert!(out.outbound[&mesh].announce.is_empty());
+    assert_eq!(out.outbound()[&mesh].withdraw, vec![net("10.244.0.64/26")]);
+    assert!(out.outbound()[&mesh].announce.is_empty());
     let out = rib.set_originated(BTreeSet::from([net("10.244.0.0/26")]));
-    assert!(out.outbound.is_empty(), "no change, nothing sent");
+    assert!(out.outbound().is_empty(), "no change, nothing sent");
 }
 
 #[test]
@@ -340,7 +340,7 @@ fn ebgp_learned_routes_are_not_exported_by_default() {
     let mesh = up(&mut rib, 3, LOCAL_AS);
     let other_tor = up(&mut rib, 4, 65002);
     let out = rib.receive_update(tor, &announce(attrs(&[TOR_AS], "10.0.0.2"), &["0.0.0.0/0"]));
-    assert!(out.outbound.is_empty());
+    assert!(out.outbound().is_empty());
     assert!(rib.adj_out(mesh).unwrap().is_empty());
     assert!(rib.adj_out(other_tor).unwrap().is_empty());
 }
@@ -356,20 +356,23 @@ fn export_policy_can_send_ebgp_routes_to_the_mesh_and_other_tors() {
     let mesh = up(&mut rib, 3, LOCAL_AS);
     let other_tor = up(&mut rib, 4, 65002);
     let out = rib.receive_update(tor, &announce(attrs(&[TOR_AS], "10.0.0.2"), &["0.0.0.0/0"]));
-    let (to_mesh, _) = &out.outbound[&mesh].announce[0];
+    let (to_mesh, _) = &out.outbound()[&mesh].announce[0];
     assert_eq!(to_mesh.next_hop, Some(Ipv4Addr::new(10, 0, 0, 2)));
     assert_eq!(to_mesh.local_pref, Some(100));
-    let (to_tor, _) = &out.outbound[&other_tor].announce[0];
+    let (to_tor, _) = &out.outbound()[&other_tor].announce[0];
     assert_eq!(to_tor.next_hop, Some(Ipv4Addr::new(10, 0, 0, 1)));
     assert_eq!(
         to_tor.as_path,
         Some(AsPath::from_sequence(vec![LOCAL_AS, TOR_AS]))
     );
-    assert!(!out.outbound.contains_key(&tor), "never back to the source");
+    assert!(
+        !out.outbound().contains_key(&tor),
+        "never back to the source"
+    );
     // And iBGP-learned routes still never go to iBGP peers.
     let mesh2 = up(&mut rib, 5, LOCAL_AS);
     let out = rib.receive_update(mesh, &announce(attrs(&[], "10.0.0.3"), &["10.244.3.0/26"]));
-    assert!(!out.outbound.contains_key(&mesh2));
+    assert!(!out.outbound().contains_key(&mesh2));
 }
 
 #[test]
@@ -460,7 +463,7 @@ fn ipv6_prefixes_only_to_ipv6_sessions_with_mp_next_hop() {
     rib.peer_up(id, v6);
     let v4_peer = up(&mut rib, 2, LOCAL_AS);
     let out = rib.set_originated(BTreeSet::from([net("fd10::/122"), net("10.244.0.0/26")]));
-    let (attrs, prefixes) = &out.outbound[&id].announce[0];
+    let (attrs, prefixes) = &out.outbound()[&id].announce[0];
     assert_eq!(prefixes, &vec![net("fd10::/122")]);
     assert_eq!(
         attrs.mp_next_hop,
@@ -469,7 +472,7 @@ fn ipv6_prefixes_only_to_ipv6_sessions_with_mp_next_hop() {
             link_local: None
         })
     );
-    assert_eq!(out.outbound[&v4_peer].announced_len(), 1);
+    assert_eq!(out.outbound()[&v4_peer].announced_len(), 1);
 }
 
 #[test]
@@ -483,7 +486,7 @@ fn packing_many_blocks_into_few_updates() {
         })
         .collect();
     let out = rib.set_originated(blocks);
-    let outbound = &out.outbound[&mesh];
+    let outbound = &out.outbound()[&mesh];
     assert_eq!(outbound.announce.len(), 1);
     let (attrs, prefixes) = &outbound.announce[0];
     let messages = encode_updates(attrs, prefixes, &[], &WireOptions::default()).unwrap();
@@ -645,12 +648,16 @@ fn client_route(next_hop: &str) -> PathAttributes {
 }
 
 /// The attributes `peer` is sent for `prefix` in `out`.
-fn sent<'a>(out: &'a RibOutput, peer: PeerId, prefix: &str) -> Option<&'a PathAttributes> {
-    out.outbound
+fn sent(out: &RibOutput, peer: PeerId, prefix: &str) -> Option<PathAttributes> {
+    out.outbound()
         .get(&peer)?
         .announce
         .iter()
-        .find_map(|(a, prefixes)| prefixes.contains(&net(prefix)).then_some(a))
+        .find_map(|(a, prefixes)| {
+            prefixes
+                .contains(&net(prefix))
+                .then(|| PathAttributes::clone(a))
+        })
 }
 
 #[test]
@@ -731,7 +738,10 @@ fn rr_drops_a_route_carrying_its_cluster_id() {
         ..client_route("10.0.0.2")
     };
     let out = rib.receive_update(plain, &announce(looped, &["10.244.2.0/26"]));
-    assert!(out.events.is_empty() && out.outbound.is_empty(), "{out:?}");
+    assert!(
+        out.events.is_empty() && out.outbound().is_empty(),
+        "{out:?}"
+    );
     assert!(rib.selected(&net("10.244.2.0/26")).is_none());
     assert_eq!(rib.counts(plain).0, 0);
     let _ = (c2, c3);
@@ -855,10 +865,10 @@ fn rr_client_joining_later_gets_the_reflected_table_and_leaving_withdraws() {
     // The source client leaves: every peer that got the route is told.
     let out = rib.remove_peer(c2);
     assert!(out
-        .outbound
+        .outbound()
         .values()
         .all(|o| o.withdraw == vec![net("10.244.2.0/26")]));
-    assert_eq!(out.outbound.len(), 3);
+    assert_eq!(out.outbound().len(), 3);
 }
 
 #[test]
@@ -912,10 +922,10 @@ fn rr_role_change_on_a_live_session_reexports_without_touching_the_loc_rib() {
     assert!(out.events.is_empty(), "the Loc-RIB is unchanged");
     let attrs = sent(&out, b, "10.244.2.0/26").expect("reflected after the change");
     assert_eq!(attrs.cluster_list, vec![CLUSTER]);
-    assert!(!out.outbound.contains_key(&a));
+    assert!(!out.outbound().contains_key(&a));
     // And back: withdrawn from 3.
     rib.set_reflection(a, None);
     let out = rib.refresh_exports();
-    assert_eq!(out.outbound[&b].withdraw, vec![net("10.244.2.0/26")]);
+    assert_eq!(out.outbound()[&b].withdraw, vec![net("10.244.2.0/26")]);
     assert!(rib.adj_out(b).unwrap().is_empty());
 }

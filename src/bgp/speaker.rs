@@ -60,16 +60,17 @@ use tracing::{debug, info, warn, Instrument};
 use crate::bfd::{BfdSpec, State as BfdState};
 use crate::bgp::change_feed::{change_feed, ChangeFeed, ChangeSender};
 use crate::bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, PeerConfig, State};
-use crate::bgp::packet::{Family, WireOptions};
+use crate::bgp::packet::{Family, Update, WireOptions};
 use crate::bgp::rib::{
-    BestRoute, ExportPolicy, PeerId, PeerInfo, Reflection, Rib, RibEvent, RibOutput, SharedRib,
+    BestRoute, ExportPolicy, GroupChanges, PeerId, PeerInfo, Reflection, Rib, RibEvent, RibOutput,
+    SharedRib,
 };
 pub use crate::bgp::session::counters::{MessageCounters, MessageCounts};
 use crate::bgp::session::{
     describe_reason, spawn_session, SessionCommand, SessionConfig, SessionError, SessionEvent,
     SessionHandle, SessionMessage,
 };
-use crate::bgp::update_groups::{self, UpdateCounts, UpdateGroup, UpdateStats};
+use crate::bgp::update_groups::{self, UpdateCounts, UpdateStats};
 use crate::net::set_tcp_md5;
 
 mod bfd;
@@ -82,6 +83,8 @@ pub use limits::{max_prefixes_notification, MaxPrefixAction, MaxPrefixes};
 pub const BGP_PORT: u16 = 179;
 /// How long stale routes may wait for End-of-RIB after the peer came back (FRR's default).
 pub const STALE_PATH_TIME: Duration = Duration::from_secs(360);
+/// Session messages handled in one go; their UPDATEs are one RIB operation.
+const SESSION_BATCH: usize = 1024;
 /// How many `RibEvent`s a slow subscriber may lag behind before it misses some.
 const EVENT_BUFFER: usize = 4096;
 
@@ -631,7 +634,7 @@ impl SpeakerTask {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
-                Some(message) = self.session_rx.recv() => self.handle_session(message),
+                Some(message) = self.session_rx.recv() => self.handle_sessions(message),
                 Some(expired) = self.stale_rx.recv() => self.expire_stale(expired),
                 Some(event) = self.bfd.events.recv() => self.bfd_event(event),
             }
@@ -866,6 +869,76 @@ impl SpeakerTask {
         }
     }
 
+    /// Handle a session message and what else is queued behind it (up to `SESSION_BATCH`):
+    /// consecutive UPDATEs go through the RIB as one operation, so a change that reaches many
+    /// peers is exported and encoded once per batch, not once per UPDATE, and each peer gets
+    /// one command for the batch. Other events end a batch (order is kept).
+    fn handle_sessions(&mut self, first: SessionMessage) {
+        let mut batch: Vec<(PeerId, u64, Update)> = Vec::new();
+        let mut next = Some(first);
+        let mut handled = 0;
+        while let Some(message) = next.take() {
+            match message.event {
+                SessionEvent::Routes { epoch, update } => {
+                    self.queue_routes(message.peer, epoch, update, &mut batch);
+                }
+                event => {
+                    self.flush_routes(&mut batch);
+                    self.handle_session(SessionMessage {
+                        peer: message.peer,
+                        event,
+                    });
+                }
+            }
+            handled += 1;
+            if handled < SESSION_BATCH {
+                next = self.session_rx.try_recv().ok();
+            }
+        }
+        self.flush_routes(&mut batch);
+    }
+
+    /// An UPDATE of the current session joins the batch.
+    fn queue_routes(
+        &mut self,
+        id: PeerId,
+        epoch: u64,
+        update: Update,
+        batch: &mut Vec<(PeerId, u64, Update)>,
+    ) {
+        let Some(entry) = self.peers.get_mut(&id) else {
+            return;
+        };
+        // Room for the next UPDATE of this peer: its reader waits while we hold many.
+        entry.session.backlog.done();
+        if entry.epoch != Some(epoch) {
+            return;
+        }
+        entry.end_of_rib |= update.end_of_rib.is_some();
+        batch.push((id, epoch, update));
+    }
+
+    /// Apply a batch of UPDATEs, then each peer's prefix limit and stale timer.
+    fn flush_routes(&mut self, batch: &mut Vec<(PeerId, u64, Update)>) {
+        if batch.is_empty() {
+            return;
+        }
+        let output = self
+            .rib
+            .write()
+            .receive_updates(batch.iter().map(|(id, _, update)| (*id, update)));
+        self.apply(output);
+        let mut seen = BTreeSet::new();
+        for (id, epoch, update) in batch.drain(..) {
+            if seen.insert(id) {
+                self.check_max_prefixes(id, epoch);
+            }
+            if update.end_of_rib.is_some() && self.rib.read().stale_count(id) == 0 {
+                self.cancel_stale_timer(id);
+            }
+        }
+    }
+
     fn handle_session(&mut self, message: SessionMessage) {
         let id = message.peer;
         let Some(entry) = self.peers.get_mut(&id) else {
@@ -894,19 +967,9 @@ impl SpeakerTask {
                 reason,
             } => self.peer_down(id, epoch, graceful, restart_time, &reason),
             SessionEvent::Routes { epoch, update } => {
-                // Room for the next UPDATE of this peer: its reader waits while we hold many.
-                entry.session.backlog.done();
-                if entry.epoch != Some(epoch) {
-                    return;
-                }
-                let end_of_rib = update.end_of_rib.is_some();
-                entry.end_of_rib |= end_of_rib;
-                let output = self.rib.write().receive_update(id, &update);
-                self.apply(output);
-                self.check_max_prefixes(id, epoch);
-                if end_of_rib && self.rib.write().stale_count(id) == 0 {
-                    self.cancel_stale_timer(id);
-                }
+                let mut batch = Vec::new();
+                self.queue_routes(id, epoch, update, &mut batch);
+                self.flush_routes(&mut batch);
             }
             SessionEvent::RouteRefresh { epoch } => self.refresh_peer(id, epoch),
         }
@@ -1060,10 +1123,17 @@ impl SpeakerTask {
     /// Send what the RIB wants sent (encoded once per update group), and publish best-route
     /// changes.
     fn apply(&mut self, output: RibOutput) {
-        let peers = &self.peers;
-        let wire_of = |id| peers.get(&id).filter(|e| e.epoch.is_some())?.wire;
-        for group in update_groups::group(output.outbound, wire_of) {
-            self.send_group(group);
+        for changes in &output.groups {
+            self.send_group(changes);
+        }
+        for (id, outbound) in output.single {
+            if let Some((entry, epoch)) = self.peers.get(&id).and_then(|e| Some((e, e.epoch?))) {
+                let _ = entry.session.commands.send(SessionCommand::Advertise {
+                    epoch,
+                    outbound,
+                    end_of_rib: false,
+                });
+            }
         }
         if output.events.is_empty() {
             return;
@@ -1079,32 +1149,51 @@ impl SpeakerTask {
             .retain(|feed| feed.send(events.iter().map(RibEvent::prefix)));
     }
 
-    /// Encode one group's changes once and hand the messages to every member.
-    fn send_group(&self, group: UpdateGroup) {
-        let (messages, errors) = update_groups::encode(&group.outbound, &group.wire);
-        for error in errors {
-            warn!(%error, peers = group.peers.len(), "cannot encode an UPDATE; not sent");
-        }
-        if messages.is_empty() {
-            return;
-        }
-        self.updates.record(messages.len(), group.peers.len());
-        let messages: update_groups::Encoded = messages.into();
-        let announced = group.outbound.announced_len();
-        let withdrawn = group.outbound.withdraw.len();
-        for id in group.peers {
-            let Some((entry, epoch)) = self.peers.get(&id).and_then(|e| Some((e, e.epoch?))) else {
+    /// Encode one group's changes once per set of wire options among its Established members
+    /// and hand the shared messages to every member.
+    fn send_group(&self, changes: &GroupChanges) {
+        let mut by_wire: Vec<(WireOptions, Vec<PeerId>)> = Vec::new();
+        for id in &changes.members {
+            let Some(wire) = self
+                .peers
+                .get(id)
+                .filter(|e| e.epoch.is_some())
+                .and_then(|e| e.wire)
+            else {
                 continue;
             };
-            let _ = entry
-                .session
-                .commands
-                .send(SessionCommand::AdvertiseEncoded {
-                    epoch,
-                    messages: messages.clone(),
-                    announced,
-                    withdrawn,
-                });
+            match by_wire.iter_mut().find(|(w, _)| *w == wire) {
+                Some((_, members)) => members.push(*id),
+                None => by_wire.push((wire, vec![*id])),
+            }
+        }
+        for (wire, members) in by_wire {
+            let (deliveries, errors) =
+                update_groups::encode_group(changes, &members, &wire, &self.updates);
+            for error in errors {
+                warn!(%error, peers = members.len(), "cannot encode an UPDATE; not sent");
+            }
+            for delivery in deliveries {
+                if delivery.messages.is_empty() {
+                    continue;
+                }
+                let Some((entry, epoch)) = self
+                    .peers
+                    .get(&delivery.peer)
+                    .and_then(|e| Some((e, e.epoch?)))
+                else {
+                    continue;
+                };
+                let _ = entry
+                    .session
+                    .commands
+                    .send(SessionCommand::AdvertiseEncoded {
+                        epoch,
+                        messages: delivery.messages,
+                        announced: delivery.announced,
+                        withdrawn: delivery.withdrawn,
+                    });
+            }
         }
     }
 

@@ -1,58 +1,153 @@
 //! Update groups: peers that are to receive the same changes share one encoded UPDATE stream.
 //!
 //! ```text
-//!  RibOutput::outbound (PeerId → Outbound, after each peer's export policy)
-//!        v  group(): peers whose Outbound is equal and whose negotiated wire options are
-//!        v  equal form one group (compared, not hashed: a handful of groups per operation)
-//!  encode(): one set of UPDATE messages per group      ── UpdateStats::encoded counts them
-//!        v  Arc<[Vec<u8>]>
-//!  SessionCommand::AdvertiseEncoded to every member ── each session queues the same bytes
+//!  RibOutput::groups (one GroupChanges per update group: the RIB keeps one Adj-RIB-Out per
+//!        v  group and diffs each change once, `rib_groups.rs`)
+//!  encode_group(): per set of negotiated wire options among the members, each run of the
+//!        v  changes (the withdrawals; one attribute set's announcements) encoded once
+//!        v  ── UpdateStats::encoded counts them
+//!  Arc<[Vec<u8>]> per run ── SessionCommand::AdvertiseEncoded to every member it applies to:
+//!                            each session queues the same bytes (no copy until the socket)
 //! ```
-//! Peers with the same export policy get equal `Outbound`s from the RIB (it packs prefixes by
-//! identical attributes in one order), so a change reflected to 1,000 clients is encoded once,
-//! not 1,000 times; a peer whose changes differ (the route's own source, under split horizon)
-//! is a group of its own. A peer's first full table after Established is its own (sent by the
-//! session, with End-of-RIB).
+//! Split horizon makes a few members differ (the route's own source is not sent it): such a
+//! member gets the shared runs its exception does not touch and its own encoding of the rest,
+//! so a change reflected to 1,000 clients is encoded once, not 1,000 times. A peer's first
+//! full table after Established is its own (sent by the session, with End-of-RIB).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::bgp::packet::{encode_updates, EncodeError, PathAttributes, WireOptions};
-use crate::bgp::rib::{Outbound, PeerId};
+use ipnetwork::IpNetwork;
 
-/// Peers that receive one encoded stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpdateGroup {
-    pub peers: Vec<PeerId>,
-    pub wire: WireOptions,
-    pub outbound: Outbound,
+use crate::bgp::packet::{encode_updates, EncodeError, PathAttributes, WireOptions};
+use crate::bgp::rib::{GroupChanges, Outbound, PeerId};
+
+/// What one member is sent: shared encoded runs, in order.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub peer: PeerId,
+    pub messages: Vec<Encoded>,
+    pub announced: usize,
+    pub withdrawn: usize,
 }
 
-/// Groups the peers of one RIB operation by equal changes and wire options; peers without
-/// wire options (not Established) are left out.
-pub fn group(
-    outbound: BTreeMap<PeerId, Outbound>,
-    wire_of: impl Fn(PeerId) -> Option<WireOptions>,
-) -> Vec<UpdateGroup> {
-    let mut groups: Vec<UpdateGroup> = Vec::new();
-    for (peer, changes) in outbound {
-        let Some(wire) = wire_of(peer) else {
-            continue;
-        };
-        match groups
-            .iter_mut()
-            .find(|g| g.wire == wire && g.outbound == changes)
-        {
-            Some(group) => group.peers.push(peer),
-            None => groups.push(UpdateGroup {
-                peers: vec![peer],
-                wire,
-                outbound: changes,
-            }),
-        }
+/// One run of a group's changes: the withdrawals, or one attribute set's announcements.
+fn runs(changes: &Outbound) -> Vec<Outbound> {
+    let mut runs = Vec::with_capacity(changes.announce.len() + 1);
+    if !changes.withdraw.is_empty() {
+        runs.push(Outbound {
+            announce: Vec::new(),
+            withdraw: changes.withdraw.clone(),
+        });
     }
-    groups
+    runs.extend(changes.announce.iter().map(|run| Outbound {
+        announce: vec![run.clone()],
+        withdraw: Vec::new(),
+    }));
+    runs
+}
+
+fn prefixes(run: &Outbound) -> impl Iterator<Item = &IpNetwork> {
+    run.withdraw
+        .iter()
+        .chain(run.announce.iter().flat_map(|(_, p)| p.iter()))
+}
+
+/// Encode a group's changes for its `members` that negotiated `wire`: each run once, shared
+/// by every member it applies to; a member with an exception also gets its own encoding of
+/// the runs the exception touches. Counted in `stats`.
+pub fn encode_group(
+    changes: &GroupChanges,
+    members: &[PeerId],
+    wire: &WireOptions,
+    stats: &UpdateStats,
+) -> (Vec<Delivery>, Vec<EncodeError>) {
+    let runs = runs(&changes.changes);
+    let mut errors = Vec::new();
+    let encoded: Vec<Encoded> = runs
+        .iter()
+        .map(|run| {
+            let (messages, mut failed) = encode(run, wire);
+            errors.append(&mut failed);
+            Encoded::from(messages)
+        })
+        .collect();
+    let shared_messages: usize = encoded.iter().map(|e| e.len()).sum();
+    let index: HashMap<IpNetwork, usize> =
+        if members.iter().any(|m| changes.exceptions.contains_key(m)) {
+            runs.iter()
+                .enumerate()
+                .flat_map(|(i, run)| prefixes(run).map(move |p| (*p, i)))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+    let mut counts = Counts::default();
+    let deliveries = members
+        .iter()
+        .map(|&peer| {
+            let Some(exception) = changes.exceptions.get(&peer) else {
+                counts.sent += shared_messages;
+                return Delivery {
+                    peer,
+                    messages: encoded.iter().filter(|e| !e.is_empty()).cloned().collect(),
+                    announced: changes.changes.announced_len(),
+                    withdrawn: changes.changes.withdraw.len(),
+                };
+            };
+            let touched: BTreeSet<usize> = exception
+                .skip
+                .iter()
+                .filter_map(|p| index.get(p).copied())
+                .collect();
+            let mut own = exception.own.clone();
+            let keep = |p: &&IpNetwork| exception.skip.binary_search(p).is_err();
+            for run in touched.iter().filter_map(|&i| runs.get(i)) {
+                own.withdraw.extend(run.withdraw.iter().filter(keep));
+                for (attributes, prefixes) in &run.announce {
+                    let kept: Vec<IpNetwork> = prefixes.iter().filter(keep).copied().collect();
+                    if !kept.is_empty() {
+                        own.announce.push((attributes.clone(), kept));
+                    }
+                }
+            }
+            let mut messages: Vec<Encoded> = encoded
+                .iter()
+                .enumerate()
+                .filter(|(i, e)| !touched.contains(i) && !e.is_empty())
+                .map(|(_, e)| e.clone())
+                .collect();
+            counts.sent += messages.iter().map(|e| e.len()).sum::<usize>();
+            let (mine, mut failed) = encode(&own, wire);
+            errors.append(&mut failed);
+            counts.own += mine.len();
+            if !mine.is_empty() {
+                messages.push(mine.into());
+            }
+            Delivery {
+                peer,
+                messages,
+                announced: own.announced_len(),
+                withdrawn: own.withdraw.len(),
+            }
+        })
+        .collect();
+    let members_sent = members.len() > 1 && shared_messages > 0;
+    stats.add(
+        (shared_messages + counts.own) as u64,
+        (counts.sent + counts.own) as u64,
+        members_sent,
+    );
+    (deliveries, errors)
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    /// Shared messages handed to members.
+    sent: usize,
+    /// Messages encoded for one member only.
+    own: usize,
 }
 
 /// The UPDATE messages for `outbound`: withdrawals first, then one run per attribute set.
@@ -97,13 +192,12 @@ pub struct UpdateCounts {
 }
 
 impl UpdateStats {
-    /// Counts one group's encoding and its members' copies.
-    pub fn record(&self, messages: usize, members: usize) {
-        let messages = messages as u64;
-        self.encoded.fetch_add(messages, Ordering::Relaxed);
-        self.sent
-            .fetch_add(messages * members as u64, Ordering::Relaxed);
-        if members > 1 {
+    /// Counts one group's encoding: messages encoded, handed to members, and whether the
+    /// group shared them among several members.
+    pub fn add(&self, encoded: u64, sent: u64, shared: bool) {
+        self.encoded.fetch_add(encoded, Ordering::Relaxed);
+        self.sent.fetch_add(sent, Ordering::Relaxed);
+        if shared {
             self.shared_groups.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -124,60 +218,105 @@ pub type Encoded = Arc<[Vec<u8>]>;
 mod tests {
     use super::*;
     use crate::bgp::packet::Origin;
+    use crate::bgp::rib::Exception;
 
-    fn outbound(prefixes: &[&str]) -> Outbound {
+    fn outbound(next_hop: &str, prefixes: &[&str]) -> Outbound {
         let attributes = PathAttributes {
             origin: Some(Origin::Igp),
-            next_hop: Some("10.0.0.1".parse().unwrap()),
+            next_hop: Some(next_hop.parse().unwrap()),
             ..PathAttributes::default()
         };
         Outbound {
             announce: vec![(
-                attributes,
+                Arc::new(attributes),
                 prefixes.iter().map(|p| p.parse().unwrap()).collect(),
             )],
             withdraw: vec![],
         }
     }
 
+    const WIRE: WireOptions = WireOptions {
+        four_octet_as: true,
+        extended_message: false,
+    };
+
     #[test]
-    fn peers_with_equal_changes_and_wire_share_a_group_others_get_their_own() {
-        let wire = WireOptions {
-            four_octet_as: true,
-            extended_message: false,
+    fn group_changes_are_encoded_once_and_the_same_bytes_go_to_every_member() {
+        let changes = GroupChanges {
+            members: vec![PeerId(1), PeerId(2), PeerId(3)],
+            changes: outbound("10.0.0.9", &["10.1.0.0/26", "10.1.0.64/26"]),
+            exceptions: Default::default(),
         };
-        let extended = WireOptions {
-            extended_message: true,
-            ..wire
-        };
-        let same = outbound(&["10.1.0.0/26"]);
-        let changes: BTreeMap<PeerId, Outbound> = [
-            (PeerId(1), same.clone()),
-            (PeerId(2), same.clone()),
-            (PeerId(3), outbound(&["10.2.0.0/26"])),
-            (PeerId(4), same.clone()),
-            (PeerId(5), same.clone()),
-        ]
-        .into();
-        let groups = group(changes, |peer| match peer.0 {
-            4 => Some(extended),
-            5 => None,
-            _ => Some(wire),
-        });
-        let members: Vec<Vec<u32>> = groups
-            .iter()
-            .map(|g| g.peers.iter().map(|p| p.0).collect())
-            .collect();
-        assert_eq!(members, [vec![1, 2], vec![3], vec![4]]);
         let stats = UpdateStats::default();
-        let (messages, errors) = encode(&groups[0].outbound, &groups[0].wire);
+        let (deliveries, errors) = encode_group(&changes, &changes.members, &WIRE, &stats);
         assert!(errors.is_empty());
-        stats.record(messages.len(), groups[0].peers.len());
+        assert_eq!(deliveries.len(), 3);
+        for d in &deliveries {
+            assert!(
+                Arc::ptr_eq(&d.messages[0], &deliveries[0].messages[0]),
+                "shared bytes"
+            );
+        }
         assert_eq!(
             stats.counts(),
             UpdateCounts {
                 encoded: 1,
-                sent: 2,
+                sent: 3,
+                shared_groups: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_member_with_a_split_horizon_exception_gets_its_own_encoding_of_the_touched_run_only() {
+        let mut changes = GroupChanges {
+            members: vec![PeerId(1), PeerId(2)],
+            changes: outbound("10.0.0.9", &["10.1.0.0/26"]),
+            exceptions: Default::default(),
+        };
+        changes
+            .changes
+            .announce
+            .extend(outbound("10.0.0.8", &["10.2.0.0/26", "10.2.0.64/26"]).announce);
+        // Peer 2 is the source of 10.2.0.0/26: it is not sent it, and is told to withdraw
+        // 10.9.0.0/26 (it had it from another source that is now itself).
+        changes.exceptions.insert(
+            PeerId(2),
+            Exception {
+                skip: vec!["10.2.0.0/26".parse().unwrap()],
+                own: Outbound {
+                    announce: vec![],
+                    withdraw: vec!["10.9.0.0/26".parse().unwrap()],
+                },
+            },
+        );
+        let stats = UpdateStats::default();
+        let (deliveries, errors) = encode_group(&changes, &changes.members, &WIRE, &stats);
+        assert!(errors.is_empty());
+        let [one, two] = &deliveries[..] else {
+            panic!("two deliveries")
+        };
+        assert_eq!(one.messages.len(), 2, "both shared runs");
+        assert_eq!(two.messages.len(), 2, "the untouched run and its own");
+        assert!(Arc::ptr_eq(&one.messages[0], &two.messages[0]));
+        let decode = |bytes: &[u8]| match crate::bgp::packet::decode_message(bytes, &WIRE)
+            .unwrap()
+            .message
+        {
+            crate::bgp::packet::Message::Update(u) => u,
+            other => panic!("{other:?}"),
+        };
+        let own: Vec<_> = two.messages[1].iter().map(|m| decode(m)).collect();
+        let withdrawn: Vec<_> = own.iter().flat_map(|u| u.withdrawn.clone()).collect();
+        let nlri: Vec<_> = own.iter().flat_map(|u| u.nlri.clone()).collect();
+        assert_eq!(withdrawn, vec!["10.9.0.0/26".parse::<IpNetwork>().unwrap()]);
+        assert_eq!(nlri, vec!["10.2.0.64/26".parse::<IpNetwork>().unwrap()]);
+        assert_eq!(changes.for_member(PeerId(2)).announced_len(), 2);
+        assert_eq!(
+            stats.counts(),
+            UpdateCounts {
+                encoded: 4,
+                sent: 5,
                 shared_groups: 1
             }
         );

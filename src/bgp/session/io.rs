@@ -256,27 +256,73 @@ fn hex_bytes(bytes: &[u8]) -> String {
     text
 }
 
-/// Write queued messages until told to close; then shut the connection down. Each message
-/// leaves the queue's byte count once written.
+/// Write queued messages until told to close; then shut the connection down. What is queued
+/// is copied into one buffer of up to `WRITE_CHUNK` bytes per socket write (many small
+/// UPDATEs, one system call); bytes leave the queue's count once written.
 async fn write_loop(
     mut write_half: OwnedWriteHalf,
     mut queue: mpsc::UnboundedReceiver<WriteOp>,
     queued: Arc<Queued>,
 ) {
-    while let Some(op) = queue.recv().await {
-        match op {
-            WriteOp::Bytes(bytes) => {
-                let written = write_half.write_all(&bytes).await;
-                queued.written(bytes.len());
-                if let Err(error) = written {
-                    debug!(%error, "write failed");
-                    break;
+    let mut chunk = Chunk::default();
+    'ops: while let Some(op) = queue.recv().await {
+        let mut next = Some(op);
+        while let Some(op) = next.take() {
+            let close = matches!(op, WriteOp::Close);
+            let messages: Vec<&[u8]> = match &op {
+                WriteOp::Bytes(bytes) => vec![bytes.as_slice()],
+                WriteOp::Shared(runs) => runs
+                    .iter()
+                    .flat_map(|r| r.iter())
+                    .map(Vec::as_slice)
+                    .collect(),
+                WriteOp::Close => Vec::new(),
+            };
+            for message in messages {
+                chunk.buffer.extend_from_slice(message);
+                if chunk.buffer.len() >= WRITE_CHUNK && !chunk.write(&mut write_half, &queued).await
+                {
+                    break 'ops;
                 }
             }
-            WriteOp::Close => break,
+            if close {
+                let _ = chunk.write(&mut write_half, &queued).await;
+                break 'ops;
+            }
+            next = queue.try_recv().ok();
         }
+        if !chunk.write(&mut write_half, &queued).await {
+            break;
+        }
+        // Idle: the buffer's memory goes back.
+        chunk.buffer = Vec::new();
     }
     let _ = write_half.shutdown().await;
+}
+
+/// Bytes a writer copies together before one socket write.
+const WRITE_CHUNK: usize = 16 * 1024;
+
+#[derive(Debug, Default)]
+struct Chunk {
+    buffer: Vec<u8>,
+}
+
+impl Chunk {
+    /// Write the buffer out; false when the connection failed.
+    async fn write(&mut self, write_half: &mut OwnedWriteHalf, queued: &Queued) -> bool {
+        if self.buffer.is_empty() {
+            return true;
+        }
+        let written = write_half.write_all(&self.buffer).await;
+        queued.written(self.buffer.len());
+        self.buffer.clear();
+        if let Err(error) = written {
+            debug!(%error, "write failed");
+            return false;
+        }
+        true
+    }
 }
 
 impl Session {

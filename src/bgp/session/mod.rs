@@ -111,7 +111,7 @@ pub enum SessionCommand {
     /// `epoch` is still Established.
     AdvertiseEncoded {
         epoch: u64,
-        messages: crate::bgp::update_groups::Encoded,
+        messages: Vec<crate::bgp::update_groups::Encoded>,
         announced: usize,
         withdrawn: usize,
     },
@@ -340,7 +340,7 @@ impl Session {
                 withdrawn,
             } => {
                 debug!(announced, withdrawn, group = true, "sending UPDATEs");
-                self.send_updates(epoch, messages.iter().cloned());
+                self.send_shared(epoch, messages);
             }
             SessionCommand::Bfd(signal) => self.bfd_signal(signal),
             SessionCommand::Cease {
@@ -388,6 +388,25 @@ impl Session {
             "sending UPDATEs"
         );
         self.send_updates(epoch, messages.into_iter());
+    }
+
+    /// Queue UPDATEs encoded once for the peer's update group, without copying them, on the
+    /// Established main connection (an overflow: Cease).
+    fn send_shared(&mut self, epoch: u64, runs: Vec<crate::bgp::update_groups::Encoded>) {
+        if epoch != self.epoch || !self.established {
+            debug!(epoch, current = self.epoch, "dropping stale advertisement");
+            return;
+        }
+        if let Some(link) = &self.main.link {
+            let count: usize = runs.iter().map(|run| run.len()).sum();
+            self.config.counters.sent(counters::UPDATE, count as u64);
+            if let Err(overflow) = link.writer.push_shared(runs) {
+                self.overflowed(Which::Main, overflow);
+                return;
+            }
+        }
+        let outputs = self.main.fsm.handle(Input::UpdateSent);
+        self.apply(Which::Main, outputs);
     }
 
     /// Queue UPDATEs on the Established main connection (an overflow: Cease).

@@ -145,7 +145,20 @@ impl Queued {
 #[derive(Debug)]
 pub(super) enum WriteOp {
     Bytes(Vec<u8>),
+    /// Messages shared with the other members of an update group.
+    Shared(Vec<crate::bgp::update_groups::Encoded>),
     Close,
+}
+
+impl WriteOp {
+    /// Bytes it writes.
+    pub(super) fn len(&self) -> usize {
+        match self {
+            WriteOp::Bytes(bytes) => bytes.len(),
+            WriteOp::Shared(runs) => runs.iter().flat_map(|r| r.iter()).map(Vec::len).sum(),
+            WriteOp::Close => 0,
+        }
+    }
 }
 
 /// The writer queue was over its cap; nothing was queued.
@@ -183,7 +196,19 @@ impl WriteQueue {
 
     /// Queues one message unless that would take the queue over its cap.
     pub(super) fn push(&self, bytes: Vec<u8>) -> Result<(), Overflow> {
-        let len = bytes.len();
+        self.push_op(WriteOp::Bytes(bytes))
+    }
+
+    /// Queues shared messages (counted in full against the cap) unless over the cap.
+    pub(super) fn push_shared(
+        &self,
+        runs: Vec<crate::bgp::update_groups::Encoded>,
+    ) -> Result<(), Overflow> {
+        self.push_op(WriteOp::Shared(runs))
+    }
+
+    fn push_op(&self, op: WriteOp) -> Result<(), Overflow> {
+        let len = op.len();
         let reserved = self
             .queued
             .0
@@ -193,7 +218,7 @@ impl WriteQueue {
         match reserved {
             Ok(before) => {
                 self.stats.peak.fetch_max(before + len, Ordering::Relaxed);
-                self.send(bytes, len);
+                self.send(op, len);
                 Ok(())
             }
             Err(queued) => {
@@ -210,11 +235,11 @@ impl WriteQueue {
     pub(super) fn push_last(&self, bytes: Vec<u8>) {
         let len = bytes.len();
         self.queued.0.fetch_add(len, Ordering::AcqRel);
-        self.send(bytes, len);
+        self.send(WriteOp::Bytes(bytes), len);
     }
 
-    fn send(&self, bytes: Vec<u8>, len: usize) {
-        if self.tx.send(WriteOp::Bytes(bytes)).is_err() {
+    fn send(&self, op: WriteOp, len: usize) {
+        if self.tx.send(op).is_err() {
             // The writer is gone: what it would have written is not queued.
             self.queued.written(len);
         }
