@@ -62,8 +62,8 @@ use crate::bgp::change_feed::{change_feed, ChangeFeed, ChangeSender};
 use crate::bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, PeerConfig, State};
 use crate::bgp::packet::{Family, Update, WireOptions};
 use crate::bgp::rib::{
-    BestRoute, ExportPolicy, GroupChanges, PeerId, PeerInfo, Reflection, Rib, RibEvent, RibOutput,
-    SharedRib,
+    BestRoute, ExportPolicy, GroupChanges, Outbound, PeerId, PeerInfo, Reflection, Rib, RibEvent,
+    RibOutput, SharedRib,
 };
 pub use crate::bgp::session::counters::{MessageCounters, MessageCounts};
 use crate::bgp::session::{
@@ -580,6 +580,8 @@ struct SpeakerTask {
     feeds: Vec<ChangeSender>,
     events: broadcast::Sender<RibEvent>,
     updates: Arc<UpdateStats>,
+    /// Encoded runs of the full tables sent on Established.
+    full_tables: update_groups::RunCache,
     /// The BFD driver (started with the first peer that wants BFD) and its events.
     bfd: bfd::BfdLink,
 }
@@ -607,6 +609,7 @@ impl SpeakerTask {
             feeds: Vec::new(),
             events,
             updates: Arc::new(UpdateStats::default()),
+            full_tables: update_groups::RunCache::default(),
             bfd: bfd::BfdLink::new(),
         }
     }
@@ -1012,9 +1015,28 @@ impl SpeakerTask {
             ipv6: negotiated.families.contains(&Family::IPV6_UNICAST),
         };
         let outbound = self.rib.write().peer_up(id, info);
+        // The table's runs, shared with the peers that joined before (encoded once); then
+        // End-of-RIB, which the session encodes for its families.
+        let (messages, errors) =
+            self.full_tables
+                .encode(&outbound, &negotiated.wire, &self.updates);
+        for error in errors {
+            warn!(%error, "cannot encode an UPDATE of the full table; not sent");
+        }
+        if !messages.is_empty() {
+            let _ = entry
+                .session
+                .commands
+                .send(SessionCommand::AdvertiseEncoded {
+                    epoch,
+                    messages,
+                    announced: outbound.announced_len(),
+                    withdrawn: 0,
+                });
+        }
         let _ = entry.session.commands.send(SessionCommand::Advertise {
             epoch,
-            outbound,
+            outbound: Outbound::default(),
             end_of_rib: true,
         });
         // RFC 4724 §4.2: stale routes survive only if the peer kept forwarding state.

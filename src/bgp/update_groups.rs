@@ -214,6 +214,87 @@ impl UpdateStats {
 /// The encoded messages of one group, shared by its members' commands.
 pub type Encoded = Arc<[Vec<u8>]>;
 
+/// Encoded announcement runs of full tables, by attribute set: peers that join a group one
+/// after another are sent the same runs (a reflector's clients: every other client's blocks),
+/// so each is encoded once and shared, like a group's changes. An entry is used only when its
+/// attributes (the same `Arc`, kept alive by the entry), prefixes and wire options all match.
+#[derive(Debug, Default)]
+pub struct RunCache {
+    runs: HashMap<usize, CachedRun>,
+}
+
+#[derive(Debug)]
+struct CachedRun {
+    attributes: Arc<PathAttributes>,
+    prefixes: Vec<IpNetwork>,
+    wire: WireOptions,
+    encoded: Encoded,
+}
+
+/// Runs the cache holds at most (it starts over when full).
+const RUN_CACHE_MAX: usize = 1 << 16;
+
+impl RunCache {
+    /// The messages of a full table (`outbound`), each run encoded once across calls.
+    pub fn encode(
+        &mut self,
+        outbound: &Outbound,
+        wire: &WireOptions,
+        stats: &UpdateStats,
+    ) -> (Vec<Encoded>, Vec<EncodeError>) {
+        let mut messages = Vec::with_capacity(outbound.announce.len() + 1);
+        let (withdrawn, mut errors) = encode(
+            &Outbound {
+                announce: Vec::new(),
+                withdraw: outbound.withdraw.clone(),
+            },
+            wire,
+        );
+        let (mut encoded, mut sent) = (withdrawn.len(), withdrawn.len());
+        if !withdrawn.is_empty() {
+            messages.push(Encoded::from(withdrawn));
+        }
+        for (attributes, prefixes) in &outbound.announce {
+            let key = Arc::as_ptr(attributes) as usize;
+            let hit = self.runs.get(&key).filter(|c| {
+                Arc::ptr_eq(&c.attributes, attributes) && c.wire == *wire && c.prefixes == *prefixes
+            });
+            let run = match hit {
+                Some(cached) => cached.encoded.clone(),
+                None => {
+                    let run = Outbound {
+                        announce: vec![(attributes.clone(), prefixes.clone())],
+                        withdraw: Vec::new(),
+                    };
+                    let (run, mut failed) = encode(&run, wire);
+                    errors.append(&mut failed);
+                    encoded += run.len();
+                    let run = Encoded::from(run);
+                    if self.runs.len() >= RUN_CACHE_MAX {
+                        self.runs.clear();
+                    }
+                    self.runs.insert(
+                        key,
+                        CachedRun {
+                            attributes: attributes.clone(),
+                            prefixes: prefixes.clone(),
+                            wire: *wire,
+                            encoded: run.clone(),
+                        },
+                    );
+                    run
+                }
+            };
+            sent += run.len();
+            if !run.is_empty() {
+                messages.push(run);
+            }
+        }
+        stats.add(encoded as u64, sent as u64, false);
+        (messages, errors)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
