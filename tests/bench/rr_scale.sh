@@ -47,9 +47,23 @@ cleanup() {
 trap cleanup EXIT
 log() { echo "[$(date -u +%T)] $*" >&2; }
 
+# The reflector resolves every client's address: past 1,024 neighbours (the default gc_thresh3,
+# a host-wide setting) the table overflows and connections fail with "No route to host". Raised
+# for the run (only ever raised), as for any host with thousands of BGP neighbours on one link.
+raise_neigh() { # raise_neigh N
+    local want=$(($1 * 2 + 1024)) key cur
+    for key in gc_thresh1 gc_thresh2 gc_thresh3; do
+        cur=$(sysctl -n "net.ipv4.neigh.default.$key")
+        [ "$cur" -lt "$want" ] && sysctl -qw "net.ipv4.neigh.default.$key=$want"
+        want=$((want * 2))
+    done
+    return 0
+}
+
 # A fresh pair of namespaces with N client addresses: 10.99.1.1 + i.
 make_ns() { # make_ns RR N
     local rr=$1 n=$2
+    raise_neigh "$n"
     ip netns add "$rr"; namespaces+=("$rr")
     ip netns add "$CL"; namespaces+=("$CL")
     ip -n "$rr" link set lo up
