@@ -30,6 +30,7 @@ pub mod nat;
 pub mod nexthops;
 pub mod node;
 pub mod reconciler;
+pub mod relevance;
 pub mod repair;
 pub mod repair_hold;
 pub mod routing;
