@@ -9,13 +9,16 @@
 //!                          v  (source, event)
 //!  ClusterView::apply: put/delete one record; a snapshot (first read, or after compaction or a
 //!  lost watch) replaces that source's records      ── no datastore read per event ──
-//!                          v  changed and every source read once (a queued burst is one change)
+//!                          v  the change matters to this node (agent::relevance), every
+//!                          v  source read once (a queued burst is one change)
 //!  ClusterState ──> watch channel ──> follow_datastore: speaker.set_originated / set_peers,
 //!                                     local blocks, tunnel snapshot
 //! ```
 //! Nothing else is followed: IPAM blocks, handles and the IPAM config (most of the datastore's
 //! writes) never reach this agent's follower, and a change elsewhere in the cluster costs no
-//! read at all, only the rebuild of the in-memory state. A prefix is re-listed only when its
+//! read at all. A change that cannot alter what calc computes for this node (with reflectors: a
+//! client's record, any remote block; see [`super::relevance`]) costs only the update of its
+//! record: no state is built or handed on. One that matters rebuilds the state. A prefix is re-listed only when its
 //! watch reports compaction or fails. An undecodable record is logged and left out (the one
 //! it replaced stays); while the datastore is unreachable the last state stays in force.
 //!
