@@ -5,7 +5,7 @@
 # registered, datastore read in full, BGP speaker started, calc's peers handed to it). Both
 # topologies: reflectors (mesh off, two reflectors peered by selector) and the full mesh. Runs in
 # a network namespace of its own (etcd inside it on loopback, node-00000's address 100.64.0.1/10
-# on a dummy interface); needs root.
+# on a veth inside it); needs root.
 # Usage: tests/bench/agent_join.sh [NODES...]   (default: 1000 5000)
 # PROFILE=debug uses the debug build (default release). Prints a markdown table.
 set -euo pipefail
@@ -31,9 +31,10 @@ cleanup() {
 }
 trap cleanup EXIT
 ip -n "$ns" link set lo up
-ip -n "$ns" link add dummy0 type dummy
-ip -n "$ns" link set dummy0 up
-ip -n "$ns" addr add 100.64.0.1/10 dev dummy0
+ip -n "$ns" link add node0 type veth peer name node0-peer
+ip -n "$ns" link set node0 up
+ip -n "$ns" link set node0-peer up
+ip -n "$ns" addr add 100.64.0.1/10 dev node0
 port=2379
 ip netns exec "$ns" etcd --name bench --data-dir "$work/etcd" \
   --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
