@@ -12,11 +12,14 @@
 //!         unchanged (the block's revision is compared in the delete)
 //! ```
 //! What is a leak: an address whose `node` attribute names a node without a Node record (or
-//! an unattributed one in such a node's block), an affinity of such a node, and, as reclaimable
-//! rather than inconsistent, an empty block still affine to a live node. Missing-node findings
+//! an unattributed one in such a node's block), an affinity of such a node, a handle of a live
+//! node that the node's last CNI GC list names unheld (no container holds it; see
+//! `ipam::attachments`: re-checked against the record read again just before its release), and,
+//! as reclaimable rather than inconsistent, an empty block still affine to a live node. Missing-node findings
 //! are only made when the cluster has Node records at all (IPAM used on its own, with
 //! `routectl ipam allocate --node` for nodes no agent registered, has no leaks of this kind).
 
+use super::attachments::{still_unheld, CniGcRecord};
 use super::decommission::{Decommission, MARKERS};
 use super::{Ipam, IpamError};
 use crate::datastore::{Compare, Op, Txn};
@@ -46,6 +49,8 @@ pub struct LeakScan {
     /// Nodes with a Node record.
     pub nodes: BTreeSet<String>,
     pub handles: Vec<LeakedHandle>,
+    /// Handles of live nodes that no container holds (their node's last CNI GC list).
+    pub unheld: Vec<LeakedHandle>,
     /// node → blocks it claims, for nodes without a record.
     pub affinities: BTreeMap<String, Vec<String>>,
     /// (block, its node, block revision) of empty blocks still affine to a live node.
@@ -59,6 +64,8 @@ pub struct RepairReport {
     pub grace_seconds: u64,
     /// Leaks seen in both scans.
     pub leaked_handles: Vec<LeakedHandle>,
+    /// Handles no container holds, seen in both scans.
+    pub handles_without_container: Vec<LeakedHandle>,
     pub released_handles: Vec<String>,
     pub addresses_released: usize,
     /// Missing nodes whose blocks and claims were released.
@@ -87,6 +94,7 @@ impl Ipam {
             .map(|kv| keys::last_part(&kv.key).to_string())
             .collect();
         let blocks = super::cache::load_all_blocks(store).await?;
+        let records = self.cni_gc_records().await?;
         let mut scan = LeakScan {
             nodes,
             ..LeakScan::default()
@@ -94,9 +102,11 @@ impl Ipam {
         let missing = |node: &str| {
             !scan.nodes.is_empty() && !scan.nodes.contains(node) || markers.contains(node)
         };
-        let mut handles: BTreeMap<(String, String), Vec<(IpAddr, u64)>> = BTreeMap::new();
+        let mut handles = HandleAddresses::new();
+        let mut unheld = HandleAddresses::new();
         for (block, revision) in &blocks {
             collect_block(block, &missing, &mut handles);
+            collect_unheld(block, &missing, &records, &mut unheld);
             if let Some(node) = block.affinity.as_deref() {
                 if block.is_empty() && !missing(node) {
                     scan.empty_blocks
@@ -104,14 +114,8 @@ impl Ipam {
                 }
             }
         }
-        scan.handles = handles
-            .into_iter()
-            .map(|((handle, node), addresses)| LeakedHandle {
-                handle,
-                node,
-                addresses,
-            })
-            .collect();
+        scan.handles = leaked_handles(handles);
+        scan.unheld = leaked_handles(unheld);
         for kv in store.list_keys(keys::AFFINITIES).await?.kvs {
             if let Some((node, cidr)) = keys::parse_affinity_key(&kv.key) {
                 if missing(&node) {
@@ -144,17 +148,14 @@ impl Ipam {
     ) -> Result<RepairReport, IpamError> {
         let mut report = RepairReport {
             dry_run,
-            leaked_handles: second
-                .handles
-                .iter()
-                .filter(|h| first.handles.contains(h))
-                .cloned()
-                .collect(),
+            leaked_handles: seen_twice(&first.handles, &second.handles),
+            handles_without_container: seen_twice(&first.unheld, &second.unheld),
             ..RepairReport::default()
         };
         if dry_run {
             return Ok(report);
         }
+        self.release_unheld(&mut report).await?;
         let store = self.store.as_ref();
         for leak in report.leaked_handles.clone() {
             if store.get(&keys::node(&leak.node)).await?.is_some() {
@@ -197,6 +198,27 @@ impl Ipam {
         Ok(report)
     }
 
+    /// Releases, whole, each handle no container holds that both scans found, if its node's
+    /// CNI GC records, read again just before, still name it unheld.
+    async fn release_unheld(&self, report: &mut RepairReport) -> Result<(), IpamError> {
+        for leak in report.handles_without_container.clone() {
+            let records = self.cni_gc_records_of(&leak.node).await?;
+            if !still_unheld(Some(&records), &leak.handle) {
+                report.skipped.push(format!(
+                    "handle {}: node {}'s last CNI GC no longer names it unheld",
+                    leak.handle, leak.node
+                ));
+                continue;
+            }
+            let freed = self.release_handle(&leak.handle).await?;
+            info!(handle = %leak.handle, node = %leak.node, addresses = freed.len(),
+                "released a handle no container holds");
+            report.addresses_released += freed.len();
+            report.released_handles.push(leak.handle);
+        }
+        Ok(())
+    }
+
     /// Deletes one empty block and its node's claim, if the block is unchanged since the scan.
     async fn release_empty_block(
         &self,
@@ -224,12 +246,45 @@ impl Ipam {
     }
 }
 
-/// Adds the block's allocations of missing nodes to `handles`.
-fn collect_block(
+/// (handle, node) → (address, sequence number) of each address it holds there.
+type HandleAddresses = BTreeMap<(String, String), Vec<(IpAddr, u64)>>;
+
+fn leaked_handles(found: HandleAddresses) -> Vec<LeakedHandle> {
+    found
+        .into_iter()
+        .map(|((handle, node), addresses)| LeakedHandle {
+            handle,
+            node,
+            addresses,
+        })
+        .collect()
+}
+
+/// Adds the block's allocations of live nodes whose CNI GC records name them unheld.
+fn collect_unheld(
     block: &Block,
     missing: &dyn Fn(&str) -> bool,
-    handles: &mut BTreeMap<(String, String), Vec<(IpAddr, u64)>>,
+    records: &BTreeMap<String, Vec<CniGcRecord>>,
+    unheld: &mut HandleAddresses,
 ) {
+    for (ordinal, a) in &block.allocations {
+        let Some(node) = a.attributes.get("node").filter(|n| !missing(n)) else {
+            continue;
+        };
+        if !still_unheld(records.get(node), &a.handle) {
+            continue;
+        }
+        if let Some(ip) = block.ip_at(*ordinal) {
+            unheld
+                .entry((a.handle.clone(), node.clone()))
+                .or_default()
+                .push((ip, a.sequence));
+        }
+    }
+}
+
+/// Adds the block's allocations of missing nodes to `handles`.
+fn collect_block(block: &Block, missing: &dyn Fn(&str) -> bool, handles: &mut HandleAddresses) {
     for (ordinal, a) in &block.allocations {
         let owner = a
             .attributes
@@ -248,6 +303,15 @@ fn collect_block(
     }
 }
 
+/// The leaks of `second` that `first` found too, unchanged (same addresses and sequences).
+fn seen_twice(first: &[LeakedHandle], second: &[LeakedHandle]) -> Vec<LeakedHandle> {
+    second
+        .iter()
+        .filter(|h| first.contains(h))
+        .cloned()
+        .collect()
+}
+
 impl LeakScan {
     /// The scan's leaks as `check` findings.
     pub fn findings(&self) -> Vec<super::Finding> {
@@ -258,6 +322,18 @@ impl LeakScan {
                 kind: super::FindingKind::AllocationOfMissingNode,
                 message: format!(
                     "handle {} holds {} for node {}, which has no Node record (`routectl ipam repair`)",
+                    h.handle,
+                    ips.join(", "),
+                    h.node
+                ),
+            });
+        }
+        for h in &self.unheld {
+            let ips: Vec<String> = h.addresses.iter().map(|(ip, _)| ip.to_string()).collect();
+            out.push(super::Finding {
+                kind: super::FindingKind::HandleWithoutContainer,
+                message: format!(
+                    "handle {} holds {} on node {}, where no container holds it: the node's last CNI GC did not list it (`routectl ipam repair`)",
                     h.handle,
                     ips.join(", "),
                     h.node
