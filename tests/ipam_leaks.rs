@@ -25,8 +25,8 @@ enum Store {
     Etcd,
 }
 
-/// A node namespace with an uplink (a veth pair of its own carrying the default route, so proxy ARP answers for
-/// the pods' gateway), its datastore and its agent.
+/// A node namespace with an uplink (a veth pair of its own carrying the default route, so
+/// proxy ARP answers for the pods' gateway), its datastore and its agent.
 struct Lab {
     node: Netns,
     url: String,
@@ -304,19 +304,24 @@ fn address_in(pod: &Netns) -> String {
         .to_string()
 }
 
-/// routed-cni SIGKILLed with the pod fully wired, before it prints the result.
-fn plugin_killed_mid_add(store: Store) {
+/// routed-cni SIGKILLed at `point`: `wired` (the pod fully wired, the result not printed) or
+/// `allocated` (the agent answered, the veth is up, the address is on nothing yet).
+fn plugin_killed_mid_add(store: Store, point: &str) {
     let lab = Lab::start(store, None);
     let (_live, live_ip) = lab.live_pod("live");
     let victim = Netns::new("lk-pod");
-    let stop = [(routed::cni::STOP_VAR, "wired")];
+    let stop = [(routed::cni::STOP_VAR, point)];
     let mut plugin = lab.spawn_add("victim", &victim, &stop);
     wait_stopped("routed-cni", &mut plugin);
     let victim_ip = address_in(&victim);
-    assert!(
-        lab.workload_routes()
-            .contains(&format!("{victim_ip} dev rd")),
-        "the stopped ADD wired its pod: {}",
+    let wired = !victim_ip.is_empty()
+        && lab
+            .workload_routes()
+            .contains(&format!("{victim_ip} dev rd"));
+    assert_eq!(
+        wired,
+        point == "wired",
+        "{point}: pod address {victim_ip:?}, routes {}",
         lab.workload_routes()
     );
     plugin.kill().unwrap();
@@ -327,7 +332,6 @@ fn plugin_killed_mid_add(store: Store) {
     let (code, report) = lab.check();
     assert_eq!((code, &report["allocated"]), (0, &2.into()), "{report:#}");
     lab.gc_check_repair("victim", "live", &live_ip);
-    assert!(!lab.workload_routes().contains(&victim_ip));
 }
 
 /// The agent SIGKILLed between an allocation's datastore write and its reply; restarted.
@@ -341,7 +345,10 @@ fn agent_killed_mid_allocation(store: Store) {
     let out = plugin.wait_with_output().unwrap();
     let answer = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(!out.status.success(), "the ADD fails: {answer}");
-    assert!(answer.contains("\"code\":"), "a CNI error: {answer}");
+    assert!(
+        answer.contains("\"code\":11") && answer.contains("without answering"),
+        "try again later: the agent died mid-request: {answer}"
+    );
     assert!(
         lab.veths().is_empty(),
         "the failed ADD rolled its veth back"
@@ -357,14 +364,29 @@ fn agent_killed_mid_allocation(store: Store) {
 fn sqlite_routed_cni_killed_mid_add_is_named_by_check_and_fixed_by_repair() {
     if common::require_e2e("sqlite_routed_cni_killed_mid_add_is_named_by_check_and_fixed_by_repair")
     {
-        plugin_killed_mid_add(Store::Sqlite);
+        plugin_killed_mid_add(Store::Sqlite, "wired");
     }
 }
 
 #[test]
 fn etcd_routed_cni_killed_mid_add_is_named_by_check_and_fixed_by_repair() {
     if common::require_e2e("etcd_routed_cni_killed_mid_add_is_named_by_check_and_fixed_by_repair") {
-        plugin_killed_mid_add(Store::Etcd);
+        plugin_killed_mid_add(Store::Etcd, "wired");
+    }
+}
+
+#[test]
+fn sqlite_routed_cni_killed_before_the_address_goes_on_is_named_and_fixed() {
+    if common::require_e2e("sqlite_routed_cni_killed_before_the_address_goes_on_is_named_and_fixed")
+    {
+        plugin_killed_mid_add(Store::Sqlite, "allocated");
+    }
+}
+
+#[test]
+fn etcd_routed_cni_killed_before_the_address_goes_on_is_named_and_fixed() {
+    if common::require_e2e("etcd_routed_cni_killed_before_the_address_goes_on_is_named_and_fixed") {
+        plugin_killed_mid_add(Store::Etcd, "allocated");
     }
 }
 

@@ -9,7 +9,8 @@
 //!    unheld  = held − V                (no container holds them; each existed before the list)
 //!    release = unheld ∩ the previous record's unheld
 //!              (the runtime said so twice, a GC interval apart: released whole, at once)
-//!    record  ipam/cni-gc/X/N = {received_at, valid: V, unheld: unheld − release}  (compare-and-swap)
+//!    record  ipam/cni-gc/X/N = {received_at, valid: V, unheld}  (compare-and-swap), then
+//!    release each handle of `release` whole (one whose release fails stays named for check)
 //! ```
 //! A handle the runtime names unheld once stays allocated until the next GC, or until `ipam
 //! repair` has seen it unheld in both its scans and re-read the record just before releasing
@@ -36,8 +37,8 @@ pub struct CniGcRecord {
     pub received_at: u64,
     /// Handles of the valid attachments.
     pub valid: BTreeSet<String>,
-    /// Handles the node held when the list came that no valid attachment names, and that this
-    /// GC did not release (seen unheld for the first time).
+    /// Handles the node held when the list came that no valid attachment names (those the GC
+    /// released included: one whose release fails stays named for `ipam check`).
     pub unheld: BTreeSet<String>,
 }
 
@@ -147,7 +148,7 @@ impl Ipam {
                 network: scope.network_key().to_string(),
                 received_at: now_unix(),
                 valid: scope.valid.clone(),
-                unheld: planned.unheld.clone(),
+                unheld: planned.unheld.union(&planned.release).cloned().collect(),
             };
             if self
                 .write_record(&key, &record, previous.map(|(_, rev)| rev))
