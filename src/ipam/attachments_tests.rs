@@ -111,7 +111,10 @@ async fn check_names_a_handle_no_container_holds_and_repair_releases_it_whole() 
     let late = pod(&ipam, "late").await;
     let named = unheld_findings(&ipam).await;
     assert_eq!(named.len(), 1, "{named:?}");
-    assert!(named[0].contains("routed.dead.eth0"), "{named:?}");
+    assert!(
+        named[0].contains("routed.dead.eth0") && named[0].contains("(network routed, "),
+        "{named:?}"
+    );
     let dry = ipam.repair(Duration::ZERO, true).await.unwrap();
     assert_eq!(dry.handles_without_container.len(), 1, "{dry:?}");
     assert!(dry.released_handles.is_empty());

@@ -51,6 +51,9 @@ pub struct LeakScan {
     pub handles: Vec<LeakedHandle>,
     /// Handles of live nodes that no container holds (their node's last CNI GC list).
     pub unheld: Vec<LeakedHandle>,
+    /// handle → (network, Unix seconds) of the GC list that named it unheld.
+    #[serde(skip)]
+    pub unheld_by: BTreeMap<String, (String, u64)>,
     /// node → blocks it claims, for nodes without a record.
     pub affinities: BTreeMap<String, Vec<String>>,
     /// (block, its node, block revision) of empty blocks still affine to a live node.
@@ -116,6 +119,7 @@ impl Ipam {
         }
         scan.handles = leaked_handles(handles);
         scan.unheld = leaked_handles(unheld);
+        scan.unheld_by = unheld_by(&scan.unheld, &records);
         for kv in store.list_keys(keys::AFFINITIES).await?.kvs {
             if let Some((node, cidr)) = keys::parse_affinity_key(&kv.key) {
                 if missing(&node) {
@@ -260,6 +264,23 @@ fn leaked_handles(found: HandleAddresses) -> Vec<LeakedHandle> {
         .collect()
 }
 
+/// The GC list (network, when) that names each of `unheld` unheld.
+fn unheld_by(
+    unheld: &[LeakedHandle],
+    records: &BTreeMap<String, Vec<CniGcRecord>>,
+) -> BTreeMap<String, (String, u64)> {
+    let mut out = BTreeMap::new();
+    for h in unheld {
+        let list = records
+            .get(&h.node)
+            .and_then(|rs| rs.iter().find(|r| r.unheld.contains(&h.handle)));
+        if let Some(r) = list {
+            out.insert(h.handle.clone(), (r.network.clone(), r.received_at));
+        }
+    }
+    out
+}
+
 /// Adds the block's allocations of live nodes whose CNI GC records name them unheld.
 fn collect_unheld(
     block: &Block,
@@ -328,12 +349,21 @@ impl LeakScan {
                 ),
             });
         }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         for h in &self.unheld {
             let ips: Vec<String> = h.addresses.iter().map(|(ip, _)| ip.to_string()).collect();
+            let list = self
+                .unheld_by
+                .get(&h.handle)
+                .map_or_else(String::new, |(net, at)| {
+                    format!(" (network {net}, {} s ago)", now.saturating_sub(*at))
+                });
             out.push(super::Finding {
                 kind: super::FindingKind::HandleWithoutContainer,
                 message: format!(
-                    "handle {} holds {} on node {}, where no container holds it: the node's last CNI GC did not list it (`routectl ipam repair`)",
+                    "handle {} holds {} on node {}, where no container holds it: the node's last CNI GC{list} did not list it (`routectl ipam repair`)",
                     h.handle,
                     ips.join(", "),
                     h.node
