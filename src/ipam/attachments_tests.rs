@@ -32,10 +32,20 @@ async fn ipam() -> (tempfile::TempDir, Ipam) {
 
 /// Allocates one address for the attachment `routed.<cid>.eth0` of network `routed`.
 async fn pod(ipam: &Ipam, cid: &str) -> IpAddr {
-    let mut req = AllocateRequest::new(NODE, &format!("routed.{cid}.eth0"), 1);
+    pod_with(ipam, cid, 1).await[0]
+}
+
+/// [`pod`] with `count` addresses.
+async fn pod_with(ipam: &Ipam, cid: &str, count: usize) -> Vec<IpAddr> {
+    let mut req = AllocateRequest::new(NODE, &format!("routed.{cid}.eth0"), count);
     req.attributes.insert("node".into(), NODE.into());
     req.attributes.insert("network".into(), "routed".into());
-    ipam.allocate(&req).await.unwrap()[0].ip
+    ipam.allocate(&req)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.ip)
+        .collect()
 }
 
 fn scope(valid: &[&str]) -> GcScope {
@@ -104,7 +114,7 @@ fn a_gc_releases_only_what_the_previous_gc_found_unheld_and_keeps_other_networks
 async fn check_names_a_handle_no_container_holds_and_repair_releases_it_whole() {
     let (_dir, ipam) = ipam().await;
     let live = pod(&ipam, "live").await;
-    pod(&ipam, "dead").await;
+    let dead = pod_with(&ipam, "dead", 2).await;
     let plan = ipam.cni_gc(NODE, &scope(&["live"])).await.unwrap();
     assert!(plan.release.is_empty(), "the first GC releases nothing");
     // A pod ADDed after the list arrived is not a leak.
@@ -120,7 +130,7 @@ async fn check_names_a_handle_no_container_holds_and_repair_releases_it_whole() 
     assert!(dry.released_handles.is_empty());
     let done = ipam.repair(Duration::ZERO, false).await.unwrap();
     assert_eq!(done.released_handles, ["routed.dead.eth0"], "{done:?}");
-    assert_eq!(done.addresses_released, 1);
+    assert_eq!(done.addresses_released, dead.len(), "both of its addresses");
     let report = ipam.check().await.unwrap();
     assert!(report.is_clean(), "{:?}", report.findings);
     let mut held: Vec<IpAddr> = ipam
