@@ -5,6 +5,8 @@
 //!  leak_scan ──(grace period)──> leak_scan ──> confirmed = seen in both scans, unchanged
 //!     │                                          │ (dry run: report and stop)
 //!     │                                          v
+//!     │   per handle no container holds: re-read the node's CNI GC records just before
+//!     │                      ──> release_handle (whole), or skip if a newer list names it valid
 //!     │   per leaked handle: re-read the node record just before ──> release_handle (all of
 //!     │                      the handle's addresses together), or skip if the node is back
 //!     │   per affinity of a missing node: re-check, then the decommission's block release
@@ -14,10 +16,10 @@
 //! What is a leak: an address whose `node` attribute names a node without a Node record (or
 //! an unattributed one in such a node's block), an affinity of such a node, a handle of a live
 //! node that the node's last CNI GC list names unheld (no container holds it; see
-//! `ipam::attachments`: re-checked against the record read again just before its release), and,
-//! as reclaimable rather than inconsistent, an empty block still affine to a live node. Missing-node findings
-//! are only made when the cluster has Node records at all (IPAM used on its own, with
-//! `routectl ipam allocate --node` for nodes no agent registered, has no leaks of this kind).
+//! `ipam::attachments`), and, as reclaimable rather than inconsistent, an empty block still
+//! affine to a live node. Missing-node findings are only made when the cluster has Node records
+//! at all (IPAM used on its own, with `routectl ipam allocate --node` for nodes no agent
+//! registered, has no leaks of this kind).
 
 use super::attachments::{still_unheld, CniGcRecord};
 use super::decommission::{Decommission, MARKERS};
