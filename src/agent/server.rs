@@ -379,6 +379,12 @@ async fn allocate(
     request
         .attributes
         .insert("node".into(), state.node_name.clone());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    request
+        .attributes
+        .insert(ipam::repair::ALLOCATED_AT.into(), now.to_string());
     let (reply, answer) = tokio::sync::oneshot::channel();
     let worker = state.clone();
     tokio::spawn(async move {

@@ -37,9 +37,18 @@ async fn pod(ipam: &Ipam, cid: &str) -> IpAddr {
 
 /// [`pod`] with `count` addresses.
 async fn pod_with(ipam: &Ipam, cid: &str, count: usize) -> Vec<IpAddr> {
+    pod_at(ipam, cid, count, None).await
+}
+
+/// [`pod_with`], recording `allocated_at` (Unix seconds) as the agent does when given.
+async fn pod_at(ipam: &Ipam, cid: &str, count: usize, at: Option<u64>) -> Vec<IpAddr> {
     let mut req = AllocateRequest::new(NODE, &format!("routed.{cid}.eth0"), count);
     req.attributes.insert("node".into(), NODE.into());
     req.attributes.insert("network".into(), "routed".into());
+    if let Some(at) = at {
+        let key = crate::ipam::repair::ALLOCATED_AT;
+        req.attributes.insert(key.into(), at.to_string());
+    }
     ipam.allocate(&req)
         .await
         .unwrap()
@@ -180,10 +189,42 @@ async fn repair_skips_a_handle_a_newer_gc_lists_as_valid() {
     assert_eq!(second.unheld.len(), 1, "{second:?}");
     // Between the second scan and the release, the runtime lists the container.
     ipam.cni_gc(NODE, &scope(&["racer"])).await.unwrap();
-    let report = ipam.repair_confirmed(&first, &second, false).await.unwrap();
+    let report = ipam
+        .repair_confirmed(&first, &second, false, Duration::ZERO)
+        .await
+        .unwrap();
     assert!(report.released_handles.is_empty(), "{report:?}");
     assert_eq!(report.skipped.len(), 1, "{report:?}");
     assert_eq!(ipam.allocations_of_node(NODE).await.unwrap().len(), 1);
+}
+
+/// The runtime computed the list, then "racer" was ADDed, then the list arrived: the list lacks
+/// a live pod. Repair (grace 60 s) releases only handles allocated at least that long before
+/// the list, so the racer keeps its address until the next GC lists it.
+#[tokio::test]
+async fn repair_leaves_a_handle_allocated_within_the_grace_period_before_the_list() {
+    let (_dir, ipam) = ipam().await;
+    let now = now_unix();
+    pod_at(&ipam, "dead", 1, Some(now - 3_600)).await;
+    pod_at(&ipam, "racer", 1, Some(now)).await;
+    ipam.cni_gc(NODE, &scope(&[])).await.unwrap();
+    let named = unheld_findings(&ipam).await;
+    assert_eq!(named.len(), 2, "check names both: {named:?}");
+    let first = ipam.leak_scan().await.unwrap();
+    let second = ipam.leak_scan().await.unwrap();
+    let grace = Duration::from_secs(60);
+    let report = ipam
+        .repair_confirmed(&first, &second, false, grace)
+        .await
+        .unwrap();
+    assert_eq!(report.released_handles, ["routed.dead.eth0"], "{report:?}");
+    assert!(
+        report.skipped.len() == 1 && report.skipped[0].contains("routed.racer.eth0"),
+        "{report:?}"
+    );
+    let left = ipam.allocations_of_node(NODE).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].handle, "routed.racer.eth0");
 }
 
 #[tokio::test]

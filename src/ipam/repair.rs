@@ -32,6 +32,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 use tracing::info;
 
+/// The allocation attribute the agent writes with each address: Unix seconds, its clock.
+pub const ALLOCATED_AT: &str = "allocated_at";
+
 /// Calico's default is 15 minutes for its controller; an operator running repair by hand
 /// usually waits less. `routectl ipam repair --grace-period` sets it.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
@@ -53,13 +56,24 @@ pub struct LeakScan {
     pub handles: Vec<LeakedHandle>,
     /// Handles of live nodes that no container holds (their node's last CNI GC list).
     pub unheld: Vec<LeakedHandle>,
-    /// handle → (network, Unix seconds) of the GC list that named it unheld.
+    /// handle → the GC list that named it unheld, and when the handle was allocated.
     #[serde(skip)]
-    pub unheld_by: BTreeMap<String, (String, u64)>,
+    pub unheld_by: BTreeMap<String, UnheldBy>,
     /// node → blocks it claims, for nodes without a record.
     pub affinities: BTreeMap<String, Vec<String>>,
     /// (block, its node, block revision) of empty blocks still affine to a live node.
     pub empty_blocks: Vec<(String, String, i64)>,
+}
+
+/// Why a handle counts as held by no container: the CNI GC list that lacks it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnheldBy {
+    pub network: String,
+    /// Unix seconds, the agent's clock: when the list came.
+    pub received_at: u64,
+    /// Unix seconds, the agent's clock: when the handle was allocated (its `allocated_at`
+    /// attribute; absent in allocations of older agents).
+    pub allocated_at: Option<u64>,
 }
 
 /// What a repair found and did.
@@ -109,9 +123,10 @@ impl Ipam {
         };
         let mut handles = HandleAddresses::new();
         let mut unheld = HandleAddresses::new();
+        let mut allocated_at = BTreeMap::new();
         for (block, revision) in &blocks {
             collect_block(block, &missing, &mut handles);
-            collect_unheld(block, &missing, &records, &mut unheld);
+            collect_unheld(block, &missing, &records, (&mut unheld, &mut allocated_at));
             if let Some(node) = block.affinity.as_deref() {
                 if block.is_empty() && !missing(node) {
                     scan.empty_blocks
@@ -121,7 +136,7 @@ impl Ipam {
         }
         scan.handles = leaked_handles(handles);
         scan.unheld = leaked_handles(unheld);
-        scan.unheld_by = unheld_by(&scan.unheld, &records);
+        scan.unheld_by = unheld_by(&scan.unheld, &records, &allocated_at);
         for kv in store.list_keys(keys::AFFINITIES).await?.kvs {
             if let Some((node, cidr)) = keys::parse_affinity_key(&kv.key) {
                 if missing(&node) {
@@ -140,20 +155,22 @@ impl Ipam {
         let first = self.leak_scan().await?;
         tokio::time::sleep(grace).await;
         let second = self.leak_scan().await?;
-        let mut report = self.repair_confirmed(&first, &second, dry_run).await?;
-        report.grace_seconds = grace.as_secs();
-        Ok(report)
+        self.repair_confirmed(&first, &second, dry_run, grace).await
     }
 
-    /// Releases the leaks `first` and `second` agree on, each re-checked just before.
+    /// Releases the leaks `first` and `second` agree on, each re-checked just before. A
+    /// handle no container holds must also have been allocated `grace` or more before the GC
+    /// list that lacks it (an ADD that raced the list is not in it, and is alive).
     pub async fn repair_confirmed(
         &self,
         first: &LeakScan,
         second: &LeakScan,
         dry_run: bool,
+        grace: Duration,
     ) -> Result<RepairReport, IpamError> {
         let mut report = RepairReport {
             dry_run,
+            grace_seconds: grace.as_secs(),
             leaked_handles: seen_twice(&first.handles, &second.handles),
             handles_without_container: seen_twice(&first.unheld, &second.unheld),
             ..RepairReport::default()
@@ -161,7 +178,7 @@ impl Ipam {
         if dry_run {
             return Ok(report);
         }
-        self.release_unheld(&mut report).await?;
+        self.release_unheld(&mut report, second).await?;
         let store = self.store.as_ref();
         for leak in report.leaked_handles.clone() {
             if store.get(&keys::node(&leak.node)).await?.is_some() {
@@ -206,13 +223,28 @@ impl Ipam {
 
     /// Releases, whole, each handle no container holds that both scans found, if its node's
     /// CNI GC records, read again just before, still name it unheld.
-    async fn release_unheld(&self, report: &mut RepairReport) -> Result<(), IpamError> {
+    async fn release_unheld(
+        &self,
+        report: &mut RepairReport,
+        scan: &LeakScan,
+    ) -> Result<(), IpamError> {
         for leak in report.handles_without_container.clone() {
             let records = self.cni_gc_records_of(&leak.node).await?;
             if !still_unheld(Some(&records), &leak.handle) {
                 report.skipped.push(format!(
                     "handle {}: node {}'s last CNI GC no longer names it unheld",
                     leak.handle, leak.node
+                ));
+                continue;
+            }
+            let allocated_at = scan
+                .unheld_by
+                .get(&leak.handle)
+                .and_then(|u| u.allocated_at);
+            if let Some(young) = too_young(&records, &leak.handle, allocated_at, report) {
+                report.skipped.push(format!(
+                    "handle {}: allocated {young} s before the CNI GC list that lacks it, less than the grace period (its ADD may have raced the list; the next GC decides)",
+                    leak.handle
                 ));
                 continue;
             }
@@ -266,18 +298,42 @@ fn leaked_handles(found: HandleAddresses) -> Vec<LeakedHandle> {
         .collect()
 }
 
-/// The GC list (network, when) that names each of `unheld` unheld.
+/// Some(seconds between the allocation and the newest list naming `handle` unheld) when that is
+/// less than the report's grace period; None when old enough or the allocation time is unknown.
+fn too_young(
+    records: &[CniGcRecord],
+    handle: &str,
+    allocated_at: Option<u64>,
+    report: &RepairReport,
+) -> Option<u64> {
+    let allocated_at = allocated_at?;
+    let received_at = records
+        .iter()
+        .filter(|r| r.unheld.contains(handle))
+        .map(|r| r.received_at)
+        .max()?;
+    let age = received_at.saturating_sub(allocated_at);
+    (age < report.grace_seconds).then_some(age)
+}
+
+/// The GC list that names each of `unheld` unheld, with the handle's allocation time.
 fn unheld_by(
     unheld: &[LeakedHandle],
     records: &BTreeMap<String, Vec<CniGcRecord>>,
-) -> BTreeMap<String, (String, u64)> {
+    allocated_at: &BTreeMap<String, u64>,
+) -> BTreeMap<String, UnheldBy> {
     let mut out = BTreeMap::new();
     for h in unheld {
         let list = records
             .get(&h.node)
             .and_then(|rs| rs.iter().find(|r| r.unheld.contains(&h.handle)));
         if let Some(r) = list {
-            out.insert(h.handle.clone(), (r.network.clone(), r.received_at));
+            let by = UnheldBy {
+                network: r.network.clone(),
+                received_at: r.received_at,
+                allocated_at: allocated_at.get(&h.handle).copied(),
+            };
+            out.insert(h.handle.clone(), by);
         }
     }
     out
@@ -288,7 +344,7 @@ fn collect_unheld(
     block: &Block,
     missing: &dyn Fn(&str) -> bool,
     records: &BTreeMap<String, Vec<CniGcRecord>>,
-    unheld: &mut HandleAddresses,
+    (unheld, allocated_at): (&mut HandleAddresses, &mut BTreeMap<String, u64>),
 ) {
     for (ordinal, a) in &block.allocations {
         let Some(node) = a.attributes.get("node").filter(|n| !missing(n)) else {
@@ -296,6 +352,14 @@ fn collect_unheld(
         };
         if !still_unheld(records.get(node), &a.handle) {
             continue;
+        }
+        if let Some(at) = a
+            .attributes
+            .get(ALLOCATED_AT)
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            let latest = allocated_at.entry(a.handle.clone()).or_insert(at);
+            *latest = (*latest).max(at);
         }
         if let Some(ip) = block.ip_at(*ordinal) {
             unheld
@@ -356,12 +420,19 @@ impl LeakScan {
             .map_or(0, |d| d.as_secs());
         for h in &self.unheld {
             let ips: Vec<String> = h.addresses.iter().map(|(ip, _)| ip.to_string()).collect();
-            let list = self
-                .unheld_by
-                .get(&h.handle)
-                .map_or_else(String::new, |(net, at)| {
-                    format!(" (network {net}, {} s ago)", now.saturating_sub(*at))
+            let list = self.unheld_by.get(&h.handle).map_or_else(String::new, |u| {
+                let allocated = u.allocated_at.map_or_else(String::new, |at| {
+                    format!(
+                        ", {} s after its allocation",
+                        u.received_at.saturating_sub(at)
+                    )
                 });
+                format!(
+                    " (network {}, {} s ago{allocated})",
+                    u.network,
+                    now.saturating_sub(u.received_at)
+                )
+            });
             out.push(super::Finding {
                 kind: super::FindingKind::HandleWithoutContainer,
                 message: format!(

@@ -41,9 +41,19 @@ async fn unregister(ipam: &Ipam, node: &str) {
     }
 }
 
+/// The grace period of the property test's repairs (time does not pass in it: every
+/// allocation is younger than this when a GC list lacks it).
+const GRACE: Duration = Duration::from_secs(60);
+
+/// Allocates one address for `handle` on `node`, with the attributes the agent writes.
 async fn allocate(ipam: &Ipam, node: &str, handle: &str) -> IpAddr {
     let mut req = AllocateRequest::new(node, handle, 1);
     req.attributes.insert("node".into(), node.into());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    req.attributes.insert(ALLOCATED_AT.into(), now.to_string());
     ipam.allocate(&req).await.unwrap()[0].ip
 }
 
@@ -105,12 +115,18 @@ async fn a_leak_seen_once_is_left_alone_and_a_returning_node_keeps_its_addresses
     unregister(&ipam, "node-2").await;
     let after = ipam.leak_scan().await.unwrap();
     // Seen in the second scan only: not confirmed.
-    let report = ipam.repair_confirmed(&before, &after, false).await.unwrap();
+    let report = ipam
+        .repair_confirmed(&before, &after, false, Duration::ZERO)
+        .await
+        .unwrap();
     assert!(report.released_handles.is_empty(), "{report:?}");
     // Seen twice, but the node registers again before the release: the re-check keeps it.
     let again = ipam.leak_scan().await.unwrap();
     register(&ipam, "node-2").await;
-    let report = ipam.repair_confirmed(&after, &again, false).await.unwrap();
+    let report = ipam
+        .repair_confirmed(&after, &again, false, Duration::ZERO)
+        .await
+        .unwrap();
     assert!(report.released_handles.is_empty(), "{report:?}");
     assert_eq!(report.skipped.len(), 2, "{report:?}");
     assert_eq!(ipam.allocations_of_node("node-2").await.unwrap().len(), 1);
@@ -234,7 +250,7 @@ async fn play(ipam: &Ipam, events: &[Event], pods: &mut Pods) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(48))]
 
     /// Whatever happens before, between and after the two scans (pods started, deleted and
     /// killed mid-ADD, nodes vanishing and returning, CNI GCs, some racing an ADD): every pod
@@ -256,7 +272,7 @@ proptest! {
             play(&ipam, &between, &mut pods).await;
             let second = ipam.leak_scan().await.unwrap();
             play(&ipam, &after, &mut pods).await;
-            ipam.repair_confirmed(&first, &second, false).await.unwrap();
+            ipam.repair_confirmed(&first, &second, false, GRACE).await.unwrap();
             for (node, handle, ip) in &pods.running {
                 if ipam.store.get(&keys::node(node)).await.unwrap().is_none() {
                     continue; // its node is gone: a leak, fair game
