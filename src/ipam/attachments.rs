@@ -13,9 +13,10 @@
 //!    release each handle of `release` whole (one whose release fails stays named for check)
 //! ```
 //! A handle the runtime names unheld once stays allocated until the next GC, or until `ipam
-//! repair` has seen it unheld in both its scans and re-read the record just before releasing
-//! it. A pod ADDed after the list was computed but before it arrived is unheld in that record
-//! only: the next GC lists it valid, so it is never released.
+//! repair` has seen it unheld in both its scans, re-read the record just before releasing it,
+//! and found it allocated at least its grace period before that list (`allocated_at`, stamped
+//! by the same agent). A pod ADDed after the list was computed but before it arrived is unheld
+//! in that record only and young: the next GC lists it valid, so it is never released.
 
 use super::{AddressRecord, Ipam, IpamError, MAX_ATTEMPTS};
 use crate::datastore::{decode_json, encode_json, DatastoreError, Revision};
