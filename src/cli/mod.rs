@@ -301,7 +301,8 @@ pub enum IpamCommand {
     /// Check every IPAM record for inconsistencies (exit 1 when any is found).
     Check,
     /// Release leaked addresses and blocks: what two scans a grace period apart both find
-    /// (addresses and claims of nodes without a Node record, empty blocks still affine).
+    /// (addresses and claims of nodes without a Node record, handles no container holds per
+    /// the node's last CNI GC, empty blocks still affine).
     Repair {
         /// Report what would be released; release nothing.
         #[arg(long)]
