@@ -1,7 +1,7 @@
 //! Dense ordered maps and sets keyed by prefix, for tables of a million entries.
 //!
 //! ```text
-//!  PrefixMap<V> ──> v4: Chunks<Ipv4Network, V>   keys of 5 bytes
+//!  PrefixMap<V> ──> v4: Chunks<u64, V>           key: address << 8 | length
 //!               └─> v6: Chunks<Ipv6Network, V>   keys of 17 bytes
 //!  Chunks<K, V> ──> firsts: [k0,  k1,  ...]      the first key of each chunk (binary search)
 //!               └─> chunks: [[(k, v); <= CAP], [(k, v); <= CAP], ...]   sorted, never empty
@@ -13,15 +13,30 @@
 //! for the RIB's 32-byte `Dest` at 1M prefixes (measured, heaptrack). Here a chunk that is
 //! full first hands an entry to a neighbour with room (so chunks stay nearly full in any
 //! insertion order), appending past the end of a full chunk starts a new one (ascending
-//! insertion fills chunks completely), and IPv4 keys take 5 bytes: about 45 bytes per
-//! prefix for the same values.
+//! insertion fills chunks completely), and an IPv4 key is one integer (compared in one
+//! instruction; the binary searches are most of a lookup): about 45 bytes per prefix for
+//! the same values.
 //!
 //! Iteration follows `IpNetwork`'s order (every IPv4 prefix before every IPv6 one), as a
 //! `BTreeMap<IpNetwork, V>`'s does. Costs: lookup O(log n); insert and remove O(log n) plus
 //! a move of at most two chunks (and, when a chunk is split or dropped, of the chunk list,
 //! n / CAP entries).
 
+use std::net::Ipv4Addr;
+
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+
+/// An IPv4 prefix as one integer, in `Ipv4Network`'s order (address, then length).
+fn v4_key(prefix: &Ipv4Network) -> u64 {
+    (u64::from(u32::from(prefix.ip())) << 8) | u64::from(prefix.prefix())
+}
+
+/// The prefix of a `v4_key`.
+fn v4_prefix(key: u64) -> IpNetwork {
+    let address = Ipv4Addr::from((key >> 8) as u32);
+    // The length came from a valid prefix: at most 32.
+    IpNetwork::V4(Ipv4Network::new(address, key as u8).unwrap_or_else(|_| address.into()))
+}
 
 /// A sorted map in chunks of at most `CAP` entries.
 #[derive(Debug, Clone)]
@@ -261,7 +276,7 @@ impl<K: Ord + Copy, V, const CAP: usize> Chunks<K, V, CAP> {
 /// A map from prefix to `V` in prefix order, dense (see the module doc).
 #[derive(Debug, Clone)]
 pub struct PrefixMap<V, const CAP: usize = 64> {
-    v4: Chunks<Ipv4Network, V, CAP>,
+    v4: Chunks<u64, V, CAP>,
     v6: Chunks<Ipv6Network, V, CAP>,
 }
 
@@ -289,14 +304,14 @@ impl<V, const CAP: usize> PrefixMap<V, CAP> {
 
     pub fn get(&self, prefix: &IpNetwork) -> Option<&V> {
         match prefix {
-            IpNetwork::V4(p) => self.v4.get(p),
+            IpNetwork::V4(p) => self.v4.get(&v4_key(p)),
             IpNetwork::V6(p) => self.v6.get(p),
         }
     }
 
     pub fn get_mut(&mut self, prefix: &IpNetwork) -> Option<&mut V> {
         match prefix {
-            IpNetwork::V4(p) => self.v4.get_mut(p),
+            IpNetwork::V4(p) => self.v4.get_mut(&v4_key(p)),
             IpNetwork::V6(p) => self.v6.get_mut(p),
         }
     }
@@ -308,27 +323,27 @@ impl<V, const CAP: usize> PrefixMap<V, CAP> {
     /// The value of `prefix`, inserted with `make` when absent.
     pub fn get_or_insert_with(&mut self, prefix: IpNetwork, make: impl FnOnce() -> V) -> &mut V {
         match prefix {
-            IpNetwork::V4(p) => self.v4.get_or_insert_with(p, make),
+            IpNetwork::V4(p) => self.v4.get_or_insert_with(v4_key(&p), make),
             IpNetwork::V6(p) => self.v6.get_or_insert_with(p, make),
         }
     }
 
     pub fn remove(&mut self, prefix: &IpNetwork) -> Option<V> {
         match prefix {
-            IpNetwork::V4(p) => self.v4.remove(p),
+            IpNetwork::V4(p) => self.v4.remove(&v4_key(p)),
             IpNetwork::V6(p) => self.v6.remove(p),
         }
     }
 
     /// Entries in prefix order.
     pub fn iter(&self) -> impl Iterator<Item = (IpNetwork, &V)> + '_ {
-        let v4 = self.v4.iter().map(|(p, v)| (IpNetwork::V4(*p), v));
+        let v4 = self.v4.iter().map(|(k, v)| (v4_prefix(*k), v));
         v4.chain(self.v6.iter().map(|(p, v)| (IpNetwork::V6(*p), v)))
     }
 
     /// Entries in prefix order, values mutable.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (IpNetwork, &mut V)> + '_ {
-        let v4 = self.v4.iter_mut().map(|(p, v)| (IpNetwork::V4(p), v));
+        let v4 = self.v4.iter_mut().map(|(k, v)| (v4_prefix(k), v));
         v4.chain(self.v6.iter_mut().map(|(p, v)| (IpNetwork::V6(p), v)))
     }
 
@@ -344,13 +359,13 @@ impl<V, const CAP: usize> PrefixMap<V, CAP> {
     pub fn iter_after(&self, after: Option<IpNetwork>) -> impl Iterator<Item = (IpNetwork, &V)> {
         let (v4_after, v6_after, skip_v4) = match after {
             None => (None, None, false),
-            Some(IpNetwork::V4(p)) => (Some(p), None, false),
+            Some(IpNetwork::V4(p)) => (Some(v4_key(&p)), None, false),
             Some(IpNetwork::V6(p)) => (None, Some(p), true),
         };
         let v4 = (!skip_v4).then(|| {
             self.v4
                 .iter_after(v4_after.as_ref())
-                .map(|(p, v)| (IpNetwork::V4(*p), v))
+                .map(|(k, v)| (v4_prefix(*k), v))
         });
         let v6 = self
             .v6
@@ -360,7 +375,7 @@ impl<V, const CAP: usize> PrefixMap<V, CAP> {
     }
 }
 
-/// A set of prefixes in prefix order, dense (5 bytes per IPv4 prefix).
+/// A set of prefixes in prefix order, dense (8 bytes per IPv4 prefix).
 #[derive(Debug, Clone, Default)]
 pub struct PrefixSet {
     map: PrefixMap<(), 512>,
@@ -382,7 +397,7 @@ impl PrefixSet {
     /// Adds a prefix; whether it was absent.
     pub fn insert(&mut self, prefix: IpNetwork) -> bool {
         match prefix {
-            IpNetwork::V4(p) => self.map.v4.insert(p, ()),
+            IpNetwork::V4(p) => self.map.v4.insert(v4_key(&p), ()),
             IpNetwork::V6(p) => self.map.v6.insert(p, ()),
         }
     }
@@ -407,12 +422,12 @@ impl PrefixSet {
             }
             after => {
                 let v4_after = match after {
-                    Some(IpNetwork::V4(p)) => Some(p),
+                    Some(IpNetwork::V4(p)) => Some(v4_key(&p)),
                     _ => None,
                 };
                 let mut v4 = Vec::new();
                 self.map.v4.drain_after(v4_after.as_ref(), limit, &mut v4);
-                out.extend(v4.into_iter().map(IpNetwork::V4));
+                out.extend(v4.into_iter().map(v4_prefix));
                 let mut v6 = Vec::new();
                 self.map.v6.drain_after(None, limit - out.len(), &mut v6);
                 out.extend(v6.into_iter().map(IpNetwork::V6));

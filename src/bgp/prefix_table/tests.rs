@@ -14,12 +14,17 @@ fn v6(i: u32) -> IpNetwork {
     IpNetwork::V6(Ipv6Network::new(address, 64).unwrap())
 }
 
-/// A prefix from a small space (so operations hit the same keys), both families.
+/// A prefix from a small space (so operations hit the same keys): both families, several
+/// lengths, host bits set or not (an `IpNetwork` keeps them, and so must the map).
 fn prefix(i: u16) -> IpNetwork {
-    if i % 5 == 0 {
-        v6(u32::from(i))
-    } else {
-        v4(u32::from(i))
+    let x = u32::from(i);
+    let address = std::net::Ipv4Addr::from((x / 5) << 8 | (x % 3) << 5);
+    match i % 5 {
+        0 => v6(x),
+        1 => IpNetwork::V4(Ipv4Network::new(address, 26).unwrap()),
+        2 => IpNetwork::V4(Ipv4Network::new(address, 32).unwrap()),
+        3 => IpNetwork::V4(Ipv4Network::new(address, 0).unwrap()),
+        _ => v4(x / 5),
     }
 }
 
