@@ -3,14 +3,17 @@
 # sessions and with N+K, so the cost of one session is (RSS(N+K) - RSS(N)) / K; routed beside
 # BIRD 2 in the same run.
 #
-# Topology: namespace $NS-t (the target, 10.97.0.1/16 on eth0) and $NS-p (the peers: N+K
-# addresses from 10.97.1.1 on the veth's other end). The peers are the BGP peer simulator
+# Topology: namespace $NS-t (the target, 10.97.0.1/24 on eth0) and $NS-p (the peers: N+K
+# addresses from 10.97.16.1 on the veth's other end, 10.97.0.254/24 the target's gateway to
+# them: one neighbour entry each side, as the host's ARP table is shared by every namespace
+# and other benchmarks may fill it). The peers are the BGP peer simulator
 # (`routectl bench bgp-peers --idle`: iBGP, AS 64512, no routes, keepalives only), started twice:
 # N clients, then K more from the next addresses. Every one of the N+K peers is configured in
 # the target from the start, so the difference is what an Established session costs over a
 # configured one. Targets, one after another, each in a fresh pair of namespaces:
 #   routed  target/release/routed, embedded SQLite store, mesh off, one iBGP peer per client
-#           (it also dials each peer: refused, nothing listens there).
+#           (it also dials each peer; the peers' namespace drops those SYNs, so its sessions
+#           wait in Connect and adopt the simulator's connections).
 #   bird    BIRD 2, one passive iBGP protocol per client (`import all; export none`).
 # RSS = VmRSS from /proc/PID/status, read once the target reports the sessions Established and
 # again after SETTLE seconds (the larger of the two is taken); "configured" = no session up.
@@ -24,7 +27,7 @@ K=${2:-800}
 TARGETS=${TARGETS:-routed bird}
 SETTLE=${SETTLE:-3}
 TIMEOUT=${TIMEOUT:-120}
-for p in bird birdc ip jq; do
+for p in bird birdc ip jq nft; do
     command -v "$p" >/dev/null || { echo "missing $p (apt-get install bird2 jq iproute2)" >&2; exit 1; }
 done
 if [ -z "${ROUTED_BIN_DIR:-}" ]; then
@@ -49,7 +52,7 @@ cleanup() {
 trap cleanup EXIT
 log() { echo "[$(date -u +%T)] $*" >&2; }
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
-client_ip() { local x=$((10 * 16777216 + 97 * 65536 + 256 + 1 + $1)); echo "$((x >> 24)).$(((x >> 16) & 255)).$(((x >> 8) & 255)).$((x & 255))"; }
+client_ip() { local x=$((10 * 16777216 + 97 * 65536 + 16 * 256 + 1 + $1)); echo "$((x >> 24)).$(((x >> 16) & 255)).$(((x >> 8) & 255)).$((x & 255))"; }
 
 make_ns() { # make_ns TARGET_NS
     local t=$1 i
@@ -58,13 +61,22 @@ make_ns() { # make_ns TARGET_NS
     ip -n "$t" link set lo up
     ip -n "$PEERS" link set lo up
     ip -n "$t" link add eth0 type veth peer name eth0 netns "$PEERS"
-    ip -n "$t" addr add 10.97.0.1/16 dev eth0
+    ip -n "$t" addr add 10.97.0.1/24 dev eth0
     for i in $(seq 0 $((TOTAL - 1))); do
-        echo "addr add $(client_ip "$i")/16 dev eth0 noprefixroute"
+        echo "addr add $(client_ip "$i")/32 dev eth0"
     done >"$work/addrs"
+    ip -n "$PEERS" addr add 10.97.0.254/24 dev eth0
     ip -n "$PEERS" -batch "$work/addrs"
     ip -n "$t" link set eth0 up
     ip -n "$PEERS" link set eth0 up
+    ip -n "$t" route add 10.97.16.0/20 via 10.97.0.254
+    # The target's own dials to the peers get no answer (not a reset): its sessions wait in
+    # Connect, where an incoming connection is adopted, instead of backing off after a refusal.
+    ip netns exec "$PEERS" nft -f - <<'NFT'
+table inet session_memory {
+    chain input { type filter hook input priority 0; tcp dport 179 drop; }
+}
+NFT
     for n in "$t" "$PEERS"; do
         ip netns exec "$n" sysctl -qw net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
     done
@@ -112,7 +124,7 @@ start_routed() { # start_routed NS
     for i in $(seq 0 $((TOTAL - 1))); do
         "$B/routectl" --datastore "$ds" peer create "c$i" --as 64512 --peer-ip "$(client_ip "$i")" >/dev/null
     done
-    ip netns exec "$1" "$B/routed" --node-name sm --datastore "$ds" --ip 10.97.0.1/16 \
+    ip netns exec "$1" "$B/routed" --node-name sm --datastore "$ds" --ip 10.97.0.1/24 \
         --socket "$work/routed.sock" --no-forward-rules >"$work/routed.log" 2>&1 &
     pids+=($!)
     TARGET_PID=$!
@@ -127,10 +139,10 @@ start_bird() { # start_bird NS
     {
         echo "router id 10.97.0.1;"
         echo "protocol device { }"
-        echo "template bgp idle { local 10.97.0.1 as 64512; direct; passive on; hold time 240;"
+        echo "template bgp smpeer { local 10.97.0.1 as 64512; multihop; passive on; hold time 240;"
         echo "  ipv4 { import all; export none; }; }"
         for i in $(seq 0 $((TOTAL - 1))); do
-            echo "protocol bgp c$i from idle { neighbor $(client_ip "$i") internal; }"
+            echo "protocol bgp c$i from smpeer { neighbor $(client_ip "$i") internal; }"
         done
     } >"$work/bird.conf"
     ip netns exec "$1" bird -f -c "$work/bird.conf" -s "$work/bird.ctl" >"$work/bird.out" 2>&1 &
