@@ -17,16 +17,16 @@
 #   bird    BIRD 2, one passive iBGP protocol per client (`import all; export none`).
 # RSS = VmRSS from /proc/PID/status, read once the target reports the sessions Established and
 # again after SETTLE seconds (the larger of the two is taken); "configured" = no session up.
-# Usage: tests/bench/session_memory.sh [N [K]]   default 200 800
-#   TARGETS="routed bird"  SETTLE=3 (s)  TIMEOUT=120 (s)  ROUTED_BIN_DIR=DIR (skip the build)
+# Usage: tests/bench/session_memory.sh [N [K]]   default 100 400
+#   TARGETS="routed bird"  SETTLE=3 (s)  TIMEOUT=300 (s)  ROUTED_BIN_DIR=DIR (skip the build)
 # Root; not run in CI. Prints a markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-N=${1:-200}
-K=${2:-800}
+N=${1:-100}
+K=${2:-400}
 TARGETS=${TARGETS:-routed bird}
 SETTLE=${SETTLE:-3}
-TIMEOUT=${TIMEOUT:-120}
+TIMEOUT=${TIMEOUT:-300}
 for p in bird birdc ip jq nft; do
     command -v "$p" >/dev/null || { echo "missing $p (apt-get install bird2 jq iproute2)" >&2; exit 1; }
 done
