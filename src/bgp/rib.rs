@@ -99,6 +99,34 @@ pub struct ExportPolicy {
     pub learned_to_ebgp: bool,
 }
 
+/// The NEXT_HOP of learned routes sent to a peer (Calico's `nextHopMode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NextHopMode {
+    /// Ours towards eBGP, the received one towards iBGP (RFC 4271 §5.1.3, RFC 4456 §10).
+    #[default]
+    Auto,
+    /// Always ours (BIRD's `next hop self`).
+    OurAddress,
+    /// Always the received one, towards eBGP too (BIRD's `next hop keep`).
+    Keep,
+}
+
+impl NextHopMode {
+    /// The NEXT_HOP a learned `path` is sent to the peer `to` with (`to_ebgp`: an eBGP peer).
+    fn choose(
+        self,
+        to: &PeerInfo,
+        path: &Held,
+        prefix: &IpNetwork,
+        to_ebgp: bool,
+    ) -> Option<IpAddr> {
+        match (self, to_ebgp) {
+            (NextHopMode::OurAddress, _) | (NextHopMode::Auto, true) => Some(to.local_address),
+            (NextHopMode::Keep, _) | (NextHopMode::Auto, false) => path.next_hop(prefix),
+        }
+    }
+}
+
 impl ExportPolicy {
     /// Whether any learned route can be exported at all.
     fn exports_learned(self) -> bool {
@@ -212,6 +240,10 @@ struct PeerRib {
     export: Option<ExportPolicy>,
     /// Our cluster ID when the peer is our route-reflector client.
     client_of: Option<Ipv4Addr>,
+    /// How often our AS may appear in the AS_PATH of the peer's routes (`allow local as`).
+    allow_local_as: u32,
+    /// The NEXT_HOP of learned routes sent to the peer (our prefixes always carry ours).
+    next_hop: NextHopMode,
 }
 
 impl PeerRib {
@@ -355,6 +387,24 @@ impl Rib {
             visible: 0,
             cluster_ids: BTreeMap::new(),
         }
+    }
+
+    /// Accept the peer's routes with our AS up to `times` times in the AS_PATH (BIRD's
+    /// `allow local as`; before its session comes up).
+    pub fn set_allow_local_as(&mut self, peer: PeerId, times: u32) {
+        self.peers.entry(peer).or_default().allow_local_as = times;
+    }
+
+    /// Set how the NEXT_HOP of learned routes sent to a peer is chosen (before its session
+    /// comes up).
+    pub fn set_next_hop_mode(&mut self, peer: PeerId, mode: NextHopMode) {
+        self.peers.entry(peer).or_default().next_hop = mode;
+    }
+
+    fn next_hop_mode(&self, peer: PeerId) -> NextHopMode {
+        self.peers
+            .get(&peer)
+            .map_or(NextHopMode::Auto, |p| p.next_hop)
     }
 
     /// Set a peer's route-reflection role (before its session comes up). Only
@@ -556,6 +606,7 @@ impl Rib {
         let Some(info) = self.peers.get(&peer).and_then(|s| s.info.clone()) else {
             return RibOutput::default();
         };
+        let allow_local_as = self.peers.get(&peer).map_or(0, |s| s.allow_local_as);
         let ibgp = info.peer_asn == self.local_asn;
         let mut touched: Vec<Touched> =
             Vec::with_capacity(update.withdrawn.len() + update.nlri.len());
@@ -583,7 +634,7 @@ impl Rib {
                 .attributes
                 .as_path
                 .as_ref()
-                .is_some_and(|p| p.contains(self.local_asn))
+                .is_some_and(|p| p.occurrences(self.local_asn) > allow_local_as as usize)
         };
         let mut attributes = update.attributes.clone();
         if !ibgp {
@@ -891,7 +942,11 @@ impl Rib {
             }
             let mut attrs = PathAttributes::clone(&path.attributes);
             attrs.local_pref = Some(attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF));
-            return with_next_hop(attrs, prefix, path.next_hop(prefix)?);
+            return with_next_hop(
+                attrs,
+                prefix,
+                self.next_hop_mode(peer).choose(info, path, prefix, false)?,
+            );
         }
         if !policy.learned_to_ebgp {
             return None;
@@ -913,7 +968,11 @@ impl Rib {
         attrs.med = None;
         attrs.originator_id = None;
         attrs.cluster_list.clear();
-        with_next_hop(attrs, prefix, info.local_address)
+        with_next_hop(
+            attrs,
+            prefix,
+            self.next_hop_mode(peer).choose(info, path, prefix, true)?,
+        )
     }
 }
 
@@ -942,7 +1001,10 @@ impl Rib {
         attrs.originator_id = Some(originator);
         attrs.cluster_list.insert(0, cluster_id);
         attrs.local_pref = Some(attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF));
-        with_next_hop(attrs, prefix, path.next_hop(prefix)?)
+        let next_hop = self
+            .next_hop_mode(to)
+            .choose(to_info, path, prefix, false)?;
+        with_next_hop(attrs, prefix, next_hop)
     }
 }
 
@@ -1125,3 +1187,7 @@ fn is_unusable(next_hop: IpAddr) -> bool {
 #[cfg(test)]
 #[path = "rib_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "rib_policy_tests.rs"]
+mod policy_tests;

@@ -293,13 +293,21 @@ fn render_repair(r: &crate::ipam::repair::RepairReport) -> String {
             h.addresses.len()
         ));
     }
+    for h in &r.handles_without_container {
+        text.push_str(&format!(
+            "no container holds: handle {} on node {} ({} address(es))\n",
+            h.handle,
+            h.node,
+            h.addresses.len()
+        ));
+    }
     for s in &r.skipped {
         text.push_str(&format!("skipped: {s}\n"));
     }
     if r.dry_run {
         text.push_str(&format!(
             "dry run: {} leaked handle(s) would be released; nothing changed\n",
-            r.leaked_handles.len()
+            r.leaked_handles.len() + r.handles_without_container.len()
         ));
     } else {
         text.push_str(&format!(

@@ -31,7 +31,7 @@ use super::queues::{Queued, RouteBacklog, WriteOp, WriteQueue};
 use super::{Session, SessionConfig, SessionError, SessionEvent, Which};
 use crate::bgp::fsm::{ConnectionOrigin, Input, State};
 use crate::bgp::packet::{decode_message, DecodeError, Decoded, FrameReader, Message, WireOptions};
-use crate::net::set_tcp_md5;
+use crate::net::{min_ttl, saved_syn_ttl, set_tcp_md5, set_ttl_security};
 
 /// How long a closing connection may take to flush before it is cut.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -112,7 +112,26 @@ async fn connect(config: &SessionConfig) -> Result<TcpStream, SessionError> {
             source: Arc::new(source),
         })?;
     }
+    if let Some(hops) = config.ttl_security {
+        // Before connect: the SYN goes out with TTL 255 and a far SYN-ACK is dropped.
+        set_ttl_security(socket.as_raw_fd(), config.remote.is_ipv6(), hops).map_err(failed)?;
+    }
     open_socket(socket, config).await.map_err(failed)
+}
+
+/// GTSM on an accepted connection (RFC 5082 §3): the SYN's TTL (saved by the listener) must
+/// be at least 256 − hops, and everything after it is checked by the kernel.
+fn check_ttl_security(stream: &TcpStream, hops: u8) -> Result<(), String> {
+    let fd = stream.as_raw_fd();
+    let min = min_ttl(hops);
+    let ipv6 = stream.local_addr().map_err(|e| e.to_string())?.is_ipv6();
+    match saved_syn_ttl(fd) {
+        Ok(Some(ttl)) if ttl >= min => {}
+        Ok(Some(ttl)) => return Err(format!("connection with TTL {ttl} refused (minimum {min})")),
+        Ok(None) => return Err("connection without a saved SYN refused".to_owned()),
+        Err(error) => return Err(format!("cannot read the SYN's TTL: {error}")),
+    }
+    set_ttl_security(fd, ipv6, hops).map_err(|e| format!("cannot set IP_MINTTL: {e}"))
 }
 
 /// Bind the source address, if any, and connect.
@@ -280,6 +299,21 @@ async fn write_loop(
 }
 
 impl Session {
+    /// Whether an incoming connection passes GTSM (always, without it); a refused one is
+    /// reported (the speaker counts it as `ttl_security`) and closed by the caller's drop.
+    pub(super) fn admits_ttl(&self, stream: &TcpStream) -> bool {
+        let Some(hops) = self.config.ttl_security else {
+            return true;
+        };
+        match check_ttl_security(stream, hops) {
+            Ok(()) => true,
+            Err(reason) => {
+                self.report_error(|peer| SessionError::TtlSecurity { peer, reason });
+                false
+            }
+        }
+    }
+
     /// Give a slot its connection: reader and writer tasks, then TcpConnected.
     pub(super) fn attach(&mut self, which: Which, stream: TcpStream, origin: ConnectionOrigin) {
         let conn = self.next_conn;
