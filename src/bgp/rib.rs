@@ -58,6 +58,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::bgp::packet::{AsPath, MpNextHop, Origin, PathAttributes, Update};
+use crate::bgp::prefix_table::PrefixMap;
 
 /// A peer, as the RIB knows it: an opaque number the speaker assigns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -356,7 +357,9 @@ pub type Hops = SmallVec<[IpAddr; 2]>;
 /// Memory: one table keyed by prefix holds every peer's path for it (a peer id, a shared
 /// pointer to the UPDATE's attributes and a stale flag) and the compact Loc-RIB choice, so a
 /// learned prefix costs one table entry however many structures look at it; the Adj-RIB-In of
-/// one peer is a view over the table (`adj_in`), the Loc-RIB another (`best_routes`).
+/// one peer is a view over the table (`adj_in`), the Loc-RIB another (`best_routes`). The
+/// table is a dense [`PrefixMap`] (about 45 bytes per IPv4 prefix held by one peer, against
+/// 86 in a `BTreeMap<IpNetwork, Dest>`; see `prefix_table`).
 #[derive(Debug)]
 pub struct Rib {
     local_asn: u32,
@@ -364,7 +367,7 @@ pub struct Rib {
     policy: ExportPolicy,
     peers: BTreeMap<PeerId, PeerRib>,
     originated: BTreeSet<IpNetwork>,
-    table: BTreeMap<IpNetwork, Dest>,
+    table: PrefixMap<Dest>,
     /// Prefixes with a selection that we do not originate (the reconciler's view).
     visible: usize,
     /// Our cluster IDs (those of our clients' sessions), with how many clients use each.
@@ -383,7 +386,7 @@ impl Rib {
             policy,
             peers: BTreeMap::new(),
             originated: BTreeSet::new(),
-            table: BTreeMap::new(),
+            table: PrefixMap::new(),
             visible: 0,
             cluster_ids: BTreeMap::new(),
         }
@@ -441,8 +444,8 @@ impl Rib {
         let prefixes: Vec<Touched> = self
             .table
             .keys()
-            .chain(self.originated.iter())
-            .map(|p| (*p, Hops::new()))
+            .chain(self.originated.iter().copied())
+            .map(|p| (p, Hops::new()))
             .collect();
         let established: Vec<PeerId> = self
             .peers
@@ -510,7 +513,7 @@ impl Rib {
                 self.table
                     .iter()
                     .filter(|(_, d)| d.choice.is_some())
-                    .map(|(p, _)| *p),
+                    .map(|(p, _)| p),
             );
         }
         let mut out = Outbound::default();
@@ -581,7 +584,7 @@ impl Rib {
             if stale_only && !stale {
                 continue;
             }
-            touched.push((*prefix, dest.next_hops(prefix)));
+            touched.push((prefix, dest.next_hops(&prefix)));
             dest.paths.remove(i);
             removed += 1;
             removed_stale += usize::from(stale);
@@ -649,7 +652,7 @@ impl Rib {
                 None => false,
             };
             if usable {
-                let dest = self.table.entry(*prefix).or_default();
+                let dest = self.table.get_or_insert_with(*prefix, Dest::default);
                 touched.push((*prefix, dest.next_hops(prefix)));
                 let held = Held {
                     attributes: attributes.clone(),
@@ -730,15 +733,13 @@ impl Rib {
         limit: usize,
         mut f: impl FnMut(IpNetwork, &[IpAddr]),
     ) -> Option<IpNetwork> {
-        use std::ops::Bound;
-        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut last = None;
-        for (prefix, dest) in self.table.range((start, Bound::Unbounded)).take(limit) {
-            last = Some(*prefix);
-            if dest.choice.is_none() || self.originated.contains(prefix) {
+        for (prefix, dest) in self.table.iter_after(after).take(limit) {
+            last = Some(prefix);
+            if dest.choice.is_none() || self.originated.contains(&prefix) {
                 continue;
             }
-            f(*prefix, &dest.next_hops(prefix));
+            f(prefix, &dest.next_hops(&prefix));
         }
         last
     }
@@ -788,7 +789,7 @@ impl Rib {
                 .iter()
                 .filter_map(|(prefix, dest)| {
                     let i = dest.position(peer)?;
-                    Some((*prefix, dest.paths.get(i)?.path()))
+                    Some((prefix, dest.paths.get(i)?.path()))
                 })
                 .collect(),
         )

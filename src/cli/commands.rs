@@ -585,6 +585,7 @@ async fn bench_bgp_peers(cmd: &BenchCommand, out: Output) -> Result<ExitCode> {
         timeout,
         connect_parallel,
         reflector_pid,
+        idle,
     } = cmd
     else {
         return ok();
@@ -600,6 +601,7 @@ async fn bench_bgp_peers(cmd: &BenchCommand, out: Output) -> Result<ExitCode> {
         timeout: std::time::Duration::from_secs(*timeout),
         connect_parallel: *connect_parallel,
         reflector_pid: *reflector_pid,
+        idle: idle.map(std::time::Duration::from_secs),
     };
     let report = crate::bench::bgp_sim::run(config)
         .await

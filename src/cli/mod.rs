@@ -548,6 +548,10 @@ pub enum BenchCommand {
         /// The reflector's pid: its peak RSS and CPU are reported.
         #[arg(long)]
         reflector_pid: Option<u32>,
+        /// Once all are Established, hold the sessions idle SECONDS and end (no convergence
+        /// phases, no reflection needed; BLOCKS may be 0).
+        #[arg(long, value_name = "SECONDS")]
+        idle: Option<u64>,
     },
 }
 

@@ -174,6 +174,12 @@ fn spawn_reader(
     abort
 }
 
+/// A connection's first read buffer: enough for an idle session (keepalives, the odd UPDATE).
+/// A read that fills it doubles it, up to `READ_BUFFER_MAX` (an idle session held 16 KiB
+/// before, most of what one cost the agent: tests/bench/session_memory.sh).
+const READ_BUFFER_FIRST: usize = 4 * 1024;
+const READ_BUFFER_MAX: usize = 16 * 1024;
+
 /// Read, frame and decode until the connection ends or a message is bad. After the peer's
 /// OPEN, wait for the negotiated wire options before the next frame (the session drops
 /// the sender when negotiation failed; the connection is closing then). Before each socket
@@ -191,7 +197,7 @@ async fn read_loop(
     let mut wire = WireOptions::default();
     let mut hex_logged = false;
     let mut wire_rx = Some(wire_rx);
-    let mut buffer = vec![0u8; 16 * 1024];
+    let mut buffer = vec![0u8; READ_BUFFER_FIRST];
     let send = |kind| {
         let io_tx = io_tx.clone();
         async move { io_tx.send(IoEvent { conn, kind }).await.is_ok() }
@@ -210,6 +216,10 @@ async fn read_loop(
             }
         };
         frames.extend(buffer.get(..read).unwrap_or_default());
+        if read == buffer.len() && buffer.len() < READ_BUFFER_MAX {
+            // The peer sends more than fits: bigger reads (a full table), fewer wake-ups.
+            buffer.resize(buffer.len() * 2, 0);
+        }
         loop {
             let frame = match frames.next_frame() {
                 Ok(Some(frame)) => frame,
