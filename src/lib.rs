@@ -17,6 +17,7 @@
 //! - [`cli`]: `routectl` commands, table rendering, exit codes.
 //! - [`logging`]: the `tracing` subscriber (text or JSON) the binaries install.
 //! - [`bench`]: the BGP peer simulator (`routectl bench bgp-peers`).
+//! - [`stop_point`]: named points where a test makes a process stop, to SIGKILL it there.
 
 pub mod agent;
 pub mod api;
@@ -32,3 +33,4 @@ pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod netlink;
+pub mod stop_point;

@@ -550,9 +550,26 @@ fn hold_or_forward(
     }
 }
 
+/// `ipam check` finds exactly one problem: `handle` is held by no container.
+async fn assert_only_unheld(url: &str, handle: &str) {
+    let report = Ipam::new(common::open(url).await).check().await.unwrap();
+    let named: Vec<&str> = report
+        .findings
+        .iter()
+        .filter(|f| f.kind == routed::ipam::FindingKind::HandleWithoutContainer)
+        .map(|f| f.message.as_str())
+        .collect();
+    assert!(
+        report.findings.len() == 1 && named.len() == 1 && named[0].contains(handle),
+        "{:#?}",
+        report.findings
+    );
+}
+
 /// SIGKILLs two ADDs with their veth wired (pod default route in place) and no address on the
-/// pod: one whose allocation never reached the agent, one whose allocation the agent made. GC
-/// then removes both veths and the one leaked address, and keeps the valid attachment.
+/// pod: one whose allocation never reached the agent, one whose allocation the agent made. The
+/// first GC removes both veths and records the leaked address as held by no container (`ipam
+/// check` names it); the second releases it; the valid attachment keeps everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_add_then_gc_leaves_nothing() {
     let Some(lab) = lab("killed_add_then_gc_leaves_nothing").await else {
@@ -625,6 +642,15 @@ async fn killed_add_then_gc_leaves_nothing() {
             "cni.dev/valid-attachments":[{{"containerID":"keep","ifname":"eth0"}}]}}"#,
         lab.agent.socket.display()
     );
+    let (code, out) = cni(&lab.node, &[("CNI_COMMAND", "GC")], &gc_conf);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        rd_links(&lab.node).len(),
+        1,
+        "the first GC removes the leaked veths"
+    );
+    // The first GC records the leaked handle as held by no container; the second releases it.
+    assert_only_unheld(&lab.url, "routed.killed-Response.eth0").await;
     let (code, out) = cni(&lab.node, &[("CNI_COMMAND", "GC")], &gc_conf);
     assert_eq!(code, 0, "{out}");
     let after = Ipam::new(common::open(&lab.url).await)

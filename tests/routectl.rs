@@ -660,3 +660,79 @@ fn peer_create_with_selectors() {
     );
     assert_eq!(code, 2, "--node and --node-selector exclude each other");
 }
+
+#[test]
+fn peer_create_stores_ttl_security_allowed_local_as_and_next_hop_mode() {
+    let (url, _dir) = common::sqlite_url();
+    let (code, _, err) = run_routectl(
+        &url,
+        &[
+            "peer",
+            "create",
+            "tor-gtsm",
+            "--peer-ip",
+            "192.0.2.9",
+            "--as",
+            "65009",
+            "--ttl-security",
+            "1",
+            "--num-allowed-local-as-numbers",
+            "2",
+            "--next-hop-mode",
+            "Self",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, json, _) = run_routectl(&url, &["peer", "list", "-o", "json"]);
+    assert_eq!(code, 0);
+    let peers: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let peer = &peers[0];
+    assert_eq!(
+        (
+            peer["ttl_security"].as_u64(),
+            peer["num_allowed_local_as_numbers"].as_u64(),
+            peer["next_hop_mode"].as_str()
+        ),
+        (Some(1), Some(2), Some("Self"))
+    );
+    // 0 hops is GTSM off; a mode outside auto|self|keep is a usage error.
+    let (code, _, err) = run_routectl(
+        &url,
+        &[
+            "peer",
+            "create",
+            "tor-plain",
+            "--peer-ip",
+            "192.0.2.10",
+            "--as",
+            "65010",
+            "--ttl-security",
+            "0",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (_, json, _) = run_routectl(&url, &["peer", "list", "-o", "json"]);
+    let peers: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let plain = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "tor-plain")
+        .unwrap();
+    assert!(plain.get("ttl_security").is_none(), "{plain}");
+    let (code, _, _) = run_routectl(
+        &url,
+        &[
+            "peer",
+            "create",
+            "tor-bad",
+            "--peer-ip",
+            "192.0.2.11",
+            "--as",
+            "65011",
+            "--next-hop-mode",
+            "sometimes",
+        ],
+    );
+    assert_eq!(code, 2);
+}

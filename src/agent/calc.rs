@@ -488,6 +488,9 @@ mod tests {
             max_prefixes: Some(100),
             max_prefixes_action: Some(PrefixLimitAction::Warn),
             local_as_number: Some(65100),
+            ttl_security: Some(1),
+            num_allowed_local_as_numbers: Some(2),
+            next_hop_mode: Some(crate::model::NextHopMode::Keep),
             ..BgpPeer::default()
         };
         let state = ClusterState {
@@ -502,6 +505,9 @@ mod tests {
         let spec = &desired_peers(&state.nodes[0], &state)[0];
         assert_eq!(spec.port, 1179);
         assert_eq!(spec.local_as, Some(65100));
+        assert_eq!(spec.ttl_security, Some(1));
+        assert_eq!(spec.allow_local_as, 2);
+        assert_eq!(spec.next_hop_mode, crate::bgp::speaker::NextHopMode::Keep);
         assert_eq!(spec.source_address, Some("10.0.0.1".parse().unwrap()));
         assert_eq!(spec.timers.keepalive, Some(Duration::from_secs(5)));
         assert_eq!(spec.max_restart_time, Some(Duration::from_secs(60)));

@@ -18,13 +18,13 @@
 
 use super::calc::{peer_name, ClusterState, PeerKind};
 use crate::bgp::rib::Reflection;
-use crate::bgp::speaker::{MaxPrefixAction, MaxPrefixes, PeerSpec};
+use crate::bgp::speaker::{MaxPrefixAction, MaxPrefixes, NextHopMode, PeerSpec};
 use crate::model::{BgpPeer, Node, PrefixLimitAction, Selector};
 use std::net::IpAddr;
 use std::time::Duration;
 
 /// Whether `peer` applies to node `me`.
-fn applies_to(peer: &BgpPeer, node: &Node) -> bool {
+pub(super) fn applies_to(peer: &BgpPeer, node: &Node) -> bool {
     match (&peer.node, &peer.node_selector) {
         (Some(name), _) => *name == node.name,
         (None, Some(_)) => peer
@@ -141,6 +141,13 @@ fn with_peer_settings(mut spec: PeerSpec, peer: &BgpPeer) -> PeerSpec {
         .map(|t| Duration::from_secs(u64::from(t)));
     spec.bfd = super::calc::bfd_spec(peer.bfd.as_ref());
     spec.local_as = peer.local_as_number;
+    spec.ttl_security = peer.ttl_security.filter(|hops| *hops != 0);
+    spec.allow_local_as = peer.num_allowed_local_as_numbers.unwrap_or(0);
+    spec.next_hop_mode = match peer.next_hop_mode.unwrap_or_default() {
+        crate::model::NextHopMode::Auto => NextHopMode::Auto,
+        crate::model::NextHopMode::ForceSelf => NextHopMode::OurAddress,
+        crate::model::NextHopMode::Keep => NextHopMode::Keep,
+    };
     spec.max_prefixes = peer.max_prefixes.map(|limit| MaxPrefixes {
         limit,
         action: match peer.max_prefixes_action {

@@ -37,6 +37,10 @@ const MAX_BODY: usize = 1024 * 1024;
 /// ([`crate::api::client::DEFAULT_TIMEOUT`]) so the plugin gets a real answer, not a timeout.
 pub const IPAM_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Test hook (`crate::stop_point`): `ROUTED_STOP_AT=allocation-committed` stops the agent
+/// between an allocation's datastore write and its reply.
+pub const STOP_VAR: &str = "ROUTED_STOP_AT";
+
 /// Binds the socket (replacing a stale one), mode 0600.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
@@ -375,10 +379,20 @@ async fn allocate(
     request
         .attributes
         .insert("node".into(), state.node_name.clone());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    request
+        .attributes
+        .insert(ipam::repair::ALLOCATED_AT.into(), now.to_string());
     let (reply, answer) = tokio::sync::oneshot::channel();
     let worker = state.clone();
     tokio::spawn(async move {
         let result = worker.ipam.allocate(&request).await;
+        if result.is_ok() {
+            // Crash tests: the addresses are in the datastore, the caller has no answer yet.
+            crate::stop_point::reached(STOP_VAR, "allocation-committed");
+        }
         if let Err(Ok(late)) = reply.send(result) {
             warn!(handle = %request.handle, addresses = late.len(),
                 "allocation completed after the caller gave up; releasing it");
@@ -403,31 +417,23 @@ async fn allocate(
     })
 }
 
+/// CNI GC: the list is recorded, handles unheld twice running are released
+/// (`ipam::attachments`).
 async fn gc(state: &AgentState, req: v1::GcRequest) -> Result<v1::GcResponse, ServeError> {
-    let held = state
+    let scope = ipam::attachments::GcScope {
+        prefix: req.prefix,
+        network: req.network,
+        valid: req.keep.into_iter().collect(),
+    };
+    let plan = state
         .ipam
-        .allocations_of_node(&state.node_name)
+        .cni_gc(&state.node_name, &scope)
         .await
         .map_err(|e| ServeError::ipam(None, e))?;
-    let mut released = Vec::new();
-    let mut kept = Vec::new();
-    let mut done = std::collections::BTreeSet::new();
-    for allocation in held {
-        if !allocation.handle.starts_with(&req.prefix) {
-            continue;
-        }
-        if req.keep.contains(&allocation.handle) {
-            kept.push(record_to_wire(&allocation));
-            continue;
-        }
-        if done.insert(allocation.handle.clone()) {
-            if let Err(e) = state.ipam.release_handle(&allocation.handle).await {
-                return Err(ServeError::ipam(Some(&allocation.handle), e));
-            }
-        }
-        released.push(record_to_wire(&allocation));
-    }
-    Ok(v1::GcResponse { released, kept })
+    Ok(v1::GcResponse {
+        released: records_to_wire(&plan.released),
+        kept: records_to_wire(&plan.kept),
+    })
 }
 
 // The mapping from internal types to the wire: the only place the two meet.

@@ -130,6 +130,13 @@ impl Client {
         stream.write_all(body).map_err(unreachable)?;
         let mut reply = Vec::new();
         stream.read_to_end(&mut reply).map_err(unreachable)?;
+        if reply.is_empty() {
+            // Closed without a byte: the agent died or restarted mid-request (try again).
+            return Err(unreachable(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the agent closed the connection without answering (it stopped or restarted)",
+            )));
+        }
         let (status, body) = parse_response(&reply).map_err(|r| self.protocol(r))?;
         if (200..300).contains(&status) {
             return serde_json::from_slice(body).map_err(|e| self.protocol(e.to_string()));
@@ -204,5 +211,31 @@ mod tests {
             .with_timeout(Duration::from_millis(200))
             .get::<serde_json::Value>("/v1/bgp/status");
         assert!(matches!(busy, Err(ClientError::Slow { .. })), "{busy:?}");
+    }
+
+    #[test]
+    fn an_agent_that_closes_without_answering_is_unreachable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routed.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let closer = std::thread::spawn(move || {
+            // Reads the whole request (unread data would reset the connection), then closes.
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 256];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = std::io::Read::read(&mut stream, &mut buf).unwrap();
+                assert!(n > 0, "the client closed first");
+                request.extend_from_slice(&buf[..n]);
+            }
+        });
+        let answer = Client::new(&path).get::<serde_json::Value>("/v1/node");
+        closer.join().unwrap();
+        match answer {
+            Err(ClientError::Unreachable { source, .. }) => {
+                assert!(source.to_string().contains("without answering"), "{source}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -135,12 +135,16 @@ pub struct ReleaseResponse {
     pub released: Vec<IpAddr>,
 }
 
-/// `POST /v1/ipam/gc` body: release every allocation of this node whose handle starts with
-/// `prefix` and is not in `keep`.
+/// `POST /v1/ipam/gc` body: CNI GC of this node. Handles starting with `prefix` (of `network`,
+/// or recorded without one) that are not in `keep` are unheld: recorded in the datastore, and
+/// released when the previous GC found them unheld too (`ipam::attachments`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GcRequest {
     pub prefix: String,
     pub keep: Vec<String>,
+    /// The CNI network (`name` of the configuration); absent: every network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// `POST /v1/ipam/gc` reply.
@@ -473,6 +477,7 @@ mod tests {
         let gc = GcRequest {
             prefix: "routed.".into(),
             keep: vec!["routed.3f1c0a.eth0".into()],
+            network: Some("routed".into()),
         };
         golden::round_trip("ipam-gc-request", &gc);
     }

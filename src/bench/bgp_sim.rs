@@ -13,6 +13,10 @@
 //!    └─ flap back: client 0 announces them again ─> back at every client
 //!  the reflector's peak RSS (VmHWM) and CPU (utime+stime) from /proc/PID when given its pid
 //! ```
+//! With `idle` set, the run ends differently: once every client is Established (and has sent
+//! its blocks, if it has any) the sessions are held that long, keepalives only, and nothing
+//! else is timed: what one idle session costs the peer (tests/bench/session_memory.sh) needs
+//! no reflection, so the peer can be any BGP speaker with the clients configured.
 //! Block j of client i is `block_base + (i×K + j)×64`/26, so a received prefix maps to one bit
 //! with no lookup. Frames are decoded with the crate's own codec (`bgp::packet`).
 
@@ -52,6 +56,8 @@ pub struct SimConfig {
     pub connect_parallel: usize,
     /// The reflector's process id, for its peak RSS and CPU.
     pub reflector_pid: Option<u32>,
+    /// Hold the sessions idle this long once all are Established, instead of the phases.
+    pub idle: Option<Duration>,
 }
 
 /// Figures of one run.
@@ -140,7 +146,7 @@ const WIRE: WireOptions = WireOptions {
 
 /// Runs the simulation: all phases, then the figures.
 pub async fn run(config: SimConfig) -> Result<SimReport> {
-    if config.clients < 2 || config.blocks == 0 {
+    if config.idle.is_none() && (config.clients < 2 || config.blocks == 0) {
         bail!("need at least 2 clients and 1 block each");
     }
     let cpu_before = config.reflector_pid.and_then(process_cpu_s);
@@ -155,7 +161,10 @@ pub async fn run(config: SimConfig) -> Result<SimReport> {
     let began = Instant::now();
     let (commands, command_rx) = mpsc::channel(4);
     let tasks = spawn_clients(&shared, command_rx);
-    let result = phases(&shared, &commands, began).await;
+    let result = match config.idle {
+        Some(idle) => hold_idle(&shared, idle, began).await,
+        None => phases(&shared, &commands, began).await,
+    };
     for task in tasks {
         task.abort();
     }
@@ -230,6 +239,32 @@ async fn phases(
     })
 }
 
+/// Every client Established, then the sessions held for `idle`: only the Established time.
+async fn hold_idle(shared: &Arc<Shared>, idle: Duration, began: Instant) -> Result<SimReport> {
+    let n = shared.config.clients;
+    wait_until(shared, "every client Established", || {
+        shared.established.load(Ordering::Relaxed) == n
+    })
+    .await?;
+    let established = began.elapsed();
+    tokio::time::sleep(idle).await;
+    if let Some(failure) = shared.failure() {
+        bail!("while idle: {failure}");
+    }
+    Ok(SimReport {
+        clients: n,
+        blocks: shared.config.blocks,
+        established_s: established.as_secs_f64(),
+        converged_s: 0.0,
+        withdraw_s: 0.0,
+        flap_s: 0.0,
+        reflector_peak_rss_mb: None,
+        reflector_cpu_s: None,
+        updates_received: shared.updates.load(Ordering::Relaxed),
+        nlri_received: shared.nlri.load(Ordering::Relaxed),
+    })
+}
+
 /// The time until every client's count passes `check`.
 async fn timed(
     shared: &Shared,
@@ -291,7 +326,9 @@ async fn client(
     };
     shared.established.fetch_add(1, Ordering::Relaxed);
     let own: Vec<IpNetwork> = (0..config.blocks).map(|j| block_of(config, i, j)).collect();
-    announce(&mut writer, me, &own, &[]).await?;
+    if !own.is_empty() {
+        announce(&mut writer, me, &own, &[]).await?;
+    }
     let mut held = vec![false; config.clients * config.blocks];
     let keepalive = Duration::from_secs(u64::from(config.hold_time.max(3) / 3));
     let mut ticker = tokio::time::interval(keepalive);
@@ -499,6 +536,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             connect_parallel: 10,
             reflector_pid: None,
+            idle: None,
         }
     }
 

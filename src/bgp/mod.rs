@@ -24,6 +24,7 @@
 pub mod change_feed;
 pub mod fsm;
 pub mod packet;
+pub mod prefix_table;
 pub mod rib;
 pub mod session;
 pub mod speaker;

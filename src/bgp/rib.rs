@@ -27,7 +27,9 @@
 //! every peer with next-hop self, ORIGIN IGP, AS_PATH empty (iBGP, with LOCAL_PREF 100) or
 //! our AS (eBGP). Routes learned over iBGP go to iBGP peers only by route reflection (below);
 //! other learned routes are sent only when the peer's `ExportPolicy` says so (per peer,
-//! `set_export`; off by default).
+//! `set_export`; off by default). Their NEXT_HOP follows the peer's [`NextHopMode`]
+//! (`set_next_hop_mode`; Calico's `nextHopMode`): ours towards eBGP and kept towards iBGP
+//! (`Auto`), always ours (`OurAddress`, Calico's `Self`), or always kept (`Keep`).
 //!
 //! Route reflection (RFC 4456), when some peers are our clients (`set_reflection` with
 //! [`Reflection::Client`]): an iBGP-learned best path from a client goes to every other iBGP
@@ -46,7 +48,8 @@
 //!
 //! Departures: no IGP cost step (every next hop is directly connected or reached through a
 //! tunnel); stale paths are not ranked below fresh ones; loop detection drops eBGP paths
-//! carrying our AS and iBGP paths whose ORIGINATOR_ID is ours, silently (as withdrawals).
+//! carrying our AS (more often than the peer's `set_allow_local_as`, BIRD's `allow local as`)
+//! and iBGP paths whose ORIGINATOR_ID is ours, silently (as withdrawals).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -57,6 +60,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::bgp::packet::{AsPath, MpNextHop, Origin, PathAttributes, Update};
+use crate::bgp::prefix_table::PrefixMap;
 
 pub use groups::{Exception, GroupChanges};
 use groups::{GroupKey, Memo, MemoKey, OutGroup, Sent};
@@ -101,6 +105,37 @@ pub struct ExportPolicy {
     pub ebgp_learned_to_ibgp: bool,
     /// Send learned routes to eBGP peers (next-hop self, our AS prepended).
     pub learned_to_ebgp: bool,
+}
+
+/// The NEXT_HOP of learned routes sent to a peer (Calico's `nextHopMode`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub enum NextHopMode {
+    /// Ours towards eBGP, the received one towards iBGP (RFC 4271 §5.1.3, RFC 4456 §10).
+    #[default]
+    Auto,
+    /// Always ours (BIRD's `next hop self`).
+    OurAddress,
+    /// Always the received one, towards eBGP too (BIRD's `next hop keep`).
+    Keep,
+}
+
+impl NextHopMode {
+    /// The NEXT_HOP a learned `path` is sent with to peers whose session has our
+    /// `local_address` (`to_ebgp`: eBGP peers).
+    fn choose(
+        self,
+        local_address: IpAddr,
+        path: &Held,
+        prefix: &IpNetwork,
+        to_ebgp: bool,
+    ) -> Option<IpAddr> {
+        match (self, to_ebgp) {
+            (NextHopMode::OurAddress, _) | (NextHopMode::Auto, true) => Some(local_address),
+            (NextHopMode::Keep, _) | (NextHopMode::Auto, false) => path.next_hop(prefix),
+        }
+    }
 }
 
 /// One path in the Adj-RIB-In of a peer. The attributes are shared by every prefix of the
@@ -230,6 +265,10 @@ struct PeerRib {
     export: Option<ExportPolicy>,
     /// Our cluster ID when the peer is our route-reflector client.
     client_of: Option<Ipv4Addr>,
+    /// How often our AS may appear in the AS_PATH of the peer's routes (`allow local as`).
+    allow_local_as: u32,
+    /// The NEXT_HOP of learned routes sent to the peer (our prefixes always carry ours).
+    next_hop: NextHopMode,
 }
 
 impl PeerRib {
@@ -340,7 +379,9 @@ pub type Hops = SmallVec<[IpAddr; 2]>;
 /// Memory: one table keyed by prefix holds every peer's path for it (a peer id, a shared
 /// pointer to the UPDATE's attributes and a stale flag) and the compact Loc-RIB choice, so a
 /// learned prefix costs one table entry however many structures look at it; the Adj-RIB-In of
-/// one peer is a view over the table (`adj_in`), the Loc-RIB another (`best_routes`).
+/// one peer is a view over the table (`adj_in`), the Loc-RIB another (`best_routes`). The
+/// table is a dense [`PrefixMap`] (about 45 bytes per IPv4 prefix held by one peer, against
+/// 86 in a `BTreeMap<IpNetwork, Dest>`; see `prefix_table`).
 #[derive(Debug)]
 pub struct Rib {
     local_asn: u32,
@@ -348,7 +389,7 @@ pub struct Rib {
     policy: ExportPolicy,
     peers: BTreeMap<PeerId, PeerRib>,
     originated: BTreeSet<IpNetwork>,
-    table: BTreeMap<IpNetwork, Dest>,
+    table: PrefixMap<Dest>,
     /// Prefixes with a selection that we do not originate (the reconciler's view).
     visible: usize,
     /// Our cluster IDs (those of our clients' sessions), with how many clients use each.
@@ -371,12 +412,24 @@ impl Rib {
             policy,
             peers: BTreeMap::new(),
             originated: BTreeSet::new(),
-            table: BTreeMap::new(),
+            table: PrefixMap::new(),
             visible: 0,
             cluster_ids: BTreeMap::new(),
             groups: BTreeMap::new(),
             deferred: None,
         }
+    }
+
+    /// Accept the peer's routes with our AS up to `times` times in the AS_PATH (BIRD's
+    /// `allow local as`; before its session comes up).
+    pub fn set_allow_local_as(&mut self, peer: PeerId, times: u32) {
+        self.peers.entry(peer).or_default().allow_local_as = times;
+    }
+
+    /// Set how the NEXT_HOP of learned routes sent to a peer is chosen (before its session
+    /// comes up).
+    pub fn set_next_hop_mode(&mut self, peer: PeerId, mode: NextHopMode) {
+        self.peers.entry(peer).or_default().next_hop = mode;
     }
 
     /// Set a peer's route-reflection role (before its session comes up). Only
@@ -414,8 +467,8 @@ impl Rib {
         let prefixes: Vec<Touched> = self
             .table
             .keys()
-            .chain(self.originated.iter())
-            .map(|p| (*p, Hops::new()))
+            .chain(self.originated.iter().copied())
+            .map(|p| (p, Hops::new()))
             .collect();
         let established: Vec<PeerId> = self
             .peers
@@ -546,7 +599,7 @@ impl Rib {
             if stale_only && !stale {
                 continue;
             }
-            touched.push((*prefix, dest.next_hops(prefix)));
+            touched.push((prefix, dest.next_hops(&prefix)));
             dest.paths.remove(i);
             removed += 1;
             removed_stale += usize::from(stale);
@@ -571,6 +624,7 @@ impl Rib {
         let Some(info) = self.peers.get(&peer).and_then(|s| s.info.clone()) else {
             return RibOutput::default();
         };
+        let allow_local_as = self.peers.get(&peer).map_or(0, |s| s.allow_local_as);
         let ibgp = info.peer_asn == self.local_asn;
         let mut touched: Vec<Touched> =
             Vec::with_capacity(update.withdrawn.len() + update.nlri.len());
@@ -598,7 +652,7 @@ impl Rib {
                 .attributes
                 .as_path
                 .as_ref()
-                .is_some_and(|p| p.contains(self.local_asn))
+                .is_some_and(|p| p.occurrences(self.local_asn) > allow_local_as as usize)
         };
         let mut attributes = update.attributes.clone();
         if !ibgp {
@@ -613,7 +667,7 @@ impl Rib {
                 None => false,
             };
             if usable {
-                let dest = self.table.entry(*prefix).or_default();
+                let dest = self.table.get_or_insert_with(*prefix, Dest::default);
                 touched.push((*prefix, dest.next_hops(prefix)));
                 let held = Held {
                     attributes: attributes.clone(),
@@ -694,15 +748,13 @@ impl Rib {
         limit: usize,
         mut f: impl FnMut(IpNetwork, &[IpAddr]),
     ) -> Option<IpNetwork> {
-        use std::ops::Bound;
-        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut last = None;
-        for (prefix, dest) in self.table.range((start, Bound::Unbounded)).take(limit) {
-            last = Some(*prefix);
-            if dest.choice.is_none() || self.originated.contains(prefix) {
+        for (prefix, dest) in self.table.iter_after(after).take(limit) {
+            last = Some(prefix);
+            if dest.choice.is_none() || self.originated.contains(&prefix) {
                 continue;
             }
-            f(*prefix, &dest.next_hops(prefix));
+            f(prefix, &dest.next_hops(&prefix));
         }
         last
     }
@@ -752,7 +804,7 @@ impl Rib {
                 .iter()
                 .filter_map(|(prefix, dest)| {
                     let i = dest.position(peer)?;
-                    Some((*prefix, dest.paths.get(i)?.path()))
+                    Some((prefix, dest.paths.get(i)?.path()))
                 })
                 .collect(),
         )
@@ -922,7 +974,10 @@ impl Rib {
             }
             let mut attrs = PathAttributes::clone(&path.attributes);
             attrs.local_pref = Some(attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF));
-            return sent(with_next_hop(attrs, prefix, path.next_hop(prefix)?)?, None);
+            let next_hop = key
+                .next_hop
+                .choose(key.local_address, path, prefix, false)?;
+            return sent(with_next_hop(attrs, prefix, next_hop)?, None);
         }
         if !key.learned_to_ebgp {
             return None;
@@ -944,7 +999,8 @@ impl Rib {
         attrs.med = None;
         attrs.originator_id = None;
         attrs.cluster_list.clear();
-        sent(with_next_hop(attrs, prefix, key.local_address)?, None)
+        let next_hop = key.next_hop.choose(key.local_address, path, prefix, true)?;
+        sent(with_next_hop(attrs, prefix, next_hop)?, None)
     }
 }
 
@@ -969,10 +1025,10 @@ impl Rib {
         attrs.originator_id = Some(originator);
         attrs.cluster_list.insert(0, cluster_id);
         attrs.local_pref = Some(attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF));
-        Some((
-            with_next_hop(attrs, prefix, path.next_hop(prefix)?)?,
-            originator,
-        ))
+        let next_hop = key
+            .next_hop
+            .choose(key.local_address, path, prefix, false)?;
+        Some((with_next_hop(attrs, prefix, next_hop)?, originator))
     }
 }
 
@@ -1158,3 +1214,7 @@ mod groups;
 #[cfg(test)]
 #[path = "rib_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "rib_policy_tests.rs"]
+mod policy_tests;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  peer_up(P) ──> GroupKey of P: iBGP or eBGP, export policy, reflection role (client of
-//!                 which cluster), families, our address on the session
+//!                 which cluster), families, our address on the session, next-hop mode
 //!                 └─> OutGroup { members, adj_out: prefix → Sent } (built when the first
 //!                     member joins, dropped when the last leaves)
 //!  reselect(touched) ──> per group: export(key, prefix) diffed once against its adj_out
@@ -34,6 +34,8 @@ pub(super) struct GroupKey {
     pub(super) ipv6: bool,
     /// Our address on the session: next-hop self.
     pub(super) local_address: IpAddr,
+    /// The NEXT_HOP of learned routes (Calico's `nextHopMode`).
+    pub(super) next_hop: NextHopMode,
 }
 
 impl GroupKey {
@@ -311,6 +313,7 @@ impl Rib {
             ipv4: info.ipv4,
             ipv6: info.ipv6,
             local_address: info.local_address,
+            next_hop: state.next_hop,
         })
     }
 
@@ -374,15 +377,15 @@ impl Rib {
         let mut memo = Memo::default();
         let mut adj_out = BTreeMap::new();
         let learned = self.group_exports_learned(key);
-        let prefixes = self.originated.iter().chain(
+        let prefixes = self.originated.iter().copied().chain(
             self.table
                 .iter()
                 .filter(|(_, d)| learned && d.choice.is_some())
                 .map(|(p, _)| p),
         );
         for prefix in prefixes {
-            if let Some(sent) = self.export(key, prefix, &mut memo) {
-                adj_out.insert(*prefix, sent);
+            if let Some(sent) = self.export(key, &prefix, &mut memo) {
+                adj_out.insert(prefix, sent);
             }
         }
         OutGroup {

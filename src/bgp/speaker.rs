@@ -61,6 +61,7 @@ use crate::bfd::{BfdSpec, State as BfdState};
 use crate::bgp::change_feed::{change_feed, ChangeFeed, ChangeSender};
 use crate::bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, PeerConfig, State};
 use crate::bgp::packet::{Family, Update, WireOptions};
+pub use crate::bgp::rib::NextHopMode;
 use crate::bgp::rib::{
     BestRoute, ExportPolicy, GroupChanges, Outbound, PeerId, PeerInfo, Reflection, Rib, RibEvent,
     RibOutput, SharedRib,
@@ -71,7 +72,7 @@ use crate::bgp::session::{
     SessionHandle, SessionMessage,
 };
 use crate::bgp::update_groups::{self, UpdateCounts, UpdateStats};
-use crate::net::set_tcp_md5;
+use crate::net::{set_save_syn, set_send_ttl_255, set_tcp_md5};
 
 mod bfd;
 mod limits;
@@ -204,6 +205,15 @@ pub struct PeerSpec {
     /// How many prefixes the peer may send (`speaker/limits.rs`); `None`: no limit.
     #[serde(default)]
     pub max_prefixes: Option<MaxPrefixes>,
+    /// GTSM (RFC 5082): the peer is at most this many hops away; `None`: off.
+    #[serde(default)]
+    pub ttl_security: Option<u8>,
+    /// How many times our AS may appear in a received AS_PATH (BIRD's `allow local as`).
+    #[serde(default)]
+    pub allow_local_as: u32,
+    /// The NEXT_HOP of learned routes sent to this peer.
+    #[serde(default)]
+    pub next_hop_mode: NextHopMode,
 }
 
 impl PeerSpec {
@@ -233,6 +243,9 @@ impl PeerSpec {
             reflection: None,
             bfd: None,
             max_prefixes: None,
+            ttl_security: None,
+            allow_local_as: 0,
+            next_hop_mode: NextHopMode::Auto,
         }
     }
 }
@@ -521,6 +534,13 @@ fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
+    // GTSM (RFC 5082) peers check our SYN-ACK's TTL; each session checks the TTL of its
+    // peer's saved SYN (`session::io::check_ttl_security`).
+    set_send_ttl_255(socket.as_raw_fd(), addr.is_ipv6())?;
+    if let Err(error) = set_save_syn(socket.as_raw_fd()) {
+        // Linux < 4.2: plain peers still work; GTSM peers' connections are refused.
+        warn!(%error, "TCP_SAVE_SYN not available: incoming GTSM connections will be refused");
+    }
     socket.bind(addr)?;
     socket.listen(128)
 }
@@ -760,6 +780,8 @@ impl SpeakerTask {
         rib.add_peer(id);
         rib.set_export(id, spec.export);
         rib.set_reflection(id, spec.reflection);
+        rib.set_allow_local_as(id, spec.allow_local_as);
+        rib.set_next_hop_mode(id, spec.next_hop_mode);
         drop(rib);
         self.by_name.insert(spec.name.clone(), id);
         self.peers.insert(
@@ -846,6 +868,7 @@ impl SpeakerTask {
             remote: SocketAddr::new(spec.address, spec.port),
             source: spec.source_address.map(|ip| SocketAddr::new(ip, 0)),
             password: spec.password.clone(),
+            ttl_security: spec.ttl_security,
             keepalive: spec.timers.keepalive,
             fsm,
             write_queue_cap: self.config.write_queue_cap,

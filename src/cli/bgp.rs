@@ -29,6 +29,9 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
             keepalive_time,
             max_restart_time,
             local_as_number,
+            ttl_security,
+            num_allowed_local_as_numbers,
+            next_hop_mode,
         } => {
             let password = password_file.as_deref().map(read_password).transpose()?;
             let peer = BgpPeer {
@@ -48,6 +51,9 @@ pub async fn peer(store: Arc<dyn Datastore>, cmd: &PeerCommand, out: Output) -> 
                 max_prefixes: *max_prefixes,
                 max_prefixes_action: *max_prefixes_action,
                 local_as_number: *local_as_number,
+                ttl_security: ttl_security.filter(|hops| *hops != 0),
+                num_allowed_local_as_numbers: *num_allowed_local_as_numbers,
+                next_hop_mode: *next_hop_mode,
             };
             create_peer(store.as_ref(), peer, out).await?;
         }

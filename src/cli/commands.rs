@@ -293,13 +293,21 @@ fn render_repair(r: &crate::ipam::repair::RepairReport) -> String {
             h.addresses.len()
         ));
     }
+    for h in &r.handles_without_container {
+        text.push_str(&format!(
+            "no container holds: handle {} on node {} ({} address(es))\n",
+            h.handle,
+            h.node,
+            h.addresses.len()
+        ));
+    }
     for s in &r.skipped {
         text.push_str(&format!("skipped: {s}\n"));
     }
     if r.dry_run {
         text.push_str(&format!(
             "dry run: {} leaked handle(s) would be released; nothing changed\n",
-            r.leaked_handles.len()
+            r.leaked_handles.len() + r.handles_without_container.len()
         ));
     } else {
         text.push_str(&format!(
@@ -480,7 +488,11 @@ async fn bench_cmd(store: Arc<dyn Datastore>, cmd: &BenchCommand, out: Output) -
             blocks,
             changes,
             no_seed,
-        } => return bench_follower(store, *nodes, *blocks, *changes, !*no_seed, out).await,
+            mesh,
+        } => {
+            let spec = follower_spec(*nodes, *blocks, *changes, !*no_seed, *mesh);
+            return bench_follower(store, spec, out).await;
+        }
         BenchCommand::BgpPeers { .. } => return bench_bgp_peers(cmd, out).await,
     };
     print(out, &reports, || {
@@ -514,26 +526,46 @@ async fn bench_cmd(store: Arc<dyn Datastore>, cmd: &BenchCommand, out: Output) -
     ok()
 }
 
-/// `routectl bench follower`: one JSON object, or a line of figures.
-async fn bench_follower(
-    store: Arc<dyn Datastore>,
+/// What `routectl bench follower`'s flags ask for.
+fn follower_spec(
     nodes: usize,
     blocks: usize,
     changes: usize,
     seed: bool,
+    mesh: bool,
+) -> crate::agent::follower_bench::BenchSpec {
+    use crate::agent::follower_bench::{BenchSpec, Topology};
+    BenchSpec {
+        nodes,
+        blocks,
+        changes,
+        topology: if mesh {
+            Topology::Mesh
+        } else {
+            Topology::Reflectors
+        },
+        seed,
+    }
+}
+
+/// `routectl bench follower`: one JSON object, or a line of figures.
+async fn bench_follower(
+    store: Arc<dyn Datastore>,
+    spec: crate::agent::follower_bench::BenchSpec,
     out: Output,
 ) -> Result<ExitCode> {
-    let report = crate::agent::follower_bench::run(store, nodes, blocks, changes, seed)
+    let report = crate::agent::follower_bench::run(store, spec)
         .await
         .map_err(|e| CliError::Failed(format!("{e:#}")))?;
     if out == Output::Json {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
         println!(
-            "nodes={} blocks={} changes={} join_ms={:.0} join_reads={} reads={} reads_per_change={:.2} cpu_ms_per_100={:.0} follower_ms_per_100={:.1} relists={}",
-            report.nodes, report.blocks_per_node, report.changes, report.join_ms,
-            report.join_reads, report.reads, report.reads_per_change, report.cpu_ms_per_100,
-            report.follower_ms_per_100, report.relists
+            "topology={:?} nodes={} blocks={} changes={} join_ms={:.0} join_calc_ms={:.1} join_reads={} reads={} reads_per_change={:.2} cpu_ms_per_100={:.0} follower_ms_per_100={:.1} relists={} states_built={} records_per_change={:.0}",
+            report.topology, report.nodes, report.blocks_per_node, report.changes, report.join_ms,
+            report.join_calc_ms, report.join_reads, report.reads, report.reads_per_change,
+            report.cpu_ms_per_100, report.follower_ms_per_100, report.relists,
+            report.states_built, report.records_per_change
         );
     }
     ok()
@@ -553,6 +585,7 @@ async fn bench_bgp_peers(cmd: &BenchCommand, out: Output) -> Result<ExitCode> {
         timeout,
         connect_parallel,
         reflector_pid,
+        idle,
     } = cmd
     else {
         return ok();
@@ -568,6 +601,7 @@ async fn bench_bgp_peers(cmd: &BenchCommand, out: Output) -> Result<ExitCode> {
         timeout: std::time::Duration::from_secs(*timeout),
         connect_parallel: *connect_parallel,
         reflector_pid: *reflector_pid,
+        idle: idle.map(std::time::Duration::from_secs),
     };
     let report = crate::bench::bgp_sim::run(config)
         .await

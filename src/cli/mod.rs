@@ -301,7 +301,8 @@ pub enum IpamCommand {
     /// Check every IPAM record for inconsistencies (exit 1 when any is found).
     Check,
     /// Release leaked addresses and blocks: what two scans a grace period apart both find
-    /// (addresses and claims of nodes without a Node record, empty blocks still affine).
+    /// (addresses and claims of nodes without a Node record, handles no container holds per
+    /// the node's last CNI GC, empty blocks still affine).
     Repair {
         /// Report what would be released; release nothing.
         #[arg(long)]
@@ -412,6 +413,15 @@ pub enum PeerCommand {
         /// Our AS on this session instead of the cluster's (Calico's localASNumber).
         #[arg(long = "local-as")]
         local_as_number: Option<u32>,
+        /// GTSM (RFC 5082): the peer is at most N hops away; TTL 255 sent, below 256-N refused.
+        #[arg(long)]
+        ttl_security: Option<u8>,
+        /// Accept routes whose AS path holds our AS up to N times (BIRD's allow local as N).
+        #[arg(long)]
+        num_allowed_local_as_numbers: Option<u32>,
+        /// NEXT_HOP of routes sent to the peer: auto (self to eBGP), self, or keep.
+        #[arg(long, value_enum, ignore_case = true)]
+        next_hop_mode: Option<crate::model::NextHopMode>,
     },
     /// List peers.
     List,
@@ -483,6 +493,7 @@ pub enum BenchCommand {
     },
     /// The agent's datastore follower at scale: seed NODES synthetic nodes with BLOCKS
     /// affinities each, join as node-00000, count its reads and CPU for CHANGES changes elsewhere.
+    /// The cluster peers through two reflectors (mesh off), as large Calico clusters do.
     Follower {
         /// Synthetic Node records to seed.
         #[arg(long, default_value_t = 1000)]
@@ -496,6 +507,10 @@ pub enum BenchCommand {
         /// Do not seed: the datastore already holds the synthetic cluster.
         #[arg(long)]
         no_seed: bool,
+        /// Seed the default full mesh instead of the reflectors (every node change then
+        /// matters to every node).
+        #[arg(long)]
+        mesh: bool,
     },
     /// BGP peer simulator: CLIENTS iBGP reflector clients from consecutive addresses, each
     /// advertising BLOCKS /26s; times Established, convergence, a withdraw wave and a flap.
@@ -533,6 +548,10 @@ pub enum BenchCommand {
         /// The reflector's pid: its peak RSS and CPU are reported.
         #[arg(long)]
         reflector_pid: Option<u32>,
+        /// Once all are Established, hold the sessions idle SECONDS and end (no convergence
+        /// phases, no reflection needed; BLOCKS may be 0).
+        #[arg(long, value_name = "SECONDS")]
+        idle: Option<u64>,
     },
 }
 

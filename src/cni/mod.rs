@@ -15,4 +15,4 @@
 mod plugin;
 pub mod spec;
 
-pub use plugin::{handle_of, host_veth_name, run, HANDLE_PREFIX};
+pub use plugin::{handle_of, host_veth_name, run, HANDLE_PREFIX, STOP_VAR};

@@ -19,6 +19,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+/// Test hook (`crate::stop_point`): `ROUTED_CNI_STOP_AT=allocated` stops ADD once the agent
+/// has answered with the address (nothing carries it yet); `=wired` once everything is wired,
+/// before the result is printed.
+pub const STOP_VAR: &str = "ROUTED_CNI_STOP_AT";
+
 /// Every handle routed-cni creates starts with this (`routed.<container id>.<ifname>`).
 pub const HANDLE_PREFIX: &str = "routed.";
 
@@ -211,7 +216,7 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
 
     // The allocation (a datastore write) runs while the interfaces are built: neither needs the
     // other until the address goes on. The MTU comes from the agent's node info (no datastore).
-    let allocation = start_allocation(client, allocate_request(env, &att));
+    let allocation = start_allocation(client, allocate_request(env, conf, &att));
     let wired = match pod_mtu(conf, client) {
         Ok(mtu) => wire_links(&host, pod.as_ref(), &att, &netns, mtu)
             .await
@@ -219,12 +224,18 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
         Err(e) => Err(e),
     };
     let allocation = allocation.join();
+    if allocation.address.is_ok() {
+        crate::stop_point::reached(STOP_VAR, "allocated");
+    }
     let result = match (wired, allocation.address) {
         (Ok((wired, mtu)), Ok(address)) => wire_address(&host, pod.as_ref(), &wired, address)
             .await
             .map(|()| render_add(&conf.cni_version, &wired, &att, address, mtu)),
         (Err(e), _) | (_, Err(e)) => Err(e),
     };
+    if result.is_ok() {
+        crate::stop_point::reached(STOP_VAR, "wired");
+    }
     if result.is_err() {
         roll_back_add(&host, client, &att, allocation.refused).await;
     }
@@ -275,10 +286,11 @@ fn pod_interface_exists(att: &Attachment<'_>) -> CniError {
     )
 }
 
-/// One IPv4 address for the attachment's handle, labelled with the container, interface,
-/// veth and (when named) the pod.
-fn allocate_request(env: &CniEnv, att: &Attachment<'_>) -> AllocateRequest {
+/// One IPv4 address for the attachment's handle, labelled with the network, container,
+/// interface, veth and (when named) the pod.
+fn allocate_request(env: &CniEnv, conf: &NetConf, att: &Attachment<'_>) -> AllocateRequest {
     let mut attributes = BTreeMap::new();
+    attributes.insert("network".to_string(), conf.name.clone());
     attributes.insert("container_id".to_string(), att.container_id.to_string());
     attributes.insert("ifname".to_string(), att.ifname.to_string());
     attributes.insert("veth".to_string(), att.veth.clone());
@@ -712,6 +724,7 @@ async fn gc(conf: &NetConf, client: &Client) -> Result<(), CniError> {
     let request = GcRequest {
         prefix: HANDLE_PREFIX.to_string(),
         keep,
+        network: Some(conf.name.clone()),
     };
     let released: GcResponse = client
         .post("/v1/ipam/gc", &request)

@@ -40,6 +40,9 @@ pub enum FindingKind {
     AllocationOfMissingNode,
     /// A block claim of a node that has no Node record (a leak; `ipam repair`).
     AffinityOfMissingNode,
+    /// A handle of a live node that no container there holds: the node's last CNI GC list
+    /// (`cni.dev/valid-attachments`) did not name it (a leak; `ipam repair`).
+    HandleWithoutContainer,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -9,7 +9,8 @@
 //!    ──> AddressesReleased: every handle holding an address of the node (its `node` attribute,
 //!                     or unattributed in its blocks) released whole
 //!    ──> BlocksReleased: its empty blocks and claims deleted; a block still holding other nodes'
-//!                     (borrowed) addresses loses its affinity and stays
+//!                     (borrowed) addresses loses its affinity and stays; its CNI GC records
+//!                     (`ipam/cni-gc/<node>/`) deleted
 //!    ──> Done: the marker is deleted
 //! ```
 //! Every step is idempotent and reads the datastore afresh, so running the command again after
@@ -268,6 +269,7 @@ impl Ipam {
                 done.blocks_unaffined.push(block.cidr);
             }
         }
+        self.forget_cni_gc(node).await?;
         self.invalidate_cache().await;
         Ok(())
     }

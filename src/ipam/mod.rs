@@ -23,6 +23,7 @@
 //! address that was handed out again.
 
 mod allocate;
+pub mod attachments;
 mod batch;
 pub mod bench;
 mod cache;

@@ -6,6 +6,7 @@ use crate::datastore::{encode_json, sqlite::SqliteStore, Datastore};
 use crate::ipam::AllocateRequest;
 use crate::model::{IpPool, Node};
 use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 async fn ipam() -> (tempfile::TempDir, Ipam) {
@@ -40,9 +41,19 @@ async fn unregister(ipam: &Ipam, node: &str) {
     }
 }
 
+/// The grace period of the property test's repairs (time does not pass in it: every
+/// allocation is younger than this when a GC list lacks it).
+const GRACE: Duration = Duration::from_secs(60);
+
+/// Allocates one address for `handle` on `node`, with the attributes the agent writes.
 async fn allocate(ipam: &Ipam, node: &str, handle: &str) -> IpAddr {
     let mut req = AllocateRequest::new(node, handle, 1);
     req.attributes.insert("node".into(), node.into());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    req.attributes.insert(ALLOCATED_AT.into(), now.to_string());
     ipam.allocate(&req).await.unwrap()[0].ip
 }
 
@@ -104,12 +115,18 @@ async fn a_leak_seen_once_is_left_alone_and_a_returning_node_keeps_its_addresses
     unregister(&ipam, "node-2").await;
     let after = ipam.leak_scan().await.unwrap();
     // Seen in the second scan only: not confirmed.
-    let report = ipam.repair_confirmed(&before, &after, false).await.unwrap();
+    let report = ipam
+        .repair_confirmed(&before, &after, false, Duration::ZERO)
+        .await
+        .unwrap();
     assert!(report.released_handles.is_empty(), "{report:?}");
     // Seen twice, but the node registers again before the release: the re-check keeps it.
     let again = ipam.leak_scan().await.unwrap();
     register(&ipam, "node-2").await;
-    let report = ipam.repair_confirmed(&after, &again, false).await.unwrap();
+    let report = ipam
+        .repair_confirmed(&after, &again, false, Duration::ZERO)
+        .await
+        .unwrap();
     assert!(report.released_handles.is_empty(), "{report:?}");
     assert_eq!(report.skipped.len(), 2, "{report:?}");
     assert_eq!(ipam.allocations_of_node("node-2").await.unwrap().len(), 1);
@@ -159,6 +176,12 @@ enum Event {
     Register(usize),
     /// The pod j (mod the pods so far) is deleted the normal way.
     Delete(usize),
+    /// A pod ADD on node i whose container dies before the runtime records it (a killed ADD):
+    /// its address is allocated, no container holds it.
+    Crash(usize),
+    /// CNI GC on node i, listing its running pods; racing: without the pods started since the
+    /// node's previous GC (their ADD may have raced the list: it was computed before them).
+    Gc(usize, bool),
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -167,6 +190,8 @@ fn event() -> impl Strategy<Value = Event> {
         (0..3usize).prop_map(Event::Vanish),
         (0..3usize).prop_map(Event::Register),
         (0..8usize).prop_map(Event::Delete),
+        (0..3usize).prop_map(Event::Crash),
+        (0..3usize, any::<bool>()).prop_map(|(i, racing)| Event::Gc(i, racing)),
     ]
 }
 
@@ -175,20 +200,44 @@ fn event() -> impl Strategy<Value = Event> {
 struct Pods {
     running: Vec<(String, String, IpAddr)>,
     started: usize,
+    /// node → handles started there since its last CNI GC.
+    since_gc: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// The CNI GC of `node` (see [`Event::Gc`]).
+async fn gc(ipam: &Ipam, node: &str, racing: bool, pods: &mut Pods) {
+    let recent = pods.since_gc.remove(node).unwrap_or_default();
+    let valid = pods
+        .running
+        .iter()
+        .filter(|(n, h, _)| n == node && !(racing && recent.contains(h)))
+        .map(|(_, h, _)| h.clone())
+        .collect();
+    let scope = crate::ipam::attachments::GcScope {
+        prefix: "pod-".into(),
+        network: None,
+        valid,
+    };
+    ipam.cni_gc(node, &scope).await.unwrap();
 }
 
 /// Runs `events` against the cluster; records each pod's (node, handle, address).
 async fn play(ipam: &Ipam, events: &[Event], pods: &mut Pods) {
     for e in events {
         match e {
-            Event::Pod(i) => {
+            Event::Pod(i) | Event::Crash(i) => {
                 let node = format!("node-{i}");
                 register(ipam, &node).await;
                 pods.started += 1;
                 let handle = format!("pod-{}", pods.started);
                 let ip = allocate(ipam, &node, &handle).await;
-                pods.running.push((node, handle, ip));
+                let since = pods.since_gc.entry(node.clone()).or_default();
+                since.insert(handle.clone());
+                if matches!(e, Event::Pod(_)) {
+                    pods.running.push((node, handle, ip));
+                }
             }
+            Event::Gc(i, racing) => gc(ipam, &format!("node-{i}"), *racing, pods).await,
             Event::Vanish(i) => unregister(ipam, &format!("node-{i}")).await,
             Event::Register(i) => register(ipam, &format!("node-{i}")).await,
             Event::Delete(j) if !pods.running.is_empty() => {
@@ -201,10 +250,12 @@ async fn play(ipam: &Ipam, events: &[Event], pods: &mut Pods) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// Whatever happens before, between and after the two scans: every pod whose node has its
-    /// record when the repair releases keeps its address.
+    /// Whatever happens before, between and after the two scans (pods started, deleted and
+    /// killed mid-ADD, nodes vanishing and returning, CNI GCs, some racing an ADD): every pod
+    /// whose node has its record when the repair releases keeps its address, through the GCs
+    /// and the repair.
     #[test]
     fn repair_never_frees_the_address_of_a_live_pod(
         before in proptest::collection::vec(event(), 0..8),
@@ -221,7 +272,7 @@ proptest! {
             play(&ipam, &between, &mut pods).await;
             let second = ipam.leak_scan().await.unwrap();
             play(&ipam, &after, &mut pods).await;
-            ipam.repair_confirmed(&first, &second, false).await.unwrap();
+            ipam.repair_confirmed(&first, &second, false, GRACE).await.unwrap();
             for (node, handle, ip) in &pods.running {
                 if ipam.store.get(&keys::node(node)).await.unwrap().is_none() {
                     continue; // its node is gone: a leak, fair game

@@ -121,6 +121,34 @@ pub struct BgpPeer {
     /// `localASNumber`): only the OPEN carries it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_as_number: Option<u32>,
+    /// GTSM (RFC 5082, Calico's `ttlSecurity`): the peer is at most this many hops away;
+    /// TTL 255 is sent and nothing below 256 − hops accepted. 0 or absent: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_security: Option<u8>,
+    /// Accept routes whose AS_PATH holds our AS up to this many times (Calico's
+    /// `numAllowedLocalASNumbers`, BIRD's `allow local as N`). 0 or absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_allowed_local_as_numbers: Option<u32>,
+    /// The NEXT_HOP of routes sent to this peer (Calico's `nextHopMode`); absent: `Auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop_mode: Option<NextHopMode>,
+}
+
+/// How the NEXT_HOP of routes sent to a peer is chosen (Calico's `nextHopMode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum NextHopMode {
+    /// Our address towards eBGP peers, the received one towards iBGP peers.
+    #[default]
+    #[value(name = "auto")]
+    Auto,
+    /// Always our address (BIRD's `next hop self`).
+    #[serde(rename = "Self")]
+    #[value(name = "self")]
+    ForceSelf,
+    /// Always the received one, even towards eBGP (BIRD's `next hop keep`); our own
+    /// prefixes still carry our address.
+    #[value(name = "keep")]
+    Keep,
 }
 
 /// What happens when a peer sends more than `max_prefixes`.

@@ -13,6 +13,8 @@ pub const NODES: &str = "nodes/";
 pub const BLOCKS: &str = "ipam/blocks/";
 pub const AFFINITIES: &str = "ipam/affinity/";
 pub const HANDLES: &str = "ipam/handles/";
+/// The last CNI GC list of each node and network (`ipam::attachments::CniGcRecord`).
+pub const CNI_GC: &str = "ipam/cni-gc/";
 /// Each agent's published status (`api::v1::NodeStatusReport`) under a leased key: the key
 /// exists while the agent runs (`routectl cluster status`; "agent alive" for other tools).
 pub const NODE_STATUS: &str = "status/nodes/";
@@ -50,6 +52,14 @@ pub fn affinities_of(node: &str) -> String {
 }
 pub fn affinity(node: &str, cidr: &IpNetwork) -> String {
     format!("{AFFINITIES}{node}/{}", cidr_to_key_part(cidr))
+}
+/// `ipam/cni-gc/<node>/`: the CNI GC records of one node.
+pub fn cni_gc_of(node: &str) -> String {
+    format!("{CNI_GC}{node}/")
+}
+/// `ipam/cni-gc/<node>/<network>`.
+pub fn cni_gc(node: &str, network: &str) -> String {
+    format!("{CNI_GC}{node}/{network}")
 }
 pub fn handle(id: &str) -> String {
     format!("{HANDLES}{id}")

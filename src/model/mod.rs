@@ -14,7 +14,7 @@ pub mod node;
 pub mod pool;
 pub mod selector;
 
-pub use bgp::{BfdConfig, PrefixLimitAction};
+pub use bgp::{BfdConfig, NextHopMode, PrefixLimitAction};
 pub use bgp::{BgpConfiguration, BgpPeer};
 pub use ipam::{AffinityState, Allocation, Block, BlockAffinity, Handle, IpamConfig};
 pub use node::Node;
@@ -197,6 +197,9 @@ mod tests {
                 max_prefixes: Some(1000),
                 max_prefixes_action: Some(crate::model::PrefixLimitAction::Warn),
                 local_as_number: Some(65100),
+                ttl_security: Some(1),
+                num_allowed_local_as_numbers: Some(2),
+                next_hop_mode: Some(crate::model::NextHopMode::ForceSelf),
                 ..BgpPeer::default()
             });
         }

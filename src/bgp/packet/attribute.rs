@@ -141,6 +141,14 @@ impl AsPath {
         self.segments.iter().any(|s| s.asns.contains(&asn))
     }
 
+    /// How many times `asn` appears (loop detection with `allow local as`).
+    pub fn occurrences(&self, asn: u32) -> usize {
+        self.segments
+            .iter()
+            .map(|s| s.asns.iter().filter(|a| **a == asn).count())
+            .sum()
+    }
+
     /// The neighbouring AS: first ASN of a leading AS_SEQUENCE.
     pub fn first_asn(&self) -> Option<u32> {
         let first = self.segments.first()?;

@@ -53,6 +53,10 @@ pub enum SessionError {
         #[source]
         source: EncodeError,
     },
+    /// GTSM (RFC 5082): an incoming connection's SYN arrived with a TTL below the minimum,
+    /// its TTL is not known, or the option could not be set; the connection was closed.
+    #[error("ttl security: {reason}")]
+    TtlSecurity { peer: String, reason: String },
     /// An accepted or connected socket had no local address; the connection was dropped.
     #[error("connection without a local address: {source}")]
     NoLocalAddress {
@@ -71,6 +75,7 @@ impl SessionError {
             | SessionError::Decode { peer, .. }
             | SessionError::Encode { peer, .. }
             | SessionError::NoLocalAddress { peer, .. }
+            | SessionError::TtlSecurity { peer, .. }
             | SessionError::MalformedAttribute { peer, .. } => peer,
         }
     }
@@ -83,6 +88,7 @@ impl SessionError {
             SessionError::Decode { .. } => "decode",
             SessionError::Encode { .. } => "encode",
             SessionError::NoLocalAddress { .. } => "no_local_address",
+            SessionError::TtlSecurity { .. } => "ttl_security",
             SessionError::MalformedAttribute { .. } => "malformed_attribute",
         }
     }
@@ -91,7 +97,10 @@ impl SessionError {
     pub fn shows_in_status(&self) -> bool {
         matches!(
             self,
-            SessionError::Connect { .. } | SessionError::Md5 { .. } | SessionError::Decode { .. }
+            SessionError::Connect { .. }
+                | SessionError::Md5 { .. }
+                | SessionError::Decode { .. }
+                | SessionError::TtlSecurity { .. }
         )
     }
 

@@ -31,7 +31,7 @@ use super::queues::{Queued, RouteBacklog, WriteOp, WriteQueue};
 use super::{Session, SessionConfig, SessionError, SessionEvent, Which};
 use crate::bgp::fsm::{ConnectionOrigin, Input, State};
 use crate::bgp::packet::{decode_message, DecodeError, Decoded, FrameReader, Message, WireOptions};
-use crate::net::set_tcp_md5;
+use crate::net::{min_ttl, saved_syn_ttl, set_tcp_md5, set_ttl_security};
 
 /// How long a closing connection may take to flush before it is cut.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -112,7 +112,26 @@ async fn connect(config: &SessionConfig) -> Result<TcpStream, SessionError> {
             source: Arc::new(source),
         })?;
     }
+    if let Some(hops) = config.ttl_security {
+        // Before connect: the SYN goes out with TTL 255 and a far SYN-ACK is dropped.
+        set_ttl_security(socket.as_raw_fd(), config.remote.is_ipv6(), hops).map_err(failed)?;
+    }
     open_socket(socket, config).await.map_err(failed)
+}
+
+/// GTSM on an accepted connection (RFC 5082 §3): the SYN's TTL (saved by the listener) must
+/// be at least 256 − hops, and everything after it is checked by the kernel.
+fn check_ttl_security(stream: &TcpStream, hops: u8) -> Result<(), String> {
+    let fd = stream.as_raw_fd();
+    let min = min_ttl(hops);
+    let ipv6 = stream.local_addr().map_err(|e| e.to_string())?.is_ipv6();
+    match saved_syn_ttl(fd) {
+        Ok(Some(ttl)) if ttl >= min => {}
+        Ok(Some(ttl)) => return Err(format!("connection with TTL {ttl} refused (minimum {min})")),
+        Ok(None) => return Err("connection without a saved SYN refused".to_owned()),
+        Err(error) => return Err(format!("cannot read the SYN's TTL: {error}")),
+    }
+    set_ttl_security(fd, ipv6, hops).map_err(|e| format!("cannot set IP_MINTTL: {e}"))
 }
 
 /// Bind the source address, if any, and connect.
@@ -155,6 +174,12 @@ fn spawn_reader(
     abort
 }
 
+/// A connection's first read buffer: enough for an idle session (keepalives, the odd UPDATE).
+/// A read that fills it doubles it, up to `READ_BUFFER_MAX` (an idle session held 16 KiB
+/// before, most of what one cost the agent: tests/bench/session_memory.sh).
+const READ_BUFFER_FIRST: usize = 4 * 1024;
+const READ_BUFFER_MAX: usize = 16 * 1024;
+
 /// Read, frame and decode until the connection ends or a message is bad. After the peer's
 /// OPEN, wait for the negotiated wire options before the next frame (the session drops
 /// the sender when negotiation failed; the connection is closing then). Before each socket
@@ -172,7 +197,7 @@ async fn read_loop(
     let mut wire = WireOptions::default();
     let mut hex_logged = false;
     let mut wire_rx = Some(wire_rx);
-    let mut buffer = vec![0u8; 16 * 1024];
+    let mut buffer = vec![0u8; READ_BUFFER_FIRST];
     let send = |kind| {
         let io_tx = io_tx.clone();
         async move { io_tx.send(IoEvent { conn, kind }).await.is_ok() }
@@ -191,6 +216,10 @@ async fn read_loop(
             }
         };
         frames.extend(buffer.get(..read).unwrap_or_default());
+        if read == buffer.len() && buffer.len() < READ_BUFFER_MAX {
+            // The peer sends more than fits: bigger reads (a full table), fewer wake-ups.
+            buffer.resize(buffer.len() * 2, 0);
+        }
         loop {
             let frame = match frames.next_frame() {
                 Ok(Some(frame)) => frame,
@@ -326,6 +355,21 @@ impl Chunk {
 }
 
 impl Session {
+    /// Whether an incoming connection passes GTSM (always, without it); a refused one is
+    /// reported (the speaker counts it as `ttl_security`) and closed by the caller's drop.
+    pub(super) fn admits_ttl(&self, stream: &TcpStream) -> bool {
+        let Some(hops) = self.config.ttl_security else {
+            return true;
+        };
+        match check_ttl_security(stream, hops) {
+            Ok(()) => true,
+            Err(reason) => {
+                self.report_error(|peer| SessionError::TtlSecurity { peer, reason });
+                false
+            }
+        }
+    }
+
     /// Give a slot its connection: reader and writer tasks, then TcpConnected.
     pub(super) fn attach(&mut self, which: Which, stream: TcpStream, origin: ConnectionOrigin) {
         let conn = self.next_conn;

@@ -84,6 +84,8 @@ pub struct SessionConfig {
     pub source: Option<SocketAddr>,
     /// TCP MD5 key.
     pub password: Option<String>,
+    /// GTSM (RFC 5082): the peer's hop count; TTL 255 sent, below 256 − hops refused.
+    pub ttl_security: Option<u8>,
     /// Keepalive interval when shorter than a third of the negotiated hold time.
     pub keepalive: Option<Duration>,
     pub fsm: PeerConfig,
@@ -327,7 +329,11 @@ impl Session {
     fn handle_command(&mut self, command: SessionCommand) {
         match command {
             SessionCommand::Incoming(stream) if self.bfd_held => drop(stream),
-            SessionCommand::Incoming(stream) => self.accept(stream),
+            SessionCommand::Incoming(stream) => {
+                if self.admits_ttl(&stream) {
+                    self.accept(stream);
+                }
+            }
             SessionCommand::Advertise {
                 epoch,
                 outbound,

@@ -7,6 +7,7 @@
 
 mod backpressure;
 mod bfd_interop;
+mod gtsm;
 mod harness;
 mod interop;
 mod limits;

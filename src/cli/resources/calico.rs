@@ -72,6 +72,30 @@ pub const CALICO_FIELDS: &[(Kind, &str, &str, Conversion)] = &[
         Conversion::Seconds,
     ),
     (
+        Kind::BgpPeer,
+        "ttlSecurity",
+        "ttl_security",
+        Conversion::Same,
+    ),
+    (
+        Kind::BgpPeer,
+        "numAllowedLocalASNumbers",
+        "num_allowed_local_as_numbers",
+        Conversion::Same,
+    ),
+    (
+        Kind::BgpPeer,
+        "nextHopMode",
+        "next_hop_mode",
+        Conversion::Same,
+    ),
+    (
+        Kind::BgpPeer,
+        "localASNumber",
+        "local_as_number",
+        Conversion::Same,
+    ),
+    (
         Kind::BgpConfiguration,
         "asNumber",
         "as_number",

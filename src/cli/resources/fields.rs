@@ -22,6 +22,8 @@ pub const EXCEPTIONS: &[(&str, &str)] = &[
     ("disable_bgp_export", "disableBGPExport"),
     ("node_to_node_mesh", "nodeToNodeMeshEnabled"),
     ("mtu", "mtu"),
+    ("num_allowed_local_as_numbers", "numAllowedLocalASNumbers"),
+    ("local_as_number", "localASNumber"),
 ];
 
 /// `as_number` → `asNumber` (exceptions first).

@@ -57,7 +57,7 @@ const ROUND_TRIP: &[(Kind, &str)] = &[
     ),
     (
         Kind::BgpPeer,
-        "apiVersion: routed.io/v1\nkind: BGPPeer\nmetadata:\n  name: rack1\nspec:\n  peerIP: 192.0.2.1\n  peerPort: 1179\n  asNumber: 65001\n  node: node-1\n  holdTime: 9\n  keepaliveTime: 3\n  maxRestartTime: 120\n  bfd:\n    enabled: true\n    minRxMs: 100\n    minTxMs: 100\n    multiplier: 3\n  maxPrefixes: 1000\n---\napiVersion: routed.io/v1\nkind: BGPPeer\nmetadata:\n  name: tor6\nspec:\n  peerIP: 2001:db8::1\n  asNumber: 65002\n",
+        "apiVersion: routed.io/v1\nkind: BGPPeer\nmetadata:\n  name: rack1\nspec:\n  peerIP: 192.0.2.1\n  peerPort: 1179\n  asNumber: 65001\n  node: node-1\n  holdTime: 9\n  keepaliveTime: 3\n  maxRestartTime: 120\n  bfd:\n    enabled: true\n    minRxMs: 100\n    minTxMs: 100\n    multiplier: 3\n  maxPrefixes: 1000\n  localASNumber: 65100\n  ttlSecurity: 1\n  numAllowedLocalASNumbers: 2\n  nextHopMode: Self\n---\napiVersion: routed.io/v1\nkind: BGPPeer\nmetadata:\n  name: tor6\nspec:\n  peerIP: 2001:db8::1\n  asNumber: 65002\n",
     ),
     (
         Kind::BgpConfiguration,
@@ -328,6 +328,10 @@ spec:
   node: node-1
   keepaliveTime: 30s
   maxRestartTime: 2m
+  ttlSecurity: 1
+  numAllowedLocalASNumbers: 1
+  nextHopMode: Keep
+  localASNumber: 64600
 ---
 apiVersion: projectcalico.org/v3
 kind: BGPPeer
@@ -387,6 +391,15 @@ async fn calico_v3_documents_apply_with_the_fields_routed_supports() {
             peer["max_restart_time"].as_u64()
         ),
         (Some(30), Some(120))
+    );
+    assert_eq!(
+        (
+            peer["ttl_security"].as_u64(),
+            peer["num_allowed_local_as_numbers"].as_u64(),
+            peer["next_hop_mode"].as_str(),
+            peer["local_as_number"].as_u64(),
+        ),
+        (Some(1), Some(1), Some("Keep"), Some(64600))
     );
     let rr = get("bgppeers/rack1-rr").await;
     assert_eq!(
