@@ -221,6 +221,8 @@ pub type Encoded = Arc<[Vec<u8>]>;
 #[derive(Debug, Default)]
 pub struct RunCache {
     runs: HashMap<usize, CachedRun>,
+    /// Encoded bytes held.
+    bytes: usize,
 }
 
 #[derive(Debug)]
@@ -231,8 +233,9 @@ struct CachedRun {
     encoded: Encoded,
 }
 
-/// Runs the cache holds at most (it starts over when full).
+/// Runs and encoded bytes the cache holds at most (it starts over when either is reached).
 const RUN_CACHE_MAX: usize = 1 << 16;
+const RUN_CACHE_MAX_BYTES: usize = 16 << 20;
 
 impl RunCache {
     /// The messages of a full table (`outbound`), each run encoded once across calls.
@@ -270,9 +273,12 @@ impl RunCache {
                     errors.append(&mut failed);
                     encoded += run.len();
                     let run = Encoded::from(run);
-                    if self.runs.len() >= RUN_CACHE_MAX {
+                    let size: usize = run.iter().map(Vec::len).sum();
+                    if self.runs.len() >= RUN_CACHE_MAX || self.bytes + size > RUN_CACHE_MAX_BYTES {
                         self.runs.clear();
+                        self.bytes = 0;
                     }
+                    self.bytes += size;
                     self.runs.insert(
                         key,
                         CachedRun {
@@ -401,5 +407,31 @@ mod tests {
                 shared_groups: 1
             }
         );
+    }
+
+    #[test]
+    fn full_tables_with_the_same_runs_share_one_encoding() {
+        let mut table = outbound("10.0.0.9", &["10.1.0.0/26", "10.1.0.64/26"]);
+        table
+            .announce
+            .extend(outbound("10.0.0.8", &["10.2.0.0/26"]).announce);
+        let (mut cache, stats) = (RunCache::default(), UpdateStats::default());
+        let (first, errors) = cache.encode(&table, &WIRE, &stats);
+        assert!(errors.is_empty());
+        // The next peer's table lacks its own run (split horizon) and shares the other.
+        let mut second_table = table.clone();
+        second_table.announce.remove(1);
+        let (second, _) = cache.encode(&second_table, &WIRE, &stats);
+        assert_eq!((first.len(), second.len()), (2, 1));
+        assert!(Arc::ptr_eq(&first[0], &second[0]), "the same bytes");
+        assert_eq!(
+            (stats.counts().encoded, stats.counts().sent),
+            (2, 3),
+            "two runs encoded, three handed out"
+        );
+        // Changed prefixes under the same attributes: encoded again.
+        second_table.announce[0].1.pop();
+        let (third, _) = cache.encode(&second_table, &WIRE, &stats);
+        assert!(!Arc::ptr_eq(&first[0], &third[0]));
     }
 }
