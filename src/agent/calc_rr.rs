@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 /// Whether `peer` applies to node `me`.
-fn applies_to(peer: &BgpPeer, node: &Node) -> bool {
+pub(super) fn applies_to(peer: &BgpPeer, node: &Node) -> bool {
     match (&peer.node, &peer.node_selector) {
         (Some(name), _) => *name == node.name,
         (None, Some(_)) => peer

@@ -9,13 +9,16 @@
 //!                          v  (source, event)
 //!  ClusterView::apply: put/delete one record; a snapshot (first read, or after compaction or a
 //!  lost watch) replaces that source's records      ── no datastore read per event ──
-//!                          v  changed and every source read once (a queued burst is one change)
+//!                          v  the change matters to this node (agent::relevance), every
+//!                          v  source read once (a queued burst is one change)
 //!  ClusterState ──> watch channel ──> follow_datastore: speaker.set_originated / set_peers,
 //!                                     local blocks, tunnel snapshot
 //! ```
 //! Nothing else is followed: IPAM blocks, handles and the IPAM config (most of the datastore's
 //! writes) never reach this agent's follower, and a change elsewhere in the cluster costs no
-//! read at all, only the rebuild of the in-memory state. A prefix is re-listed only when its
+//! read at all. A change that cannot alter what calc computes for this node (with reflectors: a
+//! client's record, any remote block; see [`super::relevance`]) costs only the update of its
+//! record: no state is built or handed on. One that matters rebuilds the state. A prefix is re-listed only when its
 //! watch reports compaction or fails. An undecodable record is logged and left out (the one
 //! it replaced stays); while the datastore is unreachable the last state stays in force.
 //!
@@ -24,6 +27,7 @@
 //! records decoded into a map published on a watch channel (`None` until the first full read).
 
 use super::calc::{self, ClusterState};
+use super::relevance;
 use crate::bgp::speaker::{PeerSpec, SpeakerHandle};
 use crate::datastore::sync::{watch_with_resync, SyncEvent};
 use crate::datastore::{decode_json, Datastore, KeyValue};
@@ -86,22 +90,141 @@ pub struct ClusterView {
     affinities: BTreeMap<String, Affinity>,
     /// Which sources have been read in full at least once.
     read: [bool; 5],
+    /// The node the view is for (`None`: every change matters).
+    me: Option<String>,
+    /// A change that matters to `me` was applied since [`ClusterView::take_relevant`].
+    pending: bool,
 }
 
 impl ClusterView {
+    /// A view for node `me`: changes elsewhere that cannot change calc's outputs for it are
+    /// applied without marking the view for a new state ([`super::relevance`]).
+    pub fn for_node(me: &str) -> ClusterView {
+        ClusterView {
+            me: Some(me.to_string()),
+            ..ClusterView::default()
+        }
+    }
+
+    /// True when a change that matters to this node was applied since the last call (a
+    /// snapshot always matters); resets the mark.
+    pub fn take_relevant(&mut self) -> bool {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Records a state of the view holds in all (the work of building one).
+    pub fn records(&self) -> usize {
+        self.nodes.len() + self.peers.len() + self.pools.len() + self.affinities.len()
+    }
+
     /// Applies one event of `source`; true when the view changed (a snapshot always counts).
     pub fn apply(&mut self, source: Source, event: SyncEvent) -> bool {
         match event {
             SyncEvent::Snapshot { kvs, .. } => {
                 self.replace(source, &kvs);
                 self.read[source.index()] = true;
+                self.pending = true;
                 true
             }
             // Before the first snapshot there is nothing to change (it always comes first).
             _ if !self.read[source.index()] => false,
-            SyncEvent::Put(kv) => self.put(source, &kv),
-            SyncEvent::Delete { key, .. } => self.delete(source, &key),
+            SyncEvent::Put(kv) => match source {
+                Source::Nodes => self.put_node(&kv),
+                Source::Affinities => self.put_affinity(&kv),
+                _ => {
+                    let changed = self.put(source, &kv);
+                    self.mark(changed)
+                }
+            },
+            SyncEvent::Delete { key, .. } => match source {
+                Source::Nodes => {
+                    let old = self.nodes.remove(&key);
+                    let matters = old.is_some() && self.node_matters(old.as_ref(), None);
+                    self.pending |= matters;
+                    old.is_some()
+                }
+                Source::Affinities => {
+                    let old = self.affinities.remove(&key);
+                    let matters = old.as_ref().is_some_and(|a| self.affinity_matters(a));
+                    self.pending |= matters;
+                    old.is_some()
+                }
+                _ => {
+                    let changed = self.delete(source, &key);
+                    self.mark(changed)
+                }
+            },
         }
+    }
+
+    /// A change of the config, peers or pools: it always matters.
+    fn mark(&mut self, changed: bool) -> bool {
+        self.pending |= changed;
+        changed
+    }
+
+    fn put_node(&mut self, kv: &KeyValue) -> bool {
+        let Some(node) = decode_logged::<Node>(kv, "node") else {
+            return false;
+        };
+        let old = self.nodes.get(&kv.key);
+        if old == Some(&node) {
+            return false;
+        }
+        let matters = self.node_matters(old, Some(&node));
+        self.pending |= matters;
+        self.nodes.insert(kv.key.clone(), node);
+        true
+    }
+
+    fn put_affinity(&mut self, kv: &KeyValue) -> bool {
+        let Some(affinity) = decode_affinity(kv) else {
+            return false;
+        };
+        if self.affinities.get(&kv.key) == Some(&affinity) {
+            return false;
+        }
+        let matters = self.affinity_matters(&affinity);
+        self.pending |= matters;
+        self.affinities.insert(kv.key.clone(), affinity);
+        true
+    }
+
+    fn context(
+        &self,
+    ) -> Option<
+        relevance::Context<
+            '_,
+            impl Iterator<Item = &BgpPeer> + Clone,
+            impl Iterator<Item = &IpPool> + Clone,
+        >,
+    > {
+        let me = self.me.as_deref()?;
+        Some(relevance::Context {
+            me: self.nodes.get(&keys::node(me)).filter(|n| n.name == me),
+            config: self.config.as_ref().unwrap_or(&DEFAULT_CONFIG),
+            peers: self.peers.values(),
+            pools: self.pools.values(),
+        })
+    }
+
+    /// Whether a node record going from `old` to `new` matters to this node.
+    fn node_matters(&self, old: Option<&Node>, new: Option<&Node>) -> bool {
+        let Some(context) = self.context() else {
+            return true;
+        };
+        let mine = [old, new]
+            .into_iter()
+            .flatten()
+            .any(|n| Some(n.name.as_str()) == self.me.as_deref());
+        mine || context.remote_node_matters(old, new)
+    }
+
+    fn affinity_matters(&self, (owner, block, _): &Affinity) -> bool {
+        let Some(context) = self.context() else {
+            return true;
+        };
+        Some(owner.as_str()) == self.me.as_deref() || context.remote_affinity_matters(block)
     }
 
     /// True once every source has been read in full.
@@ -159,16 +282,10 @@ impl ClusterView {
                 }
             }
             Source::Config => false,
-            Source::Nodes => put_record(&mut self.nodes, kv, "node"),
+            Source::Nodes => self.put_node(kv),
             Source::Peers => put_record(&mut self.peers, kv, "BGP peer"),
             Source::Pools => put_record(&mut self.pools, kv, "pool"),
-            Source::Affinities => match decode_affinity(kv) {
-                Some(affinity) if self.affinities.get(&kv.key) != Some(&affinity) => {
-                    self.affinities.insert(kv.key.clone(), affinity);
-                    true
-                }
-                _ => false,
-            },
+            Source::Affinities => self.put_affinity(kv),
         }
     }
 
@@ -183,6 +300,10 @@ impl ClusterView {
         }
     }
 }
+
+/// What a view without a BGP configuration record reads as one.
+static DEFAULT_CONFIG: std::sync::LazyLock<BgpConfiguration> =
+    std::sync::LazyLock::new(BgpConfiguration::default);
 
 fn decode_logged<T: DeserializeOwned>(kv: &KeyValue, what: &str) -> Option<T> {
     match decode_json::<T>(kv) {
@@ -230,6 +351,10 @@ pub struct FollowerStats {
     pub snapshots: AtomicU64,
     /// Cluster states built and published.
     pub published: AtomicU64,
+    /// Changes applied without a new state: nothing this node's calc reads changed.
+    pub unrelated: AtomicU64,
+    /// Records copied into the states built (the work that grows with the cluster).
+    pub records_built: AtomicU64,
     /// Time spent applying events and building states, in microseconds.
     pub busy_micros: AtomicU64,
 }
@@ -265,7 +390,7 @@ async fn follow_cluster(
     tx: watch::Sender<Option<Arc<ClusterState>>>,
     stats: Arc<FollowerStats>,
 ) {
-    let mut view = ClusterView::default();
+    let mut view = ClusterView::for_node(&node);
     loop {
         let event = tokio::select! {
             event = merged.recv() => event,
@@ -278,8 +403,15 @@ async fn follow_cluster(
             changed |= apply_counted(&mut view, more, &stats);
         }
         if changed && view.ready() {
-            tx.send_replace(Some(Arc::new(view.state(&node))));
-            stats.published.fetch_add(1, Ordering::Relaxed);
+            if view.take_relevant() {
+                // Counted first: whoever sees the state also sees it counted.
+                stats.published.fetch_add(1, Ordering::Relaxed);
+                let records = u64::try_from(view.records()).unwrap_or(u64::MAX);
+                stats.records_built.fetch_add(records, Ordering::Relaxed);
+                tx.send_replace(Some(Arc::new(view.state(&node))));
+            } else {
+                stats.unrelated.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
         stats.busy_micros.fetch_add(micros, Ordering::Relaxed);

@@ -30,7 +30,9 @@ pub mod nat;
 pub mod nexthops;
 pub mod node;
 pub mod reconciler;
+pub mod relevance;
 pub mod repair;
+pub mod repair_hold;
 pub mod routing;
 pub mod server;
 pub mod status_publish;
@@ -72,6 +74,9 @@ pub struct AgentConfig {
     pub bird1_socket: Option<PathBuf>,
     /// `--metrics-listen`: where `/metrics` is served.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `--route-repair-hold`: while this file exists, deleted routes are not put back
+    /// (fault injection, [`repair_hold`]).
+    pub route_repair_hold: Option<PathBuf>,
 }
 
 /// Shared state of a running agent.
@@ -197,6 +202,9 @@ impl AgentState {
 pub async fn run(config: AgentConfig) -> Result<()> {
     crate::model::validate_name(&config.node_name)
         .with_context(|| "the node name must be a DNS subdomain (set --node-name or NODE_NAME)")?;
+    if let Some(path) = &config.route_repair_hold {
+        repair_hold::set(path.clone());
+    }
     let store = datastore::open(&config.datastore)
         .await
         .with_context(|| format!("cannot open datastore {}", config.datastore.url))?;

@@ -4,8 +4,11 @@
 //!
 //! ```text
 //!  every CHECK (2 s): speaker.status() + originated blocks + kernel routes in the pools
-//!  (proto 232, 233; scanned every PERIOD) ──> report ──(changed since the last write, or PERIOD (30 s) passed)──> put with lease
+//!  (proto 232, 233; scanned every CHECK, less often when a scan is slow: scan_every)
+//!  ──> report ──(changed since the last write, or PERIOD (30 s) passed)──> put with lease
 //! ```
+//! The pools (which learned routes are other nodes' blocks) are read from the datastore every
+//! PERIOD only.
 //! Changes are debounced by the check interval (a burst of session changes is one write). The
 //! lease (TTL 90 s) is renewed on every write; when the agent stops the key expires, which is
 //! how `routectl cluster status` (and `node delete`) tell an agent that is gone. Errors are
@@ -29,21 +32,17 @@ fn unix_secs(t: SystemTime) -> u64 {
 
 /// Learned routes inside the IP pools (other nodes' blocks): a full BGP table from a ToR is
 /// neither listed nor kept while scanning.
-async fn programmed_routes(state: &AgentState) -> Vec<String> {
+async fn programmed_routes(pools: &[ipnetwork::IpNetwork]) -> Vec<String> {
     use crate::netlink::{RouteFilter, RouteProtocol as P};
     let Ok(netlink) = crate::netlink::KernelNetlink::new().await else {
         return Vec::new();
-    };
-    let pools: Vec<ipnetwork::IpNetwork> = match state.ipam.list_pools().await {
-        Ok(pools) => pools.iter().map(|p| p.cidr).collect(),
-        Err(_) => return Vec::new(),
     };
     let mut out = BTreeSet::new();
     for proto in [P::BGP, P::TUNNEL] {
         let found = netlink
             .scan_routes(
                 RouteFilter::protocol(proto),
-                (pools.clone(), BTreeSet::new()),
+                (pools.to_vec(), BTreeSet::new()),
                 |(pools, set), route| {
                     let d = route.destination;
                     if pools
@@ -84,23 +83,45 @@ async fn report(state: &AgentState, programmed: &[String]) -> v1::NodeStatusRepo
     report
 }
 
+/// How long after a kernel scan that took `took` the next one is due: every check while scans
+/// are cheap (the report follows the kernel within a check), stretched so scanning costs at
+/// most 2% of the time (a full table from a ToR), never rarer than every PERIOD.
+pub fn scan_every(took: Duration) -> Duration {
+    (took * 50).clamp(CHECK, PERIOD)
+}
+
 /// Runs until the task is dropped.
 pub async fn run(state: Arc<AgentState>) {
     let key = crate::model::keys::node_status(&state.node_name);
     let mut lease: Option<LeaseId> = None;
     let mut last: Option<(v1::NodeStatusReport, Instant)> = None;
     let mut failing = false;
-    let mut programmed: Option<(Vec<String>, Instant)> = None;
+    // The kernel's routes, when they were read and how long until the next read.
+    let mut programmed: Option<(Vec<String>, Instant, Duration)> = None;
+    // The pools (which routes are other nodes' blocks), read every PERIOD: a datastore read
+    // per check would cost the cluster's datastore one read per node every 2 s.
+    let mut pools: Option<(Vec<ipnetwork::IpNetwork>, Instant)> = None;
     loop {
+        if pools.as_ref().is_none_or(|(_, at)| at.elapsed() >= PERIOD) {
+            if let Ok(list) = state.ipam.list_pools().await {
+                pools = Some((list.iter().map(|p| p.cidr).collect(), Instant::now()));
+            }
+        }
+        let cidrs = pools
+            .as_ref()
+            .map(|(p, _)| p.as_slice())
+            .unwrap_or_default();
         if programmed
             .as_ref()
-            .is_none_or(|(_, at)| at.elapsed() >= PERIOD)
+            .is_none_or(|(_, at, every)| at.elapsed() >= *every)
         {
-            programmed = Some((programmed_routes(&state).await, Instant::now()));
+            let began = Instant::now();
+            let routes = programmed_routes(cidrs).await;
+            programmed = Some((routes, Instant::now(), scan_every(began.elapsed())));
         }
         let routes = programmed
             .as_ref()
-            .map(|(r, _)| r.as_slice())
+            .map(|(r, _, _)| r.as_slice())
             .unwrap_or_default();
         let current = report(&state, routes).await;
         let due = match &last {
@@ -154,4 +175,19 @@ async fn publish(
         failure: vec![],
     };
     state.store.txn(txn).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_scan_follows_every_check_while_cheap_and_stretches_to_at_most_the_period() {
+        assert_eq!(scan_every(Duration::from_micros(300)), CHECK);
+        assert_eq!(
+            scan_every(Duration::from_millis(100)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(scan_every(Duration::from_secs(3)), PERIOD);
+    }
 }

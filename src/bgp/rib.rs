@@ -25,7 +25,9 @@
 //! every peer with next-hop self, ORIGIN IGP, AS_PATH empty (iBGP, with LOCAL_PREF 100) or
 //! our AS (eBGP). Routes learned over iBGP go to iBGP peers only by route reflection (below);
 //! other learned routes are sent only when the peer's `ExportPolicy` says so (per peer,
-//! `set_export`; off by default).
+//! `set_export`; off by default). Their NEXT_HOP follows the peer's [`NextHopMode`]
+//! (`set_next_hop_mode`; Calico's `nextHopMode`): ours towards eBGP and kept towards iBGP
+//! (`Auto`), always ours (`OurAddress`, Calico's `Self`), or always kept (`Keep`).
 //!
 //! Route reflection (RFC 4456), when some peers are our clients (`set_reflection` with
 //! [`Reflection::Client`]): an iBGP-learned best path from a client goes to every other iBGP
@@ -44,7 +46,8 @@
 //!
 //! Departures: no IGP cost step (every next hop is directly connected or reached through a
 //! tunnel); stale paths are not ranked below fresh ones; loop detection drops eBGP paths
-//! carrying our AS and iBGP paths whose ORIGINATOR_ID is ours, silently (as withdrawals).
+//! carrying our AS (more often than the peer's `set_allow_local_as`, BIRD's `allow local as`)
+//! and iBGP paths whose ORIGINATOR_ID is ours, silently (as withdrawals).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

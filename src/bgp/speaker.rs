@@ -534,7 +534,10 @@ fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     // GTSM (RFC 5082) peers check our SYN-ACK's TTL; each session checks the TTL of its
     // peer's saved SYN (`session::io::check_ttl_security`).
     set_send_ttl_255(socket.as_raw_fd(), addr.is_ipv6())?;
-    set_save_syn(socket.as_raw_fd())?;
+    if let Err(error) = set_save_syn(socket.as_raw_fd()) {
+        // Linux < 4.2: plain peers still work; GTSM peers' connections are refused.
+        warn!(%error, "TCP_SAVE_SYN not available: incoming GTSM connections will be refused");
+    }
     socket.bind(addr)?;
     socket.listen(128)
 }

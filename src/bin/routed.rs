@@ -62,6 +62,10 @@ struct Args {
     /// Serve Prometheus metrics on http://ADDR:PORT/metrics (e.g. 0.0.0.0:9099).
     #[arg(long, env = "ROUTED_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Fault injection (tests, drills): while this file exists, routes of ours deleted from the
+    /// kernel are not put back; they are at once when it is removed.
+    #[arg(long, env = "ROUTED_ROUTE_REPAIR_HOLD")]
+    route_repair_hold: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
         bird_socket: args.bird_socket,
         bird1_socket: args.bird1_socket,
         metrics_listen: args.metrics_listen,
+        route_repair_hold: args.route_repair_hold,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

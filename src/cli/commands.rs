@@ -488,7 +488,11 @@ async fn bench_cmd(store: Arc<dyn Datastore>, cmd: &BenchCommand, out: Output) -
             blocks,
             changes,
             no_seed,
-        } => return bench_follower(store, *nodes, *blocks, *changes, !*no_seed, out).await,
+            mesh,
+        } => {
+            let spec = follower_spec(*nodes, *blocks, *changes, !*no_seed, *mesh);
+            return bench_follower(store, spec, out).await;
+        }
         BenchCommand::BgpPeers { .. } => return bench_bgp_peers(cmd, out).await,
     };
     print(out, &reports, || {
@@ -522,26 +526,46 @@ async fn bench_cmd(store: Arc<dyn Datastore>, cmd: &BenchCommand, out: Output) -
     ok()
 }
 
-/// `routectl bench follower`: one JSON object, or a line of figures.
-async fn bench_follower(
-    store: Arc<dyn Datastore>,
+/// What `routectl bench follower`'s flags ask for.
+fn follower_spec(
     nodes: usize,
     blocks: usize,
     changes: usize,
     seed: bool,
+    mesh: bool,
+) -> crate::agent::follower_bench::BenchSpec {
+    use crate::agent::follower_bench::{BenchSpec, Topology};
+    BenchSpec {
+        nodes,
+        blocks,
+        changes,
+        topology: if mesh {
+            Topology::Mesh
+        } else {
+            Topology::Reflectors
+        },
+        seed,
+    }
+}
+
+/// `routectl bench follower`: one JSON object, or a line of figures.
+async fn bench_follower(
+    store: Arc<dyn Datastore>,
+    spec: crate::agent::follower_bench::BenchSpec,
     out: Output,
 ) -> Result<ExitCode> {
-    let report = crate::agent::follower_bench::run(store, nodes, blocks, changes, seed)
+    let report = crate::agent::follower_bench::run(store, spec)
         .await
         .map_err(|e| CliError::Failed(format!("{e:#}")))?;
     if out == Output::Json {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
         println!(
-            "nodes={} blocks={} changes={} join_ms={:.0} join_reads={} reads={} reads_per_change={:.2} cpu_ms_per_100={:.0} follower_ms_per_100={:.1} relists={}",
-            report.nodes, report.blocks_per_node, report.changes, report.join_ms,
-            report.join_reads, report.reads, report.reads_per_change, report.cpu_ms_per_100,
-            report.follower_ms_per_100, report.relists
+            "topology={:?} nodes={} blocks={} changes={} join_ms={:.0} join_calc_ms={:.1} join_reads={} reads={} reads_per_change={:.2} cpu_ms_per_100={:.0} follower_ms_per_100={:.1} relists={} states_built={} records_per_change={:.0}",
+            report.topology, report.nodes, report.blocks_per_node, report.changes, report.join_ms,
+            report.join_calc_ms, report.join_reads, report.reads, report.reads_per_change,
+            report.cpu_ms_per_100, report.follower_ms_per_100, report.relists,
+            report.states_built, report.records_per_change
         );
     }
     ok()

@@ -493,6 +493,7 @@ pub enum BenchCommand {
     },
     /// The agent's datastore follower at scale: seed NODES synthetic nodes with BLOCKS
     /// affinities each, join as node-00000, count its reads and CPU for CHANGES changes elsewhere.
+    /// The cluster peers through two reflectors (mesh off), as large Calico clusters do.
     Follower {
         /// Synthetic Node records to seed.
         #[arg(long, default_value_t = 1000)]
@@ -506,6 +507,10 @@ pub enum BenchCommand {
         /// Do not seed: the datastore already holds the synthetic cluster.
         #[arg(long)]
         no_seed: bool,
+        /// Seed the default full mesh instead of the reflectors (every node change then
+        /// matters to every node).
+        #[arg(long)]
+        mesh: bool,
     },
     /// BGP peer simulator: CLIENTS iBGP reflector clients from consecutive addresses, each
     /// advertising BLOCKS /26s; times Established, convergence, a withdraw wave and a flap.

@@ -169,6 +169,24 @@ mod tests {
         assert_eq!(&got, b"ok");
     }
 
+    /// The same over IPv6 loopback: the hop limit of the saved SYN, IPV6_MINHOPCOUNT set.
+    #[test]
+    fn saved_syn_of_an_ipv6_loopback_connection_has_hop_limit_255() {
+        let Ok(listener) = TcpListener::bind("[::1]:0") else {
+            panic!("no IPv6 loopback on this machine");
+        };
+        set_save_syn(listener.as_raw_fd()).unwrap();
+        set_send_ttl_255(listener.as_raw_fd(), true).unwrap();
+        let mut socket = connect_with_gtsm(listener.local_addr().unwrap());
+        let (mut accepted, _) = listener.accept().unwrap();
+        assert_eq!(saved_syn_ttl(accepted.as_raw_fd()).unwrap(), Some(255));
+        set_ttl_security(accepted.as_raw_fd(), true, 1).unwrap();
+        socket.write_all(b"v6").unwrap();
+        let mut got = [0u8; 2];
+        accepted.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"v6");
+    }
+
     /// A connected stream whose SYN went out with TTL 255 (set before connect).
     fn connect_with_gtsm(addr: std::net::SocketAddr) -> TcpStream {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -176,8 +194,11 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let socket = tokio::net::TcpSocket::new_v4().unwrap();
-            set_ttl_security(socket.as_raw_fd(), false, 1).unwrap();
+            let socket = match addr {
+                std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4().unwrap(),
+                std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6().unwrap(),
+            };
+            set_ttl_security(socket.as_raw_fd(), addr.is_ipv6(), 1).unwrap();
             let stream = socket.connect(addr).await.unwrap();
             stream.into_std().unwrap()
         })

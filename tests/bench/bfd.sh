@@ -17,7 +17,8 @@
 # `peer` entries; session i is 10.77.0.i <-> 10.77.1.i) in another namespace; utime+stime of the routed
 # agent and of bfdd over the same 60 s (/proc/PID/stat), once all 100 are Up. The agent's 100
 # BGP peers have nothing listening on port 179 (the far side drops it): their connection
-# attempts are part of routed's figure.
+# attempts are part of routed's figure, so the same agent with the same 100 peers without BFD
+# is measured after it as the baseline.
 #
 # Usage: tests/bench/bfd.sh [TRIALS] [BASELINE_TRIALS] [CPU_SECONDS]  (defaults 20 20 60)
 # ROUTED_BIN_DIR=dir uses the binaries there instead of building release. Prints markdown.
@@ -271,18 +272,21 @@ stats() { # p50 p99 mean max of a file of numbers
 
 # Part 2: 100 BFD sessions at 100 ms x 3.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-run_cpu() {
-    echo "==> cpu: 100 sessions" >&2
-    local node=$P-cpu-node far=$P-cpu-far
+run_cpu() { # run_cpu bfd|nobfd  (nobfd: the same 100 BgpPeers without BFD, no bfdd)
+    local mode=$1
+    echo "==> cpu: 100 peers, $mode" >&2
+    local node=$P-$mode-node far=$P-$mode-far
     add_ns "$node"
     add_ns "$far"
     ip link add eth0 netns "$node" type veth peer name eth0 netns "$far"
     ip -n "$node" addr add 10.77.0.1/16 dev eth0
     ip -n "$node" link set eth0 up
     ip -n "$far" link set eth0 up
-    local dir=$work/cpu-bfdd
+    local dir=$work/$mode-bfdd
     mkdir -p "$dir"
-    local ds="sqlite://$work/cpu.db"
+    local ds="sqlite://$work/$mode.db"
+    local bfd_flags=(--bfd on --bfd-interval-ms 100 --bfd-multiplier 3)
+    [ "$mode" = bfd ] || bfd_flags=()
     "$B/routectl" --datastore "$ds" config set --mesh off --as 64512 >/dev/null
     {
         echo "hostname far"
@@ -297,7 +301,7 @@ run_cpu() {
             echo "  detect-multiplier 3"
             echo " !"
             "$B/routectl" --datastore "$ds" peer create "bfd$i" --peer-ip "10.77.1.$i" --as 65000 \
-                --source-address "10.77.0.$i" --bfd on --bfd-interval-ms 100 --bfd-multiplier 3 >/dev/null
+                --source-address "10.77.0.$i" "${bfd_flags[@]}" >/dev/null
         done
         echo "!"
     } >"$dir/bfdd.conf"
@@ -306,31 +310,51 @@ table inet nobgp {
   chain in { type filter hook input priority 0; tcp dport 179 drop; }
 }
 NFT
-    start_frr "$far" "$dir"
+    local sock=$work/$mode.sock
+    [ "$mode" = bfd ] && start_frr "$far" "$dir"
     ip netns exec "$node" "$B/routed" --node-name cpu --datastore "$ds" --ip 10.77.0.1/16 \
-        --socket "$work/cpu.sock" >"$work/cpu-routed.log" 2>&1 &
+        --socket "$sock" >"$work/$mode-routed.log" 2>&1 &
     local routed_pid=$!
     pids+=($!)
-    local bfdd_pid
-    bfdd_pid=$(cat "$dir/bfdd.ourpid")
     all_up() {
-        "$B/routectl" bfd status --socket "$work/cpu.sock" -o json 2>/dev/null |
-            jq -e '[.sessions[] | select(.state == "Up" and (.polling | not) and .tx_interval_us == 100000)] | length == 100' >/dev/null
+        if [ "$mode" = bfd ]; then
+            "$B/routectl" bfd status --socket "$sock" -o json 2>/dev/null |
+                jq -e '[.sessions[] | select(.state == "Up" and (.polling | not) and .tx_interval_us == 100000)] | length == 100' >/dev/null
+        else
+            "$B/routectl" status --socket "$sock" -o json 2>/dev/null | jq -e 'length == 100' >/dev/null
+        fi
     }
-    wait_until 120 "100 BFD sessions Up" all_up
-    local r0 b0 r1 b1
+    local deadline=$((SECONDS + 120))
+    until all_up; do
+        if [ $SECONDS -ge $deadline ]; then
+            echo "cpu $mode: not all 100 up; the others:" >&2
+            "$B/routectl" bfd status --socket "$sock" -o json | jq -c '.sessions[] |
+                select(.state != "Up" or .polling or .tx_interval_us != 100000)' >&2 || true
+            exit 1
+        fi
+        sleep 0.2
+    done
+    local bfdd_pid=""
+    [ "$mode" = bfd ] && bfdd_pid=$(cat "$dir/bfdd.ourpid")
+    local r0 b0=0 r1 b1=0
     r0=$(cpu_ticks "$routed_pid")
-    b0=$(cpu_ticks "$bfdd_pid")
+    [ -n "$bfdd_pid" ] && b0=$(cpu_ticks "$bfdd_pid")
     sleep "$CPU_SECONDS"
     r1=$(cpu_ticks "$routed_pid")
-    b1=$(cpu_ticks "$bfdd_pid")
-    all_up || { echo "cpu: sessions went down during the measurement" >&2; exit 1; }
+    [ -n "$bfdd_pid" ] && b1=$(cpu_ticks "$bfdd_pid")
+    all_up || { echo "cpu $mode: sessions went down during the measurement" >&2; exit 1; }
     local hz
     hz=$(getconf CLK_TCK)
-    cpu_routed=$(awk -v a="$r0" -v b="$r1" -v s="$CPU_SECONDS" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz / s * 100 }')
-    cpu_bfdd=$(awk -v a="$b0" -v b="$b1" -v s="$CPU_SECONDS" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz / s * 100 }')
-    cpu_routed_s=$(awk -v a="$r0" -v b="$r1" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }')
-    cpu_bfdd_s=$(awk -v a="$b0" -v b="$b1" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }')
+    seconds() { awk -v a="$1" -v b="$2" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }'; }
+    percent() { awk -v a="$1" -v b="$2" -v s="$CPU_SECONDS" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz / s * 100 }'; }
+    printf -v "cpu_routed_s_$mode" %s "$(seconds "$r0" "$r1")"
+    printf -v "cpu_routed_$mode" %s "$(percent "$r0" "$r1")"
+    printf -v "cpu_bfdd_s_$mode" %s "$(seconds "$b0" "$b1")"
+    printf -v "cpu_bfdd_$mode" %s "$(percent "$b0" "$b1")"
+    local pid
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    pids=()
 }
 
 [ "${SKIP_DETECTION:-}" ] || {
@@ -338,7 +362,7 @@ NFT
     run_variant bfd100 100 3 "$TRIALS"
     run_variant hold9 off 0 "$BASELINE_TRIALS"
 }
-[ "${SKIP_CPU:-}" ] || run_cpu
+[ "${SKIP_CPU:-}" ] || { run_cpu bfd; run_cpu nobfd; }
 
 row() { # row NODE TIMERS DETECT_MS TARGET_MS FILE
     local p50 p99 mean max count ok
@@ -369,6 +393,7 @@ if [ -z "${SKIP_CPU:-}" ]; then
     echo
     echo "| process | CPU s | % of one core |"
     echo "|---|---|---|"
-    echo "| routed agent (100 BFD sessions, 100 BGP peers connecting) | $cpu_routed_s | $cpu_routed |"
-    echo "| FRR bfdd (the same 100 sessions, far side) | $cpu_bfdd_s | $cpu_bfdd |"
+    echo "| routed agent (100 BFD sessions, 100 BGP peers connecting) | $cpu_routed_s_bfd | $cpu_routed_bfd |"
+    echo "| FRR bfdd (the same 100 sessions, far side) | $cpu_bfdd_s_bfd | $cpu_bfdd_bfd |"
+    echo "| routed agent, the same 100 BGP peers without BFD (baseline) | $cpu_routed_s_nobfd | $cpu_routed_nobfd |"
 fi

@@ -193,7 +193,7 @@ impl Reconciler for RouteReconciler {
         let now = Instant::now();
         self.planner.on(now, Input::LocalBlocks(local));
         self.planner.on(now, Input::Encap(encap));
-        if wake.timer {
+        if wake.timer && !super::repair_hold::held() {
             self.planner.on(now, Input::Tick);
         }
         if self.planner.awaiting_peers(now) && peers_settled(&self.speaker).await {
@@ -271,8 +271,26 @@ async fn watch_deletions(
     match super::repair::deletions(netlink, deletions, &ours).await {
         Ok(mut monitor) => {
             tokio::spawn(async move {
-                while let Some(event) = monitor.next().await {
+                // Deletions seen while repair is held (`--route-repair-hold`): one full
+                // resync repairs them all once the hold is released.
+                let mut missed = false;
+                loop {
+                    let event = tokio::select! {
+                        event = monitor.next() => event,
+                        _ = super::repair_hold::released(), if missed => {
+                            missed = false;
+                            if repair_tx.send(Input::MonitorLost).is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                    };
+                    let Some(event) = event else { return };
                     if !event.needs_repair_by(&ours) {
+                        continue;
+                    }
+                    if super::repair_hold::held() {
+                        missed = true;
                         continue;
                     }
                     let repair = match event {

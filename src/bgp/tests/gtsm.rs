@@ -1,17 +1,19 @@
-//! GTSM (RFC 5082) in network namespaces, against BIRD 2 with `ttl security on`. Gated by
-//! `ROUTED_E2E=1`; with it set a missing program is a failure.
+//! GTSM (RFC 5082) in network namespaces, against FRR 8.4 (`neighbor X ttl-security hops 1`)
+//! and BIRD 2 (`ttl security on`). Gated by `ROUTED_E2E=1`; with it set a missing program is a
+//! failure.
 //!
 //! ```text
 //!  netns rg<pid>n (our speaker)     netns rg<pid>r (forwards)         netns rg<pid>f
-//!  10.97.1.1 ── veth ── 10.97.1.2  BIRD "near"   10.97.2.1 ── veth ── 10.97.2.2  BIRD "far"
+//!  10.97.1.1 ── veth ── 10.97.1.2  FRR "near"    10.97.2.1 ── veth ── 10.97.2.2  BIRD "far"
 //!                                  (1 hop)                            (2 hops, multihop 2)
 //! ```
-//! Both BIRDs send TTL 255 and both our peers have `ttl_security: 1`. The near one (TTL 255
-//! on arrival) reaches Established, which also shows we send 255 (BIRD checks ours). The
-//! far one's SYNs arrive with TTL 254: the session refuses them (`ttl_security` in the
-//! peer's errors), and its SYN-ACKs to our own connection attempts are dropped by the
-//! kernel (`TcpExtTCPMinTTLDrop` rises in our namespace). Told the far peer is 2 hops away,
-//! the same session comes up.
+//! Both daemons send TTL 255 and both our peers have `ttl_security: 1`. We are passive towards
+//! the near one, so FRR dials us: its socket has `IP_MINTTL` 255 before `connect`, so reaching
+//! Established shows our listener's SYN-ACK left with TTL 255 and our check admitted its SYN
+//! (TTL 255). The far one's SYNs arrive with TTL 254: the session refuses them
+//! (`ttl_security` in the peer's errors), and its SYN-ACKs to our own connection attempts are
+//! dropped by the kernel (`TcpExtTCPMinTTLDrop` rises in our namespace). Told the far peer is
+//! 2 hops away, the same session comes up (BIRD checks that we send 255).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -101,8 +103,7 @@ impl Line {
             "via",
             "10.97.2.1",
         ]);
-        let near = bird_conf(NEAR, NEAR_AS, NEAR_PREFIX, "");
-        line.start_bird("near", &line.router.clone(), &near);
+        line.start_frr();
         let far = bird_conf(FAR, FAR_AS, FAR_PREFIX, "  multihop 2;\n");
         line.start_bird("far", &line.far.clone(), &far);
         line
@@ -148,6 +149,64 @@ impl Line {
         self.children.push(child);
     }
 
+    /// zebra and bgpd (as user frr) in the router namespace, GTSM for one hop towards us.
+    fn start_frr(&mut self) {
+        let dir = self.path("frr");
+        std::fs::create_dir_all(dir.join("vty")).expect("frr dir");
+        std::fs::write(dir.join("zebra.conf"), "hostname near\n").expect("zebra.conf");
+        let bgpd = format!(
+            "frr defaults traditional\nhostname near\n!\nrouter bgp {NEAR_AS}\n bgp router-id {NEAR}\n\
+             no bgp ebgp-requires-policy\n no bgp network import-check\n\
+             neighbor {NODE} remote-as {OUR_AS}\n neighbor {NODE} ttl-security hops 1\n\
+             neighbor {NODE} timers connect 1\n\
+             address-family ipv4 unicast\n  network {NEAR_PREFIX}\n exit-address-family\n!\n"
+        );
+        std::fs::write(dir.join("bgpd.conf"), bgpd).expect("bgpd.conf");
+        run(&["chown", "-R", "frr:frr", &dir.display().to_string()]);
+        let router = self.router.clone();
+        for daemon in ["zebra", "bgpd"] {
+            let path = |name: &str| dir.join(name).display().to_string();
+            let log = std::fs::File::create(self.path(&format!("{daemon}.log"))).expect("log");
+            let child = Command::new("ip")
+                .args(["netns", "exec", &router, &format!("/usr/lib/frr/{daemon}")])
+                .args(["-f", &path(&format!("{daemon}.conf"))])
+                .args([
+                    "-i",
+                    &path(&format!("{daemon}.pid")),
+                    "-z",
+                    &path("zserv.api"),
+                ])
+                .args([
+                    "--vty_socket",
+                    &path("vty"),
+                    "-u",
+                    "frr",
+                    "-g",
+                    "frr",
+                    "-P",
+                    "0",
+                ])
+                .args(["--log", "stdout"])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("start an FRR daemon");
+            self.children.push(child);
+            if daemon == "zebra" {
+                let socket = dir.join("zserv.api");
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while !socket.exists() {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "zebra never made its socket"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
     fn birdc(&self, name: &str, command: &[&str]) -> String {
         let sock = self.path(&format!("{name}.ctl")).display().to_string();
         let output = Command::new("birdc")
@@ -185,9 +244,9 @@ impl Line {
 impl Drop for Line {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for name in ["near", "far"] {
+            for name in ["zebra", "bgpd", "far"] {
                 let log = std::fs::read_to_string(self.path(&format!("{name}.log")));
-                eprintln!("==== bird {name}:\n{}", log.unwrap_or_default());
+                eprintln!("==== {name}:\n{}", log.unwrap_or_default());
             }
         }
         for child in &mut self.children {
@@ -211,7 +270,7 @@ fn bird_conf(local: Ipv4Addr, asn: u32, prefix: &str, extra: &str) -> String {
     )
 }
 
-fn spec(address: Ipv4Addr, asn: u32, hops: u8) -> PeerSpec {
+fn spec(address: Ipv4Addr, asn: u32, hops: u8, passive: bool) -> PeerSpec {
     let mut spec = PeerSpec::new(
         format!("Global_{address}"),
         "global",
@@ -222,6 +281,7 @@ fn spec(address: Ipv4Addr, asn: u32, hops: u8) -> PeerSpec {
     spec.source_address = Some(IpAddr::V4(NODE));
     spec.timers.connect_retry = Some(Duration::from_secs(1));
     spec.ttl_security = Some(hops);
+    spec.passive = passive;
     spec
 }
 
@@ -238,7 +298,13 @@ fn gtsm_refuses_a_peer_two_hops_away_and_accepts_one_hop() {
     if !e2e_enabled("GTSM") {
         return;
     }
-    for program in ["bird", "birdc", "sysctl"] {
+    for program in [
+        "bird",
+        "birdc",
+        "sysctl",
+        "/usr/lib/frr/zebra",
+        "/usr/lib/frr/bgpd",
+    ] {
         require(program);
     }
     init_tracing();
@@ -267,10 +333,14 @@ async fn exercise(line: &Line) {
     handle.set_originated(blocks).expect("speaker");
     let drops_before = line.min_ttl_drops();
     handle
-        .set_peers(vec![spec(NEAR, NEAR_AS, 1), spec(FAR, FAR_AS, 1)])
+        .set_peers(vec![
+            spec(NEAR, NEAR_AS, 1, true),
+            spec(FAR, FAR_AS, 1, false),
+        ])
         .expect("speaker");
 
-    // One hop: Established both ways (BIRD accepts our TTL 255), the route is learned.
+    // One hop: FRR dials us and reaches Established (our SYN-ACK had TTL 255), the route is
+    // learned.
     let near = format!("Global_{NEAR}");
     wait_established(&handle, &near).await;
     wait_route(&handle, NEAR_PREFIX, &[IpAddr::V4(NEAR)], WAIT).await;
@@ -297,7 +367,10 @@ async fn exercise(line: &Line) {
 
     // Told the far peer is 2 hops away, the same peer comes up.
     handle
-        .set_peers(vec![spec(NEAR, NEAR_AS, 1), spec(FAR, FAR_AS, 2)])
+        .set_peers(vec![
+            spec(NEAR, NEAR_AS, 1, true),
+            spec(FAR, FAR_AS, 2, false),
+        ])
         .expect("speaker");
     wait_established(&handle, &far).await;
     wait_route(&handle, FAR_PREFIX, &[IpAddr::V4(FAR)], WAIT).await;
