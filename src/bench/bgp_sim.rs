@@ -540,6 +540,64 @@ mod tests {
         }
     }
 
+    /// A stand-in peer on loopback: answers every connection with OPEN and KEEPALIVE, then
+    /// reads until it closes; counts the connections and the bytes that are not keepalives.
+    async fn answering_peer() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let open = Open {
+                        asn: 64512,
+                        hold_time: 240,
+                        bgp_id: Ipv4Addr::new(127, 0, 0, 1),
+                        capabilities: vec![Capability::FourOctetAs(64512)],
+                    };
+                    stream
+                        .write_all(&encode_open(&open).unwrap())
+                        .await
+                        .unwrap();
+                    stream.write_all(&encode_keepalive()).await.unwrap();
+                    let mut sink = [0u8; 4096];
+                    while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        (address, accepted)
+    }
+
+    #[tokio::test]
+    async fn idle_mode_brings_every_client_up_then_holds_them_without_the_phases() {
+        let (peer, accepted) = answering_peer().await;
+        let config = SimConfig {
+            reflector: peer,
+            first_client: Ipv4Addr::new(127, 0, 0, 1),
+            idle: Some(Duration::from_millis(50)),
+            ..config(3, 0)
+        };
+        let report = run(config).await.unwrap();
+        assert_eq!(
+            accepted.load(Ordering::Relaxed),
+            3,
+            "one connection per client"
+        );
+        assert_eq!((report.clients, report.blocks), (3, 0));
+        assert!(report.established_s > 0.0);
+        assert_eq!(report.converged_s, 0.0, "no convergence phase in idle mode");
+        assert_eq!(report.updates_received, 0);
+    }
+
+    #[tokio::test]
+    async fn phases_still_need_two_clients_with_blocks() {
+        let error = run(config(1, 0)).await.unwrap_err();
+        assert!(error.to_string().contains("at least 2 clients"), "{error}");
+    }
+
     #[test]
     fn every_block_maps_back_to_its_own_bit_and_others_to_none() {
         let config = config(1000, 4);

@@ -71,6 +71,14 @@ impl<K: Ord + Copy, V, const CAP: usize> Chunks<K, V, CAP> {
         self.len == 0
     }
 
+    /// Heap bytes held: every chunk's capacity, the chunk list and the first keys.
+    pub fn heap_bytes(&self) -> usize {
+        let entries: usize = self.chunks.iter().map(Vec::capacity).sum();
+        entries * std::mem::size_of::<(K, V)>()
+            + self.chunks.capacity() * std::mem::size_of::<Vec<(K, V)>>()
+            + self.firsts.capacity() * std::mem::size_of::<K>()
+    }
+
     /// The chunk a key belongs in (the last one starting at or before it; the first one for a
     /// key before every chunk) and its index there; `None` when the map is empty.
     fn slot(&self, key: &K) -> Option<Slot> {
@@ -300,6 +308,11 @@ impl<V, const CAP: usize> PrefixMap<V, CAP> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Heap bytes held by the map's own structure (not by what the values point to).
+    pub fn heap_bytes(&self) -> usize {
+        self.v4.heap_bytes() + self.v6.heap_bytes()
     }
 
     pub fn get(&self, prefix: &IpNetwork) -> Option<&V> {

@@ -192,3 +192,18 @@ fn removing_most_entries_merges_chunks_back() {
     map.check();
     assert!(map.is_empty() && map.v4.chunks.is_empty());
 }
+
+#[test]
+fn a_table_filled_in_hash_order_costs_under_52_bytes_per_prefix_for_32_byte_values() {
+    // The RIB's case: 32-byte values (`Dest`), prefixes arriving in a speaker's hash order.
+    // A BTreeMap<IpNetwork, Dest> held 77-99 bytes per prefix here (docs/benchmarks.md).
+    let mut map: PrefixMap<[u64; 4]> = PrefixMap::new();
+    let mut x: u32 = 7;
+    for _ in 0..100_000 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        map.get_or_insert_with(v4(x >> 8), || [0; 4]);
+    }
+    map.check();
+    let per_prefix = map.heap_bytes() as f64 / map.len() as f64;
+    assert!(per_prefix < 52.0, "{per_prefix:.1} bytes per prefix");
+}
