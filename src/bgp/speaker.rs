@@ -542,8 +542,14 @@ fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
         warn!(%error, "TCP_SAVE_SYN not available: incoming GTSM connections will be refused");
     }
     socket.bind(addr)?;
-    socket.listen(128)
+    // A reflector's clients all reconnect at once after it restarts: with a backlog of 128
+    // the kernel drops their SYNs and each waits out TCP's 1, 3, 7 s retransmits. The kernel
+    // caps this at net.core.somaxconn (4,096 by default).
+    socket.listen(LISTEN_BACKLOG)
 }
+
+/// Pending connections the BGP listener queues (see `bind_listener`).
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// A configured peer.
 struct PeerEntry {

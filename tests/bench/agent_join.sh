@@ -25,7 +25,9 @@ ns=rt-bjoin-$$
 ip netns add "$ns"
 etcd_pid=""
 cleanup() {
-  [ -n "$etcd_pid" ] && kill "$etcd_pid" 2>/dev/null && wait "$etcd_pid" 2>/dev/null
+  # `a && b` as the last command would end the trap under `set -e` when wait reports the
+  # signal (status 143), leaving the namespace behind.
+  if [ -n "$etcd_pid" ]; then kill "$etcd_pid" 2>/dev/null || true; wait "$etcd_pid" 2>/dev/null || true; fi
   ip netns del "$ns" 2>/dev/null || true
   rm -rf "$work"
 }

@@ -24,36 +24,18 @@
 # ROUTED_BIN_DIR=dir uses the binaries there instead of building release. Prints markdown.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tests/bench/lib.sh
 TRIALS=${1:-20}
 BASELINE_TRIALS=${2:-20}
 CPU_SECONDS=${3:-60}
-for p in jq ip nft vtysh /usr/lib/frr/zebra /usr/lib/frr/bfdd /usr/lib/frr/bgpd; do
-    command -v "$p" >/dev/null || { echo "missing $p (apt-get install frr jq nftables)" >&2; exit 1; }
-done
-if [ -z "${ROUTED_BIN_DIR:-}" ]; then
-    cargo build --release --quiet --bin routed --bin routectl
-    B=$PWD/target/release
-else
-    B=$ROUTED_BIN_DIR
-fi
-work=$(mktemp -d)
+bench_require "apt-get install frr jq nftables" jq ip nft vtysh /usr/lib/frr/zebra /usr/lib/frr/bfdd /usr/lib/frr/bgpd
+bench_bins routed routectl
+bench_setup
 chmod 755 "$work"
 P=rbfd$(($$ % 10000))
 RACK=10.76.0
 TOR=$RACK.200
 PREFIX=198.51.100.0/24
-pids=()
-namespaces=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    for n in "${namespaces[@]}"; do ip netns del "$n" 2>/dev/null || true; done
-    [ -n "${KEEP:-}" ] && echo "kept $work" >&2 && return
-    rm -rf "$work"
-}
-trap cleanup EXIT
-add_ns() { ip netns add "$1"; namespaces+=("$1"); ip -n "$1" link set lo up; }
-now() { date +%s.%N; }
 wait_until() { # wait_until SECONDS WHAT COMMAND...
     local limit=$1 what=$2
     shift 2
@@ -209,16 +191,7 @@ NFT
 
 # Epoch of the first `Deleted PREFIX` line in monitor log $1 at or after epoch $2.
 deleted_at() {
-    { grep -F "Deleted $PREFIX" "$1" || true; } | while read -r ts rest; do
-        ts=${ts#[}
-        ts=${ts%]}
-        local e
-        e=$(date -d "$ts" +%s.%N)
-        if awk -v e="$e" -v a="$2" 'BEGIN { exit !(e >= a) }'; then
-            echo "$e"
-            break
-        fi
-    done
+    { grep -F "Deleted $PREFIX" "$1" || true; } | epoch_after "$2"
 }
 
 run_variant() { # run_variant VARIANT INTERVAL MULT TRIALS

@@ -24,41 +24,22 @@
 # Root; not run in CI. Prints markdown tables.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tests/bench/lib.sh
 SIZES=("$@")
 [ ${#SIZES[@]} -eq 0 ] && SIZES=(2x100000 10x100000)
 TARGETS=${TARGETS:-routed bird-kernel bird gobgp}
 TIMEOUT=${TIMEOUT:-900}
-for p in bird birdc gobgpd gobgp jq ip; do
-    command -v "$p" >/dev/null || { echo "missing $p (apt-get install bird2 gobgpd jq iproute2)" >&2; exit 1; }
-done
-if [ -z "${ROUTED_BIN_DIR:-}" ]; then
-    cargo build --release --quiet --bin routed --bin routectl
-    B=$PWD/target/release
-else
-    B=$ROUTED_BIN_DIR
-fi
+bench_require "apt-get install bird2 gobgpd jq iproute2" bird birdc gobgpd gobgp jq ip
+bench_bins routed routectl
 HZ=$(getconf CLK_TCK)
-work=$(mktemp -d)
+bench_setup
 tag=$$
 NS=rbg$((tag % 10000))
 INJ=$NS-inj
 NET=10.80.0
-pids=()
 INJ_PIDS=()
-namespaces=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    for n in "${namespaces[@]}"; do ip netns del "$n" 2>/dev/null || true; done
-    [ -n "${KEEP:-}" ] && echo "kept $work" >&2 && return
-    rm -rf "$work"
-}
-trap cleanup EXIT
-ns() { local n=$1; shift; ip netns exec "$n" "$@"; }
-now() { date +%s.%N; }
 cpu_s() { awk -v hz="$HZ" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat"; }
 hwm_mb() { awk '/^VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
-log() { echo "[$(date -u +%T)] $*" >&2; }
 
 # The N static /24s of injector peer I (1-based): consecutive /24s from 16.0.0.0 on.
 gen_statics() { # gen_statics I N

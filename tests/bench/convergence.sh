@@ -15,30 +15,14 @@
 # Usage: tests/bench/convergence.sh [TRIALS]   (root; default 50; prints a markdown table)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tests/bench/lib.sh
 TRIALS=${1:-50}
-for p in bird birdc jq ip; do command -v "$p" >/dev/null || { echo "missing $p (apt-get install bird2 jq iproute2)" >&2; exit 1; }; done
-if [ -z "${ROUTED_BIN_DIR:-}" ]; then
-    cargo build --release --quiet --bin routed --bin routed-cni --bin routectl
-    B=$PWD/target/release
-else
-    B=$ROUTED_BIN_DIR
-fi
-work=$(mktemp -d)
+bench_require "apt-get install bird2 jq iproute2" bird birdc jq ip
+bench_bins routed routed-cni routectl
+bench_setup
 tag=$$
 P=rcv$((tag % 10000))
 RACK=10.79.0
-pids=()
-namespaces=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    for n in "${namespaces[@]}"; do ip netns del "$n" 2>/dev/null || true; done
-    [ -n "${KEEP:-}" ] && echo "kept $work" >&2 && return; rm -rf "$work"
-}
-trap cleanup EXIT
-add_ns() { ip netns add "$1"; namespaces+=("$1"); ip -n "$1" link set lo up; }
-ns() { local n=$1; shift; ip netns exec "$n" "$@"; }
-now() { date +%s.%N; }
 
 setup_cluster() { # setup_cluster VARIANT
     local v=$1
@@ -108,16 +92,7 @@ setup_cluster() { # setup_cluster VARIANT
 # The epoch time of the first monitor line after $3 that adds a route to $2, in node $1's log.
 route_seen_at() {
     local log=$1 block=$2 after=$3
-    grep -F " $block " "$log" | grep -v "Deleted" | while read -r ts rest; do
-        ts=${ts#[}
-        ts=${ts%]}
-        local e
-        e=$(date -d "$ts" +%s.%N)
-        if awk -v e="$e" -v a="$after" 'BEGIN { exit !(e >= a) }'; then
-            echo "$e"
-            break
-        fi
-    done
+    grep -F " $block " "$log" | grep -v "Deleted" | epoch_after "$after"
 }
 
 block_of() { # 10.245.3.7 -> 10.245.3.0/26

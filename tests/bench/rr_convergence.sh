@@ -16,32 +16,16 @@
 # Usage: tests/bench/rr_convergence.sh [TRIALS]   (root; default 50; prints a markdown table)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tests/bench/lib.sh
 TRIALS=${1:-50}
-for p in bird birdc jq ip curl; do command -v "$p" >/dev/null || { echo "missing $p (apt-get install bird2 jq iproute2 curl)" >&2; exit 1; }; done
-if [ -z "${ROUTED_BIN_DIR:-}" ]; then
-    cargo build --release --quiet --bin routed --bin routed-cni --bin routectl
-    B=$PWD/target/release
-else
-    B=$ROUTED_BIN_DIR
-fi
-work=$(mktemp -d)
+bench_require "apt-get install bird2 jq iproute2 curl" bird birdc jq ip curl
+bench_bins routed routed-cni routectl
+bench_setup
 tag=$$
 P=rrc$((tag % 10000))
 RACK=10.80.0
 RR_IP=$RACK.250
 CLIENTS="2 3 4"
-pids=()
-namespaces=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    for n in "${namespaces[@]}"; do ip netns del "$n" 2>/dev/null || true; done
-    [ -n "${KEEP:-}" ] && echo "kept $work" >&2 && return; rm -rf "$work"
-}
-trap cleanup EXIT
-add_ns() { ip netns add "$1"; namespaces+=("$1"); ip -n "$1" link set lo up; }
-ns() { local n=$1; shift; ip netns exec "$n" "$@"; }
-now() { date +%s.%N; }
 
 rack_member() { # rack_member VARIANT NAME ADDRESS
     local n=$P-$1-$2
@@ -123,16 +107,7 @@ setup_cluster() { # setup_cluster VARIANT
 # The epoch time of the first monitor line after $3 that adds a route to $2, in log $1.
 route_seen_at() {
     local log=$1 block=$2 after=$3
-    grep -F " $block " "$log" | grep -v "Deleted" | while read -r ts rest; do
-        ts=${ts#[}
-        ts=${ts%]}
-        local e
-        e=$(date -d "$ts" +%s.%N)
-        if awk -v e="$e" -v a="$after" 'BEGIN { exit !(e >= a) }'; then
-            echo "$e"
-            break
-        fi
-    done
+    grep -F " $block " "$log" | grep -v "Deleted" | epoch_after "$after"
 }
 
 block_of() { # 10.246.3.7 -> 10.246.3.0/26

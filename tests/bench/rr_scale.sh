@@ -18,34 +18,17 @@
 # Root; not run in CI. Prints a markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tests/bench/lib.sh
 SIZES=("$@")
 [ ${#SIZES[@]} -eq 0 ] && SIZES=(100 1000 5000)
 REFLECTORS=${REFLECTORS:-bird routed gobgp}
 BLOCKS=${BLOCKS:-4}
 TIMEOUT=${TIMEOUT:-300}
-for p in bird birdc ip jq; do
-    command -v "$p" >/dev/null || { echo "missing $p (apt-get install bird2 jq iproute2)" >&2; exit 1; }
-done
-if [ -z "${ROUTED_BIN_DIR:-}" ]; then
-    cargo build --release --quiet --bin routed --bin routectl
-    B=$PWD/target/release
-else
-    B=$ROUTED_BIN_DIR
-fi
-work=$(mktemp -d)
+bench_require "apt-get install bird2 jq iproute2" bird birdc ip jq
+bench_bins routed routectl
+bench_setup
 NS=rrs$(($$ % 10000))
 CL=$NS-cl
-pids=()
-namespaces=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    for n in "${namespaces[@]}"; do ip netns del "$n" 2>/dev/null || true; done
-    [ -n "${KEEP:-}" ] && echo "kept $work" >&2 && return
-    rm -rf "$work"
-}
-trap cleanup EXIT
-log() { echo "[$(date -u +%T)] $*" >&2; }
 
 # The reflector resolves every client's address: past 1,024 neighbours (the default gc_thresh3,
 # a host-wide setting) the table overflows and connections fail with "No route to host". Raised

@@ -22,35 +22,18 @@
 # Root; not run in CI. Prints a markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tests/bench/lib.sh
 N=${1:-100}
 K=${2:-400}
 TARGETS=${TARGETS:-routed bird}
 SETTLE=${SETTLE:-3}
 TIMEOUT=${TIMEOUT:-300}
-for p in bird birdc ip jq nft; do
-    command -v "$p" >/dev/null || { echo "missing $p (apt-get install bird2 jq iproute2)" >&2; exit 1; }
-done
-if [ -z "${ROUTED_BIN_DIR:-}" ]; then
-    cargo build --release --quiet --bin routed --bin routectl
-    B=$PWD/target/release
-else
-    B=$ROUTED_BIN_DIR
-fi
-work=$(mktemp -d)
+bench_require "apt-get install bird2 jq iproute2" bird birdc ip jq nft
+bench_bins routed routectl
+bench_setup
 NS=rsm$(($$ % 10000))
 PEERS=$NS-p
 TOTAL=$((N + K))
-pids=()
-namespaces=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    for n in "${namespaces[@]}"; do ip netns del "$n" 2>/dev/null || true; done
-    [ -n "${KEEP:-}" ] && echo "kept $work" >&2 && return
-    rm -rf "$work"
-}
-trap cleanup EXIT
-log() { echo "[$(date -u +%T)] $*" >&2; }
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 client_ip() { local x=$((10 * 16777216 + 97 * 65536 + 16 * 256 + 1 + $1)); echo "$((x >> 24)).$(((x >> 16) & 255)).$(((x >> 8) & 255)).$((x & 255))"; }
 
