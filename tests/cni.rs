@@ -272,7 +272,7 @@ async fn two_hundred_pods_add_then_del_leave_nothing() {
     }
     assert_eq!(rd_links(&lab.node).len(), 200);
     // One pod reaches another across the host, as a spot check of the 200.
-    pods[7].exec_ok(&["ping", "-c", "1", "-W", "2", &pod_ip_of(&pods[150])]);
+    pods[7].exec_ok(&["ping", "-c", "1", "-W", "2", &pods[150].eth0_ipv4()]);
     for (i, pod) in pods.iter().enumerate() {
         let cid = format!("cid-{i}");
         let args = format!("K8S_POD_NAMESPACE=ns;K8S_POD_NAME=pod-{i}");
@@ -284,16 +284,6 @@ async fn two_hundred_pods_add_then_del_leave_nothing() {
         assert_eq!(code, 0, "DEL {i}: {out}");
     }
     assert_nothing_left(&lab).await;
-}
-
-fn pod_ip_of(pod: &Netns) -> String {
-    let out = pod.exec_ok(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
-    out.split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|a| a.split('/').next())
-        .unwrap_or_default()
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

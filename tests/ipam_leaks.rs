@@ -295,17 +295,6 @@ fn wait_stopped(what: &str, child: &mut Child) {
     });
 }
 
-/// The pod's eth0 address (the plugin never printed it).
-fn address_in(pod: &Netns) -> String {
-    let out = pod.exec_ok(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
-    out.split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|a| a.split('/').next())
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// routed-cni SIGKILLed at `point`: `wired` (the pod fully wired, the result not printed) or
 /// `allocated` (the agent answered, the veth is up, the address is on nothing yet).
 fn plugin_killed_mid_add(store: Store, point: &str) {
@@ -315,7 +304,7 @@ fn plugin_killed_mid_add(store: Store, point: &str) {
     let stop = [(routed::cni::STOP_VAR, point)];
     let mut plugin = lab.spawn_add("victim", &victim, &stop);
     wait_stopped("routed-cni", &mut plugin);
-    let victim_ip = address_in(&victim);
+    let victim_ip = victim.eth0_ipv4();
     let wired = !victim_ip.is_empty()
         && lab
             .workload_routes()

@@ -13,6 +13,9 @@
 //!    └─ flap back: client 0 announces them again ─> back at every client
 //!  the reflector's peak RSS (VmHWM) and CPU (utime+stime) from /proc/PID when given its pid
 //! ```
+//! With `announce_together` the clients hold their blocks until every client is Established
+//! and then announce at once: the convergence figure is then the reflection of N×K blocks to
+//! N clients alone, comparable between reflectors that bring sessions up at different speeds.
 //! With `idle` set, the run ends differently: once every client is Established (and has sent
 //! its blocks, if it has any) the sessions are held that long, keepalives only, and nothing
 //! else is timed: what one idle session costs the peer (tests/bench/session_memory.sh) needs
@@ -34,7 +37,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -58,6 +61,10 @@ pub struct SimConfig {
     pub reflector_pid: Option<u32>,
     /// Hold the sessions idle this long once all are Established, instead of the phases.
     pub idle: Option<Duration>,
+    /// Clients announce their blocks only once every client is Established, all at once, so
+    /// convergence times the reflection alone: the same work for any reflector however long
+    /// its sessions took to come up.
+    pub announce_together: bool,
 }
 
 /// Figures of one run.
@@ -98,6 +105,8 @@ struct Shared {
     nlri: AtomicUsize,
     /// The first error of any client.
     failure: std::sync::Mutex<Option<String>>,
+    /// Set once every client is Established, with `announce_together`: announce now.
+    go: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -157,6 +166,7 @@ pub async fn run(config: SimConfig) -> Result<SimReport> {
         updates: AtomicUsize::new(0),
         nlri: AtomicUsize::new(0),
         failure: std::sync::Mutex::new(None),
+        go: watch::channel(false).0,
     });
     let began = Instant::now();
     let (commands, command_rx) = mpsc::channel(4);
@@ -211,6 +221,7 @@ async fn phases(
     })
     .await?;
     let established = began.elapsed();
+    shared.go.send_replace(true);
     let all = (n - 1) * k;
     let everyone_holds =
         |others: usize| move |i: usize, count: usize| count == if i == 0 { all } else { others };
@@ -247,6 +258,7 @@ async fn hold_idle(shared: &Arc<Shared>, idle: Duration, began: Instant) -> Resu
     })
     .await?;
     let established = began.elapsed();
+    shared.go.send_replace(true);
     tokio::time::sleep(idle).await;
     if let Some(failure) = shared.failure() {
         bail!("while idle: {failure}");
@@ -326,7 +338,9 @@ async fn client(
     };
     shared.established.fetch_add(1, Ordering::Relaxed);
     let own: Vec<IpNetwork> = (0..config.blocks).map(|j| block_of(config, i, j)).collect();
-    if !own.is_empty() {
+    let mut go = shared.go.subscribe();
+    let mut waiting = config.announce_together && !own.is_empty();
+    if !own.is_empty() && !waiting {
         announce(&mut writer, me, &own, &[]).await?;
     }
     let mut held = vec![false; config.clients * config.blocks];
@@ -343,6 +357,10 @@ async fn client(
                 receive(shared, i, &mut frames, &mut held)?;
             }
             _ = ticker.tick() => writer.write_all(&encode_keepalive()).await?,
+            Ok(()) = async { go.wait_for(|go| *go).await.map(|_| ()) }, if waiting => {
+                waiting = false;
+                announce(&mut writer, me, &own, &[]).await?;
+            }
             Some(command) = recv_command(&mut commands) => match command {
                 Command::Withdraw => announce(&mut writer, me, &[], &own).await?,
                 Command::Announce => announce(&mut writer, me, &own, &[]).await?,
@@ -537,6 +555,7 @@ mod tests {
             connect_parallel: 10,
             reflector_pid: None,
             idle: None,
+            announce_together: false,
         }
     }
 
@@ -578,6 +597,7 @@ mod tests {
             reflector: peer,
             first_client: Ipv4Addr::new(127, 0, 0, 1),
             idle: Some(Duration::from_millis(50)),
+            announce_together: false,
             ..config(3, 0)
         };
         let report = run(config).await.unwrap();
@@ -590,6 +610,72 @@ mod tests {
         assert!(report.established_s > 0.0);
         assert_eq!(report.converged_s, 0.0, "no convergence phase in idle mode");
         assert_eq!(report.updates_received, 0);
+    }
+
+    /// A stand-in peer that counts the UPDATEs it reads, and those that came before `clients`
+    /// connections were accepted.
+    async fn update_counting_peer(clients: usize) -> (SocketAddr, Arc<[AtomicUsize; 2]>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let counts = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let shared = counts.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let (counts, accepted) = (shared.clone(), accepted.clone());
+                tokio::spawn(async move {
+                    let open = Open {
+                        asn: 64512,
+                        hold_time: 240,
+                        bgp_id: Ipv4Addr::new(127, 0, 0, 1),
+                        capabilities: vec![Capability::FourOctetAs(64512)],
+                    };
+                    stream
+                        .write_all(&encode_open(&open).unwrap())
+                        .await
+                        .unwrap();
+                    stream.write_all(&encode_keepalive()).await.unwrap();
+                    let mut frames = FrameReader::new();
+                    let mut buffer = [0u8; 4096];
+                    while let Ok(n @ 1..) = stream.read(&mut buffer).await {
+                        frames.extend(&buffer[..n]);
+                        while let Ok(Some(frame)) = frames.next_frame() {
+                            if frame.get(18) == Some(&2) {
+                                let early = accepted.load(Ordering::SeqCst) < clients;
+                                counts[usize::from(early)].fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (address, counts)
+    }
+
+    #[tokio::test]
+    async fn announce_together_holds_every_block_until_all_clients_are_established() {
+        let (peer, counts) = update_counting_peer(3).await;
+        let config = SimConfig {
+            reflector: peer,
+            first_client: Ipv4Addr::new(127, 0, 0, 1),
+            idle: Some(Duration::from_millis(50)),
+            announce_together: true,
+            connect_parallel: 1,
+            ..config(3, 1)
+        };
+        run(config).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while counts[0].load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(counts[0].load(Ordering::SeqCst), 3, "one UPDATE per client");
+        assert_eq!(
+            counts[1].load(Ordering::SeqCst),
+            0,
+            "none before all were up"
+        );
     }
 
     #[tokio::test]

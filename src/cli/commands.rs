@@ -586,6 +586,7 @@ async fn bench_bgp_peers(cmd: &BenchCommand, out: Output) -> Result<ExitCode> {
         connect_parallel,
         reflector_pid,
         idle,
+        announce_together,
     } = cmd
     else {
         return ok();
@@ -602,6 +603,7 @@ async fn bench_bgp_peers(cmd: &BenchCommand, out: Output) -> Result<ExitCode> {
         connect_parallel: *connect_parallel,
         reflector_pid: *reflector_pid,
         idle: idle.map(std::time::Duration::from_secs),
+        announce_together: *announce_together,
     };
     let report = crate::bench::bgp_sim::run(config)
         .await

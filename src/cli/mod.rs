@@ -552,6 +552,10 @@ pub enum BenchCommand {
         /// phases, no reflection needed; BLOCKS may be 0).
         #[arg(long, value_name = "SECONDS")]
         idle: Option<u64>,
+        /// Clients announce their blocks only once all are Established, all at once: the
+        /// convergence figure then times the reflection alone.
+        #[arg(long)]
+        announce_together: bool,
     },
 }
 

@@ -15,6 +15,8 @@
 #   gobgp   gobgpd with a dynamic neighbor group (route-reflector-client).
 # Usage: tests/bench/rr_scale.sh [CLIENTS...]   default "100 1000 5000"
 #   REFLECTORS="bird routed gobgp"  BLOCKS=4  TIMEOUT=300 (s per phase)  ROUTED_BIN_DIR=DIR (skip build)
+#   ANNOUNCE_TOGETHER=1: clients announce only once all are Established (convergence = the
+#   reflection alone, the same work for every reflector)
 # Root; not run in CI. Prints a markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -166,7 +168,8 @@ for n in "${SIZES[@]}"; do
         esac
         if out=$(ip netns exec "$CL" "$B/routectl" bench bgp-peers --reflector 10.99.0.1 \
             --first-client 10.99.1.1 --clients "$n" --blocks "$BLOCKS" --timeout "$TIMEOUT" \
-            --reflector-pid "$REFLECTOR_PID" -o json 2>"$work/sim.err"); then
+            --reflector-pid "$REFLECTOR_PID" ${ANNOUNCE_TOGETHER:+--announce-together} \
+            -o json 2>"$work/sim.err"); then
             echo "$out" | jq -r --arg r "$r" '"| \($r) | \(.clients) × \(.blocks) | \(.established_s * 100 | round / 100) | \(.converged_s * 100 | round / 100) | \(.withdraw_s * 1000 | round / 1000) | \(.flap_s * 1000 | round / 1000) | \(.reflector_peak_rss_mb // 0 | round) | \(.reflector_cpu_s // 0 | . * 100 | round / 100) |"'
         else
             echo "| $r | $n × $BLOCKS | failed: $(tail -1 "$work/sim.err") | | | | | |"

@@ -327,6 +327,18 @@ impl Netns {
         assert!(ok, "{cmd:?} in {} failed: {out}", self.name);
         out
     }
+
+    /// The IPv4 address on `eth0` (a pod's, which the plugin may not have printed); empty when
+    /// it has none.
+    pub fn eth0_ipv4(&self) -> String {
+        let out = self.exec_ok(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
+        out.split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .unwrap_or_default()
+            .to_string()
+    }
 }
 
 impl Drop for Netns {

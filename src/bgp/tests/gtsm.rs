@@ -22,10 +22,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::harness::{init_tracing, peer_status, wait_for, wait_route};
-use super::netns::{e2e_enabled, require, run};
+use super::netns::{block_on_in, e2e_enabled, require, run};
 use crate::bgp::fsm::State;
 use crate::bgp::speaker::{PeerSpec, Speaker, SpeakerConfig, SpeakerHandle};
-use crate::netlink::{run_in_netns, NetnsRef};
 
 const OUR_AS: u32 = 64512;
 const NEAR_AS: u32 = 65011;
@@ -309,16 +308,7 @@ fn gtsm_refuses_a_peer_two_hops_away_and_accepts_one_hop() {
     }
     init_tracing();
     let line = Line::create();
-    let ns = NetnsRef::named(&line.node);
-    run_in_netns(&ns, || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(exercise(&line));
-    })
-    .expect("enter node netns");
+    block_on_in(&line.node, || exercise(&line));
 }
 
 async fn exercise(line: &Line) {

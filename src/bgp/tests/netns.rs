@@ -158,16 +158,7 @@ impl Topology {
         Fut: std::future::Future<Output = T>,
         T: Send,
     {
-        let ns = NetnsRef::named(&self.node_ns);
-        run_in_netns(&ns, || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(work())
-        })
-        .expect("enter node netns")
+        block_on_in(&self.node_ns, work)
     }
 
     /// The contents of a log file, for failure messages.
@@ -215,4 +206,23 @@ impl Drop for Topology {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
+}
+
+/// Runs `work` on a two-thread tokio runtime of its own inside namespace `name`.
+pub fn block_on_in<F, Fut, T>(name: &str, work: F) -> T
+where
+    F: FnOnce() -> Fut + Send,
+    Fut: std::future::Future<Output = T>,
+    T: Send,
+{
+    let ns = NetnsRef::named(name);
+    run_in_netns(&ns, || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(work())
+    })
+    .expect("enter node netns")
 }
