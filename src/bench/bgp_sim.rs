@@ -559,6 +559,21 @@ mod tests {
         }
     }
 
+    /// The stand-in peer's side of the handshake: OPEN (AS 64512) and KEEPALIVE.
+    async fn greet(stream: &mut tokio::net::TcpStream) {
+        let open = Open {
+            asn: 64512,
+            hold_time: 240,
+            bgp_id: Ipv4Addr::new(127, 0, 0, 1),
+            capabilities: vec![Capability::FourOctetAs(64512)],
+        };
+        stream
+            .write_all(&encode_open(&open).unwrap())
+            .await
+            .unwrap();
+        stream.write_all(&encode_keepalive()).await.unwrap();
+    }
+
     /// A stand-in peer on loopback: answers every connection with OPEN and KEEPALIVE, then
     /// reads until it closes; counts the connections and the bytes that are not keepalives.
     async fn answering_peer() -> (SocketAddr, Arc<AtomicUsize>) {
@@ -571,17 +586,7 @@ mod tests {
                 let (mut stream, _) = listener.accept().await.unwrap();
                 counter.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
-                    let open = Open {
-                        asn: 64512,
-                        hold_time: 240,
-                        bgp_id: Ipv4Addr::new(127, 0, 0, 1),
-                        capabilities: vec![Capability::FourOctetAs(64512)],
-                    };
-                    stream
-                        .write_all(&encode_open(&open).unwrap())
-                        .await
-                        .unwrap();
-                    stream.write_all(&encode_keepalive()).await.unwrap();
+                    greet(&mut stream).await;
                     let mut sink = [0u8; 4096];
                     while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
                 });
@@ -626,17 +631,7 @@ mod tests {
                 accepted.fetch_add(1, Ordering::SeqCst);
                 let (counts, accepted) = (shared.clone(), accepted.clone());
                 tokio::spawn(async move {
-                    let open = Open {
-                        asn: 64512,
-                        hold_time: 240,
-                        bgp_id: Ipv4Addr::new(127, 0, 0, 1),
-                        capabilities: vec![Capability::FourOctetAs(64512)],
-                    };
-                    stream
-                        .write_all(&encode_open(&open).unwrap())
-                        .await
-                        .unwrap();
-                    stream.write_all(&encode_keepalive()).await.unwrap();
+                    greet(&mut stream).await;
                     let mut frames = FrameReader::new();
                     let mut buffer = [0u8; 4096];
                     while let Ok(n @ 1..) = stream.read(&mut buffer).await {
