@@ -89,17 +89,7 @@ setup_cluster() { # setup_cluster VARIANT
     done
 }
 
-# The epoch time of the first monitor line after $3 that adds a route to $2, in node $1's log.
-route_seen_at() {
-    local log=$1 block=$2 after=$3
-    grep -F " $block " "$log" | grep -v "Deleted" | epoch_after "$after"
-}
 
-block_of() { # 10.245.3.7 -> 10.245.3.0/26
-    local IFS=.
-    read -r a b c d <<<"$1"
-    echo "$a.$b.$c.$((d / 64 * 64))/26"
-}
 
 run_trials() { # run_trials VARIANT -> one latency (ms) per line in $work/VARIANT.ms
     local v=$1
@@ -120,42 +110,16 @@ run_trials() { # run_trials VARIANT -> one latency (ms) per line in $work/VARIAN
         local ip block
         ip=$(jq -r '.ips[0].address' <<<"$out" | cut -d/ -f1)
         block=$(block_of "$ip")
-        local worst=0 worst_start=0
-        for j in 1 2 3; do
-            [ "$i" = "$j" ] && continue
-            local seen="" deadline=$((SECONDS + 30))
-            while [ -z "$seen" ]; do
-                seen=$(route_seen_at "$work/$v-mon-$j.log" "$block" "$tstart")
-                [ -n "$seen" ] && break
-                [ $SECONDS -ge $deadline ] && { echo "$v trial $k: $block never reached node-$j" >&2; exit 1; }
-                sleep 0.05
-            done
-            worst=$(awk -v s="$seen" -v t="$t0" -v w="$worst" 'BEGIN { d = (s - t) * 1000; if (d < 0) d = 0; print (d > w ? d : w) }')
-            worst_start=$(awk -v s="$seen" -v t="$tstart" -v w="$worst_start" 'BEGIN { d = (s - t) * 1000; print (d > w ? d : w) }')
-        done
-        echo "$worst" >>"$work/$v.ms"
-        echo "$worst_start" >>"$work/$v.start.ms"
+        record_reach "$v" "$k" "$block" "$tstart" "$t0" "$i" 1 2 3
         # Undo: the pod goes, its block is given back, the route leaves the other kernels.
         echo "$conf" | ns "$P-$v-n$i" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin CNI_COMMAND=DEL \
             CNI_CONTAINERID="c$k" CNI_NETNS="/var/run/netns/$pod" CNI_IFNAME=eth0 "$B/routed-cni" >/dev/null
         ip netns del "$pod"
         "$B/routectl" --datastore "sqlite://$work/$v.db" ipam release --empty-blocks --node "node-$i" >/dev/null
-        local deadline=$((SECONDS + 30))
-        for j in 1 2 3; do
-            [ "$i" = "$j" ] && continue
-            while ip -n "$P-$v-n$j" route show "$block" | grep -q .; do
-                [ $SECONDS -ge $deadline ] && { echo "$v trial $k: $block not withdrawn from node-$j" >&2; exit 1; }
-                sleep 0.05
-            done
-        done
+        wait_withdrawn "$v" "$k" "$block" "$i" 1 2 3
     done
 }
 
-stats() { # p50 p99 mean max of a file of numbers
-    sort -n "$1" | awk '{ a[NR] = $1; s += $1 } END {
-        p50 = a[int((NR * 50 + 99) / 100)]; p99 = a[int((NR * 99 + 99) / 100)];
-        printf "%.1f %.1f %.1f %.1f\n", p50, p99, s / NR, a[NR] }'
-}
 
 for v in routed bird; do
     echo "==> $v: cluster up" >&2
@@ -163,11 +127,6 @@ for v in routed bird; do
     echo "==> $v: $TRIALS trials" >&2
     run_trials "$v"
 done
-row() { # row LABEL FILE
-    local p50 p99 mean max
-    read -r p50 p99 mean max < <(stats "$2")
-    echo "| $1 | $p50 | $p99 | $mean | $max |"
-}
 echo
 echo "Convergence of a node's first block to the other two nodes' kernels, $TRIALS trials each ($(date -u +%F))"
 echo

@@ -60,3 +60,64 @@ epoch_after() {
         fi
     done
 }
+
+# The convergence benchmarks (convergence.sh, rr_convergence.sh) name node J of variant V
+# "$P-$V-nJ" and log its `ip -ts monitor route` to "$work/V-mon-J.log".
+
+# route_seen_at LOG BLOCK EPOCH: the epoch of the first monitor line at or after EPOCH that
+# adds a route to BLOCK.
+route_seen_at() { grep -F " $2 " "$1" | grep -v "Deleted" | epoch_after "$3"; }
+
+block_of() { # 10.245.3.7 -> 10.245.3.0/26
+    local IFS=.
+    read -r a b c d <<<"$1"
+    echo "$a.$b.$c.$((d / 64 * 64))/26"
+}
+
+# record_reach V K BLOCK TSTART T0 FROM NODE...: waits (30 s at most per node) until BLOCK is in
+# the kernel of every NODE but FROM, and appends the slowest, in ms after T0 (the ADD's return,
+# never below 0) and after TSTART (its start), to $work/V.ms and $work/V.start.ms.
+record_reach() {
+    local v=$1 k=$2 block=$3 tstart=$4 t0=$5 from=$6 j seen deadline worst=0 worst_start=0
+    shift 6
+    for j in "$@"; do
+        [ "$from" = "$j" ] && continue
+        seen="" deadline=$((SECONDS + 30))
+        while [ -z "$seen" ]; do
+            seen=$(route_seen_at "$work/$v-mon-$j.log" "$block" "$tstart")
+            [ -n "$seen" ] && break
+            [ $SECONDS -ge $deadline ] && { echo "$v trial $k: $block never reached node-$j" >&2; exit 1; }
+            sleep 0.05
+        done
+        worst=$(awk -v s="$seen" -v t="$t0" -v w="$worst" 'BEGIN { d = (s - t) * 1000; if (d < 0) d = 0; print (d > w ? d : w) }')
+        worst_start=$(awk -v s="$seen" -v t="$tstart" -v w="$worst_start" 'BEGIN { d = (s - t) * 1000; print (d > w ? d : w) }')
+    done
+    echo "$worst" >>"$work/$v.ms"
+    echo "$worst_start" >>"$work/$v.start.ms"
+}
+
+# wait_withdrawn V K BLOCK FROM NODE...: waits (30 s at most in all) until no NODE but FROM
+# routes BLOCK.
+wait_withdrawn() {
+    local v=$1 k=$2 block=$3 from=$4 j deadline=$((SECONDS + 30))
+    shift 4
+    for j in "$@"; do
+        [ "$from" = "$j" ] && continue
+        while ip -n "$P-$v-n$j" route show "$block" | grep -q .; do
+            [ $SECONDS -ge $deadline ] && { echo "$v trial $k: $block not withdrawn from node-$j" >&2; exit 1; }
+            sleep 0.05
+        done
+    done
+}
+
+stats() { # p50 p99 mean max of a file of numbers
+    sort -n "$1" | awk '{ a[NR] = $1; s += $1 } END {
+        p50 = a[int((NR * 50 + 99) / 100)]; p99 = a[int((NR * 99 + 99) / 100)];
+        printf "%.1f %.1f %.1f %.1f\n", p50, p99, s / NR, a[NR] }'
+}
+
+row() { # row LABEL FILE: a markdown row of FILE's stats
+    local p50 p99 mean max
+    read -r p50 p99 mean max < <(stats "$2")
+    echo "| $1 | $p50 | $p99 | $mean | $max |"
+}

@@ -104,17 +104,7 @@ setup_cluster() { # setup_cluster VARIANT
     done
 }
 
-# The epoch time of the first monitor line after $3 that adds a route to $2, in log $1.
-route_seen_at() {
-    local log=$1 block=$2 after=$3
-    grep -F " $block " "$log" | grep -v "Deleted" | epoch_after "$after"
-}
 
-block_of() { # 10.246.3.7 -> 10.246.3.0/26
-    local IFS=.
-    read -r a b c d <<<"$1"
-    echo "$a.$b.$c.$((d / 64 * 64))/26"
-}
 
 cni() { # cni COMMAND VARIANT NODE K
     local conf="{\"cniVersion\":\"1.0.0\",\"name\":\"b\",\"type\":\"routed-cni\",\"socket\":\"$work/$2-$3.sock\"}"
@@ -129,46 +119,21 @@ run_trials() { # run_trials VARIANT -> one latency (ms) per line in $work/VARIAN
     for k in $(seq 1 "$TRIALS"); do
         local i=$(((k % 3) + 2))
         add_ns "$P-$v-p$k"
-        local out tstart t0 ip block worst=0 worst_start=0
+        local out tstart t0 ip block
         tstart=$(now)
         out=$(cni ADD "$v" "$i" "$k")
         t0=$(now)
         ip=$(jq -r '.ips[0].address' <<<"$out" | cut -d/ -f1)
         block=$(block_of "$ip")
-        for j in $CLIENTS; do
-            [ "$i" = "$j" ] && continue
-            local seen="" deadline=$((SECONDS + 30))
-            while [ -z "$seen" ]; do
-                seen=$(route_seen_at "$work/$v-mon-$j.log" "$block" "$tstart")
-                [ -n "$seen" ] && break
-                [ $SECONDS -ge $deadline ] && { echo "$v trial $k: $block never reached node-$j" >&2; exit 1; }
-                sleep 0.05
-            done
-            worst=$(awk -v s="$seen" -v t="$t0" -v w="$worst" 'BEGIN { d = (s - t) * 1000; if (d < 0) d = 0; print (d > w ? d : w) }')
-            worst_start=$(awk -v s="$seen" -v t="$tstart" -v w="$worst_start" 'BEGIN { d = (s - t) * 1000; print (d > w ? d : w) }')
-        done
-        echo "$worst" >>"$work/$v.ms"
-        echo "$worst_start" >>"$work/$v.start.ms"
+        record_reach "$v" "$k" "$block" "$tstart" "$t0" "$i" $CLIENTS
         # Undo: the pod goes, its block is given back, the route leaves the other kernels.
         cni DEL "$v" "$i" "$k" >/dev/null
         ip netns del "$P-$v-p$k"
         "$B/routectl" --datastore "sqlite://$work/$v.db" ipam release --empty-blocks --node "node-$i" >/dev/null
-        local deadline=$((SECONDS + 30))
-        for j in $CLIENTS; do
-            [ "$i" = "$j" ] && continue
-            while ip -n "$P-$v-n$j" route show "$block" | grep -q .; do
-                [ $SECONDS -ge $deadline ] && { echo "$v trial $k: $block not withdrawn from node-$j" >&2; exit 1; }
-                sleep 0.05
-            done
-        done
+        wait_withdrawn "$v" "$k" "$block" "$i" $CLIENTS
     done
 }
 
-stats() { # p50 p99 mean max of a file of numbers
-    sort -n "$1" | awk '{ a[NR] = $1; s += $1 } END {
-        p50 = a[int((NR * 50 + 99) / 100)]; p99 = a[int((NR * 99 + 99) / 100)];
-        printf "%.1f %.1f %.1f %.1f\n", p50, p99, s / NR, a[NR] }'
-}
 
 for v in routed bird; do
     echo "==> $v reflector: cluster up" >&2
@@ -176,11 +141,6 @@ for v in routed bird; do
     echo "==> $v reflector: $TRIALS trials" >&2
     run_trials "$v"
 done
-row() { # row LABEL FILE
-    local p50 p99 mean max
-    read -r p50 p99 mean max < <(stats "$2")
-    echo "| $1 | $p50 | $p99 | $mean | $max |"
-}
 echo
 echo "A client's new block reaching the other clients' kernels through one reflector, $TRIALS trials each ($(date -u +%F))"
 echo
