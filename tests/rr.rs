@@ -145,25 +145,18 @@ fn start_bird(lab: &Lab) -> Daemon {
             node_ip(rr)
         ));
     }
+    spawn_bird(lab, netns, "bird", &conf)
+}
+
+/// BIRD 2 in `netns` with `conf`, its files `STEM.conf`, `STEM.ctl` and `STEM.log` in the lab's
+/// directory.
+fn spawn_bird(lab: &Lab, netns: Netns, stem: &str, conf: &str) -> Daemon {
     let dir = lab.dir.path();
-    std::fs::write(dir.join("bird.conf"), conf).expect("write bird.conf");
-    let args: Vec<String> = [
-        "bird",
-        "-f",
-        "-c",
-        &dir.join("bird.conf").display().to_string(),
-        "-s",
-        &dir.join("bird.ctl").display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Daemon::spawn(
-        netns,
-        &args,
-        dir.join("bird.log"),
-        "BIRD 2 (Debian package bird2)",
-    )
+    let file = |ext: &str| dir.join(format!("{stem}.{ext}"));
+    std::fs::write(file("conf"), conf).unwrap_or_else(|e| panic!("write {stem}.conf: {e}"));
+    let path = |ext: &str| file(ext).display().to_string();
+    let args = ["bird", "-f", "-c", &path("conf"), "-s", &path("ctl")].map(String::from);
+    Daemon::spawn(netns, &args, file("log"), "BIRD 2 (Debian package bird2)")
 }
 
 fn birdc(lab: &Lab, bird: &Daemon, args: &[&str]) -> String {
@@ -569,25 +562,7 @@ fn start_bird_reflector(lab: &Lab, ip: &str, clients: &[usize]) -> Daemon {
             node_ip(*i)
         ));
     }
-    let dir = lab.dir.path();
-    std::fs::write(dir.join("bird-rr.conf"), conf).expect("write bird-rr.conf");
-    let args: Vec<String> = [
-        "bird",
-        "-f",
-        "-c",
-        &dir.join("bird-rr.conf").display().to_string(),
-        "-s",
-        &dir.join("bird-rr.ctl").display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Daemon::spawn(
-        netns,
-        &args,
-        dir.join("bird-rr.log"),
-        "BIRD 2 (Debian package bird2)",
-    )
+    spawn_bird(lab, netns, "bird-rr", &conf)
 }
 
 #[test]
