@@ -11,40 +11,13 @@ mod cluster;
 mod common;
 
 use cluster::{wait_for, Lab};
-use common::Netns;
+use common::{Daemon, Netns};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const TOR_PREFIX: &str = "198.51.100.0/24";
-
-/// A child process stopped (SIGTERM, by its pid) when dropped.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
-            unsafe {
-                libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
-            }
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn spawn_in(netns: &Netns, args: &[&str], log: &Path, what: &str) -> Daemon {
-    let log = std::fs::File::create(log).expect("log file");
-    let child = Command::new("ip")
-        .args(["netns", "exec", &netns.name])
-        .args(args)
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("ROUTED_E2E=1 needs {what}: {e}"));
-    Daemon(child)
-}
 
 fn agent_args(i: usize) -> Vec<String> {
     vec![
@@ -99,7 +72,7 @@ impl Setup {
         )
         .expect("write tor.conf");
         let socket = lab.dir.path().join("tor.ctl").display().to_string();
-        let tor = spawn_in(
+        let tor = Daemon::spawn(
             &tor_ns,
             &[
                 "bird",
@@ -409,7 +382,7 @@ fn bird_exporter_in_both_modes_reports_what_routectl_status_reports() {
     let v2 = setup.socket("bird").display().to_string();
     let exporter = "prometheus-bird-exporter";
     let need = "prometheus-bird-exporter (Debian package)";
-    let _old = spawn_in(
+    let _old = Daemon::spawn(
         rack,
         &[
             exporter,
@@ -422,7 +395,7 @@ fn bird_exporter_in_both_modes_reports_what_routectl_status_reports() {
         &dir.join("exporter-v1.log"),
         need,
     );
-    let _new = spawn_in(
+    let _new = Daemon::spawn(
         rack,
         &[
             exporter,
@@ -515,7 +488,7 @@ fn promtool_finds_the_metrics_clean_and_prometheus_reads_back_session_up() {
         "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: routed\n    static_configs:\n      - targets: ['10.100.0.1:9099']\n",
     )
     .expect("write prometheus.yml");
-    let _prometheus = spawn_in(
+    let _prometheus = Daemon::spawn(
         rack,
         &[
             "prometheus",

@@ -20,7 +20,6 @@ mod common;
 use cluster::{block_of, deleted_routes_of_ours, wait_for, Lab, Ping, RouteMonitor};
 use common::Netns;
 use std::collections::BTreeMap;
-use std::process::{Child, Command};
 
 const CLUSTER_ID: &str = "1.0.0.1";
 const NODES: usize = 5;
@@ -34,35 +33,19 @@ fn node_ip(i: usize) -> String {
     format!("10.100.0.{i}")
 }
 
-/// A daemon in its own namespace on the rack; stopped (SIGTERM, by its pid) when dropped.
-struct Daemon {
-    child: Child,
+/// A daemon in its own namespace on the rack (stopped before its namespace goes).
+struct RackDaemon {
+    _daemon: common::Daemon,
     netns: Netns,
 }
 
-impl Daemon {
-    fn spawn(netns: Netns, args: &[String], log: std::path::PathBuf, what: &str) -> Daemon {
-        let log = std::fs::File::create(log).expect("daemon log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &netns.name])
-            .args(args)
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("ROUTED_E2E=1 needs {what}: {e}"));
-        Daemon { child, netns }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
+impl RackDaemon {
+    fn spawn(netns: Netns, args: &[String], log: std::path::PathBuf, what: &str) -> RackDaemon {
+        let daemon = common::Daemon::spawn(&netns, args, &log, what);
+        RackDaemon {
+            _daemon: daemon,
+            netns,
         }
-        let _ = self.child.wait();
     }
 }
 
@@ -78,7 +61,7 @@ fn rack_member(lab: &Lab, name: &str, address: &str) -> Netns {
 }
 
 /// FRR bgpd, a client of both reflectors, originating `FRR_PREFIX`.
-fn start_frr(lab: &Lab) -> Daemon {
+fn start_frr(lab: &Lab) -> RackDaemon {
     let netns = rack_member(lab, "frr", FRR_IP);
     let mut conf = format!(
         "frr defaults traditional\nhostname frrclient\n!\nrouter bgp 64512\n bgp router-id {FRR_IP}\n\
@@ -116,7 +99,7 @@ fn start_frr(lab: &Lab) -> Daemon {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    Daemon::spawn(
+    RackDaemon::spawn(
         netns,
         &args,
         dir.join("bgpd.log"),
@@ -124,7 +107,7 @@ fn start_frr(lab: &Lab) -> Daemon {
     )
 }
 
-fn frr_show(lab: &Lab, frr: &Daemon, command: &str) -> String {
+fn frr_show(lab: &Lab, frr: &RackDaemon, command: &str) -> String {
     let vty = lab.dir.path().join("vty").display().to_string();
     frr.netns
         .exec(&["vtysh", "--vty_socket", &vty, "-d", "bgpd", "-c", command])
@@ -132,7 +115,7 @@ fn frr_show(lab: &Lab, frr: &Daemon, command: &str) -> String {
 }
 
 /// BIRD 2, a client of both reflectors, originating `BIRD_PREFIX`.
-fn start_bird(lab: &Lab) -> Daemon {
+fn start_bird(lab: &Lab) -> RackDaemon {
     let netns = rack_member(lab, "bird", BIRD_IP);
     let mut conf = format!(
         "router id {BIRD_IP};\nprotocol device {{}}\n\
@@ -150,16 +133,16 @@ fn start_bird(lab: &Lab) -> Daemon {
 
 /// BIRD 2 in `netns` with `conf`, its files `STEM.conf`, `STEM.ctl` and `STEM.log` in the lab's
 /// directory.
-fn spawn_bird(lab: &Lab, netns: Netns, stem: &str, conf: &str) -> Daemon {
+fn spawn_bird(lab: &Lab, netns: Netns, stem: &str, conf: &str) -> RackDaemon {
     let dir = lab.dir.path();
     let file = |ext: &str| dir.join(format!("{stem}.{ext}"));
     std::fs::write(file("conf"), conf).unwrap_or_else(|e| panic!("write {stem}.conf: {e}"));
     let path = |ext: &str| file(ext).display().to_string();
     let args = ["bird", "-f", "-c", &path("conf"), "-s", &path("ctl")].map(String::from);
-    Daemon::spawn(netns, &args, file("log"), "BIRD 2 (Debian package bird2)")
+    RackDaemon::spawn(netns, &args, file("log"), "BIRD 2 (Debian package bird2)")
 }
 
-fn birdc(lab: &Lab, bird: &Daemon, args: &[&str]) -> String {
+fn birdc(lab: &Lab, bird: &RackDaemon, args: &[&str]) -> String {
     let socket = lab.dir.path().join("bird.ctl").display().to_string();
     let mut cmd = vec!["birdc", "-s", &socket];
     cmd.extend_from_slice(args);
@@ -549,7 +532,7 @@ fn killing_one_of_two_reflectors_loses_no_packet_and_it_rejoins() {
 }
 
 /// BIRD 2 as the reflector (`rr client; rr cluster id`), `ip` on the rack.
-fn start_bird_reflector(lab: &Lab, ip: &str, clients: &[usize]) -> Daemon {
+fn start_bird_reflector(lab: &Lab, ip: &str, clients: &[usize]) -> RackDaemon {
     let netns = rack_member(lab, "birdrr", ip);
     let mut conf = format!(
         "router id {ip};\nprotocol device {{}}\n\

@@ -520,3 +520,41 @@ pub fn cni(node: &Netns, env: &[(&str, &str)], conf: &str) -> (i32, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }
+
+/// A daemon a test started inside a namespace, its output in a log file; stopped (SIGTERM, by
+/// its pid) and reaped when dropped.
+pub struct Daemon(pub Child);
+
+impl Daemon {
+    /// Runs `args` in `netns`; `what` names the package a missing program comes from.
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(
+        netns: &Netns,
+        args: &[S],
+        log: &std::path::Path,
+        what: &str,
+    ) -> Daemon {
+        let log = std::fs::File::create(log).expect("daemon log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &netns.name])
+            .args(args)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("ROUTED_E2E=1 needs {what}: {e}"));
+        Daemon(child)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            if let Ok(pid) = libc::pid_t::try_from(self.0.id()) {
+                // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+            let _ = self.0.wait();
+        }
+    }
+}
